@@ -1,0 +1,8 @@
+//! callbridge: lands voice-AI calls and meeting bookings in HubSpot.
+//!
+//! This crate wires the pieces together: configuration, the HTTP service, the worker and the
+//! command line. Domain rules live in `callbridge-domain`, HubSpot in `callbridge-hubspot`,
+//! persistence in `callbridge-store`, and the simulator in `callbridge-sandbox`.
+
+pub mod cli;
+mod cmd;
