@@ -12,8 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult, PropError};
 use crate::model::{
-    GroupDef, Kind, PropType, PropertyDef, default_association, default_groups, default_properties,
-    lifecycle_rank,
+    GroupDef, Kind, PropType, PropertyDef, default_association, default_groups, default_properties, lifecycle_rank,
 };
 use crate::util::{iso, national_digits, parse_datetime_ms};
 
@@ -64,7 +63,7 @@ pub struct Table {
 }
 
 /// Write-rule switches where HubSpot's sources disagree (reference: CONFLICT/UNVERIFIED).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Rules {
     /// A backward lifecycle stage write answers 400 instead of being silently ignored.
     pub lifecycle_backward_error: bool,
@@ -72,12 +71,6 @@ pub struct Rules {
     pub ignore_unknown_activity_properties: bool,
     /// How long a write takes to reach search.
     pub index_lag_ms: i64,
-}
-
-impl Default for Rules {
-    fn default() -> Self {
-        Rules { lifecycle_backward_error: false, ignore_unknown_activity_properties: false, index_lag_ms: 0 }
-    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -201,7 +194,13 @@ impl Db {
     }
 
     /// Finds a record by `idProperty` (record id, `email` for contacts, or a unique property).
-    pub fn find(&self, kind: Kind, id_property: Option<&str>, value: &str, follow_merges: bool) -> ApiResult<Option<u64>> {
+    pub fn find(
+        &self,
+        kind: Kind,
+        id_property: Option<&str>,
+        value: &str,
+        follow_merges: bool,
+    ) -> ApiResult<Option<u64>> {
         match id_property {
             None | Some("hs_object_id") => {
                 let Ok(id) = value.trim().parse::<u64>() else { return Ok(None) };
@@ -226,7 +225,12 @@ impl Db {
     }
 
     /// Checks and normalises property values for a create (`existing` is `None`) or an update.
-    pub fn prepare(&self, kind: Kind, existing: Option<&Record>, input: &Map<String, Value>) -> Result<Write, Vec<PropError>> {
+    pub fn prepare(
+        &self,
+        kind: Kind,
+        existing: Option<&Record>,
+        input: &Map<String, Value>,
+    ) -> Result<Write, Vec<PropError>> {
         let mut errors = Vec::new();
         let mut write = Write::default();
         for (name, raw) in input {
@@ -247,7 +251,11 @@ impl Db {
                 continue;
             };
             if def.read_only {
-                errors.push(PropError::new(name, "READ_ONLY_VALUE", format!("{name} is a read only property; its value cannot be set.")));
+                errors.push(PropError::new(
+                    name,
+                    "READ_ONLY_VALUE",
+                    format!("{name} is a read only property; its value cannot be set."),
+                ));
                 continue;
             }
             if text.is_empty() {
@@ -261,7 +269,8 @@ impl Db {
         }
         if kind == Kind::Contact {
             // Lifecycle stage only moves forward (DOC:contacts); clearing with "" is allowed.
-            if let (Some(old), Some(new)) = (existing.and_then(|r| r.get("lifecyclestage")), write.get("lifecyclestage"))
+            if let (Some(old), Some(new)) =
+                (existing.and_then(|r| r.get("lifecyclestage")), write.get("lifecyclestage"))
                 && let (Some(a), Some(b)) = (lifecycle_rank(old), lifecycle_rank(new))
                 && b < a
             {
@@ -299,7 +308,14 @@ impl Db {
 
     /// Checks that a write keeps emails and unique values unique. `own` is the record being
     /// updated; `pending` holds values claimed earlier in the same batch.
-    pub fn check_conflicts(&self, kind: Kind, own: Option<u64>, write: &Write, pending: &mut HashMap<(String, String), usize>, index: usize) -> ApiResult<()> {
+    pub fn check_conflicts(
+        &self,
+        kind: Kind,
+        own: Option<u64>,
+        write: &Write,
+        pending: &mut HashMap<(String, String), usize>,
+        index: usize,
+    ) -> ApiResult<()> {
         for (name, value) in &write.values {
             if value.is_empty() {
                 continue;
@@ -325,13 +341,18 @@ impl Db {
                     return Err(ApiError::new(
                         axum::http::StatusCode::CONFLICT,
                         "CONFLICT",
-                        format!("A {} with the unique value \"{value}\" for property \"{name}\" already exists. Existing ID: {existing}", kind.singular()),
+                        format!(
+                            "A {} with the unique value \"{value}\" for property \"{name}\" already exists. Existing ID: {existing}",
+                            kind.singular()
+                        ),
                     ));
                 }
                 if let Some(first) = pending.insert((name.clone(), value.clone()), index)
                     && first != index
                 {
-                    return Err(ApiError::validation(format!("Duplicate value found in batch input for unique property {name}: {value}")));
+                    return Err(ApiError::validation(format!(
+                        "Duplicate value found in batch input for unique property {name}: {value}"
+                    )));
                 }
             }
         }
@@ -461,7 +482,11 @@ impl Db {
                 // The other phone field may still carry the same number.
                 let still = self
                     .record(kind, id)
-                    .map(|r| ["phone", "mobilephone"].iter().any(|p| r.get(p).and_then(national_digits).as_deref() == Some(d.as_str())))
+                    .map(|r| {
+                        ["phone", "mobilephone"]
+                            .iter()
+                            .any(|p| r.get(p).and_then(national_digits).as_deref() == Some(d.as_str()))
+                    })
                     .unwrap_or(false);
                 if !still && let Some(set) = self.phones.get_mut(&d) {
                     set.remove(&id);
@@ -480,8 +505,7 @@ impl Db {
 
     fn unindex_record(&mut self, kind: Kind, id: u64) {
         let Some(record) = self.tables[kind.index()].records.get(&id) else { return };
-        let values: Vec<(String, String)> =
-            record.props.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
+        let values: Vec<(String, String)> = record.props.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
         for (name, value) in values {
             if kind == Kind::Contact && name == "hs_additional_emails" {
                 for e in value.split(';') {
@@ -583,7 +607,9 @@ impl Db {
             return Err(ApiError::not_found());
         };
         let ids = |r: &Record| -> Vec<String> {
-            r.get("hs_merged_object_ids").map(|v| v.split(';').filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default()
+            r.get("hs_merged_object_ids")
+                .map(|v| v.split(';').filter(|s| !s.is_empty()).map(String::from).collect())
+                .unwrap_or_default()
         };
         let mut merged_ids = ids(&pr);
         merged_ids.push(o.to_string());
@@ -595,18 +621,33 @@ impl Db {
                 format!("Cannot have more than {MERGE_IDENTITY_LIMIT} identities on a profile"),
             ));
         }
-        let mut additional: Vec<String> =
-            pr.get("hs_additional_emails").map(|v| v.split(';').filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default();
-        for e in or.get("email").into_iter().chain(or.get("hs_additional_emails").into_iter().flat_map(|v| v.split(';'))) {
+        let mut additional: Vec<String> = pr
+            .get("hs_additional_emails")
+            .map(|v| v.split(';').filter(|s| !s.is_empty()).map(String::from).collect())
+            .unwrap_or_default();
+        for e in
+            or.get("email").into_iter().chain(or.get("hs_additional_emails").into_iter().flat_map(|v| v.split(';')))
+        {
             let e = e.to_lowercase();
-            if !e.is_empty() && Some(e.as_str()) != pr.get("email").map(str::to_lowercase).as_deref() && !additional.contains(&e) {
+            if !e.is_empty()
+                && Some(e.as_str()) != pr.get("email").map(str::to_lowercase).as_deref()
+                && !additional.contains(&e)
+            {
                 additional.push(e);
             }
         }
         let mut values: HashMap<String, Val> = pr.props.clone();
         for (name, val) in &or.props {
-            if matches!(name.as_str(), "email" | "hs_object_id" | "hs_additional_emails" | "hs_merged_object_ids" | "createdate" | "lastmodifieddate" | "lifecyclestage")
-                || val.value.is_empty()
+            if matches!(
+                name.as_str(),
+                "email"
+                    | "hs_object_id"
+                    | "hs_additional_emails"
+                    | "hs_merged_object_ids"
+                    | "createdate"
+                    | "lastmodifieddate"
+                    | "lifecyclestage"
+            ) || val.value.is_empty()
             {
                 continue;
             }
@@ -627,7 +668,10 @@ impl Db {
         values.insert("createdate".into(), Val { value: iso(created), ms: now });
         values.insert("hs_additional_emails".into(), Val { value: additional.join(";"), ms: now });
         values.insert("hs_merged_object_ids".into(), Val { value: merged_ids.join(";"), ms: now });
-        values.insert("hs_calculated_merged_vids".into(), Val { value: merged_ids.iter().map(|id| format!("{id}:{now}")).collect::<Vec<_>>().join(";"), ms: now });
+        values.insert(
+            "hs_calculated_merged_vids".into(),
+            Val { value: merged_ids.iter().map(|id| format!("{id}:{now}")).collect::<Vec<_>>().join(";"), ms: now },
+        );
         values.insert("lastmodifieddate".into(), Val { value: iso(now), ms: now });
 
         // Move the absorbed contact's associations to the survivor, then retire it.
@@ -767,14 +811,22 @@ fn check_value(def: &PropertyDef, text: &str) -> Result<String, PropError> {
             "true" | "false" => Ok(text.to_ascii_lowercase()),
             _ => Err(PropError::new(name, "INVALID_BOOLEAN", format!("{text} was not a valid boolean"))),
         },
-        PropType::Datetime => parse_datetime_ms(text)
-            .map(iso)
-            .ok_or_else(|| PropError::new(name, "INVALID_DATETIME", format!("{text} was not a valid datetime: use ISO-8601 or epoch milliseconds"))),
+        PropType::Datetime => parse_datetime_ms(text).map(iso).ok_or_else(|| {
+            PropError::new(
+                name,
+                "INVALID_DATETIME",
+                format!("{text} was not a valid datetime: use ISO-8601 or epoch milliseconds"),
+            )
+        }),
         PropType::Date => {
             let ms = parse_datetime_ms(text);
             match ms {
                 Some(ms) if ms % 86_400_000 == 0 => Ok(iso(ms)[..10].to_string()),
-                _ => Err(PropError::new(name, "INVALID_DATE", format!("{text} was not a valid date: use YYYY-MM-DD or midnight UTC in epoch milliseconds"))),
+                _ => Err(PropError::new(
+                    name,
+                    "INVALID_DATE",
+                    format!("{text} was not a valid date: use YYYY-MM-DD or midnight UTC in epoch milliseconds"),
+                )),
             }
         }
         PropType::String | PropType::PhoneNumber => {

@@ -64,27 +64,26 @@ impl ApiError {
 
     /// HubSpot's 409 for an email already held by another contact (primary or additional).
     pub fn contact_exists(existing: u64) -> ApiError {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "CONFLICT",
-            format!("Contact already exists. Existing ID: {existing}"),
-        )
+        ApiError::new(StatusCode::CONFLICT, "CONFLICT", format!("Contact already exists. Existing ID: {existing}"))
     }
 
     /// The 400 for invalid property values, with HubSpot's message format and an `errors`
     /// list a client can read without parsing the message.
     pub fn invalid_properties(errors: &[PropError], portal_id: u64) -> ApiError {
-        let listed: Vec<Value> = errors
+        // Written by hand to keep HubSpot's key order (serde_json maps sort their keys).
+        let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let listed: Vec<String> = errors
             .iter()
             .map(|e| {
-                json!({"isValid": false, "message": e.message, "error": e.code, "name": e.name,
-                       "localizedErrorMessage": e.message, "portalId": portal_id})
+                format!(
+                    "{{\"isValid\":false,\"message\":{m},\"error\":{c},\"name\":{n},\"localizedErrorMessage\":{m},\"portalId\":{portal_id}}}",
+                    m = quote(&e.message),
+                    c = quote(e.code),
+                    n = quote(&e.name),
+                )
             })
             .collect();
-        let message = format!(
-            "Property values were not valid: {}",
-            serde_json::to_string(&listed).unwrap_or_default()
-        );
+        let message = format!("Property values were not valid: [{}]", listed.join(","));
         let details: Vec<Value> = errors
             .iter()
             .map(|e| json!({"message": e.message, "code": e.code, "context": {"propertyName": [e.name]}}))

@@ -29,7 +29,12 @@ pub async fn correlation(req: Request, next: Next) -> Response {
 }
 
 /// The API gate, run after routing (so it knows the endpoint's template).
-pub async fn gate(AxState(state): AxState<Arc<State>>, matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+pub async fn gate(
+    AxState(state): AxState<Arc<State>>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
     let endpoint = matched.as_ref().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
     let response = gate_inner(&state, &endpoint, req, next).await;
@@ -49,7 +54,8 @@ async fn gate_inner(state: &Arc<State>, endpoint: &str, req: Request, next: Next
         (rt.outage_until.is_some_and(|t| now < t), rt.storm_until.is_some_and(|t| now < t))
     };
     if outage {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service Unavailable").into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service Unavailable")
+            .into_response();
     }
 
     // Authentication.
@@ -98,7 +104,9 @@ async fn gate_inner(state: &Arc<State>, endpoint: &str, req: Request, next: Next
         } else {
             let (key, max) = match info.kind {
                 TokenKind::Private => (format!("app:{}", info.app_id), rt.private_ten_second_max()),
-                TokenKind::OAuth => (format!("oauth:{}:{}", info.app_id, state.config.portal_id), state.config.oauth_ten_second_max),
+                TokenKind::OAuth => {
+                    (format!("oauth:{}:{}", info.app_id, state.config.portal_id), state.config.oauth_ten_second_max)
+                }
             };
             let daily = rt.daily();
             if info.kind == TokenKind::Private && limiter.daily_used() >= daily {
@@ -106,7 +114,8 @@ async fn gate_inner(state: &Arc<State>, endpoint: &str, req: Request, next: Next
             }
             let draw = limiter.draw(&key, max, WINDOW, now);
             if !draw.allowed {
-                return rate_limited("TEN_SECONDLY_ROLLING", state.config.portal_id, retry_after.then_some(10)).into_response();
+                return rate_limited("TEN_SECONDLY_ROLLING", state.config.portal_id, retry_after.then_some(10))
+                    .into_response();
             }
             let secondly_max = max.div_ceil(10);
             let secondly = limiter.remaining(&format!("{key}:1s"), secondly_max, Duration::from_secs(1), now);
@@ -126,14 +135,16 @@ async fn gate_inner(state: &Arc<State>, endpoint: &str, req: Request, next: Next
 
     // Scopes.
     let required = required_scopes(req.method(), &path);
-    let missing: Vec<&str> = required.iter().filter(|s| !s.iter().any(|alt| info.scopes.contains(*alt))).map(|s| s[0]).collect();
+    let missing: Vec<&str> =
+        required.iter().filter(|s| !s.iter().any(|alt| info.scopes.contains(*alt))).map(|s| s[0]).collect();
     if !missing.is_empty() {
         return with_headers(ApiError::missing_scopes(&missing).into_response(), &headers);
     }
 
     // Faults before the effect.
     if faults.error_rate > 0.0 && fastrand::f64() < faults.error_rate {
-        let statuses = if faults.error_statuses.is_empty() { vec![500, 502, 503, 504] } else { faults.error_statuses.clone() };
+        let statuses =
+            if faults.error_statuses.is_empty() { vec![500, 502, 503, 504] } else { faults.error_statuses.clone() };
         let status = statuses[fastrand::usize(..statuses.len())];
         return with_headers(fault(status).into_response(), &headers);
     }
@@ -176,8 +187,13 @@ fn fault(status: u16) -> ApiError {
 pub fn rate_limited(policy: &str, portal_id: u64, retry_after_secs: Option<u64>) -> ApiError {
     let (message, group) = match policy {
         "DAILY" => ("You have reached your daily limit.", format!("publicapi:private-app-api-calls-daily:{portal_id}")),
-        "SECONDLY" => ("You have reached your secondly limit.", format!("publicapi:private-app-search-secondly:{portal_id}")),
-        _ => ("You have reached your ten_secondly_rolling limit.", format!("publicapi:private-app-api-calls-ten-secondly:{portal_id}")),
+        "SECONDLY" => {
+            ("You have reached your secondly limit.", format!("publicapi:private-app-search-secondly:{portal_id}"))
+        }
+        _ => (
+            "You have reached your ten_secondly_rolling limit.",
+            format!("publicapi:private-app-api-calls-ten-secondly:{portal_id}"),
+        ),
     };
     let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITS", message)
         .with("errorType", json!("RATE_LIMIT"))
@@ -217,8 +233,13 @@ fn required_scopes(method: &Method, path: &str) -> Vec<&'static [&'static str]> 
             out.push(&["scheduler.meetings.meeting-link.read"]);
         }
     } else if path.starts_with("/crm/") || path.starts_with("/engagements/") {
-        out.push(if read { &["crm.objects.contacts.read", "crm.objects.contacts.write"] } else { &["crm.objects.contacts.write"] });
-        let touches_calls = path.starts_with("/crm/") && segments.iter().any(|s| matches!(*s, "calls" | "call" | "0-48"));
+        out.push(if read {
+            &["crm.objects.contacts.read", "crm.objects.contacts.write"]
+        } else {
+            &["crm.objects.contacts.write"]
+        });
+        let touches_calls =
+            path.starts_with("/crm/") && segments.iter().any(|s| matches!(*s, "calls" | "call" | "0-48"));
         if touches_calls {
             out.push(if read { &[CALLS_READ, CALLS_WRITE] } else { &[CALLS_WRITE] });
         }

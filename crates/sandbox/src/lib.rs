@@ -114,7 +114,11 @@ impl Sandbox {
     }
 
     /// Serves on an already bound listener until `shutdown` resolves.
-    pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await
     }
 
@@ -228,12 +232,17 @@ impl Sandbox {
 
     /// Creates records directly, validated as a create is but outside limits and counts.
     pub fn seed(&self, object_type: &str, records: &[Map<String, Value>]) -> ApiResult<Vec<u64>> {
-        let kind = Kind::parse(object_type).ok_or_else(|| ApiError::validation(format!("Unknown object type {object_type}")))?;
+        let kind = Kind::parse(object_type)
+            .ok_or_else(|| ApiError::validation(format!("Unknown object type {object_type}")))?;
         let mut db = self.state.db.lock();
         let now = util::now_ms();
         let mut ids = Vec::with_capacity(records.len());
         for props in records {
-            let input = api::objects::ObjectInput { properties: props.clone(), associations: Vec::new(), object_write_trace_id: None };
+            let input = api::objects::ObjectInput {
+                properties: props.clone(),
+                associations: Vec::new(),
+                object_write_trace_id: None,
+            };
             ids.push(api::objects::create_one(&mut db, kind, &input, now)?);
         }
         Ok(ids)
@@ -255,7 +264,8 @@ impl Sandbox {
                     let props: Map<String, Value> = r.props.iter().map(|(k, v)| (k.clone(), json!(v.value))).collect();
                     let mut assoc = Map::new();
                     for to in Kind::ALL {
-                        let ids: Vec<String> = db.associations((kind, r.id), to).into_iter().map(|(id, _)| id.to_string()).collect();
+                        let ids: Vec<String> =
+                            db.associations((kind, r.id), to).into_iter().map(|(id, _)| id.to_string()).collect();
                         if !ids.is_empty() {
                             assoc.insert(to.plural().into(), json!(ids));
                         }

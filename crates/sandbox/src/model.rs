@@ -105,14 +105,7 @@ impl Kind {
     /// Properties returned when a request names none (DOC:search "default properties").
     pub fn default_properties(self) -> &'static [&'static str] {
         match self {
-            Kind::Contact => &[
-                "createdate",
-                "email",
-                "firstname",
-                "hs_object_id",
-                "lastmodifieddate",
-                "lastname",
-            ],
+            Kind::Contact => &["createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname"],
             _ => &["hs_createdate", "hs_lastmodifieddate", "hs_object_id"],
         }
     }
@@ -120,16 +113,9 @@ impl Kind {
     /// Text properties searched by the free-text `query` of a search request.
     pub fn query_properties(self) -> &'static [&'static str] {
         match self {
-            Kind::Contact => &[
-                "firstname",
-                "lastname",
-                "email",
-                "phone",
-                "hs_additional_emails",
-                "fax",
-                "mobilephone",
-                "company",
-            ],
+            Kind::Contact => {
+                &["firstname", "lastname", "email", "phone", "hs_additional_emails", "fax", "mobilephone", "company"]
+            }
             Kind::Call => &["hs_call_title", "hs_body_preview"],
             Kind::Meeting => &["hs_meeting_title", "hs_meeting_body"],
             Kind::Task => &["hs_task_body", "hs_task_subject"],
@@ -204,22 +190,9 @@ impl PropType {
     pub fn field_types(self) -> &'static [&'static str] {
         match self {
             PropType::Bool => &["booleancheckbox", "calculation_equation"],
-            PropType::Enumeration => &[
-                "booleancheckbox",
-                "checkbox",
-                "radio",
-                "select",
-                "calculation_equation",
-            ],
+            PropType::Enumeration => &["booleancheckbox", "checkbox", "radio", "select", "calculation_equation"],
             PropType::Date | PropType::Datetime => &["date"],
-            PropType::String => &[
-                "file",
-                "text",
-                "textarea",
-                "calculation_equation",
-                "html",
-                "phonenumber",
-            ],
+            PropType::String => &["file", "text", "textarea", "calculation_equation", "html", "phonenumber"],
             PropType::Number => &["number", "calculation_equation"],
             PropType::PhoneNumber => &["phonenumber"],
         }
@@ -399,9 +372,7 @@ pub fn default_properties(kind: Kind) -> BTreeMap<String, PropertyDef> {
                 b("hs_timezone", "Time Zone", String, g),
                 b("hubspot_owner_id", "Contact owner", Enumeration, g),
                 b("hs_additional_emails", "Additional email addresses", String, g).read_only(),
-                b("hs_merged_object_ids", "Merged Contact IDs", Enumeration, g)
-                    .field("checkbox")
-                    .read_only(),
+                b("hs_merged_object_ids", "Merged Contact IDs", Enumeration, g).field("checkbox").read_only(),
                 b("hs_calculated_merged_vids", "Merged Contact IDs with timestamps", Enumeration, g)
                     .field("checkbox")
                     .read_only(),

@@ -28,7 +28,13 @@ pub struct SearchLimits {
 
 impl Default for SearchLimits {
     fn default() -> Self {
-        SearchLimits { max_groups: 5, max_filters_per_group: 6, max_filters: 18, max_page_size: 200, max_results: 10_000 }
+        SearchLimits {
+            max_groups: 5,
+            max_filters_per_group: 6,
+            max_filters: 18,
+            max_page_size: 200,
+            max_results: 10_000,
+        }
     }
 }
 
@@ -69,8 +75,19 @@ pub struct Filter {
 }
 
 const OPERATORS: [&str; 13] = [
-    "LT", "LTE", "GT", "GTE", "EQ", "NEQ", "BETWEEN", "IN", "NOT_IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY",
-    "CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN",
+    "LT",
+    "LTE",
+    "GT",
+    "GTE",
+    "EQ",
+    "NEQ",
+    "BETWEEN",
+    "IN",
+    "NOT_IN",
+    "HAS_PROPERTY",
+    "NOT_HAS_PROPERTY",
+    "CONTAINS_TOKEN",
+    "NOT_CONTAINS_TOKEN",
 ];
 
 fn text(v: &Value) -> String {
@@ -128,7 +145,11 @@ pub fn search(db: &Db, kind: Kind, req: &SearchRequest, limits: &SearchLimits, n
         None | Some(Value::Null) => 0,
         Some(v) => {
             let t = text(v);
-            if t.is_empty() { 0 } else { t.parse::<usize>().map_err(|_| ApiError::validation("after must be a whole number"))? }
+            if t.is_empty() {
+                0
+            } else {
+                t.parse::<usize>().map_err(|_| ApiError::validation("after must be a whole number"))?
+            }
         }
     };
     if after + limit > limits.max_results {
@@ -159,11 +180,18 @@ pub fn search(db: &Db, kind: Kind, req: &SearchRequest, limits: &SearchLimits, n
     let mut consider = |id: u64| {
         let Some(record) = db.record(kind, id) else { return };
         let Some(values) = record.searchable(now) else { return };
-        let matches_groups = groups.is_empty() || groups.iter().any(|g| g.iter().all(|f| matches(db, kind, id, values, f)));
+        let matches_groups =
+            groups.is_empty() || groups.iter().any(|g| g.iter().all(|f| matches(db, kind, id, values, f)));
         let matches_query = query.as_deref().is_none_or(|q| {
-            kind.query_properties()
-                .iter()
-                .any(|p| values.get(*p).is_some_and(|v| v.value.to_lowercase().split(|c: char| !c.is_alphanumeric() && c != '@' && c != '.').any(|t| t.starts_with(q)) || v.value.to_lowercase().contains(q)))
+            kind.query_properties().iter().any(|p| {
+                values.get(*p).is_some_and(|v| {
+                    v.value
+                        .to_lowercase()
+                        .split(|c: char| !c.is_alphanumeric() && c != '@' && c != '.')
+                        .any(|t| t.starts_with(q))
+                        || v.value.to_lowercase().contains(q)
+                })
+            })
         });
         if matches_groups && matches_query {
             hits.push((id, values));
@@ -174,7 +202,9 @@ pub fn search(db: &Db, kind: Kind, req: &SearchRequest, limits: &SearchLimits, n
         None => db.table(kind).records.keys().copied().for_each(&mut consider),
     }
     if let Some((name, descending)) = &sort {
-        let numeric = db.property(kind, name).is_some_and(|d| matches!(d.prop_type, PropType::Number | PropType::Date | PropType::Datetime));
+        let numeric = db
+            .property(kind, name)
+            .is_some_and(|d| matches!(d.prop_type, PropType::Number | PropType::Date | PropType::Datetime));
         hits.sort_by(|(ia, a), (ib, b)| {
             let va = a.get(name).map(|v| v.value.as_str()).unwrap_or("");
             let vb = b.get(name).map(|v| v.value.as_str()).unwrap_or("");
@@ -214,7 +244,10 @@ fn parse_sort(v: &Value) -> ApiResult<(String, bool)> {
             None => (s.clone(), false),
         }),
         Value::Object(o) => {
-            let name = o.get("propertyName").and_then(Value::as_str).ok_or_else(|| ApiError::validation("sorts[0].propertyName is required"))?;
+            let name = o
+                .get("propertyName")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::validation("sorts[0].propertyName is required"))?;
             let descending = match o.get("direction").and_then(Value::as_str).unwrap_or("ASCENDING") {
                 "ASCENDING" => false,
                 "DESCENDING" => true,
@@ -232,16 +265,26 @@ fn prepare<'a>(db: &Db, kind: Kind, f: &'a Filter) -> ApiResult<Prepared<'a>> {
     }
     let needs_value = !matches!(f.operator.as_str(), "HAS_PROPERTY" | "NOT_HAS_PROPERTY" | "IN" | "NOT_IN");
     if needs_value && f.value.is_none() {
-        return Err(ApiError::validation(format!("Filter on {} with operator {} needs a value", f.property_name, f.operator)));
+        return Err(ApiError::validation(format!(
+            "Filter on {} with operator {} needs a value",
+            f.property_name, f.operator
+        )));
     }
     if matches!(f.operator.as_str(), "IN" | "NOT_IN") && f.values.as_ref().is_none_or(Vec::is_empty) {
-        return Err(ApiError::validation(format!("Filter on {} with operator {} needs values", f.property_name, f.operator)));
+        return Err(ApiError::validation(format!(
+            "Filter on {} with operator {} needs values",
+            f.property_name, f.operator
+        )));
     }
     if f.operator == "BETWEEN" && f.high_value.is_none() {
-        return Err(ApiError::validation(format!("Filter on {} with operator BETWEEN needs a highValue", f.property_name)));
+        return Err(ApiError::validation(format!(
+            "Filter on {} with operator BETWEEN needs a highValue",
+            f.property_name
+        )));
     }
     if let Some(target) = f.property_name.strip_prefix("associations.") {
-        let to = Kind::parse(target).ok_or_else(|| ApiError::validation(format!("Unknown association type {target}")))?;
+        let to =
+            Kind::parse(target).ok_or_else(|| ApiError::validation(format!("Unknown association type {target}")))?;
         return Ok(Prepared { filter: f, prop_type: PropType::Number, phone: false, association: Some(to) });
     }
     let def = db
@@ -374,7 +417,8 @@ fn compare(prop_type: PropType, stored: Option<&str>, f: &Filter) -> bool {
             let pattern = value.map(text).unwrap_or_default().to_lowercase();
             let hit = stored.is_some_and(|a| {
                 let a = a.to_lowercase();
-                glob(&pattern, &a) || a.split(|c: char| !c.is_alphanumeric()).any(|t| !t.is_empty() && glob(&pattern, t))
+                glob(&pattern, &a)
+                    || a.split(|c: char| !c.is_alphanumeric()).any(|t| !t.is_empty() && glob(&pattern, t))
             });
             hit == (f.operator == "CONTAINS_TOKEN")
         }

@@ -354,5 +354,12 @@ impl State {
 }
 
 pub fn private_token(scopes: BTreeSet<String>, app_id: u64) -> TokenInfo {
-    TokenInfo { kind: TokenKind::Private, scopes, app_id, expires_ms: None, user: "sandbox@example.com".into(), user_id: 9_100_001 }
+    TokenInfo {
+        kind: TokenKind::Private,
+        scopes,
+        app_id,
+        expires_ms: None,
+        user: "sandbox@example.com".into(),
+        user_id: 9_100_001,
+    }
 }

@@ -62,9 +62,8 @@ pub fn national_digits(raw: &str) -> Option<String> {
         }
         let cc = country_code_len(&digits);
         digits.drain(..cc.min(digits.len()));
-    } else if digits.len() == 11 && digits.starts_with('1') {
-        digits.remove(0);
-    } else if digits.starts_with('0') && digits.len() > 6 {
+    } else if (digits.len() == 11 && digits.starts_with('1')) || (digits.starts_with('0') && digits.len() > 6) {
+        // A NANP number typed with its leading 1, or a national trunk prefix.
         digits.remove(0);
     }
     (!digits.is_empty()).then_some(digits)
@@ -73,9 +72,9 @@ pub fn national_digits(raw: &str) -> Option<String> {
 /// Length of the ITU country calling code at the start of `digits`.
 fn country_code_len(digits: &str) -> usize {
     const TWO: [&str; 44] = [
-        "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46", "47",
-        "48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63", "64", "65",
-        "66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95", "98",
+        "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46", "47", "48", "49",
+        "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63", "64", "65", "66", "81", "82", "84",
+        "86", "90", "91", "92", "93", "94", "95", "98",
     ];
     if digits.starts_with('1') || digits.starts_with('7') {
         1

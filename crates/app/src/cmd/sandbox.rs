@@ -47,13 +47,17 @@ pub struct Args {
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
-    Tier::parse(s).ok_or_else(|| format!("unknown tier {s}: use free, starter, professional, enterprise or limit_increase"))
+    Tier::parse(s)
+        .ok_or_else(|| format!("unknown tier {s}: use free, starter, professional, enterprise or limit_increase"))
 }
 
 impl Args {
     pub fn config(&self) -> anyhow::Result<SandboxConfig> {
         anyhow::ensure!((0.0..=1.0).contains(&self.error_rate), "--error-rate must be between 0 and 1");
-        anyhow::ensure!((0.0..=1.0).contains(&self.error_after_write_rate), "--error-after-write-rate must be between 0 and 1");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.error_after_write_rate),
+            "--error-after-write-rate must be between 0 and 1"
+        );
         Ok(SandboxConfig {
             tier: self.tier,
             private_token: self.token.clone(),

@@ -43,17 +43,25 @@ pub async fn v3_associate(
     let mut db = st.db.lock();
     let from_id = existing(&db, from, parse_id(&id)?)?;
     let to_id = existing(&db, to, parse_id(&to_id)?)?;
-    let (default_id, label) = default_association(from, to)
-        .ok_or_else(|| ApiError::validation(format!("There is no association between {} and {}", from.plural(), to.plural())))?;
+    let (default_id, label) = default_association(from, to).ok_or_else(|| {
+        ApiError::validation(format!("There is no association between {} and {}", from.plural(), to.plural()))
+    })?;
     let ok = association_type == label || association_type == default_id.to_string();
     if !ok {
-        return Err(ApiError::validation(format!("{association_type} is not a valid association type between {} and {}", from.plural(), to.plural())));
+        return Err(ApiError::validation(format!(
+            "{association_type} is not a valid association type between {} and {}",
+            from.plural(),
+            to.plural()
+        )));
     }
     db.associate((from, from_id), (to, to_id), default_id);
     let record = db.record(from, from_id).ok_or_else(ApiError::not_found)?;
     let mut out = db.render(from, record, None);
-    let results: Vec<Value> =
-        db.associations((from, from_id), to).into_iter().map(|(id, _)| json!({"id": id.to_string(), "type": label})).collect();
+    let results: Vec<Value> = db
+        .associations((from, from_id), to)
+        .into_iter()
+        .map(|(id, _)| json!({"id": id.to_string(), "type": label}))
+        .collect();
     out["associations"] = json!({ to.plural(): {"results": results} });
     Ok(Json(out))
 }
@@ -151,7 +159,11 @@ pub async fn dissociate(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn list(st: Shared, Path((from_type, from_id, to_type)): Path<(String, String, String)>, q: Query) -> ApiResult<Json<Value>> {
+pub async fn list(
+    st: Shared,
+    Path((from_type, from_id, to_type)): Path<(String, String, String)>,
+    q: Query,
+) -> ApiResult<Json<Value>> {
     let (from, to) = (kind(&from_type)?, kind(&to_type)?);
     let limit = q.number("limit")?.unwrap_or(500).min(500);
     let after = q.number("after")?.unwrap_or(0);
@@ -198,7 +210,8 @@ impl IdObj {
 }
 
 fn batch_body(results: Vec<Value>, errors: Vec<Value>, started: i64, ok: StatusCode) -> Response {
-    let mut body = json!({"status": "COMPLETE", "results": results, "startedAt": iso(started), "completedAt": iso(now_ms())});
+    let mut body =
+        json!({"status": "COMPLETE", "results": results, "startedAt": iso(started), "completedAt": iso(now_ms())});
     let status = if errors.is_empty() {
         ok
     } else {
@@ -209,7 +222,11 @@ fn batch_body(results: Vec<Value>, errors: Vec<Value>, started: i64, ok: StatusC
     (status, Json(body)).into_response()
 }
 
-pub async fn batch_create(st: Shared, Path((from_type, to_type)): Path<(String, String)>, Body(batch): Body<Inputs<Pair>>) -> ApiResult<Response> {
+pub async fn batch_create(
+    st: Shared,
+    Path((from_type, to_type)): Path<(String, String)>,
+    Body(batch): Body<Inputs<Pair>>,
+) -> ApiResult<Response> {
     let (from, to) = (kind(&from_type)?, kind(&to_type)?);
     if batch.inputs.len() > 2000 {
         return Err(ApiError::validation("A batch takes at most 2000 inputs"));
@@ -233,7 +250,11 @@ pub async fn batch_create(st: Shared, Path((from_type, to_type)): Path<(String, 
     Ok(batch_body(results, errors, started, StatusCode::CREATED))
 }
 
-pub async fn batch_default(st: Shared, Path((from_type, to_type)): Path<(String, String)>, Body(batch): Body<Inputs<Pair>>) -> ApiResult<Response> {
+pub async fn batch_default(
+    st: Shared,
+    Path((from_type, to_type)): Path<(String, String)>,
+    Body(batch): Body<Inputs<Pair>>,
+) -> ApiResult<Response> {
     let (from, to) = (kind(&from_type)?, kind(&to_type)?);
     let started = now_ms();
     let forward = default_type(from, to)?;
@@ -261,7 +282,11 @@ pub struct ReadInput {
     pub id: Value,
 }
 
-pub async fn batch_read(st: Shared, Path((from_type, to_type)): Path<(String, String)>, Body(batch): Body<Inputs<ReadInput>>) -> ApiResult<Response> {
+pub async fn batch_read(
+    st: Shared,
+    Path((from_type, to_type)): Path<(String, String)>,
+    Body(batch): Body<Inputs<ReadInput>>,
+) -> ApiResult<Response> {
     let (from, to) = (kind(&from_type)?, kind(&to_type)?);
     if batch.inputs.len() > 1000 {
         return Err(ApiError::validation("A batch takes at most 1000 inputs"));
@@ -271,7 +296,9 @@ pub async fn batch_read(st: Shared, Path((from_type, to_type)): Path<(String, St
     let mut results = Vec::new();
     let mut missing = Vec::new();
     for input in &batch.inputs {
-        let Some(id) = id_text(&input.id).and_then(|s| s.parse::<u64>().ok()).filter(|id| db.record(from, *id).is_some()) else {
+        let Some(id) =
+            id_text(&input.id).and_then(|s| s.parse::<u64>().ok()).filter(|id| db.record(from, *id).is_some())
+        else {
             missing.push(id_text(&input.id).unwrap_or_default());
             continue;
         };
@@ -287,9 +314,11 @@ pub async fn batch_read(st: Shared, Path((from_type, to_type)): Path<(String, St
     let errors = if missing.is_empty() {
         Vec::new()
     } else {
-        vec![ApiError::new(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", format!("No {} with these ids", from.plural()))
-            .with("context", json!({"ids": missing}))
-            .as_batch_error()]
+        vec![
+            ApiError::new(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", format!("No {} with these ids", from.plural()))
+                .with("context", json!({"ids": missing}))
+                .as_batch_error(),
+        ]
     };
     Ok(batch_body(results, errors, started, StatusCode::OK))
 }
@@ -301,7 +330,11 @@ pub struct ArchiveInput {
     pub to: Vec<IdObj>,
 }
 
-pub async fn batch_archive(st: Shared, Path((from_type, to_type)): Path<(String, String)>, Body(batch): Body<Inputs<ArchiveInput>>) -> ApiResult<StatusCode> {
+pub async fn batch_archive(
+    st: Shared,
+    Path((from_type, to_type)): Path<(String, String)>,
+    Body(batch): Body<Inputs<ArchiveInput>>,
+) -> ApiResult<StatusCode> {
     let (from, to) = (kind(&from_type)?, kind(&to_type)?);
     let mut db = st.db.lock();
     for input in &batch.inputs {

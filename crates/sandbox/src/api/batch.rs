@@ -24,6 +24,9 @@ use crate::util::{iso, now_ms};
 
 pub const BATCH_LIMIT: usize = 100;
 
+/// A validated create: values and inline associations.
+type NewRecord = (Write, Vec<(Kind, AssocInput)>);
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Batch<T> {
@@ -106,22 +109,31 @@ fn not_found_error(kind: Kind, ids: &[String]) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "OBJECT_NOT_FOUND",
-        format!("Could not get some {} objects, they may be deleted or not exist. Check that ids are valid.", kind.upper()),
+        format!(
+            "Could not get some {} objects, they may be deleted or not exist. Check that ids are valid.",
+            kind.upper()
+        ),
     )
     .with("context", json!({"ids": ids}))
 }
 
-pub async fn create(st: Shared, Path(object_type): Path<String>, Body(batch): Body<Batch<ObjectInput>>) -> ApiResult<Response> {
+pub async fn create(
+    st: Shared,
+    Path(object_type): Path<String>,
+    Body(batch): Body<Batch<ObjectInput>>,
+) -> ApiResult<Response> {
     let kind = kind(&object_type)?;
     check_size(batch.inputs.len())?;
     let started = now_ms();
     let partial = partial_allowed(batch.inputs.iter().map(|i| i.object_write_trace_id.as_ref()));
     let mut db = st.db.lock();
     let mut pending = HashMap::new();
-    let mut planned: Vec<Result<(Write, Vec<(Kind, AssocInput)>), ApiError>> = Vec::new();
+    let mut planned: Vec<ApiResult<NewRecord>> = Vec::new();
     for (i, input) in batch.inputs.iter().enumerate() {
         let prepared = parse_associations(kind, &input.associations).and_then(|assocs| {
-            let write = db.prepare(kind, None, &input.properties).map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
+            let write = db
+                .prepare(kind, None, &input.properties)
+                .map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
             db.check_associations(kind, &assocs)?;
             Ok((write, assocs))
         });
@@ -158,7 +170,12 @@ pub async fn create(st: Shared, Path(object_type): Path<String>, Body(batch): Bo
     Ok(respond(StatusCode::CREATED, results, errors, started))
 }
 
-pub async fn read(st: Shared, Path(object_type): Path<String>, q: Query, Body(batch): Body<Batch<IdInput>>) -> ApiResult<Response> {
+pub async fn read(
+    st: Shared,
+    Path(object_type): Path<String>,
+    q: Query,
+    Body(batch): Body<Batch<IdInput>>,
+) -> ApiResult<Response> {
     let kind = kind(&object_type)?;
     check_size(batch.inputs.len())?;
     let started = now_ms();
@@ -197,7 +214,11 @@ struct Planned {
     write: Write,
 }
 
-pub async fn update(st: Shared, Path(object_type): Path<String>, Body(batch): Body<Batch<UpdateInput>>) -> ApiResult<Response> {
+pub async fn update(
+    st: Shared,
+    Path(object_type): Path<String>,
+    Body(batch): Body<Batch<UpdateInput>>,
+) -> ApiResult<Response> {
     let kind = kind(&object_type)?;
     check_size(batch.inputs.len())?;
     if kind == Kind::Contact && batch.id_property.as_deref() == Some("email") {
@@ -219,7 +240,9 @@ pub async fn update(st: Shared, Path(object_type): Path<String>, Body(batch): Bo
                 return Err(ApiError::validation(format!("Duplicate IDs found in batch input: [{key}]")));
             }
             let record = db.record(kind, id).ok_or_else(ApiError::not_found)?;
-            let write = db.prepare(kind, Some(record), &input.properties).map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
+            let write = db
+                .prepare(kind, Some(record), &input.properties)
+                .map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
             db.check_conflicts(kind, Some(id), &write, &mut pending, i)?;
             Ok(Planned { id: Some(id), write })
         })();
@@ -274,11 +297,16 @@ fn apply_planned(
     respond(StatusCode::OK, results, errors, started)
 }
 
-pub async fn upsert(st: Shared, Path(object_type): Path<String>, Body(batch): Body<Batch<UpdateInput>>) -> ApiResult<Response> {
+pub async fn upsert(
+    st: Shared,
+    Path(object_type): Path<String>,
+    Body(batch): Body<Batch<UpdateInput>>,
+) -> ApiResult<Response> {
     let kind = kind(&object_type)?;
     check_size(batch.inputs.len())?;
     let started = now_ms();
-    let by_email = batch.inputs.iter().any(|i| i.id_property.as_deref().or(batch.id_property.as_deref()) == Some("email"));
+    let by_email =
+        batch.inputs.iter().any(|i| i.id_property.as_deref().or(batch.id_property.as_deref()) == Some("email"));
     let partial = !by_email && partial_allowed(batch.inputs.iter().map(|i| i.object_write_trace_id.as_ref()));
     let mut db = st.db.lock();
     let mut pending = HashMap::new();
@@ -290,8 +318,10 @@ pub async fn upsert(st: Shared, Path(object_type): Path<String>, Body(batch): Bo
         let key = id_text(&input.id).unwrap_or_default();
         let id_property = input.id_property.clone().or_else(|| batch.id_property.clone());
         let plan = (|| {
-            let id_property = id_property.ok_or_else(|| ApiError::validation(format!("inputs[{i}].idProperty is required for an upsert")))?;
-            let unique = (kind == Kind::Contact && id_property == "email") || db.property(kind, &id_property).is_some_and(|d| d.has_unique_value);
+            let id_property = id_property
+                .ok_or_else(|| ApiError::validation(format!("inputs[{i}].idProperty is required for an upsert")))?;
+            let unique = (kind == Kind::Contact && id_property == "email")
+                || db.property(kind, &id_property).is_some_and(|d| d.has_unique_value);
             if !unique {
                 return Err(ApiError::validation(format!(
                     "Unable to perform update/upsert by non-unique {} property {id_property}",
@@ -332,7 +362,11 @@ pub async fn upsert(st: Shared, Path(object_type): Path<String>, Body(batch): Bo
     Ok(apply_planned(&mut db, kind, &batch.inputs, planned, requested, started, Some(&new_flags)))
 }
 
-pub async fn archive(st: Shared, Path(object_type): Path<String>, Body(batch): Body<Batch<IdInput>>) -> ApiResult<StatusCode> {
+pub async fn archive(
+    st: Shared,
+    Path(object_type): Path<String>,
+    Body(batch): Body<Batch<IdInput>>,
+) -> ApiResult<StatusCode> {
     let kind = kind(&object_type)?;
     check_size(batch.inputs.len())?;
     let mut db = st.db.lock();

@@ -30,7 +30,12 @@ fn metadata_map(kind: Kind) -> &'static [(&'static str, &'static str)] {
             ("disposition", "hs_call_disposition"),
         ],
         Kind::Note => &[("body", "hs_note_body")],
-        Kind::Task => &[("body", "hs_task_body"), ("subject", "hs_task_subject"), ("status", "hs_task_status"), ("priority", "hs_task_priority")],
+        Kind::Task => &[
+            ("body", "hs_task_body"),
+            ("subject", "hs_task_subject"),
+            ("status", "hs_task_status"),
+            ("priority", "hs_task_priority"),
+        ],
         Kind::Meeting => &[
             ("body", "hs_meeting_body"),
             ("title", "hs_meeting_title"),
@@ -117,9 +122,15 @@ fn render(db: &Db, kind: Kind, r: &Record) -> Value {
     })
 }
 
-pub async fn create(st: Shared, super::Body(input): super::Body<EngagementInput>) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create(
+    st: Shared,
+    super::Body(input): super::Body<EngagementInput>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let kind = engagement_kind(&input.engagement.engagement_type).ok_or_else(|| {
-        ApiError::validation(format!("Unsupported engagement type {}; expected CALL, NOTE, TASK or MEETING", input.engagement.engagement_type))
+        ApiError::validation(format!(
+            "Unsupported engagement type {}; expected CALL, NOTE, TASK or MEETING",
+            input.engagement.engagement_type
+        ))
     })?;
     let mut props = Map::new();
     for (key, prop) in metadata_map(kind) {
@@ -131,7 +142,8 @@ pub async fn create(st: Shared, super::Body(input): super::Body<EngagementInput>
     }
     let timestamp = match &input.engagement.timestamp {
         Some(Value::Number(n)) => n.as_i64().unwrap_or_else(now_ms),
-        Some(Value::String(s)) => parse_datetime_ms(s).ok_or_else(|| ApiError::validation("engagement.timestamp must be epoch milliseconds"))?,
+        Some(Value::String(s)) => parse_datetime_ms(s)
+            .ok_or_else(|| ApiError::validation("engagement.timestamp must be epoch milliseconds"))?,
         _ => now_ms(),
     };
     props.insert("hs_timestamp".into(), json!(timestamp.to_string()));
@@ -170,9 +182,15 @@ pub async fn delete(st: Shared, Path(id): Path<u64>) -> ApiResult<StatusCode> {
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn associated(st: Shared, Path((object_type, object_id)): Path<(String, u64)>, q: Query) -> ApiResult<Json<Value>> {
+pub async fn associated(
+    st: Shared,
+    Path((object_type, object_id)): Path<(String, u64)>,
+    q: Query,
+) -> ApiResult<Json<Value>> {
     if !object_type.eq_ignore_ascii_case("CONTACT") {
-        return Err(ApiError::validation(format!("The sandbox lists engagements of CONTACT records, not {object_type}")));
+        return Err(ApiError::validation(format!(
+            "The sandbox lists engagements of CONTACT records, not {object_type}"
+        )));
     }
     let limit = q.number("limit")?.unwrap_or(100).clamp(1, 100);
     let offset = q.one("offset").and_then(|o| o.parse::<u64>().ok()).unwrap_or(0);

@@ -85,7 +85,11 @@ impl Query {
 
 pub fn kind(segment: &str) -> Result<Kind, ApiError> {
     Kind::parse(segment).ok_or_else(|| {
-        ApiError::new(axum::http::StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", format!("Unable to infer object type from: {segment}"))
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            format!("Unable to infer object type from: {segment}"),
+        )
     })
 }
 
@@ -124,7 +128,10 @@ pub fn router(state: Arc<State>) -> Router {
             );
     }
     api = api
-        .route("/crm/v4/objects/{from_type}/{from_id}/associations/default/{to_type}/{to_id}", put(assoc::associate_default))
+        .route(
+            "/crm/v4/objects/{from_type}/{from_id}/associations/default/{to_type}/{to_id}",
+            put(assoc::associate_default),
+        )
         .route(
             "/crm/v4/objects/{from_type}/{from_id}/associations/{to_type}/{to_id}",
             put(assoc::associate_labelled).delete(assoc::dissociate),

@@ -32,7 +32,9 @@ pub fn router() -> Router<Arc<State>> {
 
 /// HubSpot's OAuth error: RFC 6749 fields plus the legacy `status`/`message`.
 fn oauth_error(status: StatusCode, error: &str, legacy: &str, description: &str) -> Response {
-    let mut e = ApiError::new(status, "", description).with("error", json!(error)).with("error_description", json!(description));
+    let mut e = ApiError::new(status, "", description)
+        .with("error", json!(error))
+        .with("error_description", json!(description));
     e.body.insert("status".into(), json!(legacy));
     e.body.remove("category");
     e.into_response()
@@ -49,18 +51,35 @@ async fn authorize(st: Shared, q: Query) -> Response {
     let sep = if redirect_uri.contains('?') { '&' } else { '?' };
     let state_param = q.one("state").map(|s| format!("&state={}", urlencode(s))).unwrap_or_default();
     if q.one("client_id") != Some(st.config.client_id.as_str()) {
-        return Redirect::to(&format!("{redirect_uri}{sep}error=invalid_client&error_description=unknown+client_id{state_param}")).into_response();
+        return Redirect::to(&format!(
+            "{redirect_uri}{sep}error=invalid_client&error_description=unknown+client_id{state_param}"
+        ))
+        .into_response();
     }
-    let scopes: BTreeSet<String> =
-        q.list("scope").iter().flat_map(|s| s.split_whitespace()).chain(q.list("optional_scope").iter().flat_map(|s| s.split_whitespace())).map(String::from).collect();
+    let scopes: BTreeSet<String> = q
+        .list("scope")
+        .iter()
+        .flat_map(|s| s.split_whitespace())
+        .chain(q.list("optional_scope").iter().flat_map(|s| s.split_whitespace()))
+        .map(String::from)
+        .collect();
     let known = crate::state::all_scopes();
     if let Some(bad) = scopes.iter().find(|s| !known.contains(*s)) {
-        return Redirect::to(&format!("{redirect_uri}{sep}error=invalid_scope&error_description={}{state_param}", urlencode(&format!("unknown scope {bad}")))).into_response();
+        return Redirect::to(&format!(
+            "{redirect_uri}{sep}error=invalid_scope&error_description={}{state_param}",
+            urlencode(&format!("unknown scope {bad}"))
+        ))
+        .into_response();
     }
     let code = format!("code-{}", random_hex(24));
     st.auth.lock().codes.insert(
         code.clone(),
-        AuthCode { scopes, redirect_uri: redirect_uri.clone(), client_id: st.config.client_id.clone(), expires_ms: now_ms() + 600_000 },
+        AuthCode {
+            scopes,
+            redirect_uri: redirect_uri.clone(),
+            client_id: st.config.client_id.clone(),
+            expires_ms: now_ms() + 600_000,
+        },
     );
     Redirect::to(&format!("{redirect_uri}{sep}code={code}{state_param}")).into_response()
 }
@@ -88,7 +107,12 @@ fn issue(st: &State, scopes: BTreeSet<String>, refresh_token: Option<String>) ->
         let rt = format!("na1-{}-{}", random_hex(4), random_hex(28));
         auth.refresh_tokens.insert(
             rt.clone(),
-            RefreshInfo { scopes: scopes.clone(), app_id: OAUTH_APP_ID, client_id: st.config.client_id.clone(), revoked: false },
+            RefreshInfo {
+                scopes: scopes.clone(),
+                app_id: OAUTH_APP_ID,
+                client_id: st.config.client_id.clone(),
+                revoked: false,
+            },
         );
         rt
     });
@@ -99,32 +123,39 @@ fn issue(st: &State, scopes: BTreeSet<String>, refresh_token: Option<String>) ->
     })
 }
 
-fn form(headers: &HeaderMap, body: &Bytes) -> Result<Vec<(String, String)>, Response> {
+fn form(headers: &HeaderMap, body: &Bytes) -> Result<Vec<(String, String)>, Box<Response>> {
     let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.starts_with("application/x-www-form-urlencoded") {
-        return Err(oauth_error(
+        return Err(Box::new(oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "BAD_REQUEST",
             "The token endpoint takes application/x-www-form-urlencoded bodies",
-        ));
+        )));
     }
-    serde_urlencoded::from_bytes(body)
-        .map_err(|_| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "BAD_REQUEST", "The body is not a valid form"))
+    serde_urlencoded::from_bytes(body).map_err(|_| {
+        Box::new(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "BAD_REQUEST", "The body is not a valid form"))
+    })
 }
 
 async fn token(st: Shared, q: Query, headers: HeaderMap, body: Bytes) -> Response {
     let fields = match form(&headers, &body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     // v1 also takes client_secret and refresh_token in the query string.
-    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).or_else(|| q.one(k).map(String::from));
+    let get =
+        |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).or_else(|| q.one(k).map(String::from));
     if get("client_id").as_deref() != Some(st.config.client_id.as_str()) {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_client", "BAD_CLIENT_ID", "missing or unknown client id");
     }
     if get("client_secret").as_deref() != Some(st.config.client_secret.as_str()) {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_client", "BAD_CLIENT_SECRET", "missing or invalid client secret");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            "BAD_CLIENT_SECRET",
+            "missing or invalid client secret",
+        );
     }
     match get("grant_type").as_deref() {
         Some("authorization_code") => {
@@ -134,7 +165,12 @@ async fn token(st: Shared, q: Query, headers: HeaderMap, body: Bytes) -> Respons
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "BAD_AUTH_CODE", "auth code not found");
             };
             if get("redirect_uri").as_deref() != Some(found.redirect_uri.as_str()) {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "BAD_REDIRECT_URI", "redirect_uri does not match the authorize request");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "BAD_REDIRECT_URI",
+                    "redirect_uri does not match the authorize request",
+                );
             }
             let _ = found.client_id;
             (StatusCode::OK, axum::Json(issue(&st, found.scopes, None))).into_response()
@@ -144,7 +180,12 @@ async fn token(st: Shared, q: Query, headers: HeaderMap, body: Bytes) -> Respons
             let info = st.auth.lock().refresh_tokens.get(&rt).cloned();
             match info.filter(|i| !i.revoked) {
                 Some(info) => (StatusCode::OK, axum::Json(issue(&st, info.scopes, Some(rt)))).into_response(),
-                None => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "BAD_REFRESH_TOKEN", "refresh token is invalid, expired or revoked"),
+                None => oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "BAD_REFRESH_TOKEN",
+                    "refresh token is invalid, expired or revoked",
+                ),
             }
         }
         other => oauth_error(
@@ -194,10 +235,12 @@ async fn delete_refresh_token(st: Shared, Path(token): Path<String>) -> StatusCo
 async fn introspect(st: Shared, headers: HeaderMap, body: Bytes) -> Response {
     let fields = match form(&headers, &body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    if get("client_id").as_deref() != Some(st.config.client_id.as_str()) || get("client_secret").as_deref() != Some(st.config.client_secret.as_str()) {
+    if get("client_id").as_deref() != Some(st.config.client_id.as_str())
+        || get("client_secret").as_deref() != Some(st.config.client_secret.as_str())
+    {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_client", "BAD_CLIENT_ID", "missing or unknown client id");
     }
     let token = get("token").or_else(|| get("access_token")).or_else(|| get("refresh_token")).unwrap_or_default();

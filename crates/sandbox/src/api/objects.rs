@@ -45,17 +45,13 @@ pub fn association_target(from: Kind, type_id: u32) -> Option<Kind> {
 pub fn parse_associations(from: Kind, raw: &[Value]) -> ApiResult<Vec<(Kind, AssocInput)>> {
     let mut out = Vec::new();
     for (i, a) in raw.iter().enumerate() {
-        let to = a
-            .get("to")
-            .and_then(|t| t.get("id"))
-            .and_then(id_text)
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| ApiError::validation(format!("associations[{i}].to.id is required and must be a record id")))?;
-        let types = a
-            .get("types")
-            .and_then(Value::as_array)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::validation(format!("associations[{i}].types must list at least one association type")))?;
+        let to =
+            a.get("to").and_then(|t| t.get("id")).and_then(id_text).and_then(|s| s.parse::<u64>().ok()).ok_or_else(
+                || ApiError::validation(format!("associations[{i}].to.id is required and must be a record id")),
+            )?;
+        let types = a.get("types").and_then(Value::as_array).filter(|t| !t.is_empty()).ok_or_else(|| {
+            ApiError::validation(format!("associations[{i}].types must list at least one association type"))
+        })?;
         let mut target = None;
         let mut type_ids = Vec::new();
         for t in types {
@@ -66,8 +62,9 @@ pub fn parse_associations(from: Kind, raw: &[Value]) -> ApiResult<Vec<(Kind, Ass
             let id = t
                 .get("associationTypeId")
                 .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
-                .ok_or_else(|| ApiError::validation(format!("associations[{i}].types[].associationTypeId is required")))?
-                as u32;
+                .ok_or_else(|| {
+                    ApiError::validation(format!("associations[{i}].types[].associationTypeId is required"))
+                })? as u32;
             let kind = association_target(from, id).ok_or_else(|| {
                 ApiError::validation(format!("{id} is not a valid association type id from {}", from.plural()))
                     .with("subCategory", json!("crm.associations.INVALID_ASSOCIATION_TYPE"))
@@ -96,13 +93,18 @@ pub fn written_names(kind: Kind, input: &Map<String, Value>) -> Vec<String> {
 /// Creates one record: validation, uniqueness and associations first, then the insert.
 pub fn create_one(db: &mut Db, kind: Kind, input: &ObjectInput, now: i64) -> ApiResult<u64> {
     let assocs = parse_associations(kind, &input.associations)?;
-    let write = db.prepare(kind, None, &input.properties).map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
+    let write =
+        db.prepare(kind, None, &input.properties).map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
     db.check_conflicts(kind, None, &write, &mut HashMap::new(), 0)?;
     db.check_associations(kind, &assocs)?;
     Ok(db.insert(kind, write, &assocs, now))
 }
 
-pub async fn create(st: Shared, Path(object_type): Path<String>, Body(input): Body<ObjectInput>) -> ApiResult<Response> {
+pub async fn create(
+    st: Shared,
+    Path(object_type): Path<String>,
+    Body(input): Body<ObjectInput>,
+) -> ApiResult<Response> {
     let kind = kind(&object_type)?;
     let mut db = st.db.lock();
     let id = create_one(&mut db, kind, &input, now_ms())?;
@@ -163,7 +165,9 @@ pub async fn update(
     let id = db.find(kind, q.one("idProperty"), &id, true)?.ok_or_else(ApiError::not_found)?;
     let now = now_ms();
     let record = db.record(kind, id).ok_or_else(ApiError::not_found)?;
-    let write = db.prepare(kind, Some(record), &input.properties).map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
+    let write = db
+        .prepare(kind, Some(record), &input.properties)
+        .map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
     db.check_conflicts(kind, Some(id), &write, &mut HashMap::new(), 0)?;
     db.apply(kind, id, write, now);
     let names = written_names(kind, &input.properties);
@@ -186,7 +190,10 @@ pub async fn list(st: Shared, Path(object_type): Path<String>, q: Query) -> ApiR
     if limit > 100 {
         return Err(ApiError::validation("limit must be at most 100"));
     }
-    let after = q.one("after").map(|a| a.parse::<u64>().map_err(|_| ApiError::validation("after must be a record id"))).transpose()?;
+    let after = q
+        .one("after")
+        .map(|a| a.parse::<u64>().map_err(|_| ApiError::validation("after must be a record id")))
+        .transpose()?;
     let archived = q.flag("archived");
     let db = st.db.lock();
     let mut page: Vec<&Record> = db
@@ -206,7 +213,11 @@ pub async fn list(st: Shared, Path(object_type): Path<String>, q: Query) -> ApiR
     Ok(Json(out))
 }
 
-pub async fn search(st: Shared, Path(object_type): Path<String>, Body(req): Body<SearchRequest>) -> ApiResult<Json<Value>> {
+pub async fn search(
+    st: Shared,
+    Path(object_type): Path<String>,
+    Body(req): Body<SearchRequest>,
+) -> ApiResult<Json<Value>> {
     let kind = kind(&object_type)?;
     let db = st.db.lock();
     crate::search::search(&db, kind, &req, &st.config.search_limits, now_ms()).map(Json)
@@ -219,13 +230,19 @@ pub struct MergeInput {
     pub object_id_to_merge: Value,
 }
 
-pub async fn merge(st: Shared, Path(object_type): Path<String>, Body(input): Body<MergeInput>) -> ApiResult<Json<Value>> {
+pub async fn merge(
+    st: Shared,
+    Path(object_type): Path<String>,
+    Body(input): Body<MergeInput>,
+) -> ApiResult<Json<Value>> {
     let kind = kind(&object_type)?;
     if kind != Kind::Contact {
         return Err(ApiError::validation(format!("Merging is not supported for {}", kind.plural())));
     }
     let parse = |v: &Value, field: &str| {
-        id_text(v).and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| ApiError::validation(format!("{field} must be a record id")))
+        id_text(v)
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| ApiError::validation(format!("{field} must be a record id")))
     };
     let primary = parse(&input.primary_object_id, "primaryObjectId")?;
     let other = parse(&input.object_id_to_merge, "objectIdToMerge")?;
@@ -249,12 +266,8 @@ fn owner_json(o: &crate::db::Owner) -> Value {
 pub async fn owners(st: Shared, q: Query) -> ApiResult<Json<Value>> {
     let db = st.db.lock();
     let email = q.one("email").map(str::to_lowercase);
-    let results: Vec<Value> = db
-        .owners
-        .iter()
-        .filter(|o| email.as_deref().is_none_or(|e| o.email == e))
-        .map(owner_json)
-        .collect();
+    let results: Vec<Value> =
+        db.owners.iter().filter(|o| email.as_deref().is_none_or(|e| o.email == e)).map(owner_json).collect();
     Ok(Json(json!({"results": results})))
 }
 

@@ -97,8 +97,12 @@ fn create_one(db: &mut Db, kind: Kind, input: PropertyCreate) -> ApiResult<Value
             input.name
         )));
     }
-    let prop_type = PropType::parse(&input.prop_type)
-        .ok_or_else(|| ApiError::validation(format!("Unknown property type {}; expected one of string, number, bool, enumeration, date, datetime, phone_number", input.prop_type)))?;
+    let prop_type = PropType::parse(&input.prop_type).ok_or_else(|| {
+        ApiError::validation(format!(
+            "Unknown property type {}; expected one of string, number, bool, enumeration, date, datetime, phone_number",
+            input.prop_type
+        ))
+    })?;
     if !prop_type.field_types().contains(&input.field_type.as_str()) {
         return Err(ApiError::validation(format!(
             "fieldType {} is not valid for type {}; expected one of {}",
@@ -165,7 +169,11 @@ fn create_one(db: &mut Db, kind: Kind, input: PropertyCreate) -> ApiResult<Value
     Ok(out)
 }
 
-pub async fn create(st: Shared, Path(object_type): Path<String>, Body(input): Body<PropertyCreate>) -> ApiResult<Response> {
+pub async fn create(
+    st: Shared,
+    Path(object_type): Path<String>,
+    Body(input): Body<PropertyCreate>,
+) -> ApiResult<Response> {
     let kind = kind(&object_type)?;
     let mut db = st.db.lock();
     let out = create_one(&mut db, kind, input)?;
@@ -182,15 +190,24 @@ pub struct NameInput {
     pub name: String,
 }
 
-pub async fn batch_read(st: Shared, Path(object_type): Path<String>, Body(batch): Body<Inputs<NameInput>>) -> ApiResult<Json<Value>> {
+pub async fn batch_read(
+    st: Shared,
+    Path(object_type): Path<String>,
+    Body(batch): Body<Inputs<NameInput>>,
+) -> ApiResult<Json<Value>> {
     let kind = kind(&object_type)?;
     let db = st.db.lock();
     let started = now_ms();
-    let results: Vec<Value> = batch.inputs.iter().filter_map(|i| db.property(kind, &i.name)).map(|p| property_json(kind, p)).collect();
+    let results: Vec<Value> =
+        batch.inputs.iter().filter_map(|i| db.property(kind, &i.name)).map(|p| property_json(kind, p)).collect();
     Ok(Json(json!({"status": "COMPLETE", "results": results, "startedAt": iso(started), "completedAt": iso(now_ms())})))
 }
 
-pub async fn batch_create(st: Shared, Path(object_type): Path<String>, Body(batch): Body<Inputs<PropertyCreate>>) -> ApiResult<Response> {
+pub async fn batch_create(
+    st: Shared,
+    Path(object_type): Path<String>,
+    Body(batch): Body<Inputs<PropertyCreate>>,
+) -> ApiResult<Response> {
     let kind = kind(&object_type)?;
     let started = now_ms();
     let mut db = st.db.lock();
@@ -202,7 +219,8 @@ pub async fn batch_create(st: Shared, Path(object_type): Path<String>, Body(batc
             Err(e) => errors.push(e.as_batch_error()),
         }
     }
-    let mut body = json!({"status": "COMPLETE", "results": results, "startedAt": iso(started), "completedAt": iso(now_ms())});
+    let mut body =
+        json!({"status": "COMPLETE", "results": results, "startedAt": iso(started), "completedAt": iso(now_ms())});
     let status = if errors.is_empty() {
         StatusCode::CREATED
     } else {
@@ -228,7 +246,11 @@ pub struct PropertyUpdate {
     pub options: Option<Vec<OptionInput>>,
 }
 
-pub async fn update(st: Shared, Path((object_type, name)): Path<(String, String)>, Body(input): Body<PropertyUpdate>) -> ApiResult<Json<Value>> {
+pub async fn update(
+    st: Shared,
+    Path((object_type, name)): Path<(String, String)>,
+    Body(input): Body<PropertyUpdate>,
+) -> ApiResult<Json<Value>> {
     let kind = kind(&object_type)?;
     let mut db = st.db.lock();
     let mut def = db.property(kind, &name).cloned().ok_or_else(ApiError::not_found)?;
@@ -302,7 +324,11 @@ pub struct GroupCreate {
     pub display_order: Option<i64>,
 }
 
-pub async fn create_group(st: Shared, Path(object_type): Path<String>, Body(input): Body<GroupCreate>) -> ApiResult<Response> {
+pub async fn create_group(
+    st: Shared,
+    Path(object_type): Path<String>,
+    Body(input): Body<GroupCreate>,
+) -> ApiResult<Response> {
     let kind = kind(&object_type)?;
     let mut db = st.db.lock();
     if db.groups(kind).contains_key(&input.name) {
@@ -312,7 +338,12 @@ pub async fn create_group(st: Shared, Path(object_type): Path<String>, Body(inpu
             format!("A property group named '{}' already exists.", input.name),
         ));
     }
-    let group = GroupDef { name: input.name, label: input.label, display_order: input.display_order.unwrap_or(-1), archived: false };
+    let group = GroupDef {
+        name: input.name,
+        label: input.label,
+        display_order: input.display_order.unwrap_or(-1),
+        archived: false,
+    };
     let out = group_json(&group);
     db.add_group(kind, group);
     Ok((StatusCode::CREATED, Json(out)).into_response())

@@ -48,7 +48,11 @@ fn check_slug(slug: &str) -> ApiResult<()> {
     if slug == LINK_SLUG {
         Ok(())
     } else {
-        Err(ApiError::new(axum::http::StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", format!("No meeting link with slug {slug}")))
+        Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            format!("No meeting link with slug {slug}"),
+        ))
     }
 }
 
@@ -136,7 +140,10 @@ pub async fn availability(st: Shared, Path(slug): Path<String>, q: Query) -> Api
     let mut by_duration = Map::new();
     for d in DURATIONS {
         let list: Vec<Value> = if from < to {
-            slots(&st, &busy, d, from, to).into_iter().map(|(s, e)| json!({"startMillisUtc": s, "endMillisUtc": e})).collect()
+            slots(&st, &busy, d, from, to)
+                .into_iter()
+                .map(|(s, e)| json!({"startMillisUtc": s, "endMillisUtc": e}))
+                .collect()
         } else {
             Vec::new()
         };
@@ -174,7 +181,10 @@ pub struct BookInput {
 pub async fn book(st: Shared, q: Query, Body(input): Body<BookInput>) -> ApiResult<Json<Value>> {
     check_slug(&input.slug)?;
     if !DURATIONS.contains(&input.duration) {
-        return Err(ApiError::validation(format!("duration {} is not offered by this link; offered: {:?}", input.duration, DURATIONS)));
+        return Err(ApiError::validation(format!(
+            "duration {} is not offered by this link; offered: {:?}",
+            input.duration, DURATIONS
+        )));
     }
     let start = match &input.start_time {
         Value::Number(n) => n.as_i64(),
@@ -204,7 +214,9 @@ pub async fn book(st: Shared, q: Query, Body(input): Body<BookInput>) -> ApiResu
                     fill.insert("lastname".into(), json!(input.last_name));
                 }
             }
-            let write = db.prepare(Kind::Contact, record.as_ref(), &fill).map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
+            let write = db
+                .prepare(Kind::Contact, record.as_ref(), &fill)
+                .map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
             db.apply(Kind::Contact, id, write, now);
             id
         }
@@ -213,7 +225,8 @@ pub async fn book(st: Shared, q: Query, Body(input): Body<BookInput>) -> ApiResu
             props.insert("email".into(), json!(email));
             props.insert("firstname".into(), json!(input.first_name));
             props.insert("lastname".into(), json!(input.last_name));
-            let write = db.prepare(Kind::Contact, None, &props).map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
+            let write =
+                db.prepare(Kind::Contact, None, &props).map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
             db.check_conflicts(Kind::Contact, None, &write, &mut HashMap::new(), 0)?;
             db.insert(Kind::Contact, write, &[], now)
         }
@@ -229,8 +242,12 @@ pub async fn book(st: Shared, q: Query, Body(input): Body<BookInput>) -> ApiResu
     props.insert("hubspot_owner_id".into(), json!(owner.id));
     let write = db.prepare(Kind::Meeting, None, &props).map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
     let type_id = default_association(Kind::Meeting, Kind::Contact).map(|(id, _)| id).unwrap_or(200);
-    let meeting = db.insert(Kind::Meeting, write, &[(Kind::Contact, AssocInput { to: contact, type_ids: vec![type_id] })], now);
-    let timezone = input.timezone.or_else(|| q.one("timezone").map(String::from)).unwrap_or_else(|| st.config.scheduler_timezone.clone());
+    let meeting =
+        db.insert(Kind::Meeting, write, &[(Kind::Contact, AssocInput { to: contact, type_ids: vec![type_id] })], now);
+    let timezone = input
+        .timezone
+        .or_else(|| q.one("timezone").map(String::from))
+        .unwrap_or_else(|| st.config.scheduler_timezone.clone());
     let _ = &input.likely_available_user_ids;
     Ok(Json(json!({
         "calendarEventId": meeting.to_string(),
