@@ -1,0 +1,36 @@
+//! Benchmarks whose numbers go into BENCHMARKS.md. Each subcommand prints its results and the
+//! settings it ran with; run them with `cargo run --release -p callbridge-bench -- <name>`.
+
+use clap::{Parser, Subcommand};
+
+mod sandbox;
+mod stats;
+
+#[derive(Debug, Parser)]
+#[command(name = "callbridge-bench")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// The HubSpot sandbox: memory for 100,000 contacts, phone search latency, requests/s on one core.
+    Sandbox(sandbox::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().bench {
+        Bench::Sandbox(args) => sandbox::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        super::Cli::command().debug_assert();
+    }
+}
