@@ -16,8 +16,6 @@ use crate::error::{ApiError, CorrelationId};
 use crate::state::{CALLS_READ, CALLS_WRITE, State, TokenKind};
 use crate::util::{correlation_id, now_ms};
 
-const WINDOW: Duration = Duration::from_secs(10);
-
 /// Adds `X-HubSpot-Correlation-Id` to every response.
 pub async fn correlation(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
@@ -112,7 +110,7 @@ async fn gate_inner(state: &Arc<State>, endpoint: &str, req: Request, next: Next
             if info.kind == TokenKind::Private && limiter.daily_used() >= daily {
                 return rate_limited("DAILY", state.config.portal_id, None).into_response();
             }
-            let draw = limiter.draw(&key, max, WINDOW, now);
+            let draw = limiter.draw(&key, max, state.config.window, now);
             if !draw.allowed {
                 return rate_limited("TEN_SECONDLY_ROLLING", state.config.portal_id, retry_after.then_some(10))
                     .into_response();
@@ -125,7 +123,7 @@ async fn gate_inner(state: &Arc<State>, endpoint: &str, req: Request, next: Next
                 headers.push(("x-hubspot-ratelimit-daily", daily.to_string()));
                 headers.push(("x-hubspot-ratelimit-daily-remaining", left.to_string()));
             }
-            headers.push(("x-hubspot-ratelimit-interval-milliseconds", "10000".into()));
+            headers.push(("x-hubspot-ratelimit-interval-milliseconds", state.config.window.as_millis().to_string()));
             headers.push(("x-hubspot-ratelimit-max", max.to_string()));
             headers.push(("x-hubspot-ratelimit-remaining", draw.remaining.to_string()));
             headers.push(("x-hubspot-ratelimit-secondly", secondly_max.to_string()));

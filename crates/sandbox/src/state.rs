@@ -90,6 +90,8 @@ pub struct SandboxConfig {
     pub daily_max: Option<u64>,
     /// Per-portal 10-second limit of an OAuth app (110, reference §2.1).
     pub oauth_ten_second_max: u32,
+    /// The rolling window the burst limits apply to (HubSpot: 10 s; shorter for fast tests).
+    pub window: Duration,
     pub search_per_second: u32,
     pub search_limits: SearchLimits,
     pub rules: Rules,
@@ -113,6 +115,7 @@ impl Default for SandboxConfig {
             ten_second_max: None,
             daily_max: None,
             oauth_ten_second_max: 110,
+            window: Duration::from_secs(10),
             search_per_second: 5,
             search_limits: SearchLimits::default(),
             rules: Rules::default(),

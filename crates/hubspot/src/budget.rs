@@ -1,0 +1,297 @@
+//! The portal's request budget, spent before a request is sent: HubSpot's rolling
+//! 10-second window, the daily cap (with a reserve kept for interactive work), and the
+//! search limit. Callers wait for room; they do not send and get 429s.
+//!
+//! A request occupies a slot of the window from the moment it is sent until ten seconds
+//! after its response arrives. HubSpot counts a request when it arrives, which is somewhere
+//! between the two, so counting this way can never exceed the server's count, whatever the
+//! network delay — the cost is one round trip per slot (1.5 % of the window at 150 ms).
+//!
+//! The window's size starts from the tier and is then learned from the
+//! `X-HubSpot-RateLimit-Max`/`-Interval-Milliseconds` headers; when `-Remaining` shows the
+//! server has counted more than we did (another app or instance sharing the window), the
+//! difference is recorded as used.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// Who is asking: interactive work (an agent waiting mid-call) may use the daily reserve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Interactive,
+    Background,
+}
+
+#[derive(Debug)]
+struct Window {
+    max: u32,
+    interval: Duration,
+    /// Response times of completed requests still inside the window.
+    done: VecDeque<Instant>,
+    in_flight: u32,
+    /// No sends before this instant (after a 429).
+    blocked_until: Option<Instant>,
+}
+
+impl Window {
+    fn prune(&mut self, now: Instant) {
+        while self.done.front().is_some_and(|t| now.duration_since(*t) >= self.interval) {
+            self.done.pop_front();
+        }
+    }
+
+    fn used(&self) -> u32 {
+        self.done.len() as u32 + self.in_flight
+    }
+}
+
+/// A sliding window limiter whose slots are held from send until `interval` after completion.
+#[derive(Debug, Clone)]
+pub struct Limiter {
+    inner: Arc<(Mutex<Window>, Notify)>,
+}
+
+/// A slot taken from a [`Limiter`]; completing (or dropping) it starts its cool-down.
+#[derive(Debug)]
+pub struct Permit {
+    limiter: Limiter,
+    open: bool,
+}
+
+impl Permit {
+    pub fn complete(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if std::mem::take(&mut self.open) {
+            let (lock, notify) = &*self.limiter.inner;
+            let mut w = lock.lock();
+            w.in_flight = w.in_flight.saturating_sub(1);
+            w.done.push_back(Instant::now());
+            drop(w);
+            notify.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Limiter {
+    pub fn new(max: u32, interval: Duration) -> Limiter {
+        Limiter {
+            inner: Arc::new((
+                Mutex::new(Window { max, interval, done: VecDeque::new(), in_flight: 0, blocked_until: None }),
+                Notify::new(),
+            )),
+        }
+    }
+
+    /// Waits for a slot.
+    pub async fn acquire(&self) -> Permit {
+        let (lock, notify) = &*self.inner;
+        loop {
+            let notified = notify.notified();
+            let wait = {
+                let now = Instant::now();
+                let mut w = lock.lock();
+                w.prune(now);
+                match w.blocked_until {
+                    Some(t) if t > now => Some(t - now),
+                    _ if w.used() < w.max => {
+                        w.in_flight += 1;
+                        return Permit { limiter: self.clone(), open: true };
+                    }
+                    // Full: the oldest completed slot frees first; else wait for a completion.
+                    _ => w.done.front().map(|t| (*t + w.interval).saturating_duration_since(now)),
+                }
+            };
+            match wait {
+                Some(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d.max(Duration::from_millis(1))) => {}
+                        _ = notified => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Adopts the limit HubSpot states in its headers.
+    pub fn learn(&self, max: Option<u32>, interval: Option<Duration>, remaining: Option<u32>) {
+        let (lock, notify) = &*self.inner;
+        let mut w = lock.lock();
+        if let Some(m) = max.filter(|m| *m > 0) {
+            w.max = m;
+        }
+        if let Some(i) = interval.filter(|i| !i.is_zero()) {
+            w.interval = i;
+        }
+        if let Some(r) = remaining {
+            let now = Instant::now();
+            w.prune(now);
+            let server_used = w.max.saturating_sub(r);
+            // Requests still in flight may or may not be in the server's count; only what
+            // exceeds everything we know of is someone else's.
+            let ours = w.used();
+            for _ in ours..server_used {
+                w.done.push_back(now);
+            }
+        }
+        drop(w);
+        notify.notify_waiters();
+    }
+
+    /// Stops all sends for `d` (after HubSpot said the window is spent).
+    pub fn block_for(&self, d: Duration) {
+        let mut w = self.inner.0.lock();
+        let until = Instant::now() + d;
+        if w.blocked_until.is_none_or(|t| t < until) {
+            w.blocked_until = Some(until);
+        }
+    }
+
+    pub fn max(&self) -> u32 {
+        self.inner.0.lock().max
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.inner.0.lock().interval
+    }
+
+    /// Slots in use now (in flight plus cooling down).
+    pub fn used(&self) -> u32 {
+        let mut w = self.inner.0.lock();
+        w.prune(Instant::now());
+        w.used()
+    }
+}
+
+/// What is known of the day's budget.
+#[derive(Debug, Default)]
+struct Daily {
+    limit: Option<u64>,
+    remaining: Option<u64>,
+    /// Set when HubSpot answered 429 DAILY: nothing is sent before this.
+    exhausted_until: Option<Instant>,
+}
+
+/// The whole budget of one portal.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    pub window: Limiter,
+    pub search: Limiter,
+    daily: Arc<Mutex<Daily>>,
+    /// Share of the daily limit kept for interactive work.
+    reserve_share: f64,
+}
+
+/// Why the budget refused to let a request go.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    /// The daily limit is spent (or only the interactive reserve is left); retry after this.
+    Daily { resets_in: Duration },
+}
+
+impl Budget {
+    pub fn new(ten_second_max: u32, window: Duration, search_per_second: u32, reserve_share: f64) -> Budget {
+        Budget {
+            window: Limiter::new(ten_second_max, window),
+            search: Limiter::new(search_per_second, Duration::from_secs(1)),
+            daily: Arc::new(Mutex::new(Daily::default())),
+            reserve_share,
+        }
+    }
+
+    /// Checks the daily budget for a request of this priority.
+    pub fn check_daily(&self, priority: Priority) -> Result<(), Refusal> {
+        let d = self.daily.lock();
+        let resets_in = until_midnight_utc();
+        if d.exhausted_until.is_some_and(|t| t > Instant::now()) {
+            return Err(Refusal::Daily { resets_in });
+        }
+        if let (Some(limit), Some(remaining)) = (d.limit, d.remaining) {
+            let reserve = (limit as f64 * self.reserve_share) as u64;
+            let floor = if priority == Priority::Interactive { 0 } else { reserve };
+            if remaining <= floor {
+                return Err(Refusal::Daily { resets_in });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn learn_daily(&self, limit: Option<u64>, remaining: Option<u64>) {
+        let mut d = self.daily.lock();
+        if limit.is_some() {
+            d.limit = limit;
+        }
+        if remaining.is_some() {
+            d.remaining = remaining;
+        }
+    }
+
+    pub fn daily_spent(&self) {
+        let mut d = self.daily.lock();
+        d.exhausted_until = Some(Instant::now() + until_midnight_utc());
+        d.remaining = Some(0);
+    }
+
+    pub fn daily_remaining(&self) -> Option<u64> {
+        self.daily.lock().remaining
+    }
+}
+
+/// HubSpot resets the daily count at midnight in the account's time zone; UTC is assumed.
+pub fn until_midnight_utc() -> Duration {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    Duration::from_secs(86_400 - now % 86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_window_makes_callers_wait_until_a_slot_cools_down() {
+        let limiter = Limiter::new(2, Duration::from_secs(10));
+        limiter.acquire().await.complete();
+        limiter.acquire().await.complete();
+        let waiter = {
+            let l = limiter.clone();
+            tokio::spawn(async move { l.acquire().await })
+        };
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert!(!waiter.is_finished());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(waiter.is_finished());
+    }
+
+    #[tokio::test]
+    async fn headers_showing_more_use_than_ours_take_slots() {
+        let limiter = Limiter::new(100, Duration::from_secs(10));
+        limiter.learn(Some(190), Some(Duration::from_secs(10)), Some(150));
+        assert_eq!(limiter.max(), 190);
+        assert_eq!(limiter.used(), 40);
+    }
+
+    #[test]
+    fn background_work_leaves_the_daily_reserve_to_interactive_work() {
+        let budget = Budget::new(100, Duration::from_secs(10), 4, 0.05);
+        budget.learn_daily(Some(1000), Some(40));
+        assert!(budget.check_daily(Priority::Background).is_err());
+        assert!(budget.check_daily(Priority::Interactive).is_ok());
+        budget.daily_spent();
+        assert!(budget.check_daily(Priority::Interactive).is_err());
+    }
+}

@@ -1,0 +1,345 @@
+//! The client against the in-process sandbox: budget, retries, idempotent creates, tokens,
+//! typed errors, batch reconciliation and the capability probe.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use callbridge_hubspot::*;
+use callbridge_sandbox::model::Kind;
+use callbridge_sandbox::{Faults, RunningSandbox, Sandbox, SandboxConfig};
+use secrecy::SecretString;
+use serde_json::{Map, Value, json};
+
+fn props(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap()
+}
+
+fn config(sb: &RunningSandbox) -> ClientConfig {
+    ClientConfig {
+        base_url: sb.base_url(),
+        ten_second_max: sb.config().ten_second_max.unwrap_or(190),
+        window: sb.config().window,
+        retry: RetryPolicy {
+            max_attempts: 60,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(2),
+            max_elapsed: Duration::from_secs(90),
+        },
+        ..ClientConfig::default()
+    }
+}
+
+fn client(sb: &RunningSandbox) -> HubSpotClient {
+    HubSpotClient::new(config(sb), Credentials::PrivateApp(SecretString::from(sb.token().to_string())))
+}
+
+#[tokio::test]
+async fn fifty_concurrent_callers_use_the_window_without_a_single_429() {
+    let sb = Sandbox::spawn(SandboxConfig {
+        ten_second_max: Some(50),
+        window: Duration::from_secs(2),
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let records: Vec<Map<String, Value>> = (0..20)
+        .map(|i| props(json!({"email": format!("c{i}@example.com"), "phone": format!("415555{i:04}")})))
+        .collect();
+    let ids = sb.seed("contacts", &records).unwrap();
+    let client = Arc::new(client(&sb));
+    let total = 300u64;
+    let issued = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..50usize {
+        let (client, issued, ids) = (client.clone(), issued.clone(), ids.clone());
+        tasks.push(tokio::spawn(async move {
+            while issued.fetch_add(1, Ordering::SeqCst) < total {
+                let id = ids[worker % ids.len()].to_string();
+                if worker % 10 == 0 {
+                    let s =
+                        Search::new().group(vec![Filter::eq("phone", format!("415555{:04}", worker % 20))]).limit(5);
+                    client.search(ObjectType::Contacts, &s).await.unwrap();
+                } else {
+                    client.get(ObjectType::Contacts, &id, None, &["email"]).await.unwrap().unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = sb.stats();
+    assert_eq!(stats.with_status(429), 0, "{stats:?}");
+    // Non-search requests, against what the window allowed over the run: the first window's
+    // worth goes out at once, then one window's worth per interval.
+    let window_requests =
+        stats.rows.iter().filter(|r| !r.endpoint.ends_with("/search")).map(|r| r.count).sum::<u64>() as f64;
+    let allowed = 50.0 * (1.0 + ((elapsed - 2.0).max(0.0) / 2.0));
+    let used = window_requests / allowed;
+    println!("{window_requests} window requests in {elapsed:.1} s: {:.0} % of the budget", used * 100.0);
+    assert!(used >= 0.9, "used {:.2} of the budget", used);
+}
+
+#[tokio::test]
+async fn writes_through_a_30_second_outage_and_a_5xx_burst_land_exactly_once() {
+    let sb = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let client = Arc::new(client(&sb));
+    let contact = client
+        .create(ObjectType::Contacts, &ObjectInput::new(props(json!({"email": "base@example.com"}))), None)
+        .await
+        .unwrap();
+    let contact_id = contact.id_u64().unwrap();
+    sb.outage(Duration::from_secs(30));
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let email = format!("w{i}@example.com");
+            let identity = Identity { property: "email".into(), value: email.clone(), contact_id: None };
+            client
+                .create(ObjectType::Contacts, &ObjectInput::new(props(json!({"email": email}))), Some(&identity))
+                .await
+                .unwrap();
+            let external = format!("call-{i}");
+            let identity = Identity {
+                property: "hs_call_external_id".into(),
+                value: external.clone(),
+                contact_id: Some(contact_id),
+            };
+            let input =
+                ObjectInput::new(props(json!({"hs_timestamp": "1767225600000", "hs_call_external_id": external})))
+                    .associate(contact_id, ObjectType::Calls.to_contact_type_id());
+            client.create(ObjectType::Calls, &input, Some(&identity)).await.unwrap();
+        }));
+    }
+    // After the outage: a burst where writes take effect but answer 504, and other 5xx.
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    sb.set_faults(Faults { error_rate: 0.3, error_after_write_rate: 0.5, ..Faults::default() });
+    for t in tasks {
+        t.await.unwrap();
+    }
+    sb.set_faults(Faults::default());
+    let stats = sb.stats();
+    assert!(stats.with_status(503) > 10, "the outage was seen: {stats:?}");
+    sb.with_db(|db| {
+        assert_eq!(db.count(Kind::Contact), 11);
+        assert_eq!(db.count(Kind::Call), 10);
+        for i in 0..10 {
+            let n = db
+                .live_records(Kind::Call)
+                .filter(|r| r.get("hs_call_external_id") == Some(&format!("call-{i}")))
+                .count();
+            assert_eq!(n, 1, "call-{i}");
+        }
+    });
+}
+
+async fn oauth_tokens(sb: &RunningSandbox) -> OAuthTokens {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = http
+        .get(format!("{}/oauth/authorize?client_id=sandbox-client-id&scope=oauth%20crm.objects.contacts.read%20crm.objects.contacts.write&redirect_uri=http%3A%2F%2Flocalhost%2Fcb&state=s1", sb.base_url()))
+        .send()
+        .await
+        .unwrap();
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let code = location.split("code=").nth(1).unwrap().split('&').next().unwrap().to_string();
+    let installer = HubSpotClient::new(config(sb), oauth_credentials(Arc::new(MemoryTokenStore::default())));
+    installer.exchange_code(&app(), &code).await.unwrap()
+}
+
+fn app() -> OAuthApp {
+    OAuthApp {
+        client_id: "sandbox-client-id".into(),
+        client_secret: SecretString::from("sandbox-client-secret"),
+        redirect_uri: "http://localhost/cb".into(),
+    }
+}
+
+fn oauth_credentials(store: Arc<MemoryTokenStore>) -> Credentials {
+    Credentials::OAuth { app: app(), store }
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_refreshed_once_for_twenty_waiting_callers() {
+    let sb = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let tokens = oauth_tokens(&sb).await;
+    let store = Arc::new(MemoryTokenStore::new(Some(tokens.clone())));
+    let client = Arc::new(HubSpotClient::new(config(&sb), oauth_credentials(store.clone())));
+    // HubSpot says the token expired although our clock says it has time left.
+    use secrecy::ExposeSecret;
+    sb.expire_token(tokens.access_token.expose_secret());
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move { client.get(ObjectType::Contacts, "1", None, &[]).await }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().is_ok());
+    }
+    assert_eq!(client.tokens().refresh_count(), 1);
+    let saved = store.load().await.unwrap().unwrap();
+    assert_ne!(saved.access_token.expose_secret(), tokens.access_token.expose_secret());
+
+    // Ahead of expiry: tokens stored as about to expire are refreshed once before sending.
+    let mut stale = saved.clone();
+    stale.expires_at_ms = 0;
+    let store = Arc::new(MemoryTokenStore::new(Some(stale)));
+    let client = Arc::new(HubSpotClient::new(config(&sb), oauth_credentials(store)));
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move { client.get(ObjectType::Contacts, "1", None, &[]).await }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().is_ok());
+    }
+    assert_eq!(client.tokens().refresh_count(), 1);
+    // Only the first wave met the expired token; the second refreshed before sending.
+    assert_eq!(sb.stats().with_status(401), 20);
+}
+
+#[tokio::test]
+async fn a_rejected_refresh_token_is_a_typed_error_and_is_not_retried() {
+    let sb = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let mut tokens = oauth_tokens(&sb).await;
+    tokens.refresh_token = SecretString::from("na1-revoked");
+    tokens.expires_at_ms = 0;
+    let client = HubSpotClient::new(config(&sb), oauth_credentials(Arc::new(MemoryTokenStore::new(Some(tokens)))));
+    let first = client.get(ObjectType::Contacts, "1", None, &[]).await.unwrap_err();
+    assert!(
+        matches!(first, HubSpotError::RefreshRejected { ref message } if message.contains("refresh token is invalid")),
+        "{first:?}"
+    );
+    let second = client.get(ObjectType::Contacts, "1", None, &[]).await.unwrap_err();
+    assert!(matches!(second, HubSpotError::RefreshRejected { .. }));
+    assert!(client.tokens().rejection().is_some());
+    assert_eq!(sb.stats().total(), 0, "no API request was sent with a dead token");
+}
+
+#[tokio::test]
+async fn errors_are_typed_with_what_the_caller_needs() {
+    let sb = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let client = client(&sb);
+    let first = client
+        .create(ObjectType::Contacts, &ObjectInput::new(props(json!({"email": "a@example.com"}))), None)
+        .await
+        .unwrap();
+    let err = client
+        .create(ObjectType::Contacts, &ObjectInput::new(props(json!({"email": "a@example.com"}))), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HubSpotError::Conflict { existing_id: Some(id), .. } if id == first.id_u64().unwrap()),
+        "{err:?}"
+    );
+    let err = client
+        .create(
+            ObjectType::Contacts,
+            &ObjectInput::new(props(json!({"lifecyclestage": "nope", "shoe_size": "9"}))),
+            None,
+        )
+        .await
+        .unwrap_err();
+    let HubSpotError::Validation { properties, .. } = err else { panic!("{err:?}") };
+    let codes: Vec<(&str, &str)> = properties.iter().map(|p| (p.name.as_str(), p.code.as_str())).collect();
+    assert!(
+        codes.contains(&("lifecyclestage", "INVALID_OPTION"))
+            && codes.contains(&("shoe_size", "PROPERTY_DOESNT_EXIST")),
+        "{codes:?}"
+    );
+    assert!(client.get(ObjectType::Contacts, "999", None, &[]).await.unwrap().is_none());
+
+    let starter =
+        HubSpotClient::new(config(&sb), Credentials::PrivateApp(SecretString::from(sb.no_calls_token().to_string())));
+    let input = ObjectInput::new(props(json!({"hs_timestamp": "1767225600000"})));
+    let err = starter.create(ObjectType::Calls, &input, None).await.unwrap_err();
+    assert!(
+        matches!(err, HubSpotError::MissingScopes { ref scopes } if scopes == &["crm.objects.calls.write"]),
+        "{err:?}"
+    );
+    let caps = starter.probe().await.unwrap();
+    assert!(!caps.calls_api && caps.scheduler);
+    assert!(client.capabilities().await.unwrap().calls_api);
+
+    sb.set_daily_max(Some(sb.stats().total()));
+    let err = client.get(ObjectType::Contacts, "1", None, &[]).await.unwrap_err();
+    assert!(matches!(err, HubSpotError::DailyLimit { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_429_storm_is_waited_out_by_policy() {
+    let sb =
+        Sandbox::spawn(SandboxConfig { window: Duration::from_secs(1), ..SandboxConfig::default() }).await.unwrap();
+    let client = HubSpotClient::new(
+        ClientConfig { window: Duration::from_secs(1), ..config(&sb) },
+        Credentials::PrivateApp(SecretString::from(sb.token().to_string())),
+    );
+    sb.storm(Duration::from_millis(1500));
+    let r = client.get(ObjectType::Contacts, "1", None, &[]).await.unwrap();
+    assert!(r.is_none());
+    let s = sb.stats();
+    // Told to wait a window per 429, the client asked at most twice during the storm.
+    assert!((1..=2).contains(&s.with_status(429)), "{s:?}");
+    assert_eq!(s.with_status(404), 1);
+}
+
+#[tokio::test]
+async fn batch_results_are_reconciled_input_by_input() {
+    let sb = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let client = client(&sb);
+    let inputs = vec![
+        ObjectInput::new(props(json!({"email": "ok@example.com"}))).trace("t-ok"),
+        ObjectInput::new(props(json!({"email": "bad@example.com", "nope": "x"}))).trace("t-bad"),
+    ];
+    let out = client.batch_create(ObjectType::Contacts, &inputs).await.unwrap();
+    assert_eq!(out.results.len(), 1);
+    assert_eq!(out.results[0].object_write_trace_id.as_deref(), Some("t-ok"));
+    assert_eq!(out.errors.len(), 1);
+    assert_eq!(out.errors[0].trace_ids, vec!["t-bad".to_string()]);
+    assert!(out.unaccounted.is_empty());
+
+    let upserts = vec![
+        UpsertInput {
+            id: "ok@example.com".into(),
+            id_property: "email".into(),
+            properties: props(json!({"firstname": "Ok"})),
+            trace_id: None,
+        },
+        UpsertInput {
+            id: "new@example.com".into(),
+            id_property: "email".into(),
+            properties: props(json!({"firstname": "New"})),
+            trace_id: None,
+        },
+    ];
+    let out = client.batch_upsert(ObjectType::Contacts, &upserts).await.unwrap();
+    assert_eq!(out.results.iter().filter(|r| r.new == Some(true)).count(), 1);
+    let read = client
+        .batch_read(
+            ObjectType::Contacts,
+            &["ok@example.com".into(), "ghost@example.com".into()],
+            Some("email"),
+            &["firstname"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.results[0].prop("firstname"), Some("Ok"));
+    assert_eq!(read.errors[0].ids, vec!["ghost@example.com".to_string()]);
+}
+
+#[tokio::test]
+async fn paths_switch_to_the_dated_api_version() {
+    let sb = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let client = HubSpotClient::new(
+        ClientConfig { version: ApiVersion::Dated2026_03, ..config(&sb) },
+        Credentials::PrivateApp(SecretString::from(sb.token().to_string())),
+    );
+    client
+        .create(ObjectType::Contacts, &ObjectInput::new(props(json!({"email": "d@example.com"}))), None)
+        .await
+        .unwrap();
+    assert_eq!(sb.stats().matching("POST", "/crm/objects/2026-03/"), 1);
+}
