@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod client;
 mod sandbox;
 mod stats;
 
@@ -17,11 +18,14 @@ struct Cli {
 enum Bench {
     /// The HubSpot sandbox: memory for 100,000 contacts, phone search latency, requests/s on one core.
     Sandbox(sandbox::Args),
+    /// The HubSpot client: sustained requests/s at each tier with 150 ms latency, CPU per request.
+    Client(client::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Sandbox(args) => sandbox::run(args),
+        Bench::Client(args) => client::run(args),
     }
 }
 

@@ -1,1 +1,13 @@
-//! stub
+//! callbridge's domain: canonical events, parse-don't-validate types for what comes from
+//! outside (phones, emails), and the planner that turns an event plus what is known of a
+//! contact into the CRM writes to make. No I/O.
+
+pub mod email;
+pub mod event;
+pub mod phone;
+pub mod plan;
+pub mod time;
+
+pub use email::Email;
+pub use event::{BookingEvent, CallEvent, Caller, Direction, Event, Intent, Sentiment, Source};
+pub use phone::{DefaultRegion, PhoneE164};

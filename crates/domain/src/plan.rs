@@ -1,0 +1,412 @@
+//! The planner: pure functions from an event and what is known of the contact to the
+//! properties to write. The rules live here: fields are only filled, never blanked or
+//! overwritten (except callbridge's own "last call" fields); lifecycle stage only moves
+//! forward; a call older than the contact's last synced call does not replace its context.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::event::{BookingEvent, CallEvent, Caller, Direction};
+
+/// callbridge's property group and contact properties (created by `setup-properties`).
+pub const GROUP: &str = "callbridge";
+pub const PROP_LEAD_SOURCE: &str = "callbridge_lead_source";
+pub const PROP_LAST_CALL_AT: &str = "callbridge_last_call_at";
+pub const PROP_LAST_CALL_SUMMARY: &str = "callbridge_last_call_summary";
+pub const PROP_LAST_CALL_OUTCOME: &str = "callbridge_last_call_outcome";
+pub const PROP_LAST_SENTIMENT: &str = "callbridge_last_sentiment";
+pub const PROP_LAST_INTENT: &str = "callbridge_last_intent";
+pub const PROP_NEXT_STEPS: &str = "callbridge_next_steps";
+pub const PROP_SOURCE_PLATFORM: &str = "callbridge_source_platform";
+pub const PROP_PHONE_E164: &str = "callbridge_phone_e164";
+/// On meetings: what identifies the booking that made it.
+pub const PROP_MEETING_EVENT_ID: &str = "callbridge_event_id";
+
+/// Contact properties the planner reads before writing.
+pub const CONTACT_READ: [&str; 9] = [
+    "email",
+    "firstname",
+    "lastname",
+    "phone",
+    "mobilephone",
+    "lifecyclestage",
+    PROP_LEAD_SOURCE,
+    PROP_LAST_CALL_AT,
+    PROP_PHONE_E164,
+];
+
+/// HubSpot's lifecycle stages in order (DOC:contacts).
+pub const LIFECYCLE_ORDER: [&str; 7] =
+    ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer", "evangelist"];
+
+fn rank(stage: &str) -> Option<usize> {
+    LIFECYCLE_ORDER.iter().position(|s| *s == stage)
+}
+
+/// Whether moving from `current` to `proposed` goes forward (or sets a first stage).
+pub fn lifecycle_moves_forward(current: Option<&str>, proposed: &str) -> bool {
+    match (current.filter(|c| !c.is_empty()).map(rank), rank(proposed)) {
+        (None, Some(_)) => true,
+        (Some(Some(a)), Some(b)) => b > a,
+        // An unknown (custom) stage on either side: never overwrite what is there.
+        (Some(None), _) | (_, None) => false,
+    }
+}
+
+/// Whether an event at `event_ms` is older than the contact's last synced call.
+pub fn is_older_than_last_call(event_ms: i64, last_synced_ms: Option<i64>) -> bool {
+    last_synced_ms.is_some_and(|last| event_ms < last)
+}
+
+/// What an event wants on the contact.
+#[derive(Debug, Clone, Default)]
+pub struct ContactWish {
+    pub caller: Caller,
+    pub lifecycle_stage: Option<String>,
+    pub lead_source: Option<String>,
+    /// callbridge's own fields (last call context); written whenever the event is newest.
+    pub context: Vec<(String, String)>,
+}
+
+impl ContactWish {
+    pub fn for_call(e: &CallEvent, newest: bool) -> ContactWish {
+        let mut context = Vec::new();
+        if newest {
+            context.push((PROP_LAST_CALL_AT.to_string(), crate::time::iso_ms(e.occurred_at_ms)));
+            context.push((PROP_SOURCE_PLATFORM.to_string(), e.source.as_str().to_string()));
+            if let Some(s) = &e.summary {
+                context.push((PROP_LAST_CALL_SUMMARY.to_string(), truncate(s, 2000)));
+            }
+            if let Some(o) = outcome(e) {
+                context.push((PROP_LAST_CALL_OUTCOME.to_string(), o));
+            }
+            if let Some(s) = e.sentiment {
+                context.push((PROP_LAST_SENTIMENT.to_string(), s.as_str().to_string()));
+            }
+            if let Some(i) = e.intent {
+                context.push((PROP_LAST_INTENT.to_string(), i.as_str().to_string()));
+            }
+            if let Some(n) = &e.next_steps {
+                context.push((PROP_NEXT_STEPS.to_string(), truncate(n, 2000)));
+            }
+        }
+        ContactWish {
+            caller: e.caller.clone(),
+            lifecycle_stage: None,
+            lead_source: Some(e.source.label().to_string()),
+            context,
+        }
+    }
+
+    pub fn for_booking(b: &BookingEvent) -> ContactWish {
+        ContactWish {
+            caller: b.caller.clone(),
+            lifecycle_stage: b.lifecycle_stage.clone(),
+            lead_source: b.lead_source.clone(),
+            context: Vec::new(),
+        }
+    }
+}
+
+/// Properties for a new contact.
+pub fn new_contact(wish: &ContactWish) -> Map<String, Value> {
+    let mut out = Map::new();
+    let c = &wish.caller;
+    let mut put = |k: &str, v: Option<&str>| {
+        if let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) {
+            out.insert(k.to_string(), json!(v));
+        }
+    };
+    put("email", c.email.as_ref().map(|e| e.as_str()));
+    put("firstname", c.first_name.as_deref());
+    put("lastname", c.last_name.as_deref());
+    put("phone", c.phone.as_ref().map(|p| p.as_str()));
+    put(PROP_PHONE_E164, c.phone.as_ref().map(|p| p.as_str()));
+    put(PROP_LEAD_SOURCE, wish.lead_source.as_deref());
+    if let Some(stage) = wish.lifecycle_stage.as_deref().filter(|s| rank(s).is_some()) {
+        out.insert("lifecyclestage".into(), json!(stage));
+    }
+    for (k, v) in &wish.context {
+        out.insert(k.clone(), json!(v));
+    }
+    out
+}
+
+/// Properties to change on an existing contact whose current values are `current`:
+/// fill what is empty, move lifecycle forward, refresh callbridge's context. Empty when
+/// nothing needs writing.
+pub fn contact_update(current: &HashMap<String, String>, wish: &ContactWish) -> Map<String, Value> {
+    let has = |k: &str| current.get(k).is_some_and(|v| !v.trim().is_empty());
+    let mut out = Map::new();
+    let c = &wish.caller;
+    let mut fill = |k: &str, v: Option<&str>| {
+        if let Some(v) = v.map(str::trim).filter(|v| !v.is_empty())
+            && !has(k)
+        {
+            out.insert(k.to_string(), json!(v));
+        }
+    };
+    fill("email", c.email.as_ref().map(|e| e.as_str()));
+    fill("firstname", c.first_name.as_deref());
+    fill("lastname", c.last_name.as_deref());
+    fill(PROP_LEAD_SOURCE, wish.lead_source.as_deref());
+    fill(PROP_PHONE_E164, c.phone.as_ref().map(|p| p.as_str()));
+    if let Some(p) = &c.phone
+        && !has("phone")
+        && !has("mobilephone")
+    {
+        out.insert("phone".into(), json!(p.as_str()));
+    }
+    if let Some(stage) = wish.lifecycle_stage.as_deref()
+        && lifecycle_moves_forward(current.get("lifecyclestage").map(String::as_str), stage)
+    {
+        out.insert("lifecyclestage".into(), json!(stage));
+    }
+    for (k, v) in &wish.context {
+        if current.get(k) != Some(v) {
+            out.insert(k.clone(), json!(v));
+        }
+    }
+    out
+}
+
+fn outcome(e: &CallEvent) -> Option<String> {
+    let verdict = e.success.map(|s| if s { "successful" } else { "not successful" });
+    match (verdict, e.ended_reason.as_deref()) {
+        (Some(v), Some(r)) => Some(format!("{v} ({})", r.replace('-', " "))),
+        (Some(v), None) => Some(v.to_string()),
+        (None, Some(r)) => Some(r.replace('-', " ")),
+        (None, None) => None,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The transcript a rep reads first: the opening turns, cut to about `max` characters.
+pub fn transcript_excerpt(transcript: &str, max: usize) -> String {
+    let mut out = String::new();
+    for line in transcript.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if out.chars().count() + line.chars().count() > max {
+            out.push('…');
+            break;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// The call activity's properties: a body a rep wants to read, the platform's call id.
+pub fn call_properties(e: &CallEvent) -> Map<String, Value> {
+    let mut body = String::new();
+    let mut section = |label: &str, text: &str| {
+        body.push_str(&format!("<p><strong>{label}:</strong> {}</p>", escape(text).replace('\n', "<br>")));
+    };
+    if let Some(s) = &e.summary {
+        section("Summary", s);
+    }
+    if let Some(o) = outcome(e) {
+        section("Outcome", &o);
+    }
+    if let Some(s) = e.sentiment {
+        section("Caller sentiment", s.as_str());
+    }
+    if let Some(i) = e.intent {
+        section("Intent", i.as_str());
+    }
+    if let Some(a) = &e.appointment {
+        section("Appointment", a);
+    }
+    if let Some(n) = &e.next_steps {
+        section("Next steps", n);
+    }
+    if let Some(t) = &e.transcript {
+        section("Transcript (excerpt)", &transcript_excerpt(t, 1200));
+    }
+    if let Some(url) = e.recording_url.as_deref().filter(|u| u.starts_with("https://")) {
+        body.push_str(&format!("<p><a href=\"{}\">Recording</a></p>", escape(url)));
+    }
+    let who = e.caller.display_name().unwrap_or_else(|| "caller".into());
+    let mut out = Map::new();
+    out.insert("hs_timestamp".into(), json!(crate::time::iso_ms(e.started_at_ms.unwrap_or(e.occurred_at_ms))));
+    out.insert("hs_call_title".into(), json!(format!("{} call with {who}", e.source.label())));
+    out.insert("hs_call_body".into(), json!(body));
+    out.insert(
+        "hs_call_direction".into(),
+        json!(if e.direction == Direction::Inbound { "INBOUND" } else { "OUTBOUND" }),
+    );
+    out.insert("hs_call_status".into(), json!("COMPLETED"));
+    out.insert("hs_call_external_id".into(), json!(call_identity(e)));
+    if let Some(d) = e.duration_ms {
+        out.insert("hs_call_duration".into(), json!(d.to_string()));
+    }
+    let (from, to) = match e.direction {
+        Direction::Inbound => (e.caller.phone.as_ref().map(|p| p.to_string()), e.our_number.clone()),
+        Direction::Outbound => (e.our_number.clone(), e.caller.phone.as_ref().map(|p| p.to_string())),
+    };
+    if let Some(f) = from {
+        out.insert("hs_call_from_number".into(), json!(f));
+    }
+    if let Some(t) = to {
+        out.insert("hs_call_to_number".into(), json!(t));
+    }
+    if let Some(url) = e.recording_url.as_deref().filter(|u| u.starts_with("https://")) {
+        out.insert("hs_call_recording_url".into(), json!(url));
+    }
+    out
+}
+
+/// The id stamped on a call activity: platform and call id, unique across platforms.
+pub fn call_identity(e: &CallEvent) -> String {
+    format!("{}:{}", e.source.as_str(), e.call_id)
+}
+
+/// Default meeting length when a booking gives only a start.
+pub const DEFAULT_MEETING_MS: i64 = 30 * 60 * 1000;
+
+/// The meeting's properties for a booking (`None` without a time).
+pub fn meeting_properties(b: &BookingEvent) -> Option<Map<String, Value>> {
+    let start = b.meeting_at_ms?;
+    let kind = b.meeting_type.clone().unwrap_or_else(|| "Meeting".into());
+    let who = b
+        .caller
+        .display_name()
+        .or_else(|| b.caller.email.as_ref().map(|e| e.to_string()))
+        .unwrap_or_else(|| "caller".into());
+    let mut body = format!(
+        "<p>Booked through callbridge{}.</p>",
+        b.lead_source.as_ref().map(|s| format!(" (lead source: {})", escape(s))).unwrap_or_default()
+    );
+    if let Some(at) = &b.meeting_at {
+        body.push_str(&format!("<p>Requested time as given: {}</p>", escape(at)));
+    }
+    let mut out = Map::new();
+    out.insert("hs_timestamp".into(), json!(crate::time::iso_ms(start)));
+    out.insert("hs_meeting_title".into(), json!(format!("{kind} with {who}")));
+    out.insert("hs_meeting_body".into(), json!(body));
+    out.insert("hs_meeting_start_time".into(), json!(crate::time::iso_ms(start)));
+    out.insert("hs_meeting_end_time".into(), json!(crate::time::iso_ms(start + DEFAULT_MEETING_MS)));
+    out.insert("hs_meeting_outcome".into(), json!("SCHEDULED"));
+    out.insert(PROP_MEETING_EVENT_ID.into(), json!(b.booking_key));
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::email::Email;
+    use crate::event::{Intent, Sentiment, Source};
+    use crate::phone::{DefaultRegion, PhoneE164};
+
+    fn caller() -> Caller {
+        Caller {
+            phone: Some(PhoneE164::parse("(415) 555-0100", DefaultRegion::default()).unwrap()),
+            email: Some(Email::parse("dana@example.com").unwrap()),
+            first_name: Some("Dana".into()),
+            last_name: Some("Reyes".into()),
+        }
+    }
+
+    fn current(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn updates_fill_empty_fields_and_never_blank_or_overwrite() {
+        let wish = ContactWish {
+            caller: caller(),
+            lifecycle_stage: None,
+            lead_source: Some("Vapi".into()),
+            context: Vec::new(),
+        };
+        let existing = current(&[
+            ("email", "dana@example.com"),
+            ("firstname", "Danielle"),
+            ("lastname", ""),
+            ("mobilephone", "415 555 0100"),
+        ]);
+        let update = contact_update(&existing, &wish);
+        assert_eq!(update.get("lastname"), Some(&json!("Reyes")));
+        assert!(!update.contains_key("firstname"), "a name HubSpot has is kept");
+        assert!(!update.contains_key("phone"), "a phone is already on file");
+        assert!(!update.contains_key("email"));
+        let empty_wish = ContactWish::default();
+        assert!(contact_update(&existing, &empty_wish).is_empty(), "nothing is blanked");
+    }
+
+    #[test]
+    fn lifecycle_stage_only_moves_forward() {
+        assert!(lifecycle_moves_forward(None, "lead"));
+        assert!(lifecycle_moves_forward(Some("lead"), "customer"));
+        assert!(!lifecycle_moves_forward(Some("customer"), "lead"));
+        assert!(!lifecycle_moves_forward(Some("customer"), "customer"));
+        assert!(!lifecycle_moves_forward(Some("custom_stage"), "lead"));
+        assert!(!lifecycle_moves_forward(None, "not_a_stage"));
+        let wish = ContactWish { lifecycle_stage: Some("lead".into()), ..ContactWish::default() };
+        assert!(!contact_update(&current(&[("lifecyclestage", "opportunity")]), &wish).contains_key("lifecyclestage"));
+        assert_eq!(
+            contact_update(&current(&[("lifecyclestage", "subscriber")]), &wish).get("lifecyclestage"),
+            Some(&json!("lead"))
+        );
+    }
+
+    #[test]
+    fn an_older_call_does_not_replace_newer_context() {
+        assert!(is_older_than_last_call(1_000, Some(2_000)));
+        assert!(!is_older_than_last_call(2_000, Some(2_000)));
+        assert!(!is_older_than_last_call(1_000, None));
+        let event = call();
+        assert!(ContactWish::for_call(&event, false).context.is_empty());
+        assert!(!ContactWish::for_call(&event, true).context.is_empty());
+    }
+
+    fn call() -> CallEvent {
+        CallEvent {
+            source: Source::Vapi,
+            call_id: "abc".into(),
+            occurred_at_ms: 1_767_708_329_771,
+            started_at_ms: Some(1_767_708_131_020),
+            duration_ms: Some(198_751),
+            direction: Direction::Inbound,
+            caller: caller(),
+            our_number: Some("+15715550100".into()),
+            summary: Some("Booked a <visit> & paid".into()),
+            transcript: Some("AI: Hello\nUser: Hi".into()),
+            recording_url: Some("https://example.com/r.wav".into()),
+            ended_reason: Some("customer-ended-call".into()),
+            success: Some(true),
+            sentiment: Some(Sentiment::Positive),
+            intent: Some(Intent::Book),
+            next_steps: None,
+            appointment: None,
+        }
+    }
+
+    #[test]
+    fn the_call_body_is_escaped_and_carries_what_a_rep_needs() {
+        let p = call_properties(&call());
+        let body = p["hs_call_body"].as_str().unwrap();
+        assert!(body.contains("Booked a &lt;visit&gt; &amp; paid"));
+        assert!(body.contains("successful (customer ended call)"));
+        assert!(body.contains("Caller sentiment:</strong> positive"));
+        assert!(body.contains("AI: Hello<br>User: Hi"));
+        assert_eq!(p["hs_call_external_id"], "vapi:abc");
+        assert_eq!(p["hs_call_from_number"], "+14155550100");
+        assert_eq!(p["hs_call_duration"], "198751");
+        assert_eq!(p["hs_timestamp"], "2026-01-06T14:02:11.020Z");
+    }
+}
