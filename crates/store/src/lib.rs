@@ -1,1 +1,168 @@
-//! stub
+//! callbridge's storage: the inbox of deliveries (one row per idempotency key), the job
+//! queue with leases and retries, the caller index (phone/email → contact), the record of
+//! which HubSpot activity each call became, per-contact sync state and OAuth tokens.
+//!
+//! [`Store`] is the seam; [`sqlite::SqliteStore`] is the embedded default. The backend is
+//! chosen by the database URL's scheme.
+//!
+//! ## The job queue
+//! A job is enqueued in the same transaction as its inbox row, so a delivery acknowledged is
+//! a delivery that will be worked. Jobs are named by stable snake_case kinds (`sync_call`,
+//! `sync_booking`) stored in rows. A job for a caller is claimable only when no other job of
+//! that caller is running and no older one is waiting, which keeps each caller's writes in
+//! order and never concurrent. A claimed job holds a lease; a worker that dies leaves it to
+//! be claimed again when the lease runs out. Failed jobs retry at a time the worker gives;
+//! after the last attempt they are dead, listed, and replayable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH (or sqlite::memory:)")]
+    UnsupportedUrl(String),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A delivery to store: the raw body as received and the canonical event parsed from it.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub source: String,
+    pub idempotency_key: String,
+    pub raw_body: Vec<u8>,
+    pub event_json: String,
+    /// The job to run (`sync_call`, `sync_booking`), or `None` to record only.
+    pub job_kind: Option<&'static str>,
+    pub caller_key: String,
+    pub received_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    pub inbox_id: i64,
+    /// The key was seen before: nothing new was stored or enqueued.
+    pub duplicate: bool,
+}
+
+/// A claimed job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub inbox_id: i64,
+    pub kind: String,
+    pub caller_key: String,
+    pub source: String,
+    pub idempotency_key: String,
+    pub event_json: String,
+    /// Failed attempts so far.
+    pub attempts: i64,
+}
+
+/// What happens to a job that failed.
+#[derive(Debug, Clone, Copy)]
+pub enum Failure {
+    RetryAt(i64),
+    Dead,
+}
+
+/// An inbox row with its job's state, for the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub source: String,
+    pub idempotency_key: String,
+    pub received_at_ms: i64,
+    pub kind: Option<String>,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct JobCounts {
+    pub queued: i64,
+    pub running: i64,
+    pub done: i64,
+    pub dead: i64,
+}
+
+/// A HubSpot activity made from an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    pub hubspot_id: u64,
+    pub contact_id: Option<u64>,
+    /// `v3` or `v1` (legacy engagements).
+    pub via: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_at_ms: i64,
+    pub hub_id: Option<u64>,
+    pub scopes: Vec<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Stores a delivery and enqueues its job in one durable transaction.
+    async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested>;
+    /// Claims the next runnable job, if any.
+    async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>>;
+    async fn complete(&self, job_id: i64) -> Result<()>;
+    async fn fail(&self, job_id: i64, error: &str, failure: Failure) -> Result<()>;
+    /// Queues an event's job again (dead or done); false when there is no such event.
+    async fn replay(&self, inbox_id: i64) -> Result<bool>;
+    async fn events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>>;
+    async fn counts(&self) -> Result<JobCounts>;
+    /// The earliest time a queued job becomes runnable, if any is waiting.
+    async fn next_run_at(&self) -> Result<Option<i64>>;
+
+    /// The contact callbridge last saw under any of these keys.
+    async fn known_contact(&self, keys: &[String]) -> Result<Option<u64>>;
+    async fn remember_contact(&self, keys: &[String], contact_id: u64) -> Result<()>;
+    async fn forget_contact(&self, contact_id: u64) -> Result<()>;
+
+    async fn last_call_at(&self, contact_id: u64) -> Result<Option<i64>>;
+    /// Records the newest call synced to a contact (keeps the later of old and new).
+    async fn set_last_call_at(&self, contact_id: u64, at_ms: i64) -> Result<()>;
+
+    async fn activity(&self, source: &str, key: &str, kind: &str) -> Result<Option<Activity>>;
+    async fn record_activity(
+        &self,
+        source: &str,
+        key: &str,
+        kind: &str,
+        activity: &Activity,
+        occurred_at_ms: i64,
+    ) -> Result<()>;
+    /// Every activity recorded, for the demo's table and tests: (source, key, kind, activity).
+    async fn activities(&self) -> Result<Vec<(String, String, String, Activity)>>;
+
+    async fn load_tokens(&self) -> Result<Option<StoredTokens>>;
+    async fn save_tokens(&self, tokens: &StoredTokens) -> Result<()>;
+}
+
+/// Opens the store a URL names (`sqlite://callbridge.db`, `sqlite::memory:`).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,607 @@
+//! The embedded SQLite store: WAL, `synchronous=FULL` (a commit is on disk before the
+//! webhook is acknowledged), and write transactions that `BEGIN IMMEDIATE` so they never
+//! fail on a read-to-write upgrade.
+//!
+//! Ingest uses group commit: one writer task takes every delivery waiting in its channel
+//! and commits them in one transaction, so a burst of webhooks pays for one fsync, not one
+//! each. Each caller is answered only after the commit that holds its delivery.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    Activity, EventRow, Failure, Ingested, Job, JobCounts, NewDelivery, Result, Store, StoreError, StoredTokens, now_ms,
+};
+
+/// Schema versions, applied in order inside one transaction each.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        received_at INTEGER NOT NULL,
+        raw_body BLOB NOT NULL,
+        event TEXT NOT NULL
+    );
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        inbox_id INTEGER NOT NULL UNIQUE REFERENCES inbox(id),
+        kind TEXT NOT NULL,
+        caller_key TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'queued',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        run_at INTEGER NOT NULL,
+        locked_by TEXT,
+        lease_until INTEGER,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX jobs_ready ON jobs (status, run_at, id);
+    CREATE INDEX jobs_caller ON jobs (caller_key, status, id);
+    CREATE TABLE caller_index (
+        key TEXT PRIMARY KEY,
+        contact_id INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX caller_index_contact ON caller_index (contact_id);
+    CREATE TABLE contact_sync (
+        contact_id INTEGER PRIMARY KEY,
+        last_call_at INTEGER NOT NULL
+    );
+    CREATE TABLE activities (
+        source TEXT NOT NULL,
+        external_key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        hubspot_id INTEGER NOT NULL,
+        contact_id INTEGER,
+        via TEXT NOT NULL,
+        occurred_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (source, external_key, kind)
+    );
+    CREATE TABLE oauth_tokens (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        access_token TEXT NOT NULL,
+        refresh_token TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        hub_id INTEGER,
+        scopes TEXT NOT NULL
+    );
+    "#,
+)];
+
+/// Deliveries a single group commit takes at most.
+const GROUP_COMMIT_MAX: usize = 512;
+
+type IngestRequest = (NewDelivery, oneshot::Sender<Result<Ingested>>);
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    ingest_tx: mpsc::Sender<IngestRequest>,
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let in_memory = url.contains(":memory:");
+        // An in-memory database lives in one connection.
+        let max = if in_memory { 1 } else { 8 };
+        let pool = SqlitePoolOptions::new().max_connections(max).min_connections(1).connect_with(options).await?;
+        migrate(&pool).await?;
+        let (ingest_tx, rx) = mpsc::channel(4096);
+        tokio::spawn(group_commit(pool.clone(), rx));
+        Ok(SqliteStore { pool, ingest_tx })
+    }
+
+    async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        .execute(pool)
+        .await?;
+    for (version, sql) in MIGRATIONS {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_version WHERE version = ?")
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if applied.is_none() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// The ingest writer: drains the channel into one transaction per batch.
+async fn group_commit(pool: SqlitePool, mut rx: mpsc::Receiver<IngestRequest>) {
+    let mut batch: Vec<IngestRequest> = Vec::with_capacity(GROUP_COMMIT_MAX);
+    while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
+        let result = commit_batch(&pool, &batch).await;
+        match result {
+            Ok(outcomes) => {
+                for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batch.size = batch.len(), "ingest commit failed");
+                let message = e.to_string();
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(StoreError::Database(sqlx::Error::Protocol(message.clone()))));
+                }
+            }
+        }
+    }
+}
+
+async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<Ingested>> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut out = Vec::with_capacity(batch.len());
+    for (d, _) in batch {
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO inbox (source, idempotency_key, received_at, raw_body, event) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        )
+        .bind(&d.source)
+        .bind(&d.idempotency_key)
+        .bind(d.received_at_ms)
+        .bind(&d.raw_body)
+        .bind(&d.event_json)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match inserted {
+            Some(id) => {
+                if let Some(kind) = d.job_kind {
+                    sqlx::query(
+                        "INSERT INTO jobs (inbox_id, kind, caller_key, run_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(id)
+                    .bind(kind)
+                    .bind(&d.caller_key)
+                    .bind(d.received_at_ms)
+                    .bind(d.received_at_ms)
+                    .bind(d.received_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                out.push(Ingested { inbox_id: id, duplicate: false });
+            }
+            None => {
+                let id: i64 = sqlx::query_scalar("SELECT id FROM inbox WHERE idempotency_key = ?")
+                    .bind(&d.idempotency_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                out.push(Ingested { inbox_id: id, duplicate: true });
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested> {
+        let (tx, rx) = oneshot::channel();
+        self.ingest_tx.send((delivery, tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        // Leases that ran out belong to workers that died: their jobs are queued again.
+        sqlx::query("UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, updated_at = ? WHERE status = 'running' AND lease_until < ?")
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(
+            "UPDATE jobs SET status = 'running', locked_by = ?1, lease_until = ?2, updated_at = ?3
+             WHERE id = (
+                SELECT j.id FROM jobs j
+                WHERE j.status = 'queued' AND j.run_at <= ?3
+                  AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.caller_key = j.caller_key AND r.status = 'running')
+                  AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
+                ORDER BY j.run_at, j.id LIMIT 1)
+             RETURNING id, inbox_id, kind, caller_key, attempts",
+        )
+        .bind(worker)
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let inbox_id: i64 = row.try_get("inbox_id")?;
+        let inbox = sqlx::query("SELECT source, idempotency_key, event FROM inbox WHERE id = ?")
+            .bind(inbox_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let job = Job {
+            id: row.try_get("id")?,
+            inbox_id,
+            kind: row.try_get("kind")?,
+            caller_key: row.try_get("caller_key")?,
+            attempts: row.try_get("attempts")?,
+            source: inbox.try_get("source")?,
+            idempotency_key: inbox.try_get("idempotency_key")?,
+            event_json: inbox.try_get("event")?,
+        };
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    async fn complete(&self, job_id: i64) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("UPDATE jobs SET status = 'done', locked_by = NULL, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fail(&self, job_id: i64, error: &str, failure: Failure) -> Result<()> {
+        let (status, run_at) = match failure {
+            Failure::RetryAt(at) => ("queued", at),
+            Failure::Dead => ("dead", now_ms()),
+        };
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "UPDATE jobs SET status = ?, run_at = ?, attempts = attempts + 1, last_error = ?, locked_by = NULL, lease_until = NULL, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(status)
+        .bind(run_at)
+        .bind(error)
+        .bind(now_ms())
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn replay(&self, inbox_id: i64) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let changed = sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?, last_error = NULL, updated_at = ?
+             WHERE inbox_id = ? AND status IN ('dead', 'done')",
+        )
+        .bind(now_ms())
+        .bind(now_ms())
+        .bind(inbox_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed > 0)
+    }
+
+    async fn events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>> {
+        let rows = sqlx::query(
+            "SELECT i.id, i.source, i.idempotency_key, i.received_at, j.kind, COALESCE(j.status, 'recorded') AS status,
+                    COALESCE(j.attempts, 0) AS attempts, j.last_error
+             FROM inbox i LEFT JOIN jobs j ON j.inbox_id = i.id
+             WHERE ?1 IS NULL OR COALESCE(j.status, 'recorded') = ?1
+             ORDER BY i.id DESC LIMIT ?2",
+        )
+        .bind(status)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRow {
+                    id: r.try_get("id")?,
+                    source: r.try_get("source")?,
+                    idempotency_key: r.try_get("idempotency_key")?,
+                    received_at_ms: r.try_get("received_at")?,
+                    kind: r.try_get("kind")?,
+                    status: r.try_get("status")?,
+                    attempts: r.try_get("attempts")?,
+                    last_error: r.try_get("last_error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn counts(&self) -> Result<JobCounts> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetch_all(&self.pool).await?;
+        let mut c = JobCounts::default();
+        for r in rows {
+            let n: i64 = r.try_get("n")?;
+            match r.try_get::<String, _>("status")?.as_str() {
+                "queued" => c.queued = n,
+                "running" => c.running = n,
+                "done" => c.done = n,
+                "dead" => c.dead = n,
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+
+    async fn next_run_at(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MIN(run_at) FROM jobs WHERE status = 'queued'").fetch_one(&self.pool).await?)
+    }
+
+    async fn known_contact(&self, keys: &[String]) -> Result<Option<u64>> {
+        for key in keys {
+            let id: Option<i64> = sqlx::query_scalar("SELECT contact_id FROM caller_index WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(id) = id {
+                return Ok(Some(id as u64));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn remember_contact(&self, keys: &[String], contact_id: u64) -> Result<()> {
+        let mut tx = self.write().await?;
+        for key in keys {
+            sqlx::query(
+                "INSERT INTO caller_index (key, contact_id, updated_at) VALUES (?, ?, ?)
+                 ON CONFLICT (key) DO UPDATE SET contact_id = excluded.contact_id, updated_at = excluded.updated_at",
+            )
+            .bind(key)
+            .bind(contact_id as i64)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn forget_contact(&self, contact_id: u64) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("DELETE FROM caller_index WHERE contact_id = ?").bind(contact_id as i64).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn last_call_at(&self, contact_id: u64) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT last_call_at FROM contact_sync WHERE contact_id = ?")
+            .bind(contact_id as i64)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn set_last_call_at(&self, contact_id: u64, at_ms: i64) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO contact_sync (contact_id, last_call_at) VALUES (?, ?)
+             ON CONFLICT (contact_id) DO UPDATE SET last_call_at = MAX(last_call_at, excluded.last_call_at)",
+        )
+        .bind(contact_id as i64)
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn activity(&self, source: &str, key: &str, kind: &str) -> Result<Option<Activity>> {
+        let row = sqlx::query(
+            "SELECT hubspot_id, contact_id, via FROM activities WHERE source = ? AND external_key = ? AND kind = ?",
+        )
+        .bind(source)
+        .bind(key)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Activity {
+                hubspot_id: r.try_get::<i64, _>("hubspot_id")? as u64,
+                contact_id: r.try_get::<Option<i64>, _>("contact_id")?.map(|c| c as u64),
+                via: r.try_get("via")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn record_activity(
+        &self,
+        source: &str,
+        key: &str,
+        kind: &str,
+        a: &Activity,
+        occurred_at_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO activities (source, external_key, kind, hubspot_id, contact_id, via, occurred_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (source, external_key, kind) DO UPDATE SET hubspot_id = excluded.hubspot_id, contact_id = excluded.contact_id, via = excluded.via",
+        )
+        .bind(source)
+        .bind(key)
+        .bind(kind)
+        .bind(a.hubspot_id as i64)
+        .bind(a.contact_id.map(|c| c as i64))
+        .bind(&a.via)
+        .bind(occurred_at_ms)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn activities(&self) -> Result<Vec<(String, String, String, Activity)>> {
+        let rows = sqlx::query("SELECT source, external_key, kind, hubspot_id, contact_id, via FROM activities ORDER BY created_at, external_key")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("source")?,
+                    r.try_get("external_key")?,
+                    r.try_get("kind")?,
+                    Activity {
+                        hubspot_id: r.try_get::<i64, _>("hubspot_id")? as u64,
+                        contact_id: r.try_get::<Option<i64>, _>("contact_id")?.map(|c| c as u64),
+                        via: r.try_get("via")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn load_tokens(&self) -> Result<Option<StoredTokens>> {
+        let row = sqlx::query(
+            "SELECT access_token, refresh_token, expires_at, hub_id, scopes FROM oauth_tokens WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let scopes: String = r.try_get("scopes")?;
+            Ok(StoredTokens {
+                access_token: r.try_get("access_token")?,
+                refresh_token: r.try_get("refresh_token")?,
+                expires_at_ms: r.try_get("expires_at")?,
+                hub_id: r.try_get::<Option<i64>, _>("hub_id")?.map(|h| h as u64),
+                scopes: scopes.split(' ').filter(|s| !s.is_empty()).map(String::from).collect(),
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_tokens(&self, t: &StoredTokens) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO oauth_tokens (id, access_token, refresh_token, expires_at, hub_id, scopes) VALUES (1, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET access_token = excluded.access_token, refresh_token = excluded.refresh_token,
+               expires_at = excluded.expires_at, hub_id = excluded.hub_id, scopes = excluded.scopes",
+        )
+        .bind(&t.access_token)
+        .bind(&t.refresh_token)
+        .bind(t.expires_at_ms)
+        .bind(t.hub_id.map(|h| h as i64))
+        .bind(t.scopes.join(" "))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(key: &str, caller: &str) -> NewDelivery {
+        NewDelivery {
+            source: "vapi".into(),
+            idempotency_key: key.into(),
+            raw_body: b"{}".to_vec(),
+            event_json: "{}".into(),
+            job_kind: Some("sync_call"),
+            caller_key: caller.into(),
+            received_at_ms: now_ms(),
+        }
+    }
+
+    async fn store() -> SqliteStore {
+        SqliteStore::open("sqlite::memory:").await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_delivery_stores_and_enqueues_nothing() {
+        let s = store().await;
+        let first = s.ingest(delivery("k1", "c1")).await.unwrap();
+        let again = s.ingest(delivery("k1", "c1")).await.unwrap();
+        assert!(!first.duplicate && again.duplicate);
+        assert_eq!(first.inbox_id, again.inbox_id);
+        assert_eq!(s.counts().await.unwrap().queued, 1);
+    }
+
+    #[tokio::test]
+    async fn a_callers_jobs_run_one_at_a_time_in_order() {
+        let s = store().await;
+        s.ingest(delivery("a1", "alice")).await.unwrap();
+        s.ingest(delivery("a2", "alice")).await.unwrap();
+        s.ingest(delivery("b1", "bob")).await.unwrap();
+        let lease = Duration::from_secs(60);
+        let j1 = s.claim("w", lease).await.unwrap().unwrap();
+        let j2 = s.claim("w", lease).await.unwrap().unwrap();
+        assert_eq!((j1.idempotency_key.as_str(), j2.idempotency_key.as_str()), ("a1", "b1"));
+        assert!(s.claim("w", lease).await.unwrap().is_none(), "alice's second job waits for her first");
+        s.complete(j1.id).await.unwrap();
+        assert_eq!(s.claim("w", lease).await.unwrap().unwrap().idempotency_key, "a2");
+    }
+
+    #[tokio::test]
+    async fn failed_jobs_retry_later_then_die_and_can_be_replayed() {
+        let s = store().await;
+        let ingested = s.ingest(delivery("k", "c")).await.unwrap();
+        let lease = Duration::from_secs(60);
+        let job = s.claim("w", lease).await.unwrap().unwrap();
+        s.fail(job.id, "HubSpot answered 503", Failure::RetryAt(now_ms() + 60_000)).await.unwrap();
+        assert!(s.claim("w", lease).await.unwrap().is_none(), "not before its time");
+        assert!(s.next_run_at().await.unwrap().unwrap() > now_ms());
+        s.fail(job.id, "gave up", Failure::Dead).await.unwrap();
+        let dead = s.events(Some("dead"), 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].last_error.as_deref(), Some("gave up"));
+        assert_eq!(dead[0].attempts, 2);
+        assert!(s.replay(ingested.inbox_id).await.unwrap());
+        let again = s.claim("w", lease).await.unwrap().unwrap();
+        assert_eq!(again.attempts, 0);
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_makes_the_job_claimable_again() {
+        let s = store().await;
+        s.ingest(delivery("k", "c")).await.unwrap();
+        let job = s.claim("dead-worker", Duration::from_millis(0)).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let again = s.claim("w2", Duration::from_secs(60)).await.unwrap().unwrap();
+        assert_eq!(job.id, again.id);
+    }
+
+    #[tokio::test]
+    async fn caller_index_and_sync_state_round_trip() {
+        let s = store().await;
+        let keys = vec!["email:a@example.com".to_string(), "phone:+14155550100".to_string()];
+        s.remember_contact(&keys, 42).await.unwrap();
+        assert_eq!(s.known_contact(&keys[1..]).await.unwrap(), Some(42));
+        s.forget_contact(42).await.unwrap();
+        assert_eq!(s.known_contact(&keys).await.unwrap(), None);
+        s.set_last_call_at(42, 2_000).await.unwrap();
+        s.set_last_call_at(42, 1_000).await.unwrap();
+        assert_eq!(s.last_call_at(42).await.unwrap(), Some(2_000));
+        let a = Activity { hubspot_id: 7, contact_id: Some(42), via: "v3".into() };
+        s.record_activity("vapi", "call-1", "call", &a, 1).await.unwrap();
+        assert_eq!(s.activity("vapi", "call-1", "call").await.unwrap(), Some(a));
+    }
+}
