@@ -1,25 +1,55 @@
 //! The command line: one enum of subcommands, each run by its own module under `cmd`.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
+
+use crate::config::Config;
 
 #[derive(Debug, Parser)]
 #[command(name = "callbridge", version, about = "Lands voice-AI calls and bookings in HubSpot CRM")]
 pub struct Cli {
+    /// A TOML configuration file; `CALLBRIDGE_*` environment variables override it.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve webhooks and sync them to HubSpot.
+    Serve,
+    /// Run the sandbox and callbridge in one process, land sample calls, show what HubSpot got.
+    Demo(crate::cmd::demo::Args),
     /// Run the HubSpot sandbox (an API simulator) standalone.
     Sandbox(crate::cmd::sandbox::Args),
+    /// Create callbridge's property group and properties in HubSpot (idempotent).
+    SetupProperties,
+    /// Show what the HubSpot token may do (v3 Calls or v1 engagements, scheduler).
+    Probe,
+    /// Queue dead (or finished) events again.
+    Replay(crate::cmd::replay::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
+        if let Command::Sandbox(args) = cli.command {
+            crate::telemetry::init("text", "info");
+            return crate::cmd::sandbox::run(args).await;
+        }
+        let config = Config::load(cli.config.as_deref())?;
+        // The demo prints its own story; its logs show only problems.
+        let default = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info,sqlx=warn" };
+        crate::telemetry::init(&config.log_format, default);
         match cli.command {
-            Command::Sandbox(args) => crate::cmd::sandbox::run(args).await,
+            Command::Serve => crate::cmd::serve::run(config).await,
+            Command::Demo(args) => crate::cmd::demo::run(config, args).await,
+            Command::SetupProperties => crate::cmd::admin::setup_properties(config).await,
+            Command::Probe => crate::cmd::admin::probe(config).await,
+            Command::Replay(args) => crate::cmd::replay::run(config, args).await,
+            Command::Sandbox(_) => unreachable!("handled above"),
         }
     })
 }

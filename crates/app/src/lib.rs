@@ -4,5 +4,17 @@
 //! command line. Domain rules live in `callbridge-domain`, HubSpot in `callbridge-hubspot`,
 //! persistence in `callbridge-store`, and the simulator in `callbridge-sandbox`.
 
+pub mod app;
 pub mod cli;
 mod cmd;
+pub mod config;
+pub mod http;
+pub mod properties;
+pub mod sources;
+pub mod sync;
+pub mod telemetry;
+pub mod tokens;
+pub mod worker;
+
+pub use app::App;
+pub use config::Config;

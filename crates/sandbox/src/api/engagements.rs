@@ -175,6 +175,33 @@ pub async fn read(st: Shared, Path(id): Path<u64>) -> ApiResult<Json<Value>> {
     Ok(Json(render(&db, kind, record)))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct EngagementUpdate {
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// PATCH: the metadata given replaces those fields; others stay.
+pub async fn update(
+    st: Shared,
+    Path(id): Path<u64>,
+    super::Body(input): super::Body<EngagementUpdate>,
+) -> ApiResult<Json<Value>> {
+    let mut db = st.db.lock();
+    let kind = kind_of(&db, id).ok_or_else(ApiError::not_found)?;
+    let mut props = Map::new();
+    for (key, prop) in metadata_map(kind) {
+        if let Some(v) = input.metadata.get(*key) {
+            props.insert((*prop).to_string(), if v.is_null() { json!("") } else { v.clone() });
+        }
+    }
+    let record = db.record(kind, id).ok_or_else(ApiError::not_found)?;
+    let write = db.prepare(kind, Some(record), &props).map_err(|e| ApiError::invalid_properties(&e, db.portal_id))?;
+    db.apply(kind, id, write, now_ms());
+    let record = db.record(kind, id).ok_or_else(ApiError::not_found)?;
+    Ok(Json(render(&db, kind, record)))
+}
+
 pub async fn delete(st: Shared, Path(id): Path<u64>) -> ApiResult<StatusCode> {
     let mut db = st.db.lock();
     let kind = kind_of(&db, id).ok_or_else(ApiError::not_found)?;

@@ -146,7 +146,10 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/crm/v3/owners/", get(objects::owners))
         .route("/crm/v3/owners/{owner_id}", get(objects::owner))
         .route("/engagements/v1/engagements", post(engagements::create))
-        .route("/engagements/v1/engagements/{id}", get(engagements::read).delete(engagements::delete))
+        .route(
+            "/engagements/v1/engagements/{id}",
+            get(engagements::read).patch(engagements::update).delete(engagements::delete),
+        )
         .route("/engagements/v1/engagements/associated/{object_type}/{object_id}/paged", get(engagements::associated))
         .route("/scheduler/v3/meetings/meeting-links", get(scheduler::links))
         .route("/scheduler/v3/meetings/meeting-links/book/{slug}", get(scheduler::link))

@@ -1,0 +1,78 @@
+//! Wiring: the store, the HubSpot client, the worker and the HTTP service, and
+//! [`App::run`], which takes a bound listener and a shutdown signal so that tests bind
+//! port 0 and the demo runs everything in one process. Shutdown stops accepting requests,
+//! lets in-flight ones finish, and lets each worker finish its current job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbridge_hubspot::{ClientConfig, Credentials, HubSpotClient, ten_second_max_for};
+use callbridge_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::http::{AppState, Metrics, router};
+use crate::sync::Syncer;
+use crate::worker::{Worker, WorkerConfig};
+
+pub struct App {
+    pub state: AppState,
+    pub worker: Arc<Worker>,
+}
+
+/// The HubSpot client a configuration describes.
+pub fn hubspot_client(config: &Config, credentials: Credentials) -> HubSpotClient {
+    HubSpotClient::new(
+        ClientConfig {
+            base_url: config.hubspot_base_url.clone(),
+            version: config.api_version(),
+            ten_second_max: ten_second_max_for(&config.hubspot_tier).unwrap_or(100),
+            ..ClientConfig::default()
+        },
+        credentials,
+    )
+}
+
+impl App {
+    pub async fn build(config: &Config, store: Arc<dyn Store>, hubspot: Arc<HubSpotClient>) -> App {
+        let wake = Arc::new(Notify::new());
+        let state = AppState {
+            store: store.clone(),
+            hubspot: hubspot.clone(),
+            wake: wake.clone(),
+            region: config.region(),
+            admin_token: config.admin_token.clone(),
+            vapi_secret: config.vapi_secret.clone(),
+            generic_token: config.generic_token.clone(),
+            metrics: Arc::new(Metrics::default()),
+        };
+        let worker = Arc::new(Worker {
+            syncer: Arc::new(Syncer { store: store.clone(), hubspot }),
+            store,
+            config: WorkerConfig {
+                workers: config.workers,
+                max_attempts: config.max_attempts,
+                retry_base: Duration::from_millis(config.retry_base_ms),
+                retry_max: Duration::from_millis(config.retry_max_ms),
+                lease: Duration::from_secs(config.lease_secs),
+            },
+            wake,
+        });
+        App { state, worker }
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains.
+    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        self.worker.clone().start(&tracker, shutdown.clone());
+        tracker.close();
+        let stop = shutdown.clone();
+        axum::serve(listener, router(self.state)).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
+        shutdown.cancel();
+        tracker.wait().await;
+        Ok(())
+    }
+}

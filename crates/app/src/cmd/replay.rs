@@ -1,0 +1,35 @@
+//! `callbridge replay`: queue dead (or finished) events again, by id or all dead ones.
+
+use anyhow::Context;
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Event ids (from `GET /events`).
+    pub ids: Vec<i64>,
+    /// Replay every dead event.
+    #[arg(long)]
+    pub dead: bool,
+}
+
+pub async fn run(config: Config, args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.dead || !args.ids.is_empty(), "name event ids to replay, or pass --dead");
+    let store = callbridge_store::open(&config.database_url)
+        .await
+        .with_context(|| format!("opening the database {}", config.database_url))?;
+    let mut ids = args.ids;
+    if args.dead {
+        ids.extend(store.events(Some("dead"), 100_000).await?.into_iter().map(|e| e.id));
+    }
+    let mut queued = 0;
+    for id in &ids {
+        if store.replay(*id).await? {
+            queued += 1;
+        } else {
+            eprintln!("event {id}: no finished or dead event with this id");
+        }
+    }
+    println!("{queued} of {} events queued again; a running `callbridge serve` picks them up", ids.len());
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! `callbridge serve`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use callbridge_hubspot::Credentials;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, hubspot_client};
+use crate::config::Config;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let token = config.require_hubspot_token()?.clone();
+    let store = callbridge_store::open(&config.database_url)
+        .await
+        .with_context(|| format!("opening the database {}", config.database_url))?;
+    let hubspot = Arc::new(hubspot_client(&config, Credentials::PrivateApp(token)));
+    match crate::properties::setup(&hubspot).await {
+        Ok(r) => tracing::info!(
+            created.groups = r.created_groups.len(),
+            created.properties = r.created_properties.len(),
+            "HubSpot properties are in place"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not set up HubSpot properties; run `callbridge setup-properties` once HubSpot is reachable")
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, workers = config.workers, "callbridge is serving");
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing requests and jobs in flight");
+        signal.cancel();
+    });
+    App::build(&config, store, hubspot).await.run(listener, shutdown).await
+}

@@ -1,0 +1,133 @@
+//! callbridge's own HubSpot properties: a `callbridge` group on contacts and meetings and the
+//! fields where a rep sees the caller's last call (summary, outcome, sentiment, intent, next
+//! steps). Created idempotently: what exists is left alone.
+
+use callbridge_domain::plan::*;
+use callbridge_hubspot::{HubSpotClient, HubSpotError, ObjectType, PropertyOption, PropertySpec};
+use serde::Serialize;
+
+fn text(name: &str, label: &str, description: &str) -> PropertySpec {
+    PropertySpec {
+        name: name.into(),
+        label: label.into(),
+        prop_type: "string".into(),
+        field_type: "text".into(),
+        group_name: GROUP.into(),
+        description: description.into(),
+        options: Vec::new(),
+        has_unique_value: false,
+    }
+}
+
+fn choice(name: &str, label: &str, description: &str, values: &[&str]) -> PropertySpec {
+    PropertySpec {
+        prop_type: "enumeration".into(),
+        field_type: "select".into(),
+        options: values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| PropertyOption {
+                label: capitalise(v),
+                value: v.to_string(),
+                display_order: i as i64,
+                hidden: false,
+            })
+            .collect(),
+        ..text(name, label, description)
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+/// Every property callbridge writes, by object type.
+pub fn definitions() -> Vec<(ObjectType, PropertySpec)> {
+    let c = ObjectType::Contacts;
+    vec![
+        (c, text(PROP_LEAD_SOURCE, "Lead source (callbridge)", "Where the caller first came from")),
+        (
+            c,
+            PropertySpec {
+                prop_type: "datetime".into(),
+                field_type: "date".into(),
+                ..text(PROP_LAST_CALL_AT, "Last AI call", "When the caller last spoke to the AI receptionist")
+            },
+        ),
+        (
+            c,
+            PropertySpec {
+                field_type: "textarea".into(),
+                ..text(PROP_LAST_CALL_SUMMARY, "Last AI call summary", "What the last call was about")
+            },
+        ),
+        (c, text(PROP_LAST_CALL_OUTCOME, "Last AI call outcome", "How the last call ended")),
+        (
+            c,
+            choice(
+                PROP_LAST_SENTIMENT,
+                "Last AI call sentiment",
+                "How the caller felt on the last call",
+                &["positive", "neutral", "negative"],
+            ),
+        ),
+        (
+            c,
+            choice(
+                PROP_LAST_INTENT,
+                "Last AI call intent",
+                "What the caller wanted",
+                &["book", "reschedule", "cancel", "complaint", "inquiry"],
+            ),
+        ),
+        (
+            c,
+            PropertySpec {
+                field_type: "textarea".into(),
+                ..text(PROP_NEXT_STEPS, "Next steps (callbridge)", "What happens next, from the last call")
+            },
+        ),
+        (c, text(PROP_SOURCE_PLATFORM, "Voice platform", "The platform of the last call")),
+        (
+            c,
+            PropertySpec {
+                has_unique_value: true,
+                ..text(PROP_PHONE_E164, "Phone (E.164)", "The caller's number as callbridge normalised it")
+            },
+        ),
+        (
+            ObjectType::Meetings,
+            text(PROP_MEETING_EVENT_ID, "callbridge event", "The booking this meeting was made from"),
+        ),
+    ]
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct SetupReport {
+    pub created_groups: Vec<String>,
+    pub created_properties: Vec<String>,
+    pub existing_properties: Vec<String>,
+}
+
+/// Creates what is missing and reports what it did.
+pub async fn setup(client: &HubSpotClient) -> Result<SetupReport, HubSpotError> {
+    let mut report = SetupReport::default();
+    for t in [ObjectType::Contacts, ObjectType::Meetings] {
+        if !client.group_names(t).await?.iter().any(|g| g == GROUP)
+            && client.create_group(t, GROUP, "callbridge").await?
+        {
+            report.created_groups.push(format!("{}.{GROUP}", t.as_str()));
+        }
+        let existing = client.property_names(t).await?;
+        for (_, spec) in definitions().into_iter().filter(|(ot, _)| *ot == t) {
+            let name = format!("{}.{}", t.as_str(), spec.name);
+            if existing.contains(&spec.name) || !client.create_property(t, &spec).await? {
+                report.existing_properties.push(name);
+            } else {
+                report.created_properties.push(name);
+            }
+        }
+    }
+    Ok(report)
+}

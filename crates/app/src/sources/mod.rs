@@ -1,0 +1,62 @@
+//! One module per platform: authentication of the delivery, and parsing into a canonical
+//! event with every problem named by its field. Unknown fields are ignored; a field callbridge
+//! reads that has the wrong type is an error.
+
+pub mod generic;
+pub mod vapi;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// One problem with one field of a payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub problem: String,
+}
+
+/// Problems found while parsing a payload; all of them are reported at once.
+#[derive(Debug, Default)]
+pub struct Fields {
+    pub errors: Vec<FieldError>,
+}
+
+impl Fields {
+    pub fn error(&mut self, field: &str, problem: impl Into<String>) {
+        self.errors.push(FieldError { field: field.to_string(), problem: problem.into() });
+    }
+
+    /// A value at a dotted path (`message.call.id`), relative to `root` named `prefix`.
+    pub fn at<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+        path.split('.').try_fold(root, |v, key| v.get(key)).filter(|v| !v.is_null())
+    }
+
+    /// An optional string; present with another type is an error. Empty counts as absent.
+    pub fn string(&mut self, root: &Value, path: &str, name: &str) -> Option<String> {
+        match Fields::at(root, path) {
+            None => None,
+            Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+            Some(_) => {
+                self.error(name, "must be a string");
+                None
+            }
+        }
+    }
+
+    /// An optional number (JSON number, or a string holding one).
+    pub fn number(&mut self, root: &Value, path: &str, name: &str) -> Option<f64> {
+        match Fields::at(root, path) {
+            None => None,
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) if s.trim().parse::<f64>().is_ok() => s.trim().parse().ok(),
+            Some(_) => {
+                self.error(name, "must be a number");
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+}

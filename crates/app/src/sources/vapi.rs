@@ -1,0 +1,254 @@
+//! Vapi server messages (`{"message": {"type": …}}`). The end-of-call report becomes a call
+//! event; it is read from the `artifact`, `analysis` and `call` objects and, for older
+//! assistants, the legacy top-level fields (`transcript`, `recordingUrl`, `summary`). Other
+//! message types are acknowledged and ignored.
+
+use callbridge_domain::time::parse_iso_with_offset;
+use callbridge_domain::{CallEvent, Caller, DefaultRegion, Direction, Email, Intent, PhoneE164, Sentiment, Source};
+use serde_json::Value;
+
+use super::Fields;
+
+/// What a Vapi message is to callbridge.
+#[derive(Debug)]
+pub enum Message {
+    /// An end-of-call report, with its idempotency key.
+    EndOfCall(Box<CallEvent>, String),
+    /// Any other type: acknowledged, not stored.
+    Ignored(String),
+}
+
+pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
+    let mut f = Fields::default();
+    let Some(message) = body.get("message").filter(|m| m.is_object()) else {
+        f.error("message", "is required and must be an object");
+        return Err(f);
+    };
+    let kind = f.string(body, "message.type", "message.type");
+    let Some(kind) = kind else {
+        if f.is_empty() {
+            f.error("message.type", "is required");
+        }
+        return Err(f);
+    };
+    if kind != "end-of-call-report" {
+        return Ok(Message::Ignored(kind));
+    }
+    let m = message;
+    let call_id = f.string(m, "call.id", "message.call.id");
+    if call_id.is_none() && f.is_empty() {
+        f.error("message.call.id", "is required");
+    }
+    // The caller: the call's customer, then the top-level customer; details the assistant
+    // collected fill in the rest.
+    let number = f
+        .string(m, "call.customer.number", "message.call.customer.number")
+        .or_else(|| f.string(m, "customer.number", "message.customer.number"));
+    let phone = number.and_then(|n| match PhoneE164::parse(&n, region) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            f.error("message.call.customer.number", e.to_string());
+            None
+        }
+    });
+    let data = Fields::at(m, "analysis.structuredData").filter(|d| d.is_object()).cloned().unwrap_or(Value::Null);
+    let raw_email = f
+        .string(m, "call.customer.email", "message.call.customer.email")
+        .or_else(|| f.string(m, "customer.email", "message.customer.email"))
+        .or_else(|| f.string(&data, "caller_email", "message.analysis.structuredData.caller_email"))
+        .or_else(|| f.string(&data, "email", "message.analysis.structuredData.email"));
+    // A malformed email the assistant heard is not worth refusing the call for.
+    let email = raw_email.and_then(|e| Email::parse(&e).ok());
+    let name = f
+        .string(m, "call.customer.name", "message.call.customer.name")
+        .or_else(|| f.string(&data, "caller_name", "message.analysis.structuredData.caller_name"))
+        .or_else(|| f.string(&data, "name", "message.analysis.structuredData.name"));
+    let mut caller = Caller { phone, email, first_name: None, last_name: None };
+    if let Some(n) = name {
+        caller = caller.with_full_name(&n);
+    }
+    if caller.phone.is_none() && caller.email.is_none() && f.is_empty() {
+        f.error("message.call.customer.number", "no caller phone or email to attach the call to");
+    }
+
+    let time = |f: &mut Fields, path: &str, name: &str| -> Option<i64> {
+        f.string(m, path, name).and_then(|s| match parse_iso_with_offset(&s) {
+            Some(ms) => Some(ms),
+            None => {
+                f.error(name, "must be an ISO-8601 date-time");
+                None
+            }
+        })
+    };
+    let started = time(&mut f, "startedAt", "message.startedAt")
+        .or_else(|| time(&mut f, "call.startedAt", "message.call.startedAt"));
+    let ended =
+        time(&mut f, "endedAt", "message.endedAt").or_else(|| time(&mut f, "call.endedAt", "message.call.endedAt"));
+    let timestamp = f.number(m, "timestamp", "message.timestamp").map(|t| t as i64);
+    let duration_ms = match (started, ended) {
+        (Some(s), Some(e)) if e >= s => Some(e - s),
+        _ => f.number(m, "durationSeconds", "message.durationSeconds").map(|s| (s * 1000.0) as i64),
+    };
+    let occurred_at_ms = ended.or(started).or(timestamp);
+    if occurred_at_ms.is_none() && f.is_empty() {
+        f.error("message.endedAt", "the report has no time (endedAt, startedAt or timestamp)");
+    }
+
+    let summary = f
+        .string(m, "analysis.summary", "message.analysis.summary")
+        .or_else(|| f.string(m, "summary", "message.summary"));
+    let transcript = f
+        .string(m, "artifact.transcript", "message.artifact.transcript")
+        .or_else(|| f.string(m, "transcript", "message.transcript"));
+    let recording_url = f
+        .string(m, "artifact.recordingUrl", "message.artifact.recordingUrl")
+        .or_else(|| f.string(m, "artifact.recording.mono.combinedUrl", "message.artifact.recording.mono.combinedUrl"))
+        .or_else(|| f.string(m, "recordingUrl", "message.recordingUrl"));
+    let ended_reason = f
+        .string(m, "endedReason", "message.endedReason")
+        .or_else(|| f.string(m, "call.endedReason", "message.call.endedReason"));
+    let success = match Fields::at(m, "analysis.successEvaluation") {
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "pass" | "success" | "successful" => Some(true),
+            "false" | "fail" | "failure" | "unsuccessful" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    };
+    let direction = match f.string(m, "call.type", "message.call.type").as_deref() {
+        Some("outboundPhoneCall") => Direction::Outbound,
+        _ => Direction::Inbound,
+    };
+    let our_number = f.string(m, "phoneNumber.number", "message.phoneNumber.number");
+    let sentiment = f
+        .string(&data, "sentiment", "message.analysis.structuredData.sentiment")
+        .or_else(|| f.string(&data, "caller_sentiment", "message.analysis.structuredData.caller_sentiment"))
+        .or_else(|| structured_output(m, "sentiment"))
+        .and_then(|s| Sentiment::parse(&s));
+    let user_turns: String = Fields::at(m, "artifact.messages")
+        .and_then(Value::as_array)
+        .map(|msgs| {
+            msgs.iter()
+                .filter(|x| x.get("role").and_then(Value::as_str) == Some("user"))
+                .filter_map(|x| x.get("message").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let intent = f
+        .string(&data, "intent", "message.analysis.structuredData.intent")
+        .and_then(|i| Intent::infer(&i))
+        .or_else(|| Intent::infer(&format!("{user_turns} {}", summary.as_deref().unwrap_or(""))));
+    let next_steps = f.string(&data, "next_steps", "message.analysis.structuredData.next_steps");
+    let appointment = f
+        .string(&data, "appointment_start", "message.analysis.structuredData.appointment_start")
+        .or_else(|| f.string(&data, "appointment", "message.analysis.structuredData.appointment"));
+
+    if !f.is_empty() {
+        return Err(f);
+    }
+    let (Some(call_id), Some(occurred_at_ms)) = (call_id, occurred_at_ms) else {
+        return Err(f);
+    };
+    let key = format!("vapi:{call_id}:end-of-call-report");
+    let event = CallEvent {
+        source: Source::Vapi,
+        call_id,
+        occurred_at_ms,
+        started_at_ms: started,
+        duration_ms,
+        direction,
+        caller,
+        our_number,
+        summary,
+        transcript,
+        recording_url,
+        ended_reason,
+        success,
+        sentiment,
+        intent,
+        next_steps,
+        appointment,
+    };
+    Ok(Message::EndOfCall(Box::new(event), key))
+}
+
+/// A string result of a structured output whose name mentions `word`.
+fn structured_output(m: &Value, word: &str) -> Option<String> {
+    let outputs = Fields::at(m, "artifact.structuredOutputs")?.as_object()?;
+    outputs.values().find_map(|o| {
+        let name = o.get("name").and_then(Value::as_str)?;
+        if name.to_lowercase().contains(word) {
+            o.get("result").and_then(Value::as_str).map(String::from)
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn report() -> Value {
+        json!({"message": {
+            "type": "end-of-call-report",
+            "endedReason": "customer-ended-call",
+            "startedAt": "2026-01-06T14:02:11.020Z",
+            "endedAt": "2026-01-06T14:05:29.771Z",
+            "call": {"id": "call-1", "type": "inboundPhoneCall", "customer": {"number": "+15715550143"}},
+            "phoneNumber": {"number": "+15715550100"},
+            "artifact": {"transcript": "AI: Hi\nUser: I'd like to book a visit", "recordingUrl": "https://example.com/r.wav",
+                         "messages": [{"role": "user", "message": "I'd like to book a visit"}]},
+            "analysis": {"summary": "Booked a visit.", "structuredData": {"caller_name": "Dana Reyes", "caller_email": "dana@example.com"},
+                         "successEvaluation": "true"},
+            "somethingNew": {"vendors": "add fields"}
+        }})
+    }
+
+    #[test]
+    fn an_end_of_call_report_becomes_a_call_event() {
+        let Message::EndOfCall(e, key) = parse(&report(), DefaultRegion::default()).unwrap() else { panic!() };
+        assert_eq!(key, "vapi:call-1:end-of-call-report");
+        assert_eq!(e.caller.phone.as_ref().unwrap().as_str(), "+15715550143");
+        assert_eq!(e.caller.email.as_ref().unwrap().as_str(), "dana@example.com");
+        assert_eq!((e.caller.first_name.as_deref(), e.caller.last_name.as_deref()), (Some("Dana"), Some("Reyes")));
+        assert_eq!(e.duration_ms, Some(198_751));
+        assert_eq!(e.success, Some(true));
+        assert_eq!(e.intent, Some(Intent::Book));
+        assert_eq!(e.our_number.as_deref(), Some("+15715550100"));
+    }
+
+    #[test]
+    fn legacy_top_level_fields_are_read() {
+        let mut r = report();
+        let m = r["message"].as_object_mut().unwrap();
+        m.remove("artifact");
+        m.remove("analysis");
+        m.insert("summary".into(), json!("Legacy summary"));
+        m.insert("transcript".into(), json!("User: hello"));
+        m.insert("recordingUrl".into(), json!("https://example.com/legacy.wav"));
+        let Message::EndOfCall(e, _) = parse(&r, DefaultRegion::default()).unwrap() else { panic!() };
+        assert_eq!(e.summary.as_deref(), Some("Legacy summary"));
+        assert_eq!(e.recording_url.as_deref(), Some("https://example.com/legacy.wav"));
+    }
+
+    #[test]
+    fn other_messages_are_ignored_and_bad_fields_named() {
+        let status = json!({"message": {"type": "status-update", "status": "ended"}});
+        assert!(
+            matches!(parse(&status, DefaultRegion::default()).unwrap(), Message::Ignored(t) if t == "status-update")
+        );
+        let fields = |v: Value| {
+            parse(&v, DefaultRegion::default()).unwrap_err().errors.into_iter().map(|e| e.field).collect::<Vec<_>>()
+        };
+        assert_eq!(fields(json!({"nope": 1})), ["message"]);
+        assert_eq!(fields(json!({"message": {"type": 3}})), ["message.type"]);
+        let mut r = report();
+        r["message"]["call"]["id"] = json!(42);
+        r["message"]["endedAt"] = json!("yesterday");
+        assert_eq!(fields(r), ["message.call.id", "message.endedAt"]);
+    }
+}
