@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge_hubspot::{ClientConfig, Credentials, HubSpotClient, ten_second_max_for};
+use callbridge_hubspot::{ClientConfig, Credentials, HubSpotClient, RetryPolicy, ten_second_max_for};
 use callbridge_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -30,6 +30,10 @@ pub fn hubspot_client(config: &Config, credentials: Credentials) -> HubSpotClien
             base_url: config.hubspot_base_url.clone(),
             version: config.api_version(),
             ten_second_max: ten_second_max_for(&config.hubspot_tier).unwrap_or(100),
+            retry: RetryPolicy {
+                max_elapsed: Duration::from_secs(config.hubspot_retry_secs),
+                ..RetryPolicy::default()
+            },
             ..ClientConfig::default()
         },
         credentials,

@@ -43,6 +43,9 @@ pub struct Config {
     pub retry_max_ms: u64,
     /// How long a claimed job is held before another worker may take it.
     pub lease_secs: u64,
+    /// How long one HubSpot request is retried (5xx, timeouts) before the job fails and
+    /// waits for its own retry.
+    pub hubspot_retry_secs: u64,
     /// `text` or `json`.
     pub log_format: String,
 }
@@ -65,14 +68,16 @@ impl Default for Config {
             retry_base_ms: 2_000,
             retry_max_ms: 600_000,
             lease_secs: 120,
+            hubspot_retry_secs: 45,
             log_format: "text".into(),
         }
     }
 }
 
 /// Settings that take whole numbers (environment values are text).
-const NUMERIC: [&str; 5] = ["workers", "max_attempts", "retry_base_ms", "retry_max_ms", "lease_secs"];
-const KEYS: [&str; 16] = [
+const NUMERIC: [&str; 6] =
+    ["workers", "max_attempts", "retry_base_ms", "retry_max_ms", "lease_secs", "hubspot_retry_secs"];
+const KEYS: [&str; 17] = [
     "listen",
     "database_url",
     "hubspot_base_url",
@@ -88,6 +93,7 @@ const KEYS: [&str; 16] = [
     "retry_base_ms",
     "retry_max_ms",
     "lease_secs",
+    "hubspot_retry_secs",
     "log_format",
 ];
 
@@ -119,9 +125,22 @@ impl Config {
             };
             table.insert(key.to_string(), value);
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {}", e.message().trim()))?;
+        let config: Config = match toml::Value::Table(table.clone()).try_into() {
+            Ok(c) => c,
+            Err(e) => {
+                // serde names an unknown key but not the key of a mistyped value: find it.
+                let culprit = table.iter().find(|(k, v)| {
+                    let mut one = toml::Table::new();
+                    one.insert((*k).clone(), (*v).clone());
+                    toml::Value::Table(one).try_into::<Config>().is_err()
+                });
+                let message = e.message().trim().to_string();
+                match culprit {
+                    Some((k, _)) => bail!("invalid setting `{k}` (CALLBRIDGE_{}): {message}", k.to_ascii_uppercase()),
+                    None => bail!("invalid configuration: {message}"),
+                }
+            }
+        };
         config.validate()?;
         Ok(config)
     }
@@ -221,7 +240,7 @@ mod tests {
         let e = load(&[], Some("wokers = 3\n")).unwrap_err().to_string();
         assert!(e.contains("wokers"), "{e}");
         let e = load(&[], Some("workers = \"three\"\n")).unwrap_err().to_string();
-        assert!(e.contains("workers") || e.contains("integer"), "{e}");
+        assert!(e.contains("`workers`"), "{e}");
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Worker {
     async fn process(&self, job: Job) {
         let started = std::time::Instant::now();
         let outcome = match serde_json::from_str::<Event>(&job.event_json) {
-            Ok(event) => self.syncer.run(&event, job.attempts > 0).await,
+            Ok(event) => self.syncer.run(&event, job.claims > 1 || job.attempts > 0).await,
             Err(e) => Err(SyncError::Permanent(format!("stored event cannot be read: {e}"))),
         };
         let result = match outcome {

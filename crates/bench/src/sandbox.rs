@@ -57,7 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Seeded in chunks so that the input itself does not inflate the measured memory.
     let make = |i: usize| -> Map<String, Value> {
         let mut p = json!({"email": format!("contact{i}@example.com"), "firstname": format!("First{i}"), "lastname": "Bench", "lifecyclestage": "lead"});
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             p["phone"] = json!(phone_variant(i));
         }
         p.as_object().cloned().unwrap_or_default()

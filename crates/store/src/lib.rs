@@ -66,6 +66,9 @@ pub struct Job {
     pub event_json: String,
     /// Failed attempts so far.
     pub attempts: i64,
+    /// Times the job has been claimed, this one included: more than one means an earlier
+    /// run may have written to HubSpot before it failed or its worker died.
+    pub claims: i64,
 }
 
 /// What happens to a job that failed.

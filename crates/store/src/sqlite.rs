@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         caller_key TEXT NOT NULL,
         status TEXT NOT NULL DEFAULT 'queued',
         attempts INTEGER NOT NULL DEFAULT 0,
+        claims INTEGER NOT NULL DEFAULT 0,
         run_at INTEGER NOT NULL,
         locked_by TEXT,
         lease_until INTEGER,
@@ -219,14 +220,14 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         let row = sqlx::query(
-            "UPDATE jobs SET status = 'running', locked_by = ?1, lease_until = ?2, updated_at = ?3
+            "UPDATE jobs SET status = 'running', claims = claims + 1, locked_by = ?1, lease_until = ?2, updated_at = ?3
              WHERE id = (
                 SELECT j.id FROM jobs j
                 WHERE j.status = 'queued' AND j.run_at <= ?3
                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.caller_key = j.caller_key AND r.status = 'running')
                   AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
                 ORDER BY j.run_at, j.id LIMIT 1)
-             RETURNING id, inbox_id, kind, caller_key, attempts",
+             RETURNING id, inbox_id, kind, caller_key, attempts, claims",
         )
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
@@ -248,6 +249,7 @@ impl Store for SqliteStore {
             kind: row.try_get("kind")?,
             caller_key: row.try_get("caller_key")?,
             attempts: row.try_get("attempts")?,
+            claims: row.try_get("claims")?,
             source: inbox.try_get("source")?,
             idempotency_key: inbox.try_get("idempotency_key")?,
             event_json: inbox.try_get("event")?,
@@ -291,7 +293,7 @@ impl Store for SqliteStore {
     async fn replay(&self, inbox_id: i64) -> Result<bool> {
         let mut tx = self.write().await?;
         let changed = sqlx::query(
-            "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?, last_error = NULL, updated_at = ?
+            "UPDATE jobs SET status = 'queued', attempts = 0, claims = 0, run_at = ?, last_error = NULL, updated_at = ?
              WHERE inbox_id = ? AND status IN ('dead', 'done')",
         )
         .bind(now_ms())
@@ -587,6 +589,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let again = s.claim("w2", Duration::from_secs(60)).await.unwrap().unwrap();
         assert_eq!(job.id, again.id);
+        assert_eq!((job.claims, again.claims), (1, 2), "the second run knows it is not the first");
     }
 
     #[tokio::test]

@@ -1,0 +1,5 @@
+//! Integration tests: the real app on port 0 with the HubSpot sandbox in-process.
+
+mod helpers;
+mod pipeline;
+mod restart;

@@ -1,0 +1,115 @@
+//! Crash safety: the `callbridge` binary killed with SIGKILL while jobs are queued, then
+//! started again on the same database, ends with every event written exactly once.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use callbridge_sandbox::{Faults, Sandbox, SandboxConfig};
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn(sandbox_url: &str, token: &str, db: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .arg("serve")
+        .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CALLBRIDGE_DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("CALLBRIDGE_HUBSPOT_BASE_URL", sandbox_url)
+        .env("CALLBRIDGE_HUBSPOT_TOKEN", token)
+        .env("CALLBRIDGE_HUBSPOT_TIER", "limit_increase")
+        .env("CALLBRIDGE_VAPI_SECRET", VAPI_SECRET)
+        .env("CALLBRIDGE_LEASE_SECS", "2")
+        .env("CALLBRIDGE_WORKERS", "4")
+        .env("CALLBRIDGE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start callbridge")
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{base}/health")).send().await
+            && let Ok(v) = r.json::<Value>().await
+        {
+            return v;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "callbridge did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_process_killed_with_500_jobs_queued_ends_with_every_event_written_once() {
+    // Slow HubSpot so that the kill lands while work is queued and in flight.
+    let sandbox = Sandbox::spawn(SandboxConfig {
+        tier: callbridge_sandbox::Tier::LimitIncrease,
+        faults: Faults { latency_ms: 5, jitter_ms: 5, ..Faults::default() },
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    sandbox.set_ten_second_max(Some(100_000));
+    let db = temp_db();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut child = spawn(&sandbox.base_url(), sandbox.token(), &db, port);
+    wait_healthy(&http, &base).await;
+
+    // 500 events from 100 callers, five calls each.
+    for i in 0..500 {
+        let report = vapi_report(
+            &format!("kill-{i}"),
+            &format!("+1415555{:04}", 1000 + i % 100),
+            &format!("2026-01-06T14:{:02}:{:02}Z", i / 60, i % 60),
+        );
+        let r = http
+            .post(format!("{base}/webhooks/vapi"))
+            .header("x-vapi-secret", VAPI_SECRET)
+            .json(&report)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Kill once some have landed and most have not.
+    let started = Instant::now();
+    while sandbox.with_db(|db| db.count(callbridge_sandbox::model::Kind::Call)) < 30 {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let landed_before = sandbox.with_db(|db| db.count(callbridge_sandbox::model::Kind::Call));
+    assert!(landed_before < 500, "the kill came too late to test anything ({landed_before} landed)");
+
+    let mut child = spawn(&sandbox.base_url(), sandbox.token(), &db, port);
+    let started = Instant::now();
+    loop {
+        let health = wait_healthy(&http, &base).await;
+        if health["jobs"]["done"] == 500 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(180), "not all jobs finished: {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    sandbox.with_db(|db| {
+        let kind = callbridge_sandbox::model::Kind::Call;
+        let mut ids: Vec<String> =
+            db.live_records(kind).filter_map(|r| r.get("hs_call_external_id").map(String::from)).collect();
+        assert_eq!(ids.len(), 500, "calls in HubSpot");
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 500, "no call was written twice");
+        assert_eq!(db.count(callbridge_sandbox::model::Kind::Contact), 100, "one contact per caller");
+    });
+    let _ = std::fs::remove_file(&db);
+}
