@@ -75,24 +75,27 @@ impl Syncer {
                 None => self.store.forget_contact(id).await?,
             }
         }
-        if let Some(email) = &caller.email
-            && let Some(o) =
-                self.hubspot.get(ObjectType::Contacts, email.as_str(), Some("email"), &CONTACT_READ).await?
-        {
-            return Ok(values(o));
+        // Email alone: read it directly (exact, no index lag, no search budget).
+        if let (Some(email), None) = (&caller.email, &caller.phone) {
+            return Ok(self.hubspot.get(ObjectType::Contacts, email.as_str(), Some("email"), &CONTACT_READ).await?.and_then(values));
         }
+        // A phone (and maybe an email): one search covers every place the caller may be,
+        // in any format. If the index lags behind a contact made moments ago, the create
+        // that follows meets a 409 that names it.
         if let Some(phone) = &caller.phone {
             let values_in = phone.search_values();
-            let search = Search::new()
+            let mut search = Search::new()
                 .group(vec![Filter::one_of("phone", values_in.clone())])
                 .group(vec![Filter::one_of("mobilephone", values_in)])
-                .group(vec![Filter::eq(plan::PROP_PHONE_E164, phone.as_str())])
-                .properties(&CONTACT_READ)
-                .sort("createdate", false)
-                .limit(10);
-            let page = self.hubspot.search(ObjectType::Contacts, &search).await?;
-            // Several contacts share the number: the oldest is the one dedup keeps.
-            if let Some(o) = page.results.into_iter().next() {
+                .group(vec![Filter::eq(plan::PROP_PHONE_E164, phone.as_str())]);
+            if let Some(email) = &caller.email {
+                search = search.group(vec![Filter::eq("email", email.as_str())]);
+            }
+            let page = self.hubspot.search(ObjectType::Contacts, &search.properties(&CONTACT_READ).sort("createdate", false).limit(10)).await?;
+            // The same email wins over a shared number; otherwise the oldest, which dedup keeps.
+            let by_email = caller.email.as_ref().and_then(|e| page.results.iter().position(|o| o.prop("email") == Some(e.as_str())));
+            let pick = by_email.unwrap_or(0);
+            if let Some(o) = page.results.into_iter().nth(pick) {
                 return Ok(values(o));
             }
         }

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod client;
+mod ingest;
 mod sandbox;
 mod stats;
 
@@ -20,12 +21,15 @@ enum Bench {
     Sandbox(sandbox::Args),
     /// The HubSpot client: sustained requests/s at each tier with 150 ms latency, CPU per request.
     Client(client::Args),
+    /// The pipeline: durable acknowledgements/s, HubSpot requests per event, time to visible.
+    Ingest(ingest::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Sandbox(args) => sandbox::run(args),
         Bench::Client(args) => client::run(args),
+        Bench::Ingest(args) => ingest::run(args),
     }
 }
 

@@ -96,7 +96,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Checkpoints run in the background (below), not inside a webhook's commit.
+            .pragma("wal_autocheckpoint", "0");
         let in_memory = url.contains(":memory:");
         // An in-memory database lives in one connection.
         let max = if in_memory { 1 } else { 8 };
@@ -104,6 +106,9 @@ impl SqliteStore {
         migrate(&pool).await?;
         let (ingest_tx, rx) = mpsc::channel(4096);
         tokio::spawn(group_commit(pool.clone(), rx));
+        if !in_memory {
+            tokio::spawn(checkpoint(pool.clone()));
+        }
         Ok(SqliteStore { pool, ingest_tx })
     }
 
@@ -133,6 +138,23 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
         tx.commit().await?;
     }
     Ok(())
+}
+
+/// Copies the WAL into the database every second without blocking writers (PASSIVE),
+/// and truncates it when it has grown large and nothing is reading.
+async fn checkpoint(pool: SqlitePool) {
+    let mut ticks = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ticks += 1;
+        let mode = if ticks.is_multiple_of(30) { "PRAGMA wal_checkpoint(TRUNCATE)" } else { "PRAGMA wal_checkpoint(PASSIVE)" };
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(mode)).execute(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
 }
 
 /// The ingest writer: drains the channel into one transaction per batch.

@@ -9,6 +9,9 @@ use serde_json::Value;
 
 use super::Fields;
 
+/// Characters of transcript the canonical event keeps.
+const TRANSCRIPT_KEPT: usize = 1200;
+
 /// What a Vapi message is to callbridge.
 #[derive(Debug)]
 pub enum Message {
@@ -97,9 +100,11 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
     let summary = f
         .string(m, "analysis.summary", "message.analysis.summary")
         .or_else(|| f.string(m, "summary", "message.summary"));
+    // The raw body keeps the whole transcript; the event keeps what a rep reads.
     let transcript = f
         .string(m, "artifact.transcript", "message.artifact.transcript")
-        .or_else(|| f.string(m, "transcript", "message.transcript"));
+        .or_else(|| f.string(m, "transcript", "message.transcript"))
+        .map(|t| callbridge_domain::plan::transcript_excerpt(&t, TRANSCRIPT_KEPT));
     let recording_url = f
         .string(m, "artifact.recordingUrl", "message.artifact.recordingUrl")
         .or_else(|| f.string(m, "artifact.recording.mono.combinedUrl", "message.artifact.recording.mono.combinedUrl"))
