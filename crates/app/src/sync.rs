@@ -77,7 +77,11 @@ impl Syncer {
         }
         // Email alone: read it directly (exact, no index lag, no search budget).
         if let (Some(email), None) = (&caller.email, &caller.phone) {
-            return Ok(self.hubspot.get(ObjectType::Contacts, email.as_str(), Some("email"), &CONTACT_READ).await?.and_then(values));
+            return Ok(self
+                .hubspot
+                .get(ObjectType::Contacts, email.as_str(), Some("email"), &CONTACT_READ)
+                .await?
+                .and_then(values));
         }
         // A phone (and maybe an email): one search covers every place the caller may be,
         // in any format. If the index lags behind a contact made moments ago, the create
@@ -91,9 +95,15 @@ impl Syncer {
             if let Some(email) = &caller.email {
                 search = search.group(vec![Filter::eq("email", email.as_str())]);
             }
-            let page = self.hubspot.search(ObjectType::Contacts, &search.properties(&CONTACT_READ).sort("createdate", false).limit(10)).await?;
+            let page = self
+                .hubspot
+                .search(ObjectType::Contacts, &search.properties(&CONTACT_READ).sort("createdate", false).limit(10))
+                .await?;
             // The same email wins over a shared number; otherwise the oldest, which dedup keeps.
-            let by_email = caller.email.as_ref().and_then(|e| page.results.iter().position(|o| o.prop("email") == Some(e.as_str())));
+            let by_email = caller
+                .email
+                .as_ref()
+                .and_then(|e| page.results.iter().position(|o| o.prop("email") == Some(e.as_str())));
             let pick = by_email.unwrap_or(0);
             if let Some(o) = page.results.into_iter().nth(pick) {
                 return Ok(values(o));

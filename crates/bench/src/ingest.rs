@@ -75,14 +75,19 @@ async fn acknowledgements(args: &Args) -> anyhow::Result<()> {
     let db = std::env::temp_dir().join(format!("callbridge-bench-ack-{}.db", std::process::id()));
     let config = config(&sandbox.base_url(), sandbox.token(), &db);
     let store = callbridge_store::open(&config.database_url).await?;
-    let hubspot = Arc::new(callbridge::app::hubspot_client(&config, Credentials::PrivateApp(SecretString::from(sandbox.token().to_string()))));
+    let hubspot = Arc::new(callbridge::app::hubspot_client(
+        &config,
+        Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
+    ));
     let app = App::build(&config, store.clone(), hubspot).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/webhooks/vapi", listener.local_addr()?);
     let router = callbridge::http::router(app.state.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    let bodies: Arc<Vec<String>> = Arc::new((0..args.requests).map(|i| report(&format!("ack-{i}"), &format!("+1415555{:04}", i % 10_000), None)).collect());
+    let bodies: Arc<Vec<String>> = Arc::new(
+        (0..args.requests).map(|i| report(&format!("ack-{i}"), &format!("+1415555{:04}", i % 10_000), None)).collect(),
+    );
     let size = bodies[0].len();
     let next = Arc::new(AtomicUsize::new(0));
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
@@ -98,7 +103,13 @@ async fn acknowledgements(args: &Args) -> anyhow::Result<()> {
                     return anyhow::Ok(samples);
                 }
                 let t = Instant::now();
-                let r = http.post(&url).header("x-vapi-secret", SECRET).header("content-type", "application/json").body(bodies[i].clone()).send().await?;
+                let r = http
+                    .post(&url)
+                    .header("x-vapi-secret", SECRET)
+                    .header("content-type", "application/json")
+                    .body(bodies[i].clone())
+                    .send()
+                    .await?;
                 anyhow::ensure!(r.status() == 200, "status {}", r.status());
                 samples.push(t.elapsed());
             }
@@ -141,7 +152,10 @@ async fn start(name: &str) -> anyhow::Result<Running> {
     let db = std::env::temp_dir().join(format!("callbridge-bench-{name}-{}.db", std::process::id()));
     let config = config(&sandbox.base_url(), sandbox.token(), &db);
     let store = callbridge_store::open(&config.database_url).await?;
-    let hubspot = Arc::new(callbridge::app::hubspot_client(&config, Credentials::PrivateApp(SecretString::from(sandbox.token().to_string()))));
+    let hubspot = Arc::new(callbridge::app::hubspot_client(
+        &config,
+        Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
+    ));
     callbridge::properties::setup(&hubspot).await?;
     hubspot.probe().await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -153,7 +167,14 @@ async fn start(name: &str) -> anyhow::Result<Running> {
 
 impl Running {
     async fn send(&self, body: String) -> anyhow::Result<()> {
-        let r = self.http.post(&self.url).header("x-vapi-secret", SECRET).header("content-type", "application/json").body(body).send().await?;
+        let r = self
+            .http
+            .post(&self.url)
+            .header("x-vapi-secret", SECRET)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
         anyhow::ensure!(r.status() == 200, "status {}", r.status());
         Ok(())
     }
@@ -192,7 +213,8 @@ async fn requests_per_event() -> anyhow::Result<()> {
         r.wait_calls(landed).await?;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let stats = r.sandbox.stats();
-        let detail: Vec<String> = stats.rows.iter().map(|row| format!("{} {} → {}", row.method, row.endpoint, row.status)).collect();
+        let detail: Vec<String> =
+            stats.rows.iter().map(|row| format!("{} {} → {}", row.method, row.endpoint, row.status)).collect();
         println!("HubSpot requests per event, {label}: {} ({})", stats.total(), detail.join("; "));
     }
     r.stop();

@@ -147,7 +147,8 @@ async fn checkpoint(pool: SqlitePool) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         ticks += 1;
-        let mode = if ticks.is_multiple_of(30) { "PRAGMA wal_checkpoint(TRUNCATE)" } else { "PRAGMA wal_checkpoint(PASSIVE)" };
+        let mode =
+            if ticks.is_multiple_of(30) { "PRAGMA wal_checkpoint(TRUNCATE)" } else { "PRAGMA wal_checkpoint(PASSIVE)" };
         if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(mode)).execute(&pool).await {
             if pool.is_closed() {
                 return;
