@@ -50,6 +50,9 @@ impl App {
             region: config.region(),
             admin_token: config.admin_token.clone(),
             vapi_secret: config.vapi_secret.clone(),
+            vapi_hmac: config.vapi_auth == "hmac",
+            retell_api_key: config.retell_api_key.clone(),
+            elevenlabs_secret: config.elevenlabs_secret.clone(),
             generic_token: config.generic_token.clone(),
             metrics: Arc::new(Metrics::default()),
         };

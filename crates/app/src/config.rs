@@ -28,8 +28,15 @@ pub struct Config {
     pub hubspot_token: Option<SecretString>,
     /// Token for the admin API (`Authorization: Bearer`).
     pub admin_token: Option<SecretString>,
-    /// Vapi's shared secret (`X-Vapi-Secret`) or Bearer token.
+    /// Vapi's shared secret (`X-Vapi-Secret`), Bearer token, or HMAC key (see `vapi_auth`).
     pub vapi_secret: Option<SecretString>,
+    /// How Vapi proves itself: `secret` (X-Vapi-Secret or Bearer equal to `vapi_secret`)
+    /// or `hmac` (Vapi's HMAC credential: `x-signature` over `{timestamp}.{body}`).
+    pub vapi_auth: String,
+    /// The Retell API key with the webhook badge (signs `x-retell-signature`).
+    pub retell_api_key: Option<SecretString>,
+    /// The ElevenLabs webhook secret (signs `ElevenLabs-Signature`).
+    pub elevenlabs_secret: Option<SecretString>,
     /// Bearer token for the generic booking webhook.
     pub generic_token: Option<SecretString>,
     /// Region for phone numbers typed without a country code (`US`, `GB`, …).
@@ -61,6 +68,9 @@ impl Default for Config {
             hubspot_token: None,
             admin_token: None,
             vapi_secret: None,
+            vapi_auth: "secret".into(),
+            retell_api_key: None,
+            elevenlabs_secret: None,
             generic_token: None,
             default_region: "US".into(),
             workers: 4,
@@ -77,7 +87,7 @@ impl Default for Config {
 /// Settings that take whole numbers (environment values are text).
 const NUMERIC: [&str; 6] =
     ["workers", "max_attempts", "retry_base_ms", "retry_max_ms", "lease_secs", "hubspot_retry_secs"];
-const KEYS: [&str; 17] = [
+const KEYS: [&str; 20] = [
     "listen",
     "database_url",
     "hubspot_base_url",
@@ -86,6 +96,9 @@ const KEYS: [&str; 17] = [
     "hubspot_token",
     "admin_token",
     "vapi_secret",
+    "vapi_auth",
+    "retell_api_key",
+    "elevenlabs_secret",
     "generic_token",
     "default_region",
     "workers",
@@ -178,6 +191,9 @@ impl Config {
         }
         if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
             return Err(bad("retry_base_ms", "must be positive and at most retry_max_ms".into()));
+        }
+        if !matches!(self.vapi_auth.as_str(), "secret" | "hmac") {
+            return Err(bad("vapi_auth", format!("{:?}: use secret or hmac", self.vapi_auth)));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(bad("log_format", format!("{:?}: use text or json", self.log_format)));

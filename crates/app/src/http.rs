@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
+use crate::sources::signature::{SignatureError, verify_elevenlabs, verify_retell, verify_vapi_hmac};
 use crate::sources::{self, FieldError};
 
 /// Largest webhook body accepted.
@@ -44,6 +45,10 @@ pub struct AppState {
     pub region: DefaultRegion,
     pub admin_token: Option<SecretString>,
     pub vapi_secret: Option<SecretString>,
+    /// Vapi signs with its HMAC credential instead of sending the secret.
+    pub vapi_hmac: bool,
+    pub retell_api_key: Option<SecretString>,
+    pub elevenlabs_secret: Option<SecretString>,
     pub generic_token: Option<SecretString>,
     pub metrics: Arc<Metrics>,
 }
@@ -60,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/webhooks/generic", post(generic_webhook))
         .route("/webhooks/vapi", post(vapi_webhook))
+        .route("/webhooks/retell", post(retell_webhook))
+        .route("/webhooks/elevenlabs", post(elevenlabs_webhook))
         .merge(admin)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -104,6 +111,26 @@ async fn require_admin(State(state): State<AppState>, req: Request, next: Next) 
     }
 }
 
+fn unauthorized(state: &AppState, reason: &str) -> Response {
+    state.metrics.rejected_auth.fetch_add(1, Ordering::Relaxed);
+    (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized", "reason": reason}))).into_response()
+}
+
+/// Checks a platform's signature on the raw body, before anything is parsed.
+#[expect(clippy::result_large_err, reason = "the rejection is the response itself, built once per rejected request")]
+fn check_signature(
+    state: &AppState,
+    secret: &Option<SecretString>,
+    check: impl FnOnce(&str) -> Result<(), SignatureError>,
+) -> Result<(), Response> {
+    let Some(secret) = secret else { return Err(unauthorized(state, "this endpoint has no secret configured")) };
+    check(secret.expose_secret()).map_err(|e| unauthorized(state, e.reason()))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
 fn invalid(state: &AppState, errors: Vec<FieldError>) -> Response {
     state.metrics.rejected_payload.fetch_add(1, Ordering::Relaxed);
     (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_payload", "fields": errors}))).into_response()
@@ -123,7 +150,7 @@ async fn accept(
     key: String,
     body: &Bytes,
     event: &Event,
-    job: &'static str,
+    job: Option<&'static str>,
 ) -> Response {
     let caller_key = event.caller().ordering_key().unwrap_or_else(|| key.clone());
     let delivery = NewDelivery {
@@ -131,10 +158,29 @@ async fn accept(
         idempotency_key: key,
         raw_body: body.to_vec(),
         event_json: serde_json::to_string(event).unwrap_or_default(),
-        job_kind: Some(job),
+        job_kind: job,
         caller_key,
         received_at_ms: now_ms(),
     };
+    store_delivery(state, source, delivery).await
+}
+
+/// Keeps a delivery that needs no work (recorded, not queued).
+async fn record(state: &AppState, source: &str, key: String, body: &Bytes) -> Response {
+    let delivery = NewDelivery {
+        source: source.to_string(),
+        idempotency_key: key.clone(),
+        raw_body: body.to_vec(),
+        event_json: "null".into(),
+        job_kind: None,
+        caller_key: key,
+        received_at_ms: now_ms(),
+    };
+    store_delivery(state, source, delivery).await
+}
+
+async fn store_delivery(state: &AppState, source: &str, delivery: NewDelivery) -> Response {
+    let queued = delivery.job_kind.is_some();
     match state.store.ingest(delivery).await {
         Ok(ingested) => {
             if ingested.duplicate {
@@ -142,7 +188,9 @@ async fn accept(
                 tracing::info!(event.id = ingested.inbox_id, event.source = source, "duplicate delivery acknowledged");
             } else {
                 state.metrics.accepted.fetch_add(1, Ordering::Relaxed);
-                state.wake.notify_one();
+                if queued {
+                    state.wake.notify_one();
+                }
             }
             let status = if ingested.duplicate { "duplicate" } else { "accepted" };
             (StatusCode::OK, Json(json!({"status": status, "event_id": ingested.inbox_id}))).into_response()
@@ -166,13 +214,22 @@ async fn generic_webhook(State(state): State<AppState>, headers: HeaderMap, body
     };
     let key_header = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
     match sources::generic::parse(&value, state.region, key_header) {
-        Ok((booking, key)) => accept(&state, "generic", key, &body, &Event::Booking(booking), "sync_booking").await,
+        Ok((booking, key)) => {
+            accept(&state, "generic", key, &body, &Event::Booking(booking), Some("sync_booking")).await
+        }
         Err(f) => invalid(&state, f.errors),
     }
 }
 
 async fn vapi_webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorise(&state, &state.vapi_secret, &headers, &["x-vapi-secret"]) {
+    let checked = if state.vapi_hmac {
+        check_signature(&state, &state.vapi_secret, |key| {
+            verify_vapi_hmac(header(&headers, "x-signature"), header(&headers, "x-timestamp"), &body, key, now_ms())
+        })
+    } else {
+        authorise(&state, &state.vapi_secret, &headers, &["x-vapi-secret"])
+    };
+    if let Err(r) = checked {
         return r;
     }
     let value = match parse_json(&state, &body) {
@@ -181,14 +238,60 @@ async fn vapi_webhook(State(state): State<AppState>, headers: HeaderMap, body: B
     };
     match sources::vapi::parse(&value, state.region) {
         Ok(sources::vapi::Message::EndOfCall(event, key)) => {
-            accept(&state, "vapi", key, &body, &Event::Call(*event), "sync_call").await
+            accept(&state, "vapi", key, &body, &Event::Call(*event), Some("sync_call")).await
         }
-        Ok(sources::vapi::Message::Ignored(kind)) => {
-            state.metrics.ignored.fetch_add(1, Ordering::Relaxed);
-            (StatusCode::OK, Json(json!({"status": "ignored", "type": kind}))).into_response()
-        }
+        Ok(sources::vapi::Message::Ignored(kind)) => ignored(&state, &kind),
         Err(f) => invalid(&state, f.errors),
     }
+}
+
+async fn retell_webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let checked = check_signature(&state, &state.retell_api_key, |key| {
+        verify_retell(header(&headers, "x-retell-signature"), &body, key, now_ms())
+    });
+    if let Err(r) = checked {
+        return r;
+    }
+    let value = match parse_json(&state, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match sources::retell::parse(&value, state.region) {
+        Ok(sources::retell::Message::Call(event, key)) => {
+            accept(&state, "retell", key, &body, &Event::Call(*event), Some("sync_call")).await
+        }
+        Ok(sources::retell::Message::Ignored(kind)) => ignored(&state, &kind),
+        Err(f) => invalid(&state, f.errors),
+    }
+}
+
+async fn elevenlabs_webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let checked = check_signature(&state, &state.elevenlabs_secret, |secret| {
+        verify_elevenlabs(header(&headers, "elevenlabs-signature"), &body, secret, now_ms() / 1000)
+    });
+    if let Err(r) = checked {
+        return r;
+    }
+    let value = match parse_json(&state, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match sources::elevenlabs::parse(&value, state.region) {
+        Ok(sources::elevenlabs::Message::Call(event, key)) => {
+            accept(&state, "elevenlabs", key, &body, &Event::Call(*event), Some("sync_call")).await
+        }
+        Ok(sources::elevenlabs::Message::Record { key, summary }) => {
+            let kept = summary.map(|s| Bytes::from(s.to_string())).unwrap_or_else(|| body.clone());
+            record(&state, "elevenlabs", key, &kept).await
+        }
+        Ok(sources::elevenlabs::Message::Ignored(kind)) => ignored(&state, &kind),
+        Err(f) => invalid(&state, f.errors),
+    }
+}
+
+fn ignored(state: &AppState, kind: &str) -> Response {
+    state.metrics.ignored.fetch_add(1, Ordering::Relaxed);
+    (StatusCode::OK, Json(json!({"status": "ignored", "type": kind}))).into_response()
 }
 
 async fn health(State(state): State<AppState>) -> Response {

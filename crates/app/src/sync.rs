@@ -174,12 +174,18 @@ impl Syncer {
             Some((id, _)) => self.store.last_call_at(*id).await?,
             None => None,
         };
-        let newest = !is_older_than_last_call(c.occurred_at_ms, last);
+        let logged = self.store.activity(c.source.as_str(), &c.call_id, "call").await?;
+        let stage = c.stage as i64;
+        // An event about an earlier stage than what is logged (a late `call_ended` after
+        // `call_analyzed`) changes nothing: the later stage already said more.
+        let superseded = logged.as_ref().is_some_and(|a| a.stage > stage);
+        let newest = !superseded && !is_older_than_last_call(c.occurred_at_ms, last);
         let wish = ContactWish::for_call(c, newest);
         let contact_id = self.ensure_contact(known, &wish).await?;
         let key = call_identity(c);
         let props = plan::call_properties(c);
-        let (activity_id, created) = match self.store.activity(c.source.as_str(), &c.call_id, "call").await? {
+        let (activity_id, created) = match logged {
+            Some(a) if superseded => (a.hubspot_id, false),
             Some(a) => {
                 // One call, one activity: a later event about it updates what was logged.
                 if a.via == "v3" {
@@ -187,6 +193,8 @@ impl Syncer {
                 } else {
                     self.hubspot.update_call_engagement(a.hubspot_id, engagement_metadata(&props)).await?;
                 }
+                let updated = Activity { stage, ..a.clone() };
+                self.store.record_activity(c.source.as_str(), &c.call_id, "call", &updated, c.occurred_at_ms).await?;
                 (a.hubspot_id, false)
             }
             None => {
@@ -219,7 +227,7 @@ impl Syncer {
                     };
                     (id, "v1")
                 };
-                let activity = Activity { hubspot_id: id, contact_id: Some(contact_id), via: via.into() };
+                let activity = Activity { hubspot_id: id, contact_id: Some(contact_id), via: via.into(), stage };
                 self.store.record_activity(c.source.as_str(), &c.call_id, "call", &activity, c.occurred_at_ms).await?;
                 (id, true)
             }
@@ -263,7 +271,7 @@ impl Syncer {
         };
         let id =
             meeting.id_u64().ok_or_else(|| SyncError::Permanent("HubSpot returned a meeting without an id".into()))?;
-        let activity = Activity { hubspot_id: id, contact_id: Some(contact_id), via: "v3".into() };
+        let activity = Activity { hubspot_id: id, contact_id: Some(contact_id), via: "v3".into(), stage: 0 };
         self.store
             .record_activity(
                 "generic",

@@ -177,12 +177,23 @@ impl Intent {
     }
 }
 
+/// How far along the call an event describes. A later stage carries more (the analysis
+/// arrives after the hang-up); an event never overwrites what a later stage wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStage {
+    Started = 1,
+    Ended = 2,
+    Analyzed = 3,
+}
+
 /// A finished (or updated) call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallEvent {
     pub source: Source,
     /// The platform's call id.
     pub call_id: String,
+    pub stage: CallStage,
     /// When the call ended (or started, if no end is known), epoch milliseconds.
     pub occurred_at_ms: i64,
     pub started_at_ms: Option<i64>,

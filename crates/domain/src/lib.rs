@@ -9,5 +9,5 @@ pub mod plan;
 pub mod time;
 
 pub use email::Email;
-pub use event::{BookingEvent, CallEvent, Caller, Direction, Event, Intent, Sentiment, Source};
+pub use event::{BookingEvent, CallEvent, CallStage, Caller, Direction, Event, Intent, Sentiment, Source};
 pub use phone::{DefaultRegion, PhoneE164};

@@ -249,7 +249,8 @@ pub fn call_properties(e: &CallEvent) -> Map<String, Value> {
         "hs_call_direction".into(),
         json!(if e.direction == Direction::Inbound { "INBOUND" } else { "OUTBOUND" }),
     );
-    out.insert("hs_call_status".into(), json!("COMPLETED"));
+    let status = if e.stage == crate::event::CallStage::Started { "IN_PROGRESS" } else { "COMPLETED" };
+    out.insert("hs_call_status".into(), json!(status));
     out.insert("hs_call_external_id".into(), json!(call_identity(e)));
     if let Some(d) = e.duration_ms {
         out.insert("hs_call_duration".into(), json!(d.to_string()));
@@ -378,6 +379,7 @@ mod tests {
         CallEvent {
             source: Source::Vapi,
             call_id: "abc".into(),
+            stage: crate::event::CallStage::Analyzed,
             occurred_at_ms: 1_767_708_329_771,
             started_at_ms: Some(1_767_708_131_020),
             duration_ms: Some(198_751),

@@ -106,6 +106,8 @@ pub struct Activity {
     pub contact_id: Option<u64>,
     /// `v3` or `v1` (legacy engagements).
     pub via: String,
+    /// The latest stage of the call written to it (0 for meetings).
+    pub stage: i64,
 }
 
 #[derive(Debug, Clone)]

@@ -64,6 +64,7 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         hubspot_id INTEGER NOT NULL,
         contact_id INTEGER,
         via TEXT NOT NULL,
+        stage INTEGER NOT NULL DEFAULT 0,
         occurred_at INTEGER NOT NULL,
         created_at INTEGER NOT NULL,
         PRIMARY KEY (source, external_key, kind)
@@ -437,7 +438,7 @@ impl Store for SqliteStore {
 
     async fn activity(&self, source: &str, key: &str, kind: &str) -> Result<Option<Activity>> {
         let row = sqlx::query(
-            "SELECT hubspot_id, contact_id, via FROM activities WHERE source = ? AND external_key = ? AND kind = ?",
+            "SELECT hubspot_id, contact_id, via, stage FROM activities WHERE source = ? AND external_key = ? AND kind = ?",
         )
         .bind(source)
         .bind(key)
@@ -449,6 +450,7 @@ impl Store for SqliteStore {
                 hubspot_id: r.try_get::<i64, _>("hubspot_id")? as u64,
                 contact_id: r.try_get::<Option<i64>, _>("contact_id")?.map(|c| c as u64),
                 via: r.try_get("via")?,
+                stage: r.try_get("stage")?,
             })
         })
         .transpose()
@@ -464,9 +466,10 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query(
-            "INSERT INTO activities (source, external_key, kind, hubspot_id, contact_id, via, occurred_at, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (source, external_key, kind) DO UPDATE SET hubspot_id = excluded.hubspot_id, contact_id = excluded.contact_id, via = excluded.via",
+            "INSERT INTO activities (source, external_key, kind, hubspot_id, contact_id, via, stage, occurred_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (source, external_key, kind) DO UPDATE SET hubspot_id = excluded.hubspot_id, contact_id = excluded.contact_id,
+               via = excluded.via, stage = MAX(stage, excluded.stage)",
         )
         .bind(source)
         .bind(key)
@@ -474,6 +477,7 @@ impl Store for SqliteStore {
         .bind(a.hubspot_id as i64)
         .bind(a.contact_id.map(|c| c as i64))
         .bind(&a.via)
+        .bind(a.stage)
         .bind(occurred_at_ms)
         .bind(now_ms())
         .execute(&mut *tx)
@@ -483,7 +487,7 @@ impl Store for SqliteStore {
     }
 
     async fn activities(&self) -> Result<Vec<(String, String, String, Activity)>> {
-        let rows = sqlx::query("SELECT source, external_key, kind, hubspot_id, contact_id, via FROM activities ORDER BY created_at, external_key")
+        let rows = sqlx::query("SELECT source, external_key, kind, hubspot_id, contact_id, via, stage FROM activities ORDER BY created_at, external_key")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -496,6 +500,7 @@ impl Store for SqliteStore {
                         hubspot_id: r.try_get::<i64, _>("hubspot_id")? as u64,
                         contact_id: r.try_get::<Option<i64>, _>("contact_id")?.map(|c| c as u64),
                         via: r.try_get("via")?,
+                        stage: r.try_get("stage")?,
                     },
                 ))
             })
@@ -626,7 +631,7 @@ mod tests {
         s.set_last_call_at(42, 2_000).await.unwrap();
         s.set_last_call_at(42, 1_000).await.unwrap();
         assert_eq!(s.last_call_at(42).await.unwrap(), Some(2_000));
-        let a = Activity { hubspot_id: 7, contact_id: Some(42), via: "v3".into() };
+        let a = Activity { hubspot_id: 7, contact_id: Some(42), via: "v3".into(), stage: 2 };
         s.record_activity("vapi", "call-1", "call", &a, 1).await.unwrap();
         assert_eq!(s.activity("vapi", "call-1", "call").await.unwrap(), Some(a));
     }

@@ -2,7 +2,10 @@
 //! event with every problem named by its field. Unknown fields are ignored; a field callbridge
 //! reads that has the wrong type is an error.
 
+pub mod elevenlabs;
 pub mod generic;
+pub mod retell;
+pub mod signature;
 pub mod vapi;
 
 use serde::Serialize;

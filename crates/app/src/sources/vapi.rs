@@ -4,7 +4,9 @@
 //! message types are acknowledged and ignored.
 
 use callbridge_domain::time::parse_iso_with_offset;
-use callbridge_domain::{CallEvent, Caller, DefaultRegion, Direction, Email, Intent, PhoneE164, Sentiment, Source};
+use callbridge_domain::{
+    CallEvent, CallStage, Caller, DefaultRegion, Direction, Email, Intent, PhoneE164, Sentiment, Source,
+};
 use serde_json::Value;
 
 use super::Fields;
@@ -160,6 +162,8 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
     let event = CallEvent {
         source: Source::Vapi,
         call_id,
+        // The end-of-call report is Vapi's last word on a call, analysis included.
+        stage: CallStage::Analyzed,
         occurred_at_ms,
         started_at_ms: started,
         duration_ms,

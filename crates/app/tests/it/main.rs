@@ -2,4 +2,5 @@
 
 mod helpers;
 mod pipeline;
+mod platforms;
 mod restart;

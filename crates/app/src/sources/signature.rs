@@ -1,0 +1,189 @@
+//! Webhook signatures, checked on the raw body bytes before anything is parsed, with
+//! constant-time comparison. Each failure says which check failed (missing, malformed,
+//! stale, mismatch) and nothing else.
+//!
+//! - Retell: `x-retell-signature: v=<ms>,d=<hex>`, HMAC-SHA256(api key, body + ms), 5 minutes.
+//! - ElevenLabs: `ElevenLabs-Signature: t=<s>,v0=<hex>`, HMAC-SHA256(secret, "t.body"), 30 minutes.
+//! - Vapi (HMAC credential): `x-signature` (hex, optional `sha256=` prefix) over
+//!   `"{timestamp}.{body}"` with `x-timestamp` in seconds or milliseconds, 5 minutes.
+
+use hmac::{KeyInit, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureError {
+    Missing,
+    Malformed,
+    Stale,
+    Mismatch,
+}
+
+impl SignatureError {
+    /// The reason a 401 gives.
+    pub fn reason(self) -> &'static str {
+        match self {
+            SignatureError::Missing => "missing signature",
+            SignatureError::Malformed => "malformed signature",
+            SignatureError::Stale => "stale timestamp",
+            SignatureError::Mismatch => "signature does not match",
+        }
+    }
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+}
+
+/// Checks `expected` (raw digest bytes) against HMAC-SHA256(key, parts…) in constant time.
+fn verify(key: &[u8], parts: &[&[u8]], expected: &[u8]) -> Result<(), SignatureError> {
+    let mut mac = HmacSha256::new_from_slice(key).map_err(|_| SignatureError::Mismatch)?;
+    for p in parts {
+        mac.update(p);
+    }
+    mac.verify_slice(expected).map_err(|_| SignatureError::Mismatch)
+}
+
+/// Retell's `x-retell-signature`.
+pub fn verify_retell(header: Option<&str>, body: &[u8], api_key: &str, now_ms: i64) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?.trim();
+    let (v, d) = header.split_once(',').ok_or(SignatureError::Malformed)?;
+    let ts = v
+        .strip_prefix("v=")
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or(SignatureError::Malformed)?;
+    let digest =
+        d.strip_prefix("d=").filter(|d| d.len() == 64).and_then(hex_decode).ok_or(SignatureError::Malformed)?;
+    let ts_ms: i64 = ts.parse().map_err(|_| SignatureError::Malformed)?;
+    if (now_ms - ts_ms).abs() > 300_000 {
+        return Err(SignatureError::Stale);
+    }
+    verify(api_key.as_bytes(), &[body, ts.as_bytes()], &digest)
+}
+
+/// ElevenLabs' `ElevenLabs-Signature`; any `v0=` element that matches is accepted.
+pub fn verify_elevenlabs(header: Option<&str>, body: &[u8], secret: &str, now_s: i64) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let mut t = None;
+    let mut sigs = Vec::new();
+    for part in header.split(',').map(str::trim) {
+        if let Some(v) = part.strip_prefix("t=") {
+            t = Some(v);
+        } else if let Some(v) = part.strip_prefix("v0=") {
+            sigs.push(hex_decode(v).ok_or(SignatureError::Malformed)?);
+        }
+    }
+    let t = t.filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())).ok_or(SignatureError::Malformed)?;
+    if sigs.is_empty() {
+        return Err(SignatureError::Malformed);
+    }
+    let ts: i64 = t.parse().map_err(|_| SignatureError::Malformed)?;
+    if (now_s - ts).abs() > 1800 {
+        return Err(SignatureError::Stale);
+    }
+    if sigs.iter().any(|s| verify(secret.as_bytes(), &[t.as_bytes(), b".", body], s).is_ok()) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// Vapi's HMAC credential with its defaults.
+pub fn verify_vapi_hmac(
+    signature: Option<&str>,
+    timestamp: Option<&str>,
+    body: &[u8],
+    secret: &str,
+    now_ms: i64,
+) -> Result<(), SignatureError> {
+    let signature = signature.ok_or(SignatureError::Missing)?.trim();
+    let timestamp = timestamp.ok_or(SignatureError::Missing)?.trim();
+    let digest = hex_decode(signature.strip_prefix("sha256=").unwrap_or(signature)).ok_or(SignatureError::Malformed)?;
+    let ts: i64 = timestamp.parse().map_err(|_| SignatureError::Malformed)?;
+    // The unit is not documented: a value this large is milliseconds.
+    let ts_ms = if ts > 100_000_000_000 { ts } else { ts * 1000 };
+    if (now_ms - ts_ms).abs() > 300_000 {
+        return Err(SignatureError::Stale);
+    }
+    verify(secret.as_bytes(), &[timestamp.as_bytes(), b".", body], &digest)
+}
+
+/// Hex HMAC-SHA256 of the parts, for signing test requests and benchmarks.
+pub fn sign(key: &str, parts: &[&[u8]]) -> String {
+    let mut mac = HmacSha256::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Vectors: shared/fixtures/voice/{retell,elevenlabs}/signature-test-vector.json.
+    const RETELL_BODY: &str = r#"{"event":"call_ended"}"#;
+    const RETELL_HEADER: &str = "v=1700000000000,d=07024cabe7dd8f6d1c6e4a8324ca92c812e6ad4a7ee506c04f7e462e3321823e";
+    const ELEVEN_BODY: &str = r#"{"type":"post_call_transcription","event_timestamp":1739537297,"data":{"agent_id":"xyz","conversation_id":"abc"}}"#;
+    const ELEVEN_HEADER: &str = "t=1739537297,v0=56c255208ac31944e833c7edacb091a1d845f075a6a781576269c7ff188bc125";
+
+    #[test]
+    fn retell_vector_verifies_and_every_failure_is_told_apart() {
+        let now = 1_700_000_000_000 + 60_000;
+        assert_eq!(verify_retell(Some(RETELL_HEADER), RETELL_BODY.as_bytes(), "test-api-key", now), Ok(()));
+        assert_eq!(
+            verify_retell(Some(RETELL_HEADER), b"{\"event\":\"call_started\"}", "test-api-key", now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_retell(Some(RETELL_HEADER), RETELL_BODY.as_bytes(), "wrong-key", now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_retell(Some(RETELL_HEADER), RETELL_BODY.as_bytes(), "test-api-key", now + 300_000),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(verify_retell(None, RETELL_BODY.as_bytes(), "test-api-key", now), Err(SignatureError::Missing));
+        assert_eq!(
+            verify_retell(Some("v=abc,d=00"), RETELL_BODY.as_bytes(), "test-api-key", now),
+            Err(SignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn elevenlabs_vector_verifies_and_every_failure_is_told_apart() {
+        let now = 1_739_537_297 + 100;
+        let body = ELEVEN_BODY.as_bytes();
+        assert_eq!(verify_elevenlabs(Some(ELEVEN_HEADER), body, "wsec_test_secret", now), Ok(()));
+        let two = format!("{ELEVEN_HEADER},v0={}", "00".repeat(32));
+        assert_eq!(verify_elevenlabs(Some(&two), body, "wsec_test_secret", now), Ok(()));
+        assert_eq!(verify_elevenlabs(Some(ELEVEN_HEADER), body, "other", now), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify_elevenlabs(Some(ELEVEN_HEADER), body, "wsec_test_secret", now + 1801),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify_elevenlabs(Some("t=1739537297"), body, "wsec_test_secret", now),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(verify_elevenlabs(None, body, "wsec_test_secret", now), Err(SignatureError::Missing));
+    }
+
+    #[test]
+    fn vapi_hmac_accepts_seconds_or_milliseconds_and_a_prefix() {
+        let body = b"{\"message\":{}}";
+        let now_ms = 1_767_708_331_902;
+        for ts in ["1767708330", "1767708330000"] {
+            let sig = sign("vapi-key", &[ts.as_bytes(), b".", body]);
+            assert_eq!(verify_vapi_hmac(Some(&sig), Some(ts), body, "vapi-key", now_ms), Ok(()));
+            assert_eq!(verify_vapi_hmac(Some(&format!("sha256={sig}")), Some(ts), body, "vapi-key", now_ms), Ok(()));
+            assert_eq!(verify_vapi_hmac(Some(&sig), Some(ts), body, "other", now_ms), Err(SignatureError::Mismatch));
+        }
+        assert_eq!(verify_vapi_hmac(Some("ab"), Some("1"), body, "k", now_ms), Err(SignatureError::Stale));
+        assert_eq!(verify_vapi_hmac(None, Some("1"), body, "k", now_ms), Err(SignatureError::Missing));
+    }
+}
