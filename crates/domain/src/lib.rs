@@ -6,6 +6,7 @@ pub mod email;
 pub mod event;
 pub mod phone;
 pub mod plan;
+pub mod sentiment;
 pub mod time;
 
 pub use email::Email;

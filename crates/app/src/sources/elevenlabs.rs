@@ -154,6 +154,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
         Intent::infer(&format!("{user_text} {}", summary.as_deref().unwrap_or("")))
             .filter(|_| !user_text.is_empty() || summary.is_some())
     });
+    let sentiment = sentiment.or_else(|| callbridge_domain::sentiment::classify(&user_text));
     let next_steps = collected(&mut f, &["next_steps"]);
     let appointment = collected(&mut f, &["appointment", "appointment_start"]);
     let ended_reason = f.string(data, "metadata.termination_reason", "data.metadata.termination_reason");

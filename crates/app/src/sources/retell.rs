@@ -3,6 +3,7 @@
 //! ignored. The caller is `from_number` on inbound calls and `to_number` on outbound ones.
 
 use callbridge_domain::event::CallStage;
+use callbridge_domain::sentiment;
 use callbridge_domain::{CallEvent, Caller, DefaultRegion, Direction, Email, Intent, PhoneE164, Sentiment, Source};
 use serde_json::Value;
 
@@ -126,6 +127,13 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
         Intent::infer(&format!("{user_turns} {}", summary.as_deref().unwrap_or("")))
             .filter(|_| !user_turns.is_empty() || summary.is_some())
     });
+    // No verdict from the platform (Unknown, or not analysed yet): read the caller's words.
+    let spoken = if user_turns.is_empty() {
+        transcript.as_deref().map(sentiment::caller_lines).unwrap_or_default()
+    } else {
+        user_turns.clone()
+    };
+    let sentiment = sentiment.or_else(|| sentiment::classify(&spoken));
     let next_steps = lookup(&mut f, &["next_steps"]);
     let appointment = lookup(&mut f, &["appointment", "appointment_start"]);
     if !f.is_empty() {

@@ -3,6 +3,7 @@
 //! assistants, the legacy top-level fields (`transcript`, `recordingUrl`, `summary`). Other
 //! message types are acknowledged and ignored.
 
+use callbridge_domain::sentiment;
 use callbridge_domain::time::parse_iso_with_offset;
 use callbridge_domain::{
     CallEvent, CallStage, Caller, DefaultRegion, Direction, Email, Intent, PhoneE164, Sentiment, Source,
@@ -147,6 +148,13 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
         .string(&data, "intent", "message.analysis.structuredData.intent")
         .and_then(|i| Intent::infer(&i))
         .or_else(|| Intent::infer(&format!("{user_turns} {}", summary.as_deref().unwrap_or(""))));
+    // No verdict from the platform: read the caller's own words.
+    let spoken = if user_turns.is_empty() {
+        transcript.as_deref().map(sentiment::caller_lines).unwrap_or_default()
+    } else {
+        user_turns.clone()
+    };
+    let sentiment = sentiment.or_else(|| sentiment::classify(&spoken));
     let next_steps = f.string(&data, "next_steps", "message.analysis.structuredData.next_steps");
     let appointment = f
         .string(&data, "appointment_start", "message.analysis.structuredData.appointment_start")
@@ -228,6 +236,18 @@ mod tests {
         assert_eq!(e.success, Some(true));
         assert_eq!(e.intent, Some(Intent::Book));
         assert_eq!(e.our_number.as_deref(), Some("+15715550100"));
+    }
+
+    #[test]
+    fn without_a_platform_verdict_the_callers_own_words_are_scored() {
+        let mut r = report();
+        r["message"]["artifact"]["messages"] = json!([{"role": "bot", "message": "Great to hear!"},
+            {"role": "user", "message": "Nobody came. This is unacceptable and I am furious."}]);
+        let Message::EndOfCall(e, _) = parse(&r, DefaultRegion::default()).unwrap() else { panic!() };
+        assert_eq!(e.sentiment, Some(Sentiment::Negative));
+        r["message"]["analysis"]["structuredData"]["sentiment"] = json!("positive");
+        let Message::EndOfCall(e, _) = parse(&r, DefaultRegion::default()).unwrap() else { panic!() };
+        assert_eq!(e.sentiment, Some(Sentiment::Positive), "the platform's verdict wins");
     }
 
     #[test]
