@@ -28,7 +28,7 @@ pub struct Args {
     latency_events: usize,
 }
 
-const SECRET: &str = "bench-secret";
+pub const SECRET: &str = "bench-secret";
 
 /// A Vapi end-of-call report of about 8 KB (the transcript makes up the size).
 pub fn report(call_id: &str, number: &str, email: Option<&str>) -> String {
@@ -49,7 +49,7 @@ pub fn report(call_id: &str, number: &str, email: Option<&str>) -> String {
     .to_string()
 }
 
-fn config(sandbox_url: &str, token: &str, db: &std::path::Path) -> Config {
+pub fn config(sandbox_url: &str, token: &str, db: &std::path::Path) -> Config {
     Config {
         database_url: format!("sqlite://{}", db.display()),
         hubspot_base_url: sandbox_url.to_string(),
@@ -69,11 +69,57 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })
 }
 
+/// A prepared webhook: path, headers, body.
+pub struct Prepared {
+    pub path: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
 /// Ingest only (no worker), so the measure is the durable acknowledgement path.
 async fn acknowledgements(args: &Args) -> anyhow::Result<()> {
+    let requests: Vec<Prepared> = (0..args.requests)
+        .map(|i| Prepared {
+            path: "/webhooks/vapi",
+            headers: vec![("x-vapi-secret", SECRET.to_string())],
+            body: report(&format!("ack-{i}"), &format!("+1415555{:04}", i % 10_000), None),
+        })
+        .collect();
+    let result = measure_acks(requests, args.connections, |c| c).await?;
+    println!(
+        "durable acknowledgements: {} webhooks of {:.1} KB over {} connections in {:.2} s = {:.0}/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (goal >= 5,000/s, p99 <= 25 ms)",
+        result.requests,
+        result.body_kb,
+        args.connections,
+        result.seconds,
+        result.per_second,
+        result.p50_ms,
+        result.p99_ms,
+        result.max_ms,
+    );
+    Ok(())
+}
+
+pub struct AckResult {
+    pub requests: usize,
+    pub body_kb: f64,
+    pub seconds: f64,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Serves the webhook routes without a worker and sends `requests` over `connections`.
+pub async fn measure_acks(
+    requests: Vec<Prepared>,
+    connections: usize,
+    tweak: impl FnOnce(Config) -> Config,
+) -> anyhow::Result<AckResult> {
     let sandbox = Sandbox::spawn(SandboxConfig::default()).await?;
-    let db = std::env::temp_dir().join(format!("callbridge-bench-ack-{}.db", std::process::id()));
-    let config = config(&sandbox.base_url(), sandbox.token(), &db);
+    let db =
+        std::env::temp_dir().join(format!("callbridge-bench-ack-{}-{:x}.db", std::process::id(), fastrand::u64(..)));
+    let config = tweak(config(&sandbox.base_url(), sandbox.token(), &db));
     let store = callbridge_store::open(&config.database_url).await?;
     let hubspot = Arc::new(callbridge::app::hubspot_client(
         &config,
@@ -81,36 +127,34 @@ async fn acknowledgements(args: &Args) -> anyhow::Result<()> {
     ));
     let app = App::build(&config, store.clone(), hubspot).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/webhooks/vapi", listener.local_addr()?);
+    let base = format!("http://{}", listener.local_addr()?);
     let router = callbridge::http::router(app.state.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    let bodies: Arc<Vec<String>> = Arc::new(
-        (0..args.requests).map(|i| report(&format!("ack-{i}"), &format!("+1415555{:04}", i % 10_000), None)).collect(),
-    );
-    let size = bodies[0].len();
+    let n = requests.len();
+    let body_kb = requests.first().map(|r| r.body.len()).unwrap_or(0) as f64 / 1024.0;
+    let requests = Arc::new(requests);
     let next = Arc::new(AtomicUsize::new(0));
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(connections).build()?;
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.connections {
-        let (http, url, bodies, next) = (http.clone(), url.clone(), bodies.clone(), next.clone());
+    for _ in 0..connections {
+        let (http, base, requests, next) = (http.clone(), base.clone(), requests.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= bodies.len() {
-                    return anyhow::Ok(samples);
-                }
+                let Some(r) = requests.get(i) else { return anyhow::Ok(samples) };
                 let t = Instant::now();
-                let r = http
-                    .post(&url)
-                    .header("x-vapi-secret", SECRET)
+                let mut req = http
+                    .post(format!("{base}{}", r.path))
                     .header("content-type", "application/json")
-                    .body(bodies[i].clone())
-                    .send()
-                    .await?;
-                anyhow::ensure!(r.status() == 200, "status {}", r.status());
+                    .body(r.body.clone());
+                for (k, v) in &r.headers {
+                    req = req.header(*k, v);
+                }
+                let resp = req.send().await?;
+                anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
                 samples.push(t.elapsed());
             }
         }));
@@ -119,23 +163,21 @@ async fn acknowledgements(args: &Args) -> anyhow::Result<()> {
     for t in tasks {
         samples.extend(t.await??);
     }
-    let secs = started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
     samples.sort();
     let counts = store.counts().await?;
-    anyhow::ensure!(counts.queued as usize == args.requests, "every acknowledged delivery is stored: {counts:?}");
-    println!(
-        "durable acknowledgements: {} webhooks of {:.1} KB over {} connections in {secs:.2} s = {:.0}/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (goal >= 5,000/s, p99 <= 25 ms)",
-        args.requests,
-        size as f64 / 1024.0,
-        args.connections,
-        args.requests as f64 / secs,
-        ms(percentile(&samples, 50.0)),
-        ms(percentile(&samples, 99.0)),
-        ms(percentile(&samples, 100.0)),
-    );
+    anyhow::ensure!(counts.queued as usize == n, "every acknowledged delivery is stored: {counts:?}");
     drop(store);
     let _ = std::fs::remove_file(&db);
-    Ok(())
+    Ok(AckResult {
+        requests: n,
+        body_kb,
+        seconds,
+        per_second: n as f64 / seconds,
+        p50_ms: ms(percentile(&samples, 50.0)),
+        p99_ms: ms(percentile(&samples, 99.0)),
+        max_ms: ms(percentile(&samples, 100.0)),
+    })
 }
 
 struct Running {

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod client;
 mod ingest;
+mod platforms;
 mod sandbox;
 mod stats;
 
@@ -23,6 +24,8 @@ enum Bench {
     Client(client::Args),
     /// The pipeline: durable acknowledgements/s, HubSpot requests per event, time to visible.
     Ingest(ingest::Args),
+    /// Per platform: signature verification cost and durable acknowledgements per second.
+    Platforms(platforms::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Sandbox(args) => sandbox::run(args),
         Bench::Client(args) => client::run(args),
         Bench::Ingest(args) => ingest::run(args),
+        Bench::Platforms(args) => platforms::run(args),
     }
 }
 
