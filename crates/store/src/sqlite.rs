@@ -226,6 +226,15 @@ async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<
     Ok(out)
 }
 
+fn activity_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Activity> {
+    Ok(Activity {
+        hubspot_id: r.try_get::<i64, _>("hubspot_id")? as u64,
+        contact_id: r.try_get::<Option<i64>, _>("contact_id")?.map(|c| c as u64),
+        via: r.try_get("via")?,
+        stage: r.try_get("stage")?,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested> {
@@ -445,15 +454,7 @@ impl Store for SqliteStore {
         .bind(kind)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(Activity {
-                hubspot_id: r.try_get::<i64, _>("hubspot_id")? as u64,
-                contact_id: r.try_get::<Option<i64>, _>("contact_id")?.map(|c| c as u64),
-                via: r.try_get("via")?,
-                stage: r.try_get("stage")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(activity_from_row).transpose()
     }
 
     async fn record_activity(
@@ -491,19 +492,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("source")?,
-                    r.try_get("external_key")?,
-                    r.try_get("kind")?,
-                    Activity {
-                        hubspot_id: r.try_get::<i64, _>("hubspot_id")? as u64,
-                        contact_id: r.try_get::<Option<i64>, _>("contact_id")?.map(|c| c as u64),
-                        via: r.try_get("via")?,
-                        stage: r.try_get("stage")?,
-                    },
-                ))
-            })
+            .map(|r| Ok((r.try_get("source")?, r.try_get("external_key")?, r.try_get("kind")?, activity_from_row(r)?)))
             .collect()
     }
 

@@ -5,7 +5,7 @@
 //! recorded without a job; other types are acknowledged and ignored.
 
 use callbridge_domain::event::CallStage;
-use callbridge_domain::{CallEvent, Caller, DefaultRegion, Direction, Email, Intent, PhoneE164, Sentiment, Source};
+use callbridge_domain::{CallEvent, Caller, DefaultRegion, Direction, Email, Sentiment, Source};
 use serde_json::{Value, json};
 
 use super::Fields;
@@ -75,13 +75,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
                 "data.conversation_initiation_client_data.dynamic_variables.system__caller_id",
             )
         });
-    let phone = number.and_then(|n| match PhoneE164::parse(&n, region) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            f.error("data.metadata.phone_call.external_number", e.to_string());
-            None
-        }
-    });
+    let phone = f.phone(number, "data.metadata.phone_call.external_number", region);
     let our_number = f.string(data, "metadata.phone_call.agent_number", "data.metadata.phone_call.agent_number");
     let collected = |f: &mut Fields, keys: &[&str]| -> Option<String> {
         keys.iter().find_map(|k| {
@@ -150,11 +144,8 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
         });
     let user_text: String =
         turns.iter().filter(|(r, _)| r == "user").map(|(_, m)| m.as_str()).collect::<Vec<_>>().join(" ");
-    let intent = collected(&mut f, &["intent"]).and_then(|i| Intent::infer(&i)).or_else(|| {
-        Intent::infer(&format!("{user_text} {}", summary.as_deref().unwrap_or("")))
-            .filter(|_| !user_text.is_empty() || summary.is_some())
-    });
-    let sentiment = sentiment.or_else(|| callbridge_domain::sentiment::classify(&user_text));
+    let stated_intent = collected(&mut f, &["intent"]);
+    let (sentiment, intent) = super::read_caller(sentiment, stated_intent, &user_text, None, summary.as_deref());
     let next_steps = collected(&mut f, &["next_steps"]);
     let appointment = collected(&mut f, &["appointment", "appointment_start"]);
     let ended_reason = f.string(data, "metadata.termination_reason", "data.metadata.termination_reason");

@@ -8,6 +8,7 @@ pub mod retell;
 pub mod signature;
 pub mod vapi;
 
+use callbridge_domain::{DefaultRegion, Intent, PhoneE164, Sentiment, sentiment};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -62,4 +63,37 @@ impl Fields {
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }
+}
+
+impl Fields {
+    /// A phone number the payload gives; one that is not a phone is an error on `field`.
+    pub fn phone(&mut self, raw: Option<String>, field: &str, region: DefaultRegion) -> Option<PhoneE164> {
+        match PhoneE164::parse(&raw?, region) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.error(field, e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// What the caller wanted and how they felt. The platform's own verdicts win; otherwise the
+/// caller's words decide (their turns, or their lines of a `Role: text` transcript).
+pub fn read_caller(
+    platform_sentiment: Option<Sentiment>,
+    platform_intent: Option<String>,
+    caller_turns: &str,
+    transcript: Option<&str>,
+    summary: Option<&str>,
+) -> (Option<Sentiment>, Option<Intent>) {
+    let spoken = if caller_turns.is_empty() {
+        transcript.map(sentiment::caller_lines).unwrap_or_default()
+    } else {
+        caller_turns.to_string()
+    };
+    let sentiment = platform_sentiment.or_else(|| sentiment::classify(&spoken));
+    let said = format!("{spoken} {}", summary.unwrap_or(""));
+    let intent = platform_intent.and_then(|i| Intent::infer(&i)).or_else(|| Intent::infer(&said));
+    (sentiment, intent)
 }

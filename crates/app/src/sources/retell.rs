@@ -3,8 +3,7 @@
 //! ignored. The caller is `from_number` on inbound calls and `to_number` on outbound ones.
 
 use callbridge_domain::event::CallStage;
-use callbridge_domain::sentiment;
-use callbridge_domain::{CallEvent, Caller, DefaultRegion, Direction, Email, Intent, PhoneE164, Sentiment, Source};
+use callbridge_domain::{CallEvent, Caller, DefaultRegion, Direction, Email, Sentiment, Source};
 use serde_json::Value;
 
 use super::Fields;
@@ -53,15 +52,8 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
         Direction::Inbound => ("from_number", "to_number"),
         Direction::Outbound => ("to_number", "from_number"),
     };
-    let phone = f.string(call, caller_field, &format!("call.{caller_field}")).and_then(|n| {
-        match PhoneE164::parse(&n, region) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                f.error(&format!("call.{caller_field}"), e.to_string());
-                None
-            }
-        }
-    });
+    let number = f.string(call, caller_field, &format!("call.{caller_field}"));
+    let phone = f.phone(number, &format!("call.{caller_field}"), region);
     let our_number = f.string(call, ours_field, &format!("call.{ours_field}"));
     // What the agent collected: analysis data first, then dynamic variables.
     let sources = ["call_analysis.custom_analysis_data", "collected_dynamic_variables", "retell_llm_dynamic_variables"];
@@ -123,17 +115,10 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
                 .join(" ")
         })
         .unwrap_or_default();
-    let intent = lookup(&mut f, &["intent"]).and_then(|i| Intent::infer(&i)).or_else(|| {
-        Intent::infer(&format!("{user_turns} {}", summary.as_deref().unwrap_or("")))
-            .filter(|_| !user_turns.is_empty() || summary.is_some())
-    });
-    // No verdict from the platform (Unknown, or not analysed yet): read the caller's words.
-    let spoken = if user_turns.is_empty() {
-        transcript.as_deref().map(sentiment::caller_lines).unwrap_or_default()
-    } else {
-        user_turns.clone()
-    };
-    let sentiment = sentiment.or_else(|| sentiment::classify(&spoken));
+    // Retell's `Unknown` sentiment, or a call not analysed yet, leaves it to the caller's words.
+    let stated_intent = lookup(&mut f, &["intent"]);
+    let (sentiment, intent) =
+        super::read_caller(sentiment, stated_intent, &user_turns, transcript.as_deref(), summary.as_deref());
     let next_steps = lookup(&mut f, &["next_steps"]);
     let appointment = lookup(&mut f, &["appointment", "appointment_start"]);
     if !f.is_empty() {

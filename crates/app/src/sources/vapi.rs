@@ -3,11 +3,8 @@
 //! assistants, the legacy top-level fields (`transcript`, `recordingUrl`, `summary`). Other
 //! message types are acknowledged and ignored.
 
-use callbridge_domain::sentiment;
 use callbridge_domain::time::parse_iso_with_offset;
-use callbridge_domain::{
-    CallEvent, CallStage, Caller, DefaultRegion, Direction, Email, Intent, PhoneE164, Sentiment, Source,
-};
+use callbridge_domain::{CallEvent, CallStage, Caller, DefaultRegion, Direction, Email, Sentiment, Source};
 use serde_json::Value;
 
 use super::Fields;
@@ -50,13 +47,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
     let number = f
         .string(m, "call.customer.number", "message.call.customer.number")
         .or_else(|| f.string(m, "customer.number", "message.customer.number"));
-    let phone = number.and_then(|n| match PhoneE164::parse(&n, region) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            f.error("message.call.customer.number", e.to_string());
-            None
-        }
-    });
+    let phone = f.phone(number, "message.call.customer.number", region);
     let data = Fields::at(m, "analysis.structuredData").filter(|d| d.is_object()).cloned().unwrap_or(Value::Null);
     let raw_email = f
         .string(m, "call.customer.email", "message.call.customer.email")
@@ -144,17 +135,9 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
                 .join(" ")
         })
         .unwrap_or_default();
-    let intent = f
-        .string(&data, "intent", "message.analysis.structuredData.intent")
-        .and_then(|i| Intent::infer(&i))
-        .or_else(|| Intent::infer(&format!("{user_turns} {}", summary.as_deref().unwrap_or(""))));
-    // No verdict from the platform: read the caller's own words.
-    let spoken = if user_turns.is_empty() {
-        transcript.as_deref().map(sentiment::caller_lines).unwrap_or_default()
-    } else {
-        user_turns.clone()
-    };
-    let sentiment = sentiment.or_else(|| sentiment::classify(&spoken));
+    let stated_intent = f.string(&data, "intent", "message.analysis.structuredData.intent");
+    let (sentiment, intent) =
+        super::read_caller(sentiment, stated_intent, &user_turns, transcript.as_deref(), summary.as_deref());
     let next_steps = f.string(&data, "next_steps", "message.analysis.structuredData.next_steps");
     let appointment = f
         .string(&data, "appointment_start", "message.analysis.structuredData.appointment_start")
@@ -207,6 +190,7 @@ fn structured_output(m: &Value, word: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callbridge_domain::Intent;
     use serde_json::json;
 
     fn report() -> Value {

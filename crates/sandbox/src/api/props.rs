@@ -50,6 +50,20 @@ pub struct OptionInput {
     pub description: Option<String>,
 }
 
+fn options(inputs: Vec<OptionInput>) -> Vec<PropOption> {
+    inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| PropOption {
+            label: o.label,
+            value: o.value,
+            display_order: o.display_order.unwrap_or(i as i64),
+            hidden: o.hidden,
+            description: o.description.unwrap_or_default(),
+        })
+        .collect()
+}
+
 pub fn property_json(kind: Kind, p: &PropertyDef) -> Value {
     let _ = kind;
     json!({
@@ -142,18 +156,7 @@ fn create_one(db: &mut Db, kind: Kind, input: PropertyCreate) -> ApiResult<Value
         field_type: input.field_type,
         group_name: input.group_name,
         description: input.description.unwrap_or_default(),
-        options: input
-            .options
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| PropOption {
-                label: o.label,
-                value: o.value,
-                display_order: o.display_order.unwrap_or(i as i64),
-                hidden: o.hidden,
-                description: o.description.unwrap_or_default(),
-            })
-            .collect(),
+        options: options(input.options),
         has_unique_value: input.has_unique_value,
         hubspot_defined: false,
         read_only: false,
@@ -273,17 +276,7 @@ pub async fn update(
         def.hidden = h;
     }
     if let Some(options) = input.options {
-        def.options = options
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| PropOption {
-                label: o.label,
-                value: o.value,
-                display_order: o.display_order.unwrap_or(i as i64),
-                hidden: o.hidden,
-                description: o.description.unwrap_or_default(),
-            })
-            .collect();
+        def.options = self::options(options);
     }
     def.updated_ms = now_ms();
     let out = property_json(kind, &def);
