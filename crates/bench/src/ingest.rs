@@ -287,3 +287,32 @@ async fn time_to_visible(args: &Args) -> anyhow::Result<()> {
     r.stop();
     Ok(())
 }
+
+/// Serves the webhook routes (no worker) on a fixed address until killed, for an outside
+/// load generator such as wrk (`scripts/bench-ingest-wrk.sh`).
+pub fn serve(listen: &str) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let sandbox = Sandbox::spawn(SandboxConfig::default()).await?;
+        let db = std::env::temp_dir().join(format!("callbridge-bench-serve-{}.db", std::process::id()));
+        let config = config(&sandbox.base_url(), sandbox.token(), &db);
+        let store = callbridge_store::open(&config.database_url).await?;
+        let hubspot = Arc::new(callbridge::app::hubspot_client(
+            &config,
+            Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
+        ));
+        let app = App::build(&config, store.clone(), hubspot).await;
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        println!("serving webhooks (no worker) on http://{} with database {}", listener.local_addr()?, db.display());
+        let router = callbridge::http::router(app.state.clone());
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+        let counts = store.counts().await?;
+        println!("stored and queued: {}", counts.queued);
+        drop(store);
+        let _ = std::fs::remove_file(&db);
+        anyhow::Ok(())
+    })
+}

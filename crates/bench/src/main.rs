@@ -26,6 +26,11 @@ enum Bench {
     Ingest(ingest::Args),
     /// Per platform: signature verification cost and durable acknowledgements per second.
     Platforms(platforms::Args),
+    /// Serve the webhook routes without a worker, for an outside load generator.
+    IngestServer {
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        listen: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Client(args) => client::run(args),
         Bench::Ingest(args) => ingest::run(args),
         Bench::Platforms(args) => platforms::run(args),
+        Bench::IngestServer { listen } => ingest::serve(&listen),
     }
 }
 

@@ -181,49 +181,85 @@ async fn group_commit(pool: SqlitePool, mut rx: mpsc::Receiver<IngestRequest>) {
     }
 }
 
+/// Rows per multi-row INSERT (SQLite allows 32,766 bound values; six per row here).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Writes a batch in one transaction with a few multi-row statements, not two per delivery:
+/// the statements cross to SQLite's thread one by one, so fewer is faster.
 async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<Ingested>> {
+    use std::collections::HashMap;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut out = Vec::with_capacity(batch.len());
-    for (d, _) in batch {
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO inbox (source, idempotency_key, received_at, raw_body, event) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-        )
-        .bind(&d.source)
-        .bind(&d.idempotency_key)
-        .bind(d.received_at_ms)
-        .bind(&d.raw_body)
-        .bind(&d.event_json)
-        .fetch_optional(&mut *tx)
-        .await?;
-        match inserted {
-            Some(id) => {
-                if let Some(kind) = d.job_kind {
-                    sqlx::query(
-                        "INSERT INTO jobs (inbox_id, kind, caller_key, run_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(id)
-                    .bind(kind)
-                    .bind(&d.caller_key)
-                    .bind(d.received_at_ms)
-                    .bind(d.received_at_ms)
-                    .bind(d.received_at_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                out.push(Ingested { inbox_id: id, duplicate: false });
-            }
-            None => {
-                let id: i64 = sqlx::query_scalar("SELECT id FROM inbox WHERE idempotency_key = ?")
-                    .bind(&d.idempotency_key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                out.push(Ingested { inbox_id: id, duplicate: true });
-            }
+    // The first delivery of a key in the batch is the candidate; later ones are duplicates.
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    let candidates: Vec<&NewDelivery> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, (d, _))| *first.entry(d.idempotency_key.as_str()).or_insert(*i) == *i)
+        .map(|(_, (d, _))| d)
+        .collect();
+    let mut new_ids: HashMap<String, i64> = HashMap::new();
+    for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO inbox (source, idempotency_key, received_at, raw_body, event) VALUES {}
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key",
+            vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for d in chunk {
+            q = q.bind(&d.source).bind(&d.idempotency_key).bind(d.received_at_ms).bind(&d.raw_body).bind(&d.event_json);
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            new_ids.insert(row.try_get("idempotency_key")?, row.try_get("id")?);
+        }
+    }
+    let jobs: Vec<(&NewDelivery, i64)> = candidates
+        .iter()
+        .filter(|d| d.job_kind.is_some())
+        .filter_map(|d| new_ids.get(&d.idempotency_key).map(|id| (*d, *id)))
+        .collect();
+    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO jobs (inbox_id, kind, caller_key, run_at, created_at, updated_at) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (d, id) in chunk {
+            let at = d.received_at_ms;
+            q = q.bind(*id).bind(d.job_kind.unwrap_or_default()).bind(&d.caller_key).bind(at).bind(at).bind(at);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    // Keys seen before this batch: look their rows up.
+    let old: Vec<&str> = first.keys().copied().filter(|k| !new_ids.contains_key(*k)).collect();
+    let mut old_ids: HashMap<String, i64> = HashMap::new();
+    for chunk in old.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT id, idempotency_key FROM inbox WHERE idempotency_key IN ({})",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for k in chunk {
+            q = q.bind(*k);
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            old_ids.insert(row.try_get("idempotency_key")?, row.try_get("id")?);
         }
     }
     tx.commit().await?;
-    Ok(out)
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, (d, _))| {
+            let key = d.idempotency_key.as_str();
+            match (new_ids.get(key), first.get(key)) {
+                (Some(id), Some(f)) => Ok(Ingested { inbox_id: *id, duplicate: *f != i }),
+                _ => old_ids
+                    .get(key)
+                    .map(|id| Ingested { inbox_id: *id, duplicate: true })
+                    .ok_or_else(|| StoreError::Database(sqlx::Error::RowNotFound)),
+            }
+        })
+        .collect()
 }
 
 fn activity_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Activity> {
@@ -562,6 +598,26 @@ mod tests {
         assert!(!first.duplicate && again.duplicate);
         assert_eq!(first.inbox_id, again.inbox_id);
         assert_eq!(s.counts().await.unwrap().queued, 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_deliveries_of_one_key_store_one_row_and_one_job() {
+        let s = std::sync::Arc::new(store().await);
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let s = s.clone();
+            let key = if i % 2 == 0 { "same".to_string() } else { format!("k{i}") };
+            tasks.push(tokio::spawn(async move { s.ingest(delivery(&key, "c")).await.unwrap() }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let same: Vec<_> = results.iter().step_by(2).collect();
+        assert_eq!(same.iter().filter(|r| !r.duplicate).count(), 1);
+        assert!(same.iter().all(|r| r.inbox_id == same[0].inbox_id));
+        assert_eq!(s.counts().await.unwrap().queued, 21);
+        assert_eq!(s.events(None, 100).await.unwrap().len(), 21);
     }
 
     #[tokio::test]
