@@ -43,6 +43,8 @@ pub fn hubspot_client(config: &Config, credentials: Credentials) -> HubSpotClien
 impl App {
     pub async fn build(config: &Config, store: Arc<dyn Store>, hubspot: Arc<HubSpotClient>) -> App {
         let wake = Arc::new(Notify::new());
+        // Jobs enqueued by other instances (PostgreSQL) wake this one's workers too.
+        store.subscribe(wake.clone());
         let state = AppState {
             store: store.clone(),
             hubspot: hubspot.clone(),

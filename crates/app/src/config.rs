@@ -17,7 +17,7 @@ use serde::Deserialize;
 pub struct Config {
     /// Address the HTTP service listens on.
     pub listen: String,
-    /// `sqlite://PATH` (default) or `sqlite::memory:`.
+    /// `sqlite://PATH` (default), `sqlite::memory:`, or `postgres://…` for several instances.
     pub database_url: String,
     pub hubspot_base_url: String,
     /// `v3` or `2026-03`.
@@ -165,8 +165,9 @@ impl Config {
         self.listen
             .parse::<SocketAddr>()
             .map_err(|_| bad("listen", format!("{:?} is not an address like 127.0.0.1:8080", self.listen)))?;
-        if !self.database_url.starts_with("sqlite:") {
-            return Err(bad("database_url", format!("{:?}: use sqlite://PATH", self.database_url)));
+        let scheme_ok = ["sqlite:", "postgres://", "postgresql://"].iter().any(|s| self.database_url.starts_with(s));
+        if !scheme_ok {
+            return Err(bad("database_url", "use sqlite://PATH or postgres://USER@HOST/DB".into()));
         }
         if !(self.hubspot_base_url.starts_with("http://") || self.hubspot_base_url.starts_with("https://")) {
             return Err(bad("hubspot_base_url", format!("{:?} is not an http(s) URL", self.hubspot_base_url)));

@@ -20,13 +20,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub mod postgres;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("unsupported database URL {0:?}: use sqlite://PATH (or sqlite::memory:)")]
+    #[error("unsupported database URL {0:?}: use sqlite://PATH, sqlite::memory: or postgres://…")]
     UnsupportedUrl(String),
     #[error("the store is shut down")]
     Closed,
@@ -157,15 +158,36 @@ pub trait Store: Send + Sync {
 
     async fn load_tokens(&self) -> Result<Option<StoredTokens>>;
     async fn save_tokens(&self, tokens: &StoredTokens) -> Result<()>;
+
+    /// Wakes `wake` when another process enqueues a job (PostgreSQL `LISTEN`); workers poll
+    /// regardless, so a store without notifications does nothing here.
+    fn subscribe(&self, wake: Arc<tokio::sync::Notify>) {
+        let _ = wake;
+    }
 }
 
-/// Opens the store a URL names (`sqlite://callbridge.db`, `sqlite::memory:`).
+/// Opens the store a URL names: `sqlite://callbridge.db`, `sqlite::memory:`, or
+/// `postgres://user@host/db` for several instances sharing work.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }
+}
+
+/// Test support: a new, empty PostgreSQL database on the server `admin_url` points at;
+/// returns its URL.
+pub async fn fresh_postgres_database(admin_url: &str) -> Result<String> {
+    use sqlx::Connection;
+    let name = format!("callbridge_test_{:016x}", fastrand::u64(..));
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+    conn.close().await?;
+    let (base, _) = admin_url.rsplit_once('/').ok_or_else(|| StoreError::UnsupportedUrl(admin_url.to_string()))?;
+    Ok(format!("{base}/{name}"))
 }
 
 pub fn now_ms() -> i64 {

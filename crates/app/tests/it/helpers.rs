@@ -30,6 +30,17 @@ pub fn temp_db() -> PathBuf {
     std::env::temp_dir().join(format!("callbridge-test-{}-{:x}.db", std::process::id(), fastrand::u64(..)))
 }
 
+/// The database a test app uses: a fresh PostgreSQL database when
+/// `CALLBRIDGE_TEST_DATABASE_URL` is set (the CI runs the suite both ways), else SQLite at `db`.
+pub async fn database_url(db: &std::path::Path) -> String {
+    match std::env::var("CALLBRIDGE_TEST_DATABASE_URL") {
+        Ok(admin) if !admin.is_empty() => {
+            callbridge_store::fresh_postgres_database(&admin).await.expect("create a test database")
+        }
+        _ => format!("sqlite://{}", db.display()),
+    }
+}
+
 pub fn config_for(sandbox: &RunningSandbox, db: &std::path::Path) -> Config {
     Config {
         database_url: format!("sqlite://{}", db.display()),
@@ -54,6 +65,7 @@ impl TestApp {
         let sandbox = Sandbox::spawn(sandbox_config).await.unwrap();
         let db = temp_db();
         let mut config = config_for(&sandbox, &db);
+        config.database_url = database_url(&db).await;
         tweak(&mut config);
         let store = callbridge_store::open(&config.database_url).await.unwrap();
         let hubspot = Arc::new(callbridge::app::hubspot_client(

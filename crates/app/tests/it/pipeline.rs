@@ -213,6 +213,7 @@ async fn without_the_calls_scope_calls_are_logged_as_v1_engagements() {
     let sandbox_token = app.sandbox.no_calls_token().to_string();
     let db = temp_db();
     let mut config = config_for(&app.sandbox, &db);
+    config.database_url = database_url(&db).await;
     config.hubspot_token = Some(secrecy::SecretString::from(sandbox_token.clone()));
     let store = callbridge_store::open(&config.database_url).await.unwrap();
     let hubspot = std::sync::Arc::new(callbridge::app::hubspot_client(

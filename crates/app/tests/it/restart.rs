@@ -13,11 +13,11 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spawn(sandbox_url: &str, token: &str, db: &std::path::Path, port: u16) -> Child {
+fn spawn(sandbox_url: &str, token: &str, database_url: &str, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_callbridge"))
         .arg("serve")
         .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CALLBRIDGE_DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("CALLBRIDGE_DATABASE_URL", database_url)
         .env("CALLBRIDGE_HUBSPOT_BASE_URL", sandbox_url)
         .env("CALLBRIDGE_HUBSPOT_TOKEN", token)
         .env("CALLBRIDGE_HUBSPOT_TIER", "limit_increase")
@@ -56,10 +56,11 @@ async fn a_process_killed_with_500_jobs_queued_ends_with_every_event_written_onc
     .unwrap();
     sandbox.set_ten_second_max(Some(100_000));
     let db = temp_db();
+    let url = database_url(&db).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut child = spawn(&sandbox.base_url(), sandbox.token(), &db, port);
+    let mut child = spawn(&sandbox.base_url(), sandbox.token(), &url, port);
     wait_healthy(&http, &base).await;
 
     // 500 events from 100 callers, five calls each.
@@ -89,7 +90,7 @@ async fn a_process_killed_with_500_jobs_queued_ends_with_every_event_written_onc
     let landed_before = sandbox.with_db(|db| db.count(callbridge_sandbox::model::Kind::Call));
     assert!(landed_before < 500, "the kill came too late to test anything ({landed_before} landed)");
 
-    let mut child = spawn(&sandbox.base_url(), sandbox.token(), &db, port);
+    let mut child = spawn(&sandbox.base_url(), sandbox.token(), &url, port);
     let started = Instant::now();
     loop {
         let health = wait_healthy(&http, &base).await;

@@ -1,0 +1,176 @@
+//! The store's contract, run against every backend: SQLite always, PostgreSQL when
+//! `CALLBRIDGE_TEST_DATABASE_URL` names a server (each test gets a fresh database there).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbridge_store::{Activity, Failure, NewDelivery, Store, now_ms};
+
+/// Every backend to test, by name.
+async fn backends() -> Vec<(&'static str, Arc<dyn Store>)> {
+    let mut out: Vec<(&'static str, Arc<dyn Store>)> =
+        vec![("sqlite", callbridge_store::open("sqlite::memory:").await.unwrap())];
+    match std::env::var("CALLBRIDGE_TEST_DATABASE_URL") {
+        Ok(admin) if !admin.is_empty() => {
+            let url = callbridge_store::fresh_postgres_database(&admin).await.expect("create a test database");
+            out.push(("postgres", callbridge_store::open(&url).await.unwrap()));
+        }
+        _ => eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set"),
+    }
+    out
+}
+
+fn delivery(key: &str, caller: &str) -> NewDelivery {
+    NewDelivery {
+        source: "vapi".into(),
+        idempotency_key: key.into(),
+        raw_body: b"{}".to_vec(),
+        event_json: "{}".into(),
+        job_kind: Some("sync_call"),
+        caller_key: caller.into(),
+        received_at_ms: now_ms(),
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_stores_and_enqueues_nothing() {
+    for (name, s) in backends().await {
+        let first = s.ingest(delivery("k1", "c1")).await.unwrap();
+        let again = s.ingest(delivery("k1", "c1")).await.unwrap();
+        assert!(!first.duplicate && again.duplicate, "{name}");
+        assert_eq!(first.inbox_id, again.inbox_id, "{name}");
+        assert_eq!(s.counts().await.unwrap().queued, 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_of_one_key_store_one_row_and_one_job() {
+    for (name, s) in backends().await {
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let s = s.clone();
+            let key = if i % 2 == 0 { "same".to_string() } else { format!("k{i}") };
+            tasks.push(tokio::spawn(async move { s.ingest(delivery(&key, "c")).await.unwrap() }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let same: Vec<_> = results.iter().step_by(2).collect();
+        assert_eq!(same.iter().filter(|r| !r.duplicate).count(), 1, "{name}");
+        assert!(same.iter().all(|r| r.inbox_id == same[0].inbox_id), "{name}");
+        assert_eq!(s.counts().await.unwrap().queued, 21, "{name}");
+        assert_eq!(s.events(None, 100).await.unwrap().len(), 21, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_callers_jobs_run_one_at_a_time_in_order() {
+    for (name, s) in backends().await {
+        s.ingest(delivery("a1", "alice")).await.unwrap();
+        s.ingest(delivery("a2", "alice")).await.unwrap();
+        s.ingest(delivery("b1", "bob")).await.unwrap();
+        let lease = Duration::from_secs(60);
+        let j1 = s.claim("w", lease).await.unwrap().unwrap();
+        let j2 = s.claim("w", lease).await.unwrap().unwrap();
+        assert_eq!((j1.idempotency_key.as_str(), j2.idempotency_key.as_str()), ("a1", "b1"), "{name}");
+        assert!(s.claim("w", lease).await.unwrap().is_none(), "{name}: alice's second job waits for her first");
+        s.complete(j1.id).await.unwrap();
+        assert_eq!(s.claim("w", lease).await.unwrap().unwrap().idempotency_key, "a2", "{name}");
+    }
+}
+
+#[tokio::test]
+async fn failed_jobs_retry_later_then_die_and_can_be_replayed() {
+    for (name, s) in backends().await {
+        let ingested = s.ingest(delivery("k", "c")).await.unwrap();
+        let lease = Duration::from_secs(60);
+        let job = s.claim("w", lease).await.unwrap().unwrap();
+        s.fail(job.id, "HubSpot answered 503", Failure::RetryAt(now_ms() + 60_000)).await.unwrap();
+        assert!(s.claim("w", lease).await.unwrap().is_none(), "{name}: not before its time");
+        assert!(s.next_run_at().await.unwrap().unwrap() > now_ms(), "{name}");
+        s.fail(job.id, "gave up", Failure::Dead).await.unwrap();
+        let dead = s.events(Some("dead"), 10).await.unwrap();
+        assert_eq!(dead.len(), 1, "{name}");
+        assert_eq!(dead[0].last_error.as_deref(), Some("gave up"), "{name}");
+        assert_eq!(dead[0].attempts, 2, "{name}");
+        assert!(s.replay(ingested.inbox_id).await.unwrap(), "{name}");
+        let again = s.claim("w", lease).await.unwrap().unwrap();
+        assert_eq!(again.attempts, 0, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn an_expired_lease_makes_the_job_claimable_again() {
+    for (name, s) in backends().await {
+        s.ingest(delivery("k", "c")).await.unwrap();
+        let job = s.claim("dead-worker", Duration::from_millis(0)).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let again = s.claim("w2", Duration::from_secs(60)).await.unwrap().unwrap();
+        assert_eq!(job.id, again.id, "{name}");
+        assert_eq!((job.claims, again.claims), (1, 2), "{name}: the second run knows it is not the first");
+    }
+}
+
+#[tokio::test]
+async fn caller_index_sync_state_activities_and_tokens_round_trip() {
+    for (name, s) in backends().await {
+        let keys = vec!["email:a@example.com".to_string(), "phone:+14155550100".to_string()];
+        s.remember_contact(&keys, 42).await.unwrap();
+        assert_eq!(s.known_contact(&keys[1..]).await.unwrap(), Some(42), "{name}");
+        s.forget_contact(42).await.unwrap();
+        assert_eq!(s.known_contact(&keys).await.unwrap(), None, "{name}");
+        s.set_last_call_at(42, 2_000).await.unwrap();
+        s.set_last_call_at(42, 1_000).await.unwrap();
+        assert_eq!(s.last_call_at(42).await.unwrap(), Some(2_000), "{name}");
+        let a = Activity { hubspot_id: 7, contact_id: Some(42), via: "v3".into(), stage: 3 };
+        s.record_activity("vapi", "call-1", "call", &a, 1).await.unwrap();
+        // A lower stage never lowers what is recorded.
+        s.record_activity("vapi", "call-1", "call", &Activity { stage: 2, ..a.clone() }, 1).await.unwrap();
+        assert_eq!(s.activity("vapi", "call-1", "call").await.unwrap(), Some(a), "{name}");
+        let t = callbridge_store::StoredTokens {
+            access_token: "at".into(),
+            refresh_token: "rt".into(),
+            expires_at_ms: 5,
+            hub_id: Some(9),
+            scopes: vec!["oauth".into(), "crm.objects.contacts.read".into()],
+        };
+        s.save_tokens(&t).await.unwrap();
+        let loaded = s.load_tokens().await.unwrap().unwrap();
+        assert_eq!((loaded.refresh_token.as_str(), loaded.scopes.len(), loaded.hub_id), ("rt", 2, Some(9)), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn jobs_are_claimed_once_by_concurrent_workers() {
+    for (name, s) in backends().await {
+        for i in 0..60 {
+            s.ingest(delivery(&format!("k{i}"), &format!("caller{}", i % 20))).await.unwrap();
+        }
+        let mut tasks = Vec::new();
+        for w in 0..6 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    match s.claim(&format!("w{w}"), Duration::from_secs(60)).await.unwrap() {
+                        Some(job) => {
+                            mine.push(job.idempotency_key.clone());
+                            s.complete(job.id).await.unwrap();
+                        }
+                        None if s.counts().await.unwrap().queued == 0 => return mine,
+                        None => tokio::task::yield_now().await,
+                    }
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort();
+        let n = all.len();
+        all.dedup();
+        assert_eq!((n, all.len()), (60, 60), "{name}: every job once");
+    }
+}
