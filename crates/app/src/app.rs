@@ -23,10 +23,28 @@ pub struct App {
     pub worker: Arc<Worker>,
 }
 
-/// The HubSpot client a configuration describes.
+/// The HubSpot client a configuration describes, counting its budget in `store` when the
+/// store can share it with other instances.
+pub fn hubspot_client_sharing(config: &Config, credentials: Credentials, store: &Arc<dyn Store>) -> HubSpotClient {
+    let shared: Option<Arc<dyn callbridge_hubspot::SharedWindow>> = store
+        .shares_budget()
+        .then(|| Arc::new(crate::budget::StoreWindow(store.clone())) as Arc<dyn callbridge_hubspot::SharedWindow>);
+    client_with(config, credentials, shared)
+}
+
+/// The HubSpot client a configuration describes, counting its budget in this process.
 pub fn hubspot_client(config: &Config, credentials: Credentials) -> HubSpotClient {
+    client_with(config, credentials, None)
+}
+
+fn client_with(
+    config: &Config,
+    credentials: Credentials,
+    shared_window: Option<Arc<dyn callbridge_hubspot::SharedWindow>>,
+) -> HubSpotClient {
     HubSpotClient::new(
         ClientConfig {
+            shared_window,
             base_url: config.hubspot_base_url.clone(),
             version: config.api_version(),
             ten_second_max: ten_second_max_for(&config.hubspot_tier).unwrap_or(100),

@@ -48,7 +48,7 @@ impl Worker {
             match self.store.claim(&name, self.config.lease).await {
                 Ok(Some(job)) => {
                     let span = tracing::info_span!("job", job.id = job.id, event.id = job.inbox_id, job.kind = %job.kind, event.source = %job.source);
-                    self.process(job).instrument(span).await;
+                    self.process_leased(&name, job).instrument(span).await;
                     continue;
                 }
                 Ok(None) => {}
@@ -65,6 +65,24 @@ impl Worker {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Runs a job while renewing its lease, so a slow job (waiting for HubSpot's budget,
+    /// retrying through an outage) is never taken over by another worker while it runs.
+    async fn process_leased(&self, worker: &str, job: Job) {
+        let (store, id, lease, worker) = (self.store.clone(), job.id, self.config.lease, worker.to_string());
+        let heartbeat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match store.renew(id, &worker, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => tracing::warn!(error = %e, "renewing a job's lease failed"),
+                }
+            }
+        });
+        self.process(job).await;
+        heartbeat.abort();
     }
 
     async fn process(&self, job: Job) {

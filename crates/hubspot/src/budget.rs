@@ -51,10 +51,35 @@ impl Window {
     }
 }
 
+/// A window several processes share (callbridge instances on one portal, coordinated through
+/// PostgreSQL): the same slot rule, counted in one place.
+#[async_trait::async_trait]
+pub trait SharedWindow: Send + Sync {
+    /// Takes a slot of `bucket` when fewer than `max` are held; otherwise says how long to wait.
+    async fn take(&self, bucket: &str, max: u32, interval: Duration) -> Result<i64, Duration>;
+    /// The slot's request finished: its cool-down starts now.
+    async fn release(&self, bucket: &str, slot: i64);
+    /// No sends in `bucket` for `d` (HubSpot said the window is spent).
+    async fn block(&self, bucket: &str, d: Duration);
+}
+
+#[derive(Clone)]
+struct Shared {
+    window: Arc<dyn SharedWindow>,
+    bucket: String,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("bucket", &self.bucket).finish()
+    }
+}
+
 /// A sliding window limiter whose slots are held from send until `interval` after completion.
 #[derive(Debug, Clone)]
 pub struct Limiter {
     inner: Arc<(Mutex<Window>, Notify)>,
+    shared: Option<Shared>,
 }
 
 /// A slot taken from a [`Limiter`]; completing (or dropping) it starts its cool-down.
@@ -62,6 +87,8 @@ pub struct Limiter {
 pub struct Permit {
     limiter: Limiter,
     open: bool,
+    /// The slot in a shared window, if the limiter is shared.
+    slot: Option<i64>,
 }
 
 impl Permit {
@@ -70,6 +97,11 @@ impl Permit {
     }
 
     fn finish(&mut self) {
+        if let (Some(slot), Some(shared)) = (self.slot.take(), self.limiter.shared.clone()) {
+            self.open = false;
+            tokio::spawn(async move { shared.window.release(&shared.bucket, slot).await });
+            return;
+        }
         if std::mem::take(&mut self.open) {
             let (lock, notify) = &*self.limiter.inner;
             let mut w = lock.lock();
@@ -94,11 +126,27 @@ impl Limiter {
                 Mutex::new(Window { max, interval, done: VecDeque::new(), in_flight: 0, blocked_until: None }),
                 Notify::new(),
             )),
+            shared: None,
         }
+    }
+
+    /// The same limiter, counted in a window shared with other processes.
+    pub fn shared_through(mut self, window: Arc<dyn SharedWindow>, bucket: &str) -> Limiter {
+        self.shared = Some(Shared { window, bucket: bucket.to_string() });
+        self
     }
 
     /// Waits for a slot.
     pub async fn acquire(&self) -> Permit {
+        if let Some(shared) = &self.shared {
+            loop {
+                let (max, interval) = (self.max(), self.interval());
+                match shared.window.take(&shared.bucket, max, interval).await {
+                    Ok(slot) => return Permit { limiter: self.clone(), open: true, slot: Some(slot) },
+                    Err(wait) => tokio::time::sleep(wait.clamp(Duration::from_millis(2), Duration::from_secs(1))).await,
+                }
+            }
+        }
         let (lock, notify) = &*self.inner;
         loop {
             let notified = notify.notified();
@@ -110,7 +158,7 @@ impl Limiter {
                     Some(t) if t > now => Some(t - now),
                     _ if w.used() < w.max => {
                         w.in_flight += 1;
-                        return Permit { limiter: self.clone(), open: true };
+                        return Permit { limiter: self.clone(), open: true, slot: None };
                     }
                     // Full: the oldest completed slot frees first; else wait for a completion.
                     _ => w.done.front().map(|t| (*t + w.interval).saturating_duration_since(now)),
@@ -138,7 +186,7 @@ impl Limiter {
         if let Some(i) = interval.filter(|i| !i.is_zero()) {
             w.interval = i;
         }
-        if let Some(r) = remaining {
+        if let Some(r) = remaining.filter(|_| self.shared.is_none()) {
             let now = Instant::now();
             w.prune(now);
             let server_used = w.max.saturating_sub(r);
@@ -155,6 +203,9 @@ impl Limiter {
 
     /// Stops all sends for `d` (after HubSpot said the window is spent).
     pub fn block_for(&self, d: Duration) {
+        if let Some(shared) = self.shared.clone() {
+            tokio::spawn(async move { shared.window.block(&shared.bucket, d).await });
+        }
         let mut w = self.inner.0.lock();
         let until = Instant::now() + d;
         if w.blocked_until.is_none_or(|t| t < until) {

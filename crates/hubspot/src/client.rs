@@ -4,6 +4,7 @@
 //! create whose outcome is unknown (the connection dropped, HubSpot timed out) is looked up
 //! by its identity before it is sent again, so it never lands twice.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -109,7 +110,7 @@ impl RetryPolicy {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientConfig {
     pub base_url: String,
     pub version: ApiVersion,
@@ -125,6 +126,9 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// Refresh OAuth access tokens this long before they expire.
     pub refresh_margin: Duration,
+    /// Where several instances count the portal's windows together (PostgreSQL); `None`
+    /// counts in this process only.
+    pub shared_window: Option<Arc<dyn crate::budget::SharedWindow>>,
 }
 
 impl Default for ClientConfig {
@@ -139,6 +143,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(20),
             retry: RetryPolicy::default(),
             refresh_margin: Duration::from_secs(300),
+            shared_window: None,
         }
     }
 }
@@ -242,14 +247,15 @@ impl HubSpotClient {
             .unwrap_or_else(|_| reqwest::Client::new());
         let paths = Paths::new(&config.base_url, config.version);
         let tokens = TokenSource::new(credentials, http.clone(), paths.token(), config.refresh_margin);
+        let mut budget =
+            Budget::new(config.ten_second_max, config.window, config.search_per_second, config.daily_reserve_share);
+        if let Some(shared) = &config.shared_window {
+            budget.window = budget.window.shared_through(shared.clone(), "hubspot:ten_second_window");
+            budget.search = budget.search.shared_through(shared.clone(), "hubspot:search");
+        }
         HubSpotClient {
             http,
-            budget: Budget::new(
-                config.ten_second_max,
-                config.window,
-                config.search_per_second,
-                config.daily_reserve_share,
-            ),
+            budget,
             paths,
             tokens,
             retry: config.retry,

@@ -9,7 +9,7 @@ pub mod error;
 pub mod types;
 
 pub use auth::{Credentials, MemoryTokenStore, OAuthApp, OAuthTokens, TokenStore};
-pub use budget::Priority;
+pub use budget::{Priority, SharedWindow};
 pub use client::{ApiVersion, ClientConfig, HubSpotClient, Identity, Paths, RetryPolicy};
 pub use error::{HubSpotError, PropertyIssue};
 pub use types::*;

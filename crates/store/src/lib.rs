@@ -31,6 +31,8 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("the store is shut down")]
     Closed,
+    #[error("not supported by this backend: {0}")]
+    Unsupported(&'static str),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -126,6 +128,8 @@ pub trait Store: Send + Sync {
     async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested>;
     /// Claims the next runnable job, if any.
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>>;
+    /// Extends a running job's lease; false when the worker no longer holds it.
+    async fn renew(&self, job_id: i64, worker: &str, lease: Duration) -> Result<bool>;
     async fn complete(&self, job_id: i64) -> Result<()>;
     async fn fail(&self, job_id: i64, error: &str, failure: Failure) -> Result<()>;
     /// Queues an event's job again (dead or done); false when there is no such event.
@@ -158,6 +162,29 @@ pub trait Store: Send + Sync {
 
     async fn load_tokens(&self) -> Result<Option<StoredTokens>>;
     async fn save_tokens(&self, tokens: &StoredTokens) -> Result<()>;
+
+    /// Whether this store can count HubSpot's windows for several instances.
+    fn shares_budget(&self) -> bool {
+        false
+    }
+
+    /// Takes a slot of a shared window when fewer than `max` are held (in flight, or finished
+    /// less than `interval_ms` ago); otherwise `Err(wait_ms)`. Stores that do not share a
+    /// budget never hand out slots.
+    async fn budget_take(&self, bucket: &str, max: u32, interval_ms: i64) -> Result<std::result::Result<i64, i64>> {
+        let _ = (bucket, max, interval_ms);
+        Err(StoreError::Unsupported("a shared budget needs PostgreSQL"))
+    }
+
+    async fn budget_release(&self, bucket: &str, slot: i64) -> Result<()> {
+        let _ = (bucket, slot);
+        Err(StoreError::Unsupported("a shared budget needs PostgreSQL"))
+    }
+
+    async fn budget_block(&self, bucket: &str, until_ms: i64) -> Result<()> {
+        let _ = (bucket, until_ms);
+        Err(StoreError::Unsupported("a shared budget needs PostgreSQL"))
+    }
 
     /// Wakes `wake` when another process enqueues a job (PostgreSQL `LISTEN`); workers poll
     /// regardless, so a store without notifications does nothing here.

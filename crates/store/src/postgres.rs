@@ -17,9 +17,10 @@ use crate::{Activity, EventRow, Failure, Ingested, Job, JobCounts, NewDelivery, 
 /// The channel new jobs are announced on.
 const CHANNEL: &str = "callbridge_jobs";
 
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
     CREATE TABLE inbox (
         id BIGSERIAL PRIMARY KEY,
         source TEXT NOT NULL,
@@ -76,7 +77,30 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         scopes TEXT NOT NULL
     );
     "#,
-)];
+    ),
+    (
+        2,
+        r#"
+    CREATE TABLE budget_slots (
+        id BIGSERIAL PRIMARY KEY,
+        bucket TEXT NOT NULL,
+        taken_at BIGINT NOT NULL,
+        done_at BIGINT
+    );
+    CREATE INDEX budget_slots_bucket ON budget_slots (bucket, done_at);
+    CREATE TABLE budget_blocks (
+        bucket TEXT PRIMARY KEY,
+        until_ms BIGINT NOT NULL
+    );
+    "#,
+    ),
+];
+
+/// Slack for millisecond truncation and clocks of instances that are not quite in step.
+const SLOT_MARGIN_MS: i64 = 20;
+
+/// A slot still in flight after this long belonged to an instance that died.
+const STALE_SLOT_MS: i64 = 120_000;
 
 pub struct PgStore {
     pool: PgPool,
@@ -217,6 +241,21 @@ impl Store for PgStore {
         };
         tx.commit().await?;
         Ok(Some(job))
+    }
+
+    async fn renew(&self, job_id: i64, worker: &str, lease: Duration) -> Result<bool> {
+        let now = now_ms();
+        let n = sqlx::query(
+            "UPDATE jobs SET lease_until = $1, updated_at = $2 WHERE id = $3 AND locked_by = $4 AND status = 'running'",
+        )
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(job_id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     async fn complete(&self, job_id: i64) -> Result<()> {
@@ -445,6 +484,74 @@ impl Store for PgStore {
         .bind(t.expires_at_ms)
         .bind(t.hub_id.map(|h| h as i64))
         .bind(t.scopes.join(" "))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    fn shares_budget(&self) -> bool {
+        true
+    }
+
+    async fn budget_take(&self, bucket: &str, max: u32, interval_ms: i64) -> Result<std::result::Result<i64, i64>> {
+        let now = now_ms();
+        let mut tx = self.tx().await?;
+        // One decision at a time per bucket, across instances.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(bucket).execute(&mut *tx).await?;
+        // Times are whole milliseconds: a slot is freed only once a full interval has surely
+        // passed since its response, whatever was truncated.
+        sqlx::query("DELETE FROM budget_slots WHERE bucket = $1 AND ((done_at IS NOT NULL AND done_at < $2) OR (done_at IS NULL AND taken_at <= $3))")
+            .bind(bucket)
+            .bind(now - interval_ms - SLOT_MARGIN_MS)
+            .bind(now - STALE_SLOT_MS)
+            .execute(&mut *tx)
+            .await?;
+        let blocked: Option<i64> = sqlx::query_scalar("SELECT until_ms FROM budget_blocks WHERE bucket = $1")
+            .bind(bucket)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(until) = blocked.filter(|u| *u > now) {
+            tx.commit().await?;
+            return Ok(Err(until - now));
+        }
+        let row = sqlx::query("SELECT COUNT(*) AS held, MIN(done_at) AS oldest FROM budget_slots WHERE bucket = $1")
+            .bind(bucket)
+            .fetch_one(&mut *tx)
+            .await?;
+        let held: i64 = row.try_get("held")?;
+        if held < max as i64 {
+            let slot: i64 =
+                sqlx::query_scalar("INSERT INTO budget_slots (bucket, taken_at) VALUES ($1, $2) RETURNING id")
+                    .bind(bucket)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            tx.commit().await?;
+            return Ok(Ok(slot));
+        }
+        let oldest: Option<i64> = row.try_get("oldest")?;
+        tx.commit().await?;
+        // Full: the oldest finished slot frees first; if all are in flight, look again soon.
+        Ok(Err(oldest.map(|o| o + interval_ms + SLOT_MARGIN_MS + 1 - now).unwrap_or(20).max(1)))
+    }
+
+    async fn budget_release(&self, bucket: &str, slot: i64) -> Result<()> {
+        sqlx::query("UPDATE budget_slots SET done_at = $1 WHERE id = $2 AND bucket = $3")
+            .bind(now_ms())
+            .bind(slot)
+            .bind(bucket)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn budget_block(&self, bucket: &str, until_ms: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO budget_blocks (bucket, until_ms) VALUES ($1, $2)
+             ON CONFLICT (bucket) DO UPDATE SET until_ms = GREATEST(budget_blocks.until_ms, excluded.until_ms)",
+        )
+        .bind(bucket)
+        .bind(until_ms)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -327,6 +327,23 @@ impl Store for SqliteStore {
         Ok(Some(job))
     }
 
+    async fn renew(&self, job_id: i64, worker: &str, lease: Duration) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let now = now_ms();
+        let n = sqlx::query(
+            "UPDATE jobs SET lease_until = ?, updated_at = ? WHERE id = ? AND locked_by = ? AND status = 'running'",
+        )
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(job_id)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
     async fn complete(&self, job_id: i64) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query("UPDATE jobs SET status = 'done', locked_by = NULL, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?")

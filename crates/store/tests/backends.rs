@@ -113,6 +113,18 @@ async fn an_expired_lease_makes_the_job_claimable_again() {
 }
 
 #[tokio::test]
+async fn a_renewed_lease_keeps_the_job_from_other_workers() {
+    for (name, s) in backends().await {
+        s.ingest(delivery("k", "c")).await.unwrap();
+        let job = s.claim("w1", Duration::from_millis(50)).await.unwrap().unwrap();
+        assert!(s.renew(job.id, "w1", Duration::from_secs(60)).await.unwrap(), "{name}");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(s.claim("w2", Duration::from_secs(60)).await.unwrap().is_none(), "{name}: still w1's");
+        assert!(!s.renew(job.id, "w2", Duration::from_secs(60)).await.unwrap(), "{name}: only the holder renews");
+    }
+}
+
+#[tokio::test]
 async fn caller_index_sync_state_activities_and_tokens_round_trip() {
     for (name, s) in backends().await {
         let keys = vec!["email:a@example.com".to_string(), "phone:+14155550100".to_string()];

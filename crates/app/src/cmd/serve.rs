@@ -6,7 +6,7 @@ use anyhow::Context;
 use callbridge_hubspot::Credentials;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, hubspot_client};
+use crate::app::{App, hubspot_client_sharing};
 use crate::config::Config;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -14,7 +14,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = callbridge_store::open(&config.database_url)
         .await
         .with_context(|| format!("opening the database {}", config.database_url))?;
-    let hubspot = Arc::new(hubspot_client(&config, Credentials::PrivateApp(token)));
+    let hubspot = Arc::new(hubspot_client_sharing(&config, Credentials::PrivateApp(token), &store));
     match crate::properties::setup(&hubspot).await {
         Ok(r) => tracing::info!(
             created.groups = r.created_groups.len(),

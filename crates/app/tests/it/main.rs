@@ -4,3 +4,4 @@ mod helpers;
 mod pipeline;
 mod platforms;
 mod restart;
+mod shared;
