@@ -163,6 +163,9 @@ pub trait Store: Send + Sync {
     async fn load_tokens(&self) -> Result<Option<StoredTokens>>;
     async fn save_tokens(&self, tokens: &StoredTokens) -> Result<()>;
 
+    /// Takes the named exclusive lock if no one (in any instance) holds it.
+    async fn try_exclusive(&self, name: &str) -> Result<Option<Exclusive>>;
+
     /// Whether this store can count HubSpot's windows for several instances.
     fn shares_budget(&self) -> bool {
         false
@@ -202,6 +205,26 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         Ok(Arc::new(postgres::PgStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+/// Held while work that must run once at a time runs (a poll, a dedup sweep, property
+/// setup); released when dropped.
+pub struct Exclusive {
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Exclusive {
+    pub fn new(release: impl FnOnce() + Send + 'static) -> Exclusive {
+        Exclusive { release: Some(Box::new(release)) }
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
     }
 }
 

@@ -88,6 +88,8 @@ type IngestRequest = (NewDelivery, oneshot::Sender<Result<Ingested>>);
 pub struct SqliteStore {
     pool: SqlitePool,
     ingest_tx: mpsc::Sender<IngestRequest>,
+    /// Names of exclusive locks held: one process owns an SQLite database.
+    held: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl SqliteStore {
@@ -110,7 +112,7 @@ impl SqliteStore {
         if !in_memory {
             tokio::spawn(checkpoint(pool.clone()));
         }
-        Ok(SqliteStore { pool, ingest_tx })
+        Ok(SqliteStore { pool, ingest_tx, held: Default::default() })
     }
 
     async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
@@ -325,6 +327,17 @@ impl Store for SqliteStore {
         };
         tx.commit().await?;
         Ok(Some(job))
+    }
+
+    async fn try_exclusive(&self, name: &str) -> Result<Option<crate::Exclusive>> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if !held.insert(name.to_string()) {
+            return Ok(None);
+        }
+        let (set, name) = (self.held.clone(), name.to_string());
+        Ok(Some(crate::Exclusive::new(move || {
+            set.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+        })))
     }
 
     async fn renew(&self, job_id: i64, worker: &str, lease: Duration) -> Result<bool> {

@@ -125,6 +125,25 @@ async fn a_renewed_lease_keeps_the_job_from_other_workers() {
 }
 
 #[tokio::test]
+async fn exclusive_work_runs_once_at_a_time() {
+    for (name, s) in backends().await {
+        let first = s.try_exclusive("dedup-sweep").await.unwrap();
+        assert!(first.is_some(), "{name}");
+        assert!(s.try_exclusive("dedup-sweep").await.unwrap().is_none(), "{name}: a second taker is refused");
+        assert!(s.try_exclusive("poll:goodcall").await.unwrap().is_some(), "{name}: other work is not blocked");
+        drop(first);
+        let started = std::time::Instant::now();
+        loop {
+            if s.try_exclusive("dedup-sweep").await.unwrap().is_some() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "{name}: released on drop");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tokio::test]
 async fn caller_index_sync_state_activities_and_tokens_round_trip() {
     for (name, s) in backends().await {
         let keys = vec!["email:a@example.com".to_string(), "phone:+14155550100".to_string()];

@@ -15,6 +15,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the database {}", config.database_url))?;
     let hubspot = Arc::new(hubspot_client_sharing(&config, Credentials::PrivateApp(token), &store));
+    // Instances starting together set up properties one at a time (the later ones find
+    // everything in place).
+    let mut _setup = None;
+    for _ in 0..300 {
+        _setup = store.try_exclusive("setup-properties").await?;
+        if _setup.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     match crate::properties::setup(&hubspot).await {
         Ok(r) => tracing::info!(
             created.groups = r.created_groups.len(),
@@ -25,6 +35,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "could not set up HubSpot properties; run `callbridge setup-properties` once HubSpot is reachable")
         }
     }
+    drop(_setup);
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
