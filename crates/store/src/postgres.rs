@@ -246,14 +246,17 @@ impl Store for PgStore {
     async fn try_exclusive(&self, name: &str) -> Result<Option<crate::Exclusive>> {
         // A session-level advisory lock lives as long as the connection holding it.
         let mut conn = self.pool.acquire().await?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))").bind(name).fetch_one(&mut *conn).await?;
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))").bind(name).fetch_one(&mut *conn).await?;
         if !got {
             return Ok(None);
         }
         let name = name.to_string();
         Ok(Some(crate::Exclusive::new(move || {
             tokio::spawn(async move {
-                if let Err(e) = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(&name).execute(&mut *conn).await {
+                if let Err(e) =
+                    sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(&name).execute(&mut *conn).await
+                {
                     tracing::warn!(error = %e, "releasing an advisory lock failed; it goes with the connection");
                     conn.close_on_drop();
                 }

@@ -9,11 +9,11 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spawn(sandbox_url: &str, token: &str, database_url: &str, port: u16) -> Child {
+pub fn spawn(sandbox_url: &str, token: &str, database_url: &str, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_callbridge"))
         .arg("serve")
         .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
@@ -22,6 +22,7 @@ fn spawn(sandbox_url: &str, token: &str, database_url: &str, port: u16) -> Child
         .env("CALLBRIDGE_HUBSPOT_TOKEN", token)
         .env("CALLBRIDGE_HUBSPOT_TIER", "limit_increase")
         .env("CALLBRIDGE_VAPI_SECRET", VAPI_SECRET)
+        .env("CALLBRIDGE_GENERIC_TOKEN", GENERIC_TOKEN)
         .env("CALLBRIDGE_LEASE_SECS", "2")
         .env("CALLBRIDGE_WORKERS", "4")
         .env("CALLBRIDGE_LOG", "warn")
@@ -31,7 +32,7 @@ fn spawn(sandbox_url: &str, token: &str, database_url: &str, port: u16) -> Child
         .expect("start callbridge")
 }
 
-async fn wait_healthy(http: &reqwest::Client, base: &str) -> Value {
+pub async fn wait_healthy(http: &reqwest::Client, base: &str) -> Value {
     let started = Instant::now();
     loop {
         if let Ok(r) = http.get(format!("{base}/health")).send().await

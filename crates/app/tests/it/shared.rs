@@ -108,3 +108,112 @@ async fn two_instances_share_one_queue_and_stay_together_inside_hubspots_window(
         );
     }
 }
+
+/// 5,000 bookings from 1,000 callers over three `callbridge serve` processes on one database;
+/// one process is killed with SIGKILL mid-run. Every booking lands once, each caller's in
+/// order, and HubSpot never answers 429.
+#[tokio::test]
+async fn three_instances_land_5000_events_once_in_order_through_a_sigkill() {
+    let Ok(admin) = std::env::var("CALLBRIDGE_TEST_DATABASE_URL") else {
+        eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
+        return;
+    };
+    use crate::restart::{free_port, spawn, wait_healthy};
+    // A window that binds: 600 requests a second for the three together.
+    let sandbox = Sandbox::spawn(SandboxConfig {
+        ten_second_max: Some(600),
+        window: Duration::from_secs(1),
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = callbridge_store::fresh_postgres_database(&admin).await.unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let mut children: Vec<_> = ports.iter().map(|p| spawn(&sandbox.base_url(), sandbox.token(), &url, *p)).collect();
+    let http = reqwest::Client::new();
+    for p in ports {
+        wait_healthy(&http, &format!("http://127.0.0.1:{p}")).await;
+    }
+    let stages = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity"];
+    let mut sends = Vec::new();
+    for round in 0..5 {
+        for caller in 0..1000 {
+            let body = serde_json::json!({
+                "email": format!("caller{caller}@example.com"), "firstname": format!("C{caller}"),
+                "meeting_type": format!("Visit {round}"), "meeting_datetime": format!("2026-12-{:02}T10:00:00Z", round + 1),
+                "lifecycle_stage": stages[round],
+            });
+            sends.push((ports[(caller + round) % 3], body));
+        }
+    }
+    // Posted 50 at a time, round by round, so each caller's bookings arrive in order.
+    for chunk in sends.chunks(50) {
+        let mut tasks = Vec::new();
+        for (port, body) in chunk {
+            let (http, port, body) = (http.clone(), *port, body.clone());
+            tasks.push(tokio::spawn(async move {
+                let r = http
+                    .post(format!("http://127.0.0.1:{port}/webhooks/generic"))
+                    .bearer_auth(GENERIC_TOKEN)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    // Kill one instance while most of the work is still queued.
+    let started = Instant::now();
+    while sandbox.with_db(|db| db.count(callbridge_sandbox::model::Kind::Meeting)) < 300 {
+        assert!(started.elapsed() < Duration::from_secs(120), "nothing landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    children[0].kill().unwrap();
+    children[0].wait().unwrap();
+    let landed_at_kill = sandbox.with_db(|db| db.count(callbridge_sandbox::model::Kind::Meeting));
+    assert!(landed_at_kill < 5000, "the kill came too late ({landed_at_kill} landed)");
+    let store = callbridge_store::open(&url).await.unwrap();
+    loop {
+        let c = store.counts().await.unwrap();
+        if c.done == 5000 {
+            break;
+        }
+        assert!(c.dead == 0, "{c:?}");
+        assert!(started.elapsed() < Duration::from_secs(300), "not done: {c:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for child in children.iter_mut().skip(1) {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let stats = sandbox.stats();
+    assert_eq!(stats.with_status(429), 0, "{stats:?}");
+    sandbox.with_db(|db| {
+        use callbridge_sandbox::model::Kind;
+        assert_eq!(db.count(Kind::Contact), 1000);
+        let meetings: Vec<_> = db.live_records(Kind::Meeting).collect();
+        let mut keys: Vec<&str> = meetings.iter().filter_map(|m| m.get("callbridge_event_id")).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!((meetings.len(), keys.len()), (5000, 5000), "every booking once");
+        // In order per caller: a caller's meeting for round k was made before round k+1's.
+        let mut by_caller: std::collections::HashMap<String, Vec<(String, u64)>> = Default::default();
+        for m in &meetings {
+            let title = m.get("hs_meeting_title").unwrap_or("").to_string();
+            let who = title.split(" with ").nth(1).unwrap_or("").to_string();
+            by_caller.entry(who).or_default().push((title, m.id));
+        }
+        for (who, mut list) in by_caller {
+            list.sort_by_key(|(title, _)| title.clone());
+            assert!(list.windows(2).all(|w| w[0].1 < w[1].1), "{who}: {list:?}");
+        }
+        for c in db.live_records(Kind::Contact) {
+            assert_eq!(c.get("lifecyclestage"), Some("opportunity"));
+        }
+    });
+    println!("landed at the kill: {landed_at_kill}; HubSpot requests: {}", stats.total());
+}
