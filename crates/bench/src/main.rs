@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod client;
 mod ingest;
+mod multi;
 mod platforms;
 mod sandbox;
 mod stats;
@@ -26,6 +27,8 @@ enum Bench {
     Ingest(ingest::Args),
     /// Per platform: signature verification cost and durable acknowledgements per second.
     Platforms(platforms::Args),
+    /// Several instances on PostgreSQL: acknowledgements with 1 and 3, shared budget use.
+    Multi(multi::Args),
     /// Serve the webhook routes without a worker, for an outside load generator.
     IngestServer {
         #[arg(long, default_value = "127.0.0.1:18080")]
@@ -39,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Client(args) => client::run(args),
         Bench::Ingest(args) => ingest::run(args),
         Bench::Platforms(args) => platforms::run(args),
+        Bench::Multi(args) => multi::run(args),
         Bench::IngestServer { listen } => ingest::serve(&listen),
     }
 }

@@ -1,0 +1,170 @@
+//! Several `callbridge serve` processes on one PostgreSQL database: durable acknowledgements
+//! per second with 1 and 3 instances, and the share of HubSpot's window the 3 instances use
+//! together when work piles up (coordinated through PostgreSQL).
+//!
+//! Needs the release binary (`cargo build --release --bin callbridge`) and a PostgreSQL
+//! server (`--database-url`, default the machine's local one); each run gets a fresh database.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use callbridge_sandbox::{Faults, Sandbox, SandboxConfig, Tier};
+use serde_json::json;
+
+use crate::stats::{ms, percentile};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A PostgreSQL server the benchmark may create databases on.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1/postgres")]
+    database_url: String,
+    /// Webhooks in each acknowledgement run.
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// Seconds of the budget run (a multiple of 10).
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+}
+
+const SECRET: &str = "bench-secret";
+
+fn binary() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name("callbridge");
+    anyhow::ensure!(path.exists(), "build the service first: cargo build --release --bin callbridge ({} not found)", path.display());
+    Ok(path)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+fn spawn(sandbox: &str, token: &str, db: &str, port: u16, tier: &str) -> anyhow::Result<Child> {
+    Ok(Command::new(binary()?)
+        .arg("serve")
+        .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CALLBRIDGE_DATABASE_URL", db)
+        .env("CALLBRIDGE_HUBSPOT_BASE_URL", sandbox)
+        .env("CALLBRIDGE_HUBSPOT_TOKEN", token)
+        .env("CALLBRIDGE_HUBSPOT_TIER", tier)
+        .env("CALLBRIDGE_VAPI_SECRET", SECRET)
+        .env("CALLBRIDGE_GENERIC_TOKEN", SECRET)
+        .env("CALLBRIDGE_WORKERS", "8")
+        .env("CALLBRIDGE_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+async fn healthy(http: &reqwest::Client, port: u16) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while http.get(format!("http://127.0.0.1:{port}/health")).send().await.is_err() {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "instance on {port} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+struct Fleet {
+    children: Vec<Child>,
+    ports: Vec<u16>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn fleet(n: usize, sandbox: &callbridge_sandbox::RunningSandbox, admin: &str, tier: &str, http: &reqwest::Client) -> anyhow::Result<Fleet> {
+    let db = callbridge_store::fresh_postgres_database(admin).await?;
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let mut children = Vec::new();
+    for p in &ports {
+        children.push(spawn(&sandbox.base_url(), sandbox.token(), &db, *p, tier)?);
+    }
+    for p in &ports {
+        healthy(http, *p).await?;
+    }
+    Ok(Fleet { children, ports })
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+        // Acknowledgements: HubSpot is unreachable for the run (an outage), so the instances'
+        // workers only wait and the measure is ingest.
+        for n in [1usize, 3] {
+            let sandbox = Sandbox::spawn(SandboxConfig::default()).await?;
+            let fleet = fleet(n, &sandbox, &args.database_url, "professional", &http).await?;
+            sandbox.outage(Duration::from_secs(3600));
+            let bodies: Arc<Vec<(u16, String)>> = Arc::new(
+                (0..args.requests)
+                    .map(|i| (fleet.ports[i % n], crate::ingest::report(&format!("multi-{n}-{i}"), &format!("+1415555{:04}", i % 10_000), None)))
+                    .collect(),
+            );
+            let next = Arc::new(AtomicUsize::new(0));
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..64 {
+                let (http, bodies, next) = (http.clone(), bodies.clone(), next.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut samples = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((port, body)) = bodies.get(i) else { return anyhow::Ok(samples) };
+                        let t = Instant::now();
+                        let r = http.post(format!("http://127.0.0.1:{port}/webhooks/vapi")).header("x-vapi-secret", SECRET).header("content-type", "application/json").body(body.clone()).send().await?;
+                        anyhow::ensure!(r.status() == 200, "status {}", r.status());
+                        samples.push(t.elapsed());
+                    }
+                }));
+            }
+            let mut samples = Vec::new();
+            for t in tasks {
+                samples.extend(t.await??);
+            }
+            let secs = started.elapsed().as_secs_f64();
+            samples.sort();
+            println!(
+                "PostgreSQL, {n} instance(s): {} acknowledgements in {secs:.1} s = {:.0}/s, p50 {:.1} ms, p99 {:.1} ms",
+                args.requests,
+                args.requests as f64 / secs,
+                ms(percentile(&samples, 50.0)),
+                ms(percentile(&samples, 99.0))
+            );
+            drop(fleet);
+        }
+
+        // The budget: three instances, Professional tier (190 per 10 s), 150 ms latency,
+        // more work queued than the window allows.
+        let sandbox = Sandbox::spawn(SandboxConfig { tier: Tier::Professional, faults: Faults { latency_ms: 150, ..Faults::default() }, ..SandboxConfig::default() }).await?;
+        let fleet = fleet(3, &sandbox, &args.database_url, "professional", &http).await?;
+        for i in 0..3000 {
+            let body = json!({"email": format!("budget{i}@example.com"), "meeting_datetime": "2026-12-01T10:00:00Z", "lifecycle_stage": "lead"});
+            let r = http.post(format!("http://127.0.0.1:{}/webhooks/generic", fleet.ports[i % 3])).bearer_auth(SECRET).json(&body).send().await?;
+            anyhow::ensure!(r.status() == 200, "status {}", r.status());
+        }
+        // Start counting once the start-up requests (property setup, probe) are behind us.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        sandbox.reset_stats();
+        tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+        let stats = sandbox.stats();
+        let accepted = stats.rows.iter().filter(|r| r.status < 400 && !r.endpoint.ends_with("/search")).map(|r| r.count).sum::<u64>();
+        let ceiling = 190.0 * args.seconds as f64 / 10.0;
+        println!(
+            "three instances, Professional tier (190/10 s), 150 ms latency, {} s: {accepted} requests accepted of {ceiling:.0} allowed = {:.3} of the budget; 429s: {}",
+            args.seconds,
+            accepted as f64 / ceiling,
+            stats.with_status(429)
+        );
+        drop(fleet);
+        anyhow::Ok(())
+    })
+}
