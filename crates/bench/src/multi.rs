@@ -33,7 +33,11 @@ const SECRET: &str = "bench-secret";
 fn binary() -> anyhow::Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.with_file_name("callbridge");
-    anyhow::ensure!(path.exists(), "build the service first: cargo build --release --bin callbridge ({} not found)", path.display());
+    anyhow::ensure!(
+        path.exists(),
+        "build the service first: cargo build --release --bin callbridge ({} not found)",
+        path.display()
+    );
     Ok(path)
 }
 
@@ -81,7 +85,13 @@ impl Drop for Fleet {
     }
 }
 
-async fn fleet(n: usize, sandbox: &callbridge_sandbox::RunningSandbox, admin: &str, tier: &str, http: &reqwest::Client) -> anyhow::Result<Fleet> {
+async fn fleet(
+    n: usize,
+    sandbox: &callbridge_sandbox::RunningSandbox,
+    admin: &str,
+    tier: &str,
+    http: &reqwest::Client,
+) -> anyhow::Result<Fleet> {
     let db = callbridge_store::fresh_postgres_database(admin).await?;
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let mut children = Vec::new();

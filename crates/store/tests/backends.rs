@@ -205,3 +205,23 @@ async fn jobs_are_claimed_once_by_concurrent_workers() {
         assert_eq!((n, all.len()), (60, 60), "{name}: every job once");
     }
 }
+
+#[tokio::test]
+async fn a_shared_window_frees_a_slot_one_interval_after_its_release() {
+    for (name, s) in backends().await {
+        if !s.shares_budget() {
+            continue;
+        }
+        let a = s.budget_take("w", 2, 100).await.unwrap().expect("room");
+        let b = s.budget_take("w", 2, 100).await.unwrap().expect("room");
+        assert!(s.budget_take("w", 2, 100).await.unwrap().is_err(), "{name}: full");
+        s.budget_release("w", a).await.unwrap();
+        s.budget_release("w", b).await.unwrap();
+        assert!(s.budget_take("w", 2, 100).await.unwrap().is_err(), "{name}: cooling down");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(s.budget_take("w", 2, 100).await.unwrap().is_ok(), "{name}: free again");
+        s.budget_block("w", now_ms() + 60_000).await.unwrap();
+        let wait = s.budget_take("w", 2, 100).await.unwrap().unwrap_err();
+        assert!(wait > 50_000, "{name}: blocked for the minute asked");
+    }
+}

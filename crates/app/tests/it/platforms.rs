@@ -58,6 +58,13 @@ fn retell_analyzed(ended: &str) -> String {
 #[tokio::test]
 async fn the_platform_fixtures_verify_and_land() {
     let app = app().await;
+    // Retell's call_started then call_ended: one call, in progress, then completed.
+    let (s, body) = retell(&app, &fixture("retell/call_started.openapi-examples.json")).await;
+    assert_eq!((s, body["status"].as_str()), (200, Some("accepted")), "{body}");
+    app.settle().await;
+    let started = app.records("calls");
+    assert_eq!(started.len(), 1);
+    assert_eq!(prop(&started[0], "hs_call_status"), Some("IN_PROGRESS"));
     let (s, body) = retell(&app, &fixture("retell/call_ended.openapi-examples.json")).await;
     assert_eq!((s, body["status"].as_str()), (200, Some("accepted")), "{body}");
     let (s, body) = eleven(&app, &fixture("elevenlabs/post_call_transcription.phone-constructed.json")).await;
