@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge_hubspot::{ClientConfig, Credentials, HubSpotClient, RetryPolicy, ten_second_max_for};
+use callbridge_hubspot::{ClientConfig, Credentials, HubSpotApi, HubSpotClient, RetryPolicy, ten_second_max_for};
 use callbridge_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -59,7 +59,7 @@ fn client_with(
 }
 
 impl App {
-    pub async fn build(config: &Config, store: Arc<dyn Store>, hubspot: Arc<HubSpotClient>) -> App {
+    pub async fn build(config: &Config, store: Arc<dyn Store>, hubspot: Arc<dyn HubSpotApi>) -> App {
         let wake = Arc::new(Notify::new());
         // Jobs enqueued by other instances (PostgreSQL) wake this one's workers too.
         store.subscribe(wake.clone());

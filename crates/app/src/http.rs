@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use callbridge_domain::{DefaultRegion, Event};
-use callbridge_hubspot::HubSpotClient;
+use callbridge_hubspot::HubSpotApi;
 use callbridge_store::{NewDelivery, Store, StoreError, now_ms};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -40,7 +40,7 @@ pub struct Metrics {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub hubspot: Arc<HubSpotClient>,
+    pub hubspot: Arc<dyn HubSpotApi>,
     pub wake: Arc<Notify>,
     pub region: DefaultRegion,
     pub admin_token: Option<SecretString>,
@@ -348,7 +348,7 @@ async fn probe(State(state): State<AppState>) -> Response {
 }
 
 async fn setup_properties(State(state): State<AppState>) -> Response {
-    match crate::properties::setup(&state.hubspot).await {
+    match crate::properties::setup(state.hubspot.as_ref()).await {
         Ok(report) => Json(json!(report)).into_response(),
         Err(e) => (StatusCode::BAD_GATEWAY, Json(json!({"error": "hubspot", "reason": e.to_string()}))).into_response(),
     }

@@ -3,7 +3,7 @@
 //! steps). Created idempotently: what exists is left alone.
 
 use callbridge_domain::plan::*;
-use callbridge_hubspot::{HubSpotClient, HubSpotError, ObjectType, PropertyOption, PropertySpec};
+use callbridge_hubspot::{HubSpotApi, HubSpotError, ObjectType, PropertyOption, PropertySpec};
 use serde::Serialize;
 
 fn text(name: &str, label: &str, description: &str) -> PropertySpec {
@@ -111,7 +111,7 @@ pub struct SetupReport {
 }
 
 /// Creates what is missing and reports what it did.
-pub async fn setup(client: &HubSpotClient) -> Result<SetupReport, HubSpotError> {
+pub async fn setup(client: &dyn HubSpotApi) -> Result<SetupReport, HubSpotError> {
     let mut report = SetupReport::default();
     for t in [ObjectType::Contacts, ObjectType::Meetings] {
         if !client.group_names(t).await?.iter().any(|g| g == GROUP)

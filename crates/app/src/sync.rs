@@ -14,9 +14,7 @@ use callbridge_domain::plan::{
     self, CONTACT_READ, ContactWish, PROP_MEETING_EVENT_ID, call_identity, is_older_than_last_call,
 };
 use callbridge_domain::{BookingEvent, CallEvent, Caller, Event};
-use callbridge_hubspot::{
-    CallEngagement, Filter, HubSpotClient, HubSpotError, Identity, ObjectInput, ObjectType, Search,
-};
+use callbridge_hubspot::{CallEngagement, Filter, HubSpotApi, HubSpotError, Identity, ObjectInput, ObjectType, Search};
 use callbridge_store::{Activity, Store};
 use serde_json::Value;
 
@@ -43,7 +41,7 @@ impl From<callbridge_store::StoreError> for SyncError {
 
 pub struct Syncer {
     pub store: Arc<dyn Store>,
-    pub hubspot: Arc<HubSpotClient>,
+    pub hubspot: Arc<dyn HubSpotApi>,
 }
 
 /// What a job did, for logs and tests.

@@ -198,7 +198,7 @@ async fn start(name: &str) -> anyhow::Result<Running> {
         &config,
         Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
     ));
-    callbridge::properties::setup(&hubspot).await?;
+    callbridge::properties::setup(hubspot.as_ref()).await?;
     hubspot.probe().await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/webhooks/vapi", listener.local_addr()?);

@@ -2,15 +2,17 @@
 //! with single-flight refresh), the portal's rate budget, retries, batch endpoints, the
 //! capability probe, and typed errors. Nothing here is business logic.
 
+pub mod api;
 pub mod auth;
 pub mod budget;
 pub mod client;
 pub mod error;
 pub mod types;
 
+pub use api::HubSpotApi;
 pub use auth::{Credentials, MemoryTokenStore, OAuthApp, OAuthTokens, TokenStore};
 pub use budget::{Priority, SharedWindow};
-pub use client::{ApiVersion, ClientConfig, HubSpotClient, Identity, Paths, RetryPolicy};
+pub use client::{ApiVersion, ClientConfig, ClientStats, HubSpotClient, Identity, Paths, RetryPolicy};
 pub use error::{HubSpotError, PropertyIssue};
 pub use types::*;
 

@@ -53,7 +53,8 @@ pub async fn run(mut config: Config, args: Args) -> anyhow::Result<()> {
     let store = callbridge_store::open(&config.database_url).await.context("opening the demo database")?;
     let hubspot =
         Arc::new(hubspot_client(&config, Credentials::PrivateApp(SecretString::from(sandbox.token().to_string()))));
-    let report = crate::properties::setup(&hubspot).await.context("creating callbridge's HubSpot properties")?;
+    let report =
+        crate::properties::setup(hubspot.as_ref()).await.context("creating callbridge's HubSpot properties")?;
     println!(
         "HubSpot sandbox at {} — created {} properties in the `callbridge` group",
         sandbox.base_url(),

@@ -25,7 +25,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    match crate::properties::setup(&hubspot).await {
+    match crate::properties::setup(hubspot.as_ref()).await {
         Ok(r) => tracing::info!(
             created.groups = r.created_groups.len(),
             created.properties = r.created_properties.len(),

@@ -72,7 +72,7 @@ impl TestApp {
             &config,
             Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
         ));
-        callbridge::properties::setup(&hubspot).await.unwrap();
+        callbridge::properties::setup(hubspot.as_ref()).await.unwrap();
         sandbox.reset_stats();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
