@@ -27,6 +27,17 @@ pub enum SyncError {
     Permanent(String),
 }
 
+impl SyncError {
+    /// What kind of failure, for logs: HubSpot's messages can echo property values (an
+    /// email, a phone), so log lines carry the kind and the store keeps the message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncError::Transient(_) => "transient",
+            SyncError::Permanent(_) => "permanent",
+        }
+    }
+}
+
 impl From<HubSpotError> for SyncError {
     fn from(e: HubSpotError) -> SyncError {
         if e.is_transient() { SyncError::Transient(e.to_string()) } else { SyncError::Permanent(e.to_string()) }

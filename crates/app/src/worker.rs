@@ -112,10 +112,19 @@ impl Worker {
                 };
                 match failure {
                     Failure::Dead => {
-                        tracing::error!(job.attempt = attempt, error = %e, "job is dead; replay it once the cause is fixed")
+                        tracing::error!(
+                            job.attempt = attempt,
+                            error.kind = e.kind(),
+                            "job is dead; its reason is in GET /events?status=dead; replay it once the cause is fixed"
+                        )
                     }
                     Failure::RetryAt(at) => {
-                        tracing::warn!(job.attempt = attempt, retry.in_ms = at - now_ms(), error = %e, "job failed; will retry")
+                        tracing::warn!(
+                            job.attempt = attempt,
+                            retry.in_ms = at - now_ms(),
+                            error.kind = e.kind(),
+                            "job failed; will retry"
+                        )
                     }
                 }
                 self.store.fail(job.id, &e.to_string(), failure).await
