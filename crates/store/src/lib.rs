@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]

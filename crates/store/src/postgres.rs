@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
@@ -142,15 +142,6 @@ async fn migrate(pool: &PgPool) -> Result<()> {
     }
     tx.commit().await?;
     Ok(())
-}
-
-fn activity_from_row(r: &PgRow) -> Result<Activity> {
-    Ok(Activity {
-        hubspot_id: r.try_get::<i64, _>("hubspot_id")? as u64,
-        contact_id: r.try_get::<Option<i64>, _>("contact_id")?.map(|c| c as u64),
-        via: r.try_get("via")?,
-        stage: r.try_get("stage")?,
-    })
 }
 
 #[async_trait]
@@ -335,36 +326,12 @@ impl Store for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EventRow {
-                    id: r.try_get("id")?,
-                    source: r.try_get("source")?,
-                    idempotency_key: r.try_get("idempotency_key")?,
-                    received_at_ms: r.try_get("received_at")?,
-                    kind: r.try_get("kind")?,
-                    status: r.try_get("status")?,
-                    attempts: r.try_get("attempts")?,
-                    last_error: r.try_get("last_error")?,
-                })
-            })
-            .collect()
+        rows.iter().map(crate::rows::event).collect()
     }
 
     async fn counts(&self) -> Result<JobCounts> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetch_all(&self.pool).await?;
-        let mut c = JobCounts::default();
-        for r in rows {
-            let n: i64 = r.try_get("n")?;
-            match r.try_get::<String, _>("status")?.as_str() {
-                "queued" => c.queued = n,
-                "running" => c.running = n,
-                "done" => c.done = n,
-                "dead" => c.dead = n,
-                _ => {}
-            }
-        }
-        Ok(c)
+        crate::rows::counts(&rows)
     }
 
     async fn next_run_at(&self) -> Result<Option<i64>> {
@@ -435,7 +402,7 @@ impl Store for PgStore {
             .bind(kind)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(activity_from_row).transpose()
+        row.as_ref().map(crate::rows::activity).transpose()
     }
 
     async fn record_activity(
@@ -471,7 +438,9 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("source")?, r.try_get("external_key")?, r.try_get("kind")?, activity_from_row(r)?)))
+            .map(|r| {
+                Ok((r.try_get("source")?, r.try_get("external_key")?, r.try_get("kind")?, crate::rows::activity(r)?))
+            })
             .collect()
     }
 
@@ -481,17 +450,7 @@ impl Store for PgStore {
         )
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            let scopes: String = r.try_get("scopes")?;
-            Ok(StoredTokens {
-                access_token: r.try_get("access_token")?,
-                refresh_token: r.try_get("refresh_token")?,
-                expires_at_ms: r.try_get("expires_at")?,
-                hub_id: r.try_get::<Option<i64>, _>("hub_id")?.map(|h| h as u64),
-                scopes: scopes.split(' ').filter(|s| !s.is_empty()).map(String::from).collect(),
-            })
-        })
-        .transpose()
+        row.as_ref().map(crate::rows::tokens).transpose()
     }
 
     async fn save_tokens(&self, t: &StoredTokens) -> Result<()> {

@@ -1,0 +1,92 @@
+//! Rows to values, once for both backends: the columns are named and typed alike in the
+//! SQLite and PostgreSQL schemas.
+
+use sqlx::{ColumnIndex, Database, Decode, Row, Type};
+
+use crate::{Activity, EventRow, JobCounts, Result, StoredTokens};
+
+fn get<'r, R, T>(r: &'r R, column: &str) -> Result<T>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(r.try_get(column)?)
+}
+
+pub(crate) fn event<R, DB>(r: &R) -> Result<EventRow>
+where
+    DB: Database,
+    R: Row<Database = DB>,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+{
+    Ok(EventRow {
+        id: get(r, "id")?,
+        source: get(r, "source")?,
+        idempotency_key: get(r, "idempotency_key")?,
+        received_at_ms: get(r, "received_at")?,
+        kind: get(r, "kind")?,
+        status: get(r, "status")?,
+        attempts: get(r, "attempts")?,
+        last_error: get(r, "last_error")?,
+    })
+}
+
+/// `SELECT status, COUNT(*) AS n FROM jobs GROUP BY status`, summed up.
+pub(crate) fn counts<R, DB>(rows: &[R]) -> Result<JobCounts>
+where
+    DB: Database,
+    R: Row<Database = DB>,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+{
+    let mut c = JobCounts::default();
+    for r in rows {
+        let n: i64 = get(r, "n")?;
+        match get::<R, String>(r, "status")?.as_str() {
+            "queued" => c.queued = n,
+            "running" => c.running = n,
+            "done" => c.done = n,
+            "dead" => c.dead = n,
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+pub(crate) fn activity<R, DB>(r: &R) -> Result<Activity>
+where
+    DB: Database,
+    R: Row<Database = DB>,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+{
+    Ok(Activity {
+        hubspot_id: get::<R, i64>(r, "hubspot_id")? as u64,
+        contact_id: get::<R, Option<i64>>(r, "contact_id")?.map(|c| c as u64),
+        via: get(r, "via")?,
+        stage: get(r, "stage")?,
+    })
+}
+
+pub(crate) fn tokens<R, DB>(r: &R) -> Result<StoredTokens>
+where
+    DB: Database,
+    R: Row<Database = DB>,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+{
+    let scopes: String = get(r, "scopes")?;
+    Ok(StoredTokens {
+        access_token: get(r, "access_token")?,
+        refresh_token: get(r, "refresh_token")?,
+        expires_at_ms: get(r, "expires_at")?,
+        hub_id: get::<R, Option<i64>>(r, "hub_id")?.map(|h| h as u64),
+        scopes: scopes.split(' ').filter(|s| !s.is_empty()).map(String::from).collect(),
+    })
+}
