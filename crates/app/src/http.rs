@@ -91,10 +91,7 @@ fn authorise(
     headers: &HeaderMap,
     header_names: &[&str],
 ) -> Result<(), Response> {
-    let reject = |reason: &str| {
-        state.metrics.rejected_auth.fetch_add(1, Ordering::Relaxed);
-        (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized", "reason": reason}))).into_response()
-    };
+    let reject = |reason: &str| unauthorized(state, reason);
     let Some(expected) = expected else { return Err(reject("this endpoint has no secret configured")) };
     let Some(given) = presented(headers, header_names) else { return Err(reject("missing credential")) };
     if bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {

@@ -24,17 +24,8 @@ pub enum Message {
 const TRANSCRIPT_KEPT: usize = 1200;
 
 pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
+    let kind = Fields::tag(body, "type")?;
     let mut f = Fields::default();
-    if !body.is_object() {
-        f.error("body", "must be a JSON object");
-        return Err(f);
-    }
-    let Some(kind) = f.string(body, "type", "type") else {
-        if f.is_empty() {
-            f.error("type", "is required");
-        }
-        return Err(f);
-    };
     let conversation_id = |f: &mut Fields| {
         let id = f.string(body, "data.conversation_id", "data.conversation_id");
         if id.is_none() && f.is_empty() {

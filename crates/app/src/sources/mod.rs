@@ -60,6 +60,25 @@ impl Fields {
         }
     }
 
+    /// The message's type tag at `path` (`event`, `type`, `message.type`), required and a
+    /// string; the payload itself must be an object. On error, the problems found.
+    pub fn tag(root: &Value, path: &str) -> Result<String, Fields> {
+        let mut f = Fields::default();
+        if !root.is_object() {
+            f.error("body", "must be a JSON object");
+            return Err(f);
+        }
+        match f.string(root, path, path) {
+            Some(tag) => Ok(tag),
+            None => {
+                if f.is_empty() {
+                    f.error(path, "is required");
+                }
+                Err(f)
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }

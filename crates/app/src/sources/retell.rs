@@ -18,17 +18,8 @@ pub enum Message {
 const TRANSCRIPT_KEPT: usize = 1200;
 
 pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
+    let event = Fields::tag(body, "event")?;
     let mut f = Fields::default();
-    if !body.is_object() {
-        f.error("body", "must be a JSON object");
-        return Err(f);
-    }
-    let Some(event) = f.string(body, "event", "event") else {
-        if f.is_empty() {
-            f.error("event", "is required");
-        }
-        return Err(f);
-    };
     let stage = match event.as_str() {
         "call_started" => CallStage::Started,
         "call_ended" => CallStage::Ended,

@@ -27,13 +27,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
         f.error("message", "is required and must be an object");
         return Err(f);
     };
-    let kind = f.string(body, "message.type", "message.type");
-    let Some(kind) = kind else {
-        if f.is_empty() {
-            f.error("message.type", "is required");
-        }
-        return Err(f);
-    };
+    let kind = Fields::tag(body, "message.type")?;
     if kind != "end-of-call-report" {
         return Ok(Message::Ignored(kind));
     }
