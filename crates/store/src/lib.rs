@@ -76,6 +76,25 @@ pub struct Job {
 }
 
 /// What happens to a job that failed.
+/// An activity to record: which HubSpot record a platform's call or booking became.
+#[derive(Debug, Clone)]
+pub struct ActivityRecord {
+    pub source: String,
+    pub key: String,
+    pub kind: &'static str,
+    pub activity: Activity,
+    pub occurred_at_ms: i64,
+}
+
+/// What a batch of jobs did, recorded in one transaction with the jobs marked done.
+#[derive(Debug, Clone, Default)]
+pub struct Settlement {
+    pub activities: Vec<ActivityRecord>,
+    /// (contact, call time): the newest call synced to each contact.
+    pub last_calls: Vec<(u64, i64)>,
+    pub done: Vec<i64>,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum Failure {
     RetryAt(i64),
@@ -127,8 +146,13 @@ pub struct StoredTokens {
 pub trait Store: Send + Sync {
     /// Stores a delivery and enqueues its job in one durable transaction.
     async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested>;
+    /// Claims up to `max` runnable jobs, each the oldest of a different caller, so a batch
+    /// never holds two jobs that must run in order.
+    async fn claim_many(&self, worker: &str, lease: Duration, max: usize) -> Result<Vec<Job>>;
     /// Claims the next runnable job, if any.
-    async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>>;
+    async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>> {
+        Ok(self.claim_many(worker, lease, 1).await?.pop())
+    }
     /// Extends a running job's lease; false when the worker no longer holds it.
     async fn renew(&self, job_id: i64, worker: &str, lease: Duration) -> Result<bool>;
     async fn complete(&self, job_id: i64) -> Result<()>;
@@ -142,7 +166,11 @@ pub trait Store: Send + Sync {
 
     /// The contact callbridge last saw under any of these keys.
     async fn known_contact(&self, keys: &[String]) -> Result<Option<u64>>;
-    async fn remember_contact(&self, keys: &[String], contact_id: u64) -> Result<()>;
+    async fn remember_contact(&self, keys: &[String], contact_id: u64) -> Result<()> {
+        self.remember_contacts(&[(keys.to_vec(), contact_id)]).await
+    }
+    /// Remembers many callers' contacts in one transaction.
+    async fn remember_contacts(&self, entries: &[(Vec<String>, u64)]) -> Result<()>;
     async fn forget_contact(&self, contact_id: u64) -> Result<()>;
 
     async fn last_call_at(&self, contact_id: u64) -> Result<Option<i64>>;
@@ -158,6 +186,8 @@ pub trait Store: Send + Sync {
         activity: &Activity,
         occurred_at_ms: i64,
     ) -> Result<()>;
+    /// Records a batch's activities and newest calls and marks its jobs done, all at once.
+    async fn settle(&self, settlement: &Settlement) -> Result<()>;
     /// Every activity recorded, for the demo's table and tests: (source, key, kind, activity).
     async fn activities(&self) -> Result<Vec<(String, String, String, Activity)>>;
 

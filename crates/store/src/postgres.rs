@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{PgExecutor, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
-use crate::{Activity, EventRow, Failure, Ingested, Job, JobCounts, NewDelivery, Result, Store, StoredTokens, now_ms};
+use crate::{
+    Activity, EventRow, Failure, Ingested, Job, JobCounts, NewDelivery, Result, Settlement, Store, StoredTokens, now_ms,
+};
 
 /// The channel new jobs are announced on.
 const CHANNEL: &str = "callbridge_jobs";
@@ -119,6 +121,63 @@ impl PgStore {
     }
 }
 
+async fn done<'e>(db: impl PgExecutor<'e>, job_ids: &[i64]) -> Result<()> {
+    sqlx::query("UPDATE jobs SET status = 'done', locked_by = NULL, lease_until = NULL, last_error = NULL, updated_at = $1 WHERE id = ANY($2)")
+        .bind(now_ms())
+        .bind(job_ids)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Keeps the later of the stored and the given time per contact (one row per contact, as
+/// one statement may not touch a row twice).
+async fn set_last_calls<'e>(db: impl PgExecutor<'e>, calls: &[(u64, i64)]) -> Result<()> {
+    let mut latest = std::collections::HashMap::new();
+    for &(c, at) in calls {
+        let e = latest.entry(c as i64).or_insert(at);
+        *e = (*e).max(at);
+    }
+    let (ids, ats): (Vec<i64>, Vec<i64>) = latest.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO contact_sync (contact_id, last_call_at) SELECT c, t FROM UNNEST($1::bigint[], $2::bigint[]) AS u(c, t)
+         ON CONFLICT (contact_id) DO UPDATE SET last_call_at = GREATEST(contact_sync.last_call_at, excluded.last_call_at)",
+    )
+    .bind(&ids)
+    .bind(&ats)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+async fn record<'e>(
+    db: impl PgExecutor<'e>,
+    source: &str,
+    key: &str,
+    kind: &str,
+    a: &Activity,
+    occurred_at_ms: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO activities (source, external_key, kind, hubspot_id, contact_id, via, stage, occurred_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (source, external_key, kind) DO UPDATE SET hubspot_id = excluded.hubspot_id, contact_id = excluded.contact_id,
+           via = excluded.via, stage = GREATEST(activities.stage, excluded.stage)",
+    )
+    .bind(source)
+    .bind(key)
+    .bind(kind)
+    .bind(a.hubspot_id as i64)
+    .bind(a.contact_id.map(|c| c as i64))
+    .bind(&a.via)
+    .bind(a.stage)
+    .bind(occurred_at_ms)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 async fn migrate(pool: &PgPool) -> Result<()> {
     let mut tx = pool.begin().await?;
     // One migrator at a time across instances.
@@ -185,21 +244,22 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>> {
+    async fn claim_many(&self, worker: &str, lease: Duration, max: usize) -> Result<Vec<Job>> {
         let now = now_ms();
         sqlx::query("UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, updated_at = $1 WHERE status = 'running' AND lease_until < $1")
             .bind(now)
             .execute(&self.pool)
             .await?;
         let mut tx = self.tx().await?;
-        let row = sqlx::query(
+        // Only each caller's oldest job qualifies, so the jobs claimed are of distinct callers.
+        let rows = sqlx::query(
             "WITH candidate AS (
                 SELECT j.id FROM jobs j
                 WHERE j.status = 'queued' AND j.run_at <= $3
                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.caller_key = j.caller_key AND r.status = 'running')
                   AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
                 ORDER BY j.run_at, j.id
-                LIMIT 1
+                LIMIT $4
                 FOR UPDATE SKIP LOCKED)
              UPDATE jobs SET status = 'running', claims = jobs.claims + 1, locked_by = $1, lease_until = $2, updated_at = $3
              FROM candidate WHERE jobs.id = candidate.id
@@ -208,30 +268,24 @@ impl Store for PgStore {
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
         .bind(now)
-        .fetch_optional(&mut *tx)
+        .bind(max as i64)
+        .fetch_all(&mut *tx)
         .await?;
-        let Some(row) = row else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        let inbox_id: i64 = row.try_get("inbox_id")?;
-        let inbox = sqlx::query("SELECT source, idempotency_key, event FROM inbox WHERE id = $1")
-            .bind(inbox_id)
-            .fetch_one(&mut *tx)
+        let ids: Vec<i64> = rows.iter().map(|r| r.try_get("inbox_id")).collect::<std::result::Result<_, _>>()?;
+        let inbox = sqlx::query("SELECT id, source, idempotency_key, event FROM inbox WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
             .await?;
-        let job = Job {
-            id: row.try_get("id")?,
-            inbox_id,
-            kind: row.try_get("kind")?,
-            caller_key: row.try_get("caller_key")?,
-            attempts: row.try_get("attempts")?,
-            claims: row.try_get("claims")?,
-            source: inbox.try_get("source")?,
-            idempotency_key: inbox.try_get("idempotency_key")?,
-            event_json: inbox.try_get("event")?,
-        };
         tx.commit().await?;
-        Ok(Some(job))
+        let by_id: std::collections::HashMap<i64, &sqlx::postgres::PgRow> =
+            inbox.iter().map(|r| Ok((r.try_get::<i64, _>("id")?, r))).collect::<Result<_>>()?;
+        let mut jobs = rows
+            .iter()
+            .zip(&ids)
+            .map(|(row, inbox_id)| crate::rows::job(row, by_id[inbox_id]))
+            .collect::<Result<Vec<Job>>>()?;
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
     }
 
     async fn try_exclusive(&self, name: &str) -> Result<Option<crate::Exclusive>> {
@@ -271,12 +325,7 @@ impl Store for PgStore {
     }
 
     async fn complete(&self, job_id: i64) -> Result<()> {
-        sqlx::query("UPDATE jobs SET status = 'done', locked_by = NULL, lease_until = NULL, last_error = NULL, updated_at = $1 WHERE id = $2")
-            .bind(now_ms())
-            .bind(job_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        done(&self.pool, &[job_id]).await
     }
 
     async fn fail(&self, job_id: i64, error: &str, failure: Failure) -> Result<()> {
@@ -351,20 +400,24 @@ impl Store for PgStore {
         Ok(None)
     }
 
-    async fn remember_contact(&self, keys: &[String], contact_id: u64) -> Result<()> {
-        let mut tx = self.tx().await?;
-        for key in keys {
-            sqlx::query(
-                "INSERT INTO caller_index (key, contact_id, updated_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (key) DO UPDATE SET contact_id = excluded.contact_id, updated_at = excluded.updated_at",
-            )
-            .bind(key)
-            .bind(contact_id as i64)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+    async fn remember_contacts(&self, entries: &[(Vec<String>, u64)]) -> Result<()> {
+        // One statement for all; a key named twice keeps its last contact.
+        let mut latest = std::collections::HashMap::new();
+        for (keys, id) in entries {
+            for key in keys {
+                latest.insert(key.as_str(), *id as i64);
+            }
         }
-        tx.commit().await?;
+        let (keys, ids): (Vec<&str>, Vec<i64>) = latest.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO caller_index (key, contact_id, updated_at) SELECT k, c, $3 FROM UNNEST($1::text[], $2::bigint[]) AS t(k, c)
+             ON CONFLICT (key) DO UPDATE SET contact_id = excluded.contact_id, updated_at = excluded.updated_at",
+        )
+        .bind(&keys)
+        .bind(&ids)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -384,15 +437,7 @@ impl Store for PgStore {
     }
 
     async fn set_last_call_at(&self, contact_id: u64, at_ms: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO contact_sync (contact_id, last_call_at) VALUES ($1, $2)
-             ON CONFLICT (contact_id) DO UPDATE SET last_call_at = GREATEST(contact_sync.last_call_at, excluded.last_call_at)",
-        )
-        .bind(contact_id as i64)
-        .bind(at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        set_last_calls(&self.pool, &[(contact_id, at_ms)]).await
     }
 
     async fn activity(&self, source: &str, key: &str, kind: &str) -> Result<Option<Activity>> {
@@ -413,23 +458,17 @@ impl Store for PgStore {
         a: &Activity,
         occurred_at_ms: i64,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO activities (source, external_key, kind, hubspot_id, contact_id, via, stage, occurred_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (source, external_key, kind) DO UPDATE SET hubspot_id = excluded.hubspot_id, contact_id = excluded.contact_id,
-               via = excluded.via, stage = GREATEST(activities.stage, excluded.stage)",
-        )
-        .bind(source)
-        .bind(key)
-        .bind(kind)
-        .bind(a.hubspot_id as i64)
-        .bind(a.contact_id.map(|c| c as i64))
-        .bind(&a.via)
-        .bind(a.stage)
-        .bind(occurred_at_ms)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        record(&self.pool, source, key, kind, a, occurred_at_ms).await
+    }
+
+    async fn settle(&self, s: &Settlement) -> Result<()> {
+        let mut tx = self.tx().await?;
+        for r in &s.activities {
+            record(&mut *tx, &r.source, &r.key, r.kind, &r.activity, r.occurred_at_ms).await?;
+        }
+        set_last_calls(&mut *tx, &s.last_calls).await?;
+        done(&mut *tx, &s.done).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 
-use crate::{Activity, EventRow, JobCounts, Result, StoredTokens};
+use crate::{Activity, EventRow, Job, JobCounts, Result, StoredTokens};
 
 fn get<'r, R, T>(r: &'r R, column: &str) -> Result<T>
 where
@@ -88,5 +88,28 @@ where
         expires_at_ms: get(r, "expires_at")?,
         hub_id: get::<R, Option<i64>>(r, "hub_id")?.map(|h| h as u64),
         scopes: scopes.split(' ').filter(|s| !s.is_empty()).map(String::from).collect(),
+    })
+}
+
+/// A claimed job from its `jobs` row (`RETURNING id, inbox_id, kind, caller_key, attempts,
+/// claims`) and its inbox row (`source, idempotency_key, event`).
+pub(crate) fn job<R, DB>(job: &R, inbox: &R) -> Result<Job>
+where
+    DB: Database,
+    R: Row<Database = DB>,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+{
+    Ok(Job {
+        id: get(job, "id")?,
+        inbox_id: get(job, "inbox_id")?,
+        kind: get(job, "kind")?,
+        caller_key: get(job, "caller_key")?,
+        attempts: get(job, "attempts")?,
+        claims: get(job, "claims")?,
+        source: get(inbox, "source")?,
+        idempotency_key: get(inbox, "idempotency_key")?,
+        event_json: get(inbox, "event")?,
     })
 }

@@ -15,7 +15,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    Activity, EventRow, Failure, Ingested, Job, JobCounts, NewDelivery, Result, Store, StoreError, StoredTokens, now_ms,
+    Activity, EventRow, Failure, Ingested, Job, JobCounts, NewDelivery, Result, Settlement, Store, StoreError,
+    StoredTokens, now_ms,
 };
 
 /// Schema versions, applied in order inside one transaction each.
@@ -118,6 +119,50 @@ impl SqliteStore {
     async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
+}
+
+type Tx = Transaction<'static, Sqlite>;
+
+async fn done(tx: &mut Tx, job_id: i64) -> Result<()> {
+    sqlx::query("UPDATE jobs SET status = 'done', locked_by = NULL, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?")
+        .bind(now_ms())
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn set_last_call(tx: &mut Tx, contact_id: u64, at_ms: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO contact_sync (contact_id, last_call_at) VALUES (?, ?)
+         ON CONFLICT (contact_id) DO UPDATE SET last_call_at = MAX(last_call_at, excluded.last_call_at)",
+    )
+    .bind(contact_id as i64)
+    .bind(at_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn record(tx: &mut Tx, source: &str, key: &str, kind: &str, a: &Activity, occurred_at_ms: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO activities (source, external_key, kind, hubspot_id, contact_id, via, stage, occurred_at, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (source, external_key, kind) DO UPDATE SET hubspot_id = excluded.hubspot_id, contact_id = excluded.contact_id,
+           via = excluded.via, stage = MAX(stage, excluded.stage)",
+    )
+    .bind(source)
+    .bind(key)
+    .bind(kind)
+    .bind(a.hubspot_id as i64)
+    .bind(a.contact_id.map(|c| c as i64))
+    .bind(&a.via)
+    .bind(a.stage)
+    .bind(occurred_at_ms)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {
@@ -272,7 +317,7 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>> {
+    async fn claim_many(&self, worker: &str, lease: Duration, max: usize) -> Result<Vec<Job>> {
         let now = now_ms();
         let mut tx = self.write().await?;
         // Leases that ran out belong to workers that died: their jobs are queued again.
@@ -281,43 +326,35 @@ impl Store for SqliteStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query(
+        // Only each caller's oldest job qualifies, so the jobs claimed are of distinct callers.
+        let rows = sqlx::query(
             "UPDATE jobs SET status = 'running', claims = claims + 1, locked_by = ?1, lease_until = ?2, updated_at = ?3
-             WHERE id = (
+             WHERE id IN (
                 SELECT j.id FROM jobs j
                 WHERE j.status = 'queued' AND j.run_at <= ?3
                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.caller_key = j.caller_key AND r.status = 'running')
                   AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
-                ORDER BY j.run_at, j.id LIMIT 1)
+                ORDER BY j.run_at, j.id LIMIT ?4)
              RETURNING id, inbox_id, kind, caller_key, attempts, claims",
         )
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
         .bind(now)
-        .fetch_optional(&mut *tx)
+        .bind(max as i64)
+        .fetch_all(&mut *tx)
         .await?;
-        let Some(row) = row else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        let inbox_id: i64 = row.try_get("inbox_id")?;
-        let inbox = sqlx::query("SELECT source, idempotency_key, event FROM inbox WHERE id = ?")
-            .bind(inbox_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let job = Job {
-            id: row.try_get("id")?,
-            inbox_id,
-            kind: row.try_get("kind")?,
-            caller_key: row.try_get("caller_key")?,
-            attempts: row.try_get("attempts")?,
-            claims: row.try_get("claims")?,
-            source: inbox.try_get("source")?,
-            idempotency_key: inbox.try_get("idempotency_key")?,
-            event_json: inbox.try_get("event")?,
-        };
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let inbox_id: i64 = row.try_get("inbox_id")?;
+            let inbox = sqlx::query("SELECT source, idempotency_key, event FROM inbox WHERE id = ?")
+                .bind(inbox_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            jobs.push(crate::rows::job(row, &inbox)?);
+        }
         tx.commit().await?;
-        Ok(Some(job))
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
     }
 
     async fn try_exclusive(&self, name: &str) -> Result<Option<crate::Exclusive>> {
@@ -350,11 +387,7 @@ impl Store for SqliteStore {
 
     async fn complete(&self, job_id: i64) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query("UPDATE jobs SET status = 'done', locked_by = NULL, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?")
-            .bind(now_ms())
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?;
+        done(&mut tx, job_id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -433,18 +466,20 @@ impl Store for SqliteStore {
         Ok(None)
     }
 
-    async fn remember_contact(&self, keys: &[String], contact_id: u64) -> Result<()> {
+    async fn remember_contacts(&self, entries: &[(Vec<String>, u64)]) -> Result<()> {
         let mut tx = self.write().await?;
-        for key in keys {
-            sqlx::query(
-                "INSERT INTO caller_index (key, contact_id, updated_at) VALUES (?, ?, ?)
-                 ON CONFLICT (key) DO UPDATE SET contact_id = excluded.contact_id, updated_at = excluded.updated_at",
-            )
-            .bind(key)
-            .bind(contact_id as i64)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        for (keys, contact_id) in entries {
+            for key in keys {
+                sqlx::query(
+                    "INSERT INTO caller_index (key, contact_id, updated_at) VALUES (?, ?, ?)
+                     ON CONFLICT (key) DO UPDATE SET contact_id = excluded.contact_id, updated_at = excluded.updated_at",
+                )
+                .bind(key)
+                .bind(*contact_id as i64)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -466,14 +501,7 @@ impl Store for SqliteStore {
 
     async fn set_last_call_at(&self, contact_id: u64, at_ms: i64) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO contact_sync (contact_id, last_call_at) VALUES (?, ?)
-             ON CONFLICT (contact_id) DO UPDATE SET last_call_at = MAX(last_call_at, excluded.last_call_at)",
-        )
-        .bind(contact_id as i64)
-        .bind(at_ms)
-        .execute(&mut *tx)
-        .await?;
+        set_last_call(&mut tx, contact_id, at_ms).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -499,23 +527,22 @@ impl Store for SqliteStore {
         occurred_at_ms: i64,
     ) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO activities (source, external_key, kind, hubspot_id, contact_id, via, stage, occurred_at, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (source, external_key, kind) DO UPDATE SET hubspot_id = excluded.hubspot_id, contact_id = excluded.contact_id,
-               via = excluded.via, stage = MAX(stage, excluded.stage)",
-        )
-        .bind(source)
-        .bind(key)
-        .bind(kind)
-        .bind(a.hubspot_id as i64)
-        .bind(a.contact_id.map(|c| c as i64))
-        .bind(&a.via)
-        .bind(a.stage)
-        .bind(occurred_at_ms)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        record(&mut tx, source, key, kind, a, occurred_at_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn settle(&self, s: &Settlement) -> Result<()> {
+        let mut tx = self.write().await?;
+        for r in &s.activities {
+            record(&mut tx, &r.source, &r.key, r.kind, &r.activity, r.occurred_at_ms).await?;
+        }
+        for (contact_id, at) in &s.last_calls {
+            set_last_call(&mut tx, *contact_id, *at).await?;
+        }
+        for id in &s.done {
+            done(&mut tx, *id).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge_store::{Activity, Failure, NewDelivery, Store, now_ms};
+use callbridge_store::{Activity, ActivityRecord, Failure, NewDelivery, Settlement, Store, now_ms};
 
 /// Every backend to test, by name.
 async fn backends() -> Vec<(&'static str, Arc<dyn Store>)> {
@@ -140,6 +140,65 @@ async fn exclusive_work_runs_once_at_a_time() {
             assert!(started.elapsed() < Duration::from_secs(5), "{name}: released on drop");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+#[tokio::test]
+async fn a_batch_claim_takes_each_callers_oldest_job_only() {
+    for (name, s) in backends().await {
+        for (key, caller) in [("a1", "alice"), ("a2", "alice"), ("b1", "bob"), ("c1", "carol"), ("b2", "bob")] {
+            s.ingest(delivery(key, caller)).await.unwrap();
+        }
+        let lease = Duration::from_secs(60);
+        let batch = s.claim_many("w", lease, 10).await.unwrap();
+        let keys: Vec<_> = batch.iter().map(|j| j.idempotency_key.as_str()).collect();
+        assert_eq!(keys, ["a1", "b1", "c1"], "{name}");
+        assert!(s.claim_many("w", lease, 10).await.unwrap().is_empty(), "{name}: the rest wait for their callers");
+        // Settling records what the batch did and releases each caller's next job.
+        let activity = |id, contact| Activity { hubspot_id: id, contact_id: Some(contact), via: "v3".into(), stage: 2 };
+        let settlement = Settlement {
+            activities: vec![
+                ActivityRecord {
+                    source: "vapi".into(),
+                    key: "a1".into(),
+                    kind: "call",
+                    activity: activity(1, 10),
+                    occurred_at_ms: 5,
+                },
+                ActivityRecord {
+                    source: "vapi".into(),
+                    key: "b1".into(),
+                    kind: "call",
+                    activity: activity(2, 20),
+                    occurred_at_ms: 6,
+                },
+            ],
+            last_calls: vec![(10, 5), (20, 6), (10, 3)],
+            done: vec![batch[0].id, batch[1].id],
+        };
+        s.settle(&settlement).await.unwrap();
+        assert_eq!(s.activity("vapi", "b1", "call").await.unwrap(), Some(activity(2, 20)), "{name}");
+        assert_eq!(s.last_call_at(10).await.unwrap(), Some(5), "{name}: the later call time is kept");
+        let counts = s.counts().await.unwrap();
+        assert_eq!((counts.done, counts.running, counts.queued), (2, 1, 2), "{name}");
+        let next = s.claim_many("w", lease, 1).await.unwrap();
+        assert_eq!(next.len(), 1, "{name}: at most the number asked for");
+        assert_eq!(next[0].idempotency_key, "a2", "{name}");
+    }
+}
+
+#[tokio::test]
+async fn many_callers_are_remembered_at_once() {
+    for (name, s) in backends().await {
+        let entries: Vec<(Vec<String>, u64)> =
+            (0..300).map(|i| (vec![format!("email:c{i}@example.com"), format!("phone:+1415555{i:04}")], i)).collect();
+        s.remember_contacts(&entries).await.unwrap();
+        // A key named again later points at the later contact.
+        s.remember_contacts(&[(vec!["phone:+14155550007".into()], 1_000), (vec!["phone:+14155550007".into()], 1_001)])
+            .await
+            .unwrap();
+        assert_eq!(s.known_contact(&["email:c299@example.com".into()]).await.unwrap(), Some(299), "{name}");
+        assert_eq!(s.known_contact(&["phone:+14155550007".into()]).await.unwrap(), Some(1_001), "{name}");
     }
 }
 
