@@ -1,6 +1,8 @@
 //! [`HubSpotApi`]: what the rest of callbridge may ask of HubSpot. [`HubSpotClient`] is the
 //! implementation; tests point it at the sandbox or put a fake behind the trait.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
@@ -34,6 +36,8 @@ pub trait HubSpotApi: Send + Sync {
     async fn search(&self, t: ObjectType, search: &Search) -> R<SearchPage>;
     async fn merge_contacts(&self, primary: u64, other: u64) -> R<CrmObject>;
     async fn associated_ids(&self, from: ObjectType, id: u64, to: ObjectType) -> R<Vec<u64>>;
+    /// Ids of `to` records associated with each of many records.
+    async fn batch_associated_ids(&self, from: ObjectType, ids: &[u64], to: ObjectType) -> R<HashMap<u64, Vec<u64>>>;
     async fn find_by_identity(&self, t: ObjectType, identity: &Identity) -> R<Option<CrmObject>>;
     async fn create_call_engagement(&self, e: &CallEngagement) -> R<u64>;
     async fn update_call_engagement(&self, id: u64, metadata: Value) -> R<()>;
@@ -94,6 +98,9 @@ impl HubSpotApi for HubSpotClient {
     }
     async fn associated_ids(&self, from: ObjectType, id: u64, to: ObjectType) -> R<Vec<u64>> {
         HubSpotClient::associated_ids(self, from, id, to).await
+    }
+    async fn batch_associated_ids(&self, from: ObjectType, ids: &[u64], to: ObjectType) -> R<HashMap<u64, Vec<u64>>> {
+        HubSpotClient::batch_associated_ids(self, from, ids, to).await
     }
     async fn find_by_identity(&self, t: ObjectType, identity: &Identity) -> R<Option<CrmObject>> {
         HubSpotClient::find_by_identity(self, t, identity).await

@@ -4,6 +4,7 @@
 //! create whose outcome is unknown (the connection dropped, HubSpot timed out) is looked up
 //! by its identity before it is sent again, so it never lands twice.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -168,6 +169,10 @@ struct Call<'a> {
     priority: Priority,
     /// For creates: how to find the record if an attempt's outcome is unknown.
     identity: Option<(ObjectType, &'a Identity)>,
+    /// A write that must not be sent twice and has no identity to look up (a batch
+    /// create): when an attempt's outcome is unknown, the error is returned instead of a
+    /// retry, and the caller finds out what landed.
+    once: bool,
 }
 
 impl<'a> Call<'a> {
@@ -180,6 +185,7 @@ impl<'a> Call<'a> {
             search: false,
             priority: Priority::Background,
             identity: None,
+            once: false,
         }
     }
     fn body(mut self, v: Value) -> Self {
@@ -298,6 +304,7 @@ impl HubSpotClient {
             let (delay, error) = match outcome {
                 Outcome::Done(v) => return Ok(v),
                 Outcome::Fail(e) => return Err(e),
+                Outcome::Retry { ambiguous: true, error, .. } if call.once => return Err(error),
                 Outcome::Retry { delay, ambiguous: a, error } => {
                     ambiguous |= a;
                     (delay, error)
@@ -510,10 +517,14 @@ impl HubSpotClient {
         BatchOutcome::from_json(&v).map_err(|e| HubSpotError::Decode(e.to_string()))
     }
 
+    /// Creates up to 100 records. It is never re-sent after an attempt whose outcome is
+    /// unknown (a timeout, a 5xx): that error comes back, and the caller looks up what landed
+    /// before trying again.
     pub async fn batch_create(&self, t: ObjectType, inputs: &[ObjectInput]) -> Result<BatchOutcome, HubSpotError> {
         let body = json!({"inputs": inputs.iter().map(ObjectInput::to_json).collect::<Vec<_>>()});
-        let v =
-            self.execute(Call::new(Method::POST, format!("{}/batch/create", self.paths.objects(t))).body(body)).await?;
+        let mut call = Call::new(Method::POST, format!("{}/batch/create", self.paths.objects(t))).body(body);
+        call.once = true;
+        let v = self.execute(call).await?;
         let mut out = BatchOutcome::from_json(&v).map_err(|e| HubSpotError::Decode(e.to_string()))?;
         out.reconcile(&inputs.iter().filter_map(|i| i.trace_id.clone()).collect::<Vec<_>>());
         Ok(out)
@@ -581,6 +592,36 @@ impl HubSpotClient {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// Ids of `to` records associated with each of up to 1,000 records (v4 batch read);
+    /// a record that does not exist is absent from the map.
+    pub async fn batch_associated_ids(
+        &self,
+        from: ObjectType,
+        ids: &[u64],
+        to: ObjectType,
+    ) -> Result<HashMap<u64, Vec<u64>>, HubSpotError> {
+        let mut out = HashMap::new();
+        let number = |v: &Value| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()));
+        for chunk in ids.chunks(1000) {
+            let body = json!({"inputs": chunk.iter().map(|id| json!({"id": id.to_string()})).collect::<Vec<_>>()});
+            let url = format!("{}/crm/v4/associations/{}/{}/batch/read", self.paths.base(), from.as_str(), to.as_str());
+            let v = self.execute(Call::new(Method::POST, url).body(body)).await?;
+            for r in v.get("results").and_then(Value::as_array).into_iter().flatten() {
+                let Some(from_id) = r.pointer("/from/id").and_then(number) else { continue };
+                let to_ids = r
+                    .get("to")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|t| t.get("toObjectId").and_then(number)).collect())
+                    .unwrap_or_default();
+                out.insert(from_id, to_ids);
+            }
+            for id in chunk {
+                out.entry(*id).or_insert_with(Vec::new);
+            }
+        }
+        Ok(out)
     }
 
     pub async fn associate_default(
