@@ -77,7 +77,7 @@ impl App {
             metrics: Arc::new(Metrics::default()),
         };
         let worker = Arc::new(Worker {
-            syncer: Arc::new(Syncer { store: store.clone(), hubspot }),
+            syncer: Arc::new(Syncer { store: store.clone(), hubspot, region: config.region() }),
             store,
             config: WorkerConfig {
                 workers: config.workers,
@@ -85,6 +85,8 @@ impl App {
                 retry_base: Duration::from_millis(config.retry_base_ms),
                 retry_max: Duration::from_millis(config.retry_max_ms),
                 lease: Duration::from_secs(config.lease_secs),
+                batch_min: config.batch_min,
+                batch_max: config.batch_max,
             },
             wake,
         });

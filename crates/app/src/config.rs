@@ -50,6 +50,12 @@ pub struct Config {
     pub retry_max_ms: u64,
     /// How long a claimed job is held before another worker may take it.
     pub lease_secs: u64,
+    /// Jobs claimed at once from which a worker switches to batch endpoints; below it,
+    /// each job takes the single, lowest-latency path.
+    pub batch_min: usize,
+    /// Jobs a worker claims at once at most (one per caller); batch requests still carry
+    /// at most HubSpot's 100 inputs each.
+    pub batch_max: usize,
     /// How long one HubSpot request is retried (5xx, timeouts) before the job fails and
     /// waits for its own retry.
     pub hubspot_retry_secs: u64,
@@ -78,6 +84,8 @@ impl Default for Config {
             retry_base_ms: 2_000,
             retry_max_ms: 600_000,
             lease_secs: 120,
+            batch_min: 10,
+            batch_max: 1000,
             hubspot_retry_secs: 45,
             log_format: "text".into(),
         }
@@ -85,9 +93,17 @@ impl Default for Config {
 }
 
 /// Settings that take whole numbers (environment values are text).
-const NUMERIC: [&str; 6] =
-    ["workers", "max_attempts", "retry_base_ms", "retry_max_ms", "lease_secs", "hubspot_retry_secs"];
-const KEYS: [&str; 20] = [
+const NUMERIC: [&str; 8] = [
+    "workers",
+    "max_attempts",
+    "retry_base_ms",
+    "retry_max_ms",
+    "lease_secs",
+    "batch_min",
+    "batch_max",
+    "hubspot_retry_secs",
+];
+const KEYS: [&str; 22] = [
     "listen",
     "database_url",
     "hubspot_base_url",
@@ -106,6 +122,8 @@ const KEYS: [&str; 20] = [
     "retry_base_ms",
     "retry_max_ms",
     "lease_secs",
+    "batch_min",
+    "batch_max",
     "hubspot_retry_secs",
     "log_format",
 ];
@@ -186,6 +204,9 @@ impl Config {
         DefaultRegion::parse(&self.default_region).map_err(|e| bad("default_region", e))?;
         if self.workers == 0 || self.workers > 256 {
             return Err(bad("workers", format!("{} is outside 1..=256", self.workers)));
+        }
+        if self.batch_min < 2 || self.batch_max < self.batch_min || self.batch_max > 10_000 {
+            return Err(bad("batch_min", "needs 2 <= batch_min <= batch_max <= 10000".into()));
         }
         if self.max_attempts == 0 {
             return Err(bad("max_attempts", "must be at least 1".into()));

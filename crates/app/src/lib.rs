@@ -5,6 +5,7 @@
 //! persistence in `callbridge-store`, and the simulator in `callbridge-sandbox`.
 
 pub mod app;
+pub mod batch;
 pub mod budget;
 pub mod cli;
 mod cmd;

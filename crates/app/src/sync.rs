@@ -13,8 +13,8 @@ use std::sync::Arc;
 use callbridge_domain::plan::{
     self, CONTACT_READ, ContactWish, PROP_MEETING_EVENT_ID, call_identity, is_older_than_last_call,
 };
-use callbridge_domain::{BookingEvent, CallEvent, Caller, Event};
-use callbridge_hubspot::{CallEngagement, Filter, HubSpotApi, HubSpotError, Identity, ObjectInput, ObjectType, Search};
+use callbridge_domain::{BookingEvent, CallEvent, Caller, DefaultRegion, Event};
+use callbridge_hubspot::{CallEngagement, CrmObject, Filter, HubSpotApi, HubSpotError, Identity, ObjectInput, ObjectType, Search};
 use callbridge_store::{Activity, Store};
 use serde_json::Value;
 
@@ -53,6 +53,17 @@ impl From<callbridge_store::StoreError> for SyncError {
 pub struct Syncer {
     pub store: Arc<dyn Store>,
     pub hubspot: Arc<dyn HubSpotApi>,
+    /// Where numbers typed without a country code are taken to be.
+    pub region: DefaultRegion,
+}
+
+/// A contact's current property values.
+pub type Values = HashMap<String, String>;
+
+/// A contact's id and non-empty values.
+pub fn values(o: CrmObject) -> Option<(u64, Values)> {
+    let id = o.id_u64()?;
+    Some((id, o.properties.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()))
 }
 
 /// What a job did, for logs and tests.
@@ -72,11 +83,7 @@ impl Syncer {
     }
 
     /// Finds the caller's contact and its current values.
-    async fn resolve(&self, caller: &Caller) -> Result<Option<(u64, HashMap<String, String>)>, SyncError> {
-        let values = |o: callbridge_hubspot::CrmObject| -> Option<(u64, HashMap<String, String>)> {
-            let id = o.id_u64()?;
-            Some((id, o.properties.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()))
-        };
+    async fn resolve(&self, caller: &Caller) -> Result<Option<(u64, Values)>, SyncError> {
         if let Some(id) = self.store.known_contact(&caller.keys()).await? {
             match self.hubspot.get(ObjectType::Contacts, &id.to_string(), None, &CONTACT_READ).await? {
                 // A merged-away id answers with the survivor: remember that one.
@@ -124,7 +131,7 @@ impl Syncer {
     /// Creates or updates the contact found by [`Syncer::resolve`] (or none); returns its id.
     async fn ensure_contact(
         &self,
-        known: Option<(u64, HashMap<String, String>)>,
+        known: Option<(u64, Values)>,
         wish: &ContactWish,
     ) -> Result<u64, SyncError> {
         let id = match known {
@@ -144,7 +151,8 @@ impl Syncer {
                             .hubspot
                             .get(ObjectType::Contacts, &id.to_string(), None, &CONTACT_READ)
                             .await?
-                            .map(|o| o.properties.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
+                            .and_then(values)
+                            .map(|(_, v)| v)
                             .unwrap_or_default();
                         self.update_contact(id, &current, wish).await?;
                         id

@@ -2,18 +2,26 @@
 //! time (exponential backoff with jitter), or dead with the reason after the last attempt
 //! or on an error retrying cannot fix. Several loops run concurrently; the queue keeps each
 //! caller's jobs in order and one at a time.
+//!
+//! Adaptive batching: a loop claims up to `batch_max` jobs at once (each the oldest of a
+//! different caller). Fewer than `batch_min` means the queue is short: each job takes the
+//! single path, concurrently, at the lowest latency. More means work is piling up: the
+//! jobs go through [`crate::batch`] together, which spends a request per 100 records
+//! instead of several per event.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge_domain::Event;
+use futures_util::future::join_all;
 use callbridge_store::{Failure, Job, Store, now_ms};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::sync::{SyncError, Syncer};
+use crate::batch::BatchJob;
+use crate::sync::{Landed, SyncError, Syncer};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -22,6 +30,10 @@ pub struct WorkerConfig {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub lease: Duration,
+    /// Jobs claimed at once that switch a loop to the batch path.
+    pub batch_min: usize,
+    /// Jobs a loop claims at most at once.
+    pub batch_max: usize,
 }
 
 pub struct Worker {
@@ -45,13 +57,21 @@ impl Worker {
     async fn run_loop(&self, name: String, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
             let notified = self.wake.notified();
-            match self.store.claim(&name, self.config.lease).await {
-                Ok(Some(job)) => {
-                    let span = tracing::info_span!("job", job.id = job.id, event.id = job.inbox_id, job.kind = %job.kind, event.source = %job.source);
-                    self.process_leased(&name, job).instrument(span).await;
+            match self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await {
+                Ok(jobs) if jobs.len() >= self.config.batch_min.max(2) => {
+                    let span = tracing::info_span!("batch", batch.jobs = jobs.len());
+                    self.process_batch(&name, jobs).instrument(span).await;
                     continue;
                 }
-                Ok(None) => {}
+                Ok(jobs) if !jobs.is_empty() => {
+                    join_all(jobs.into_iter().map(|job| {
+                        let span = tracing::info_span!("job", job.id = job.id, event.id = job.inbox_id, job.kind = %job.kind, event.source = %job.source);
+                        self.process_leased(&name, job).instrument(span)
+                    }))
+                    .await;
+                    continue;
+                }
+                Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "claiming a job failed"),
             }
             // Nothing runnable: sleep until woken, until the next retry is due, or a second.
@@ -67,20 +87,32 @@ impl Worker {
         }
     }
 
-    /// Runs a job while renewing its lease, so a slow job (waiting for HubSpot's budget,
-    /// retrying through an outage) is never taken over by another worker while it runs.
-    async fn process_leased(&self, worker: &str, job: Job) {
-        let (store, id, lease, worker) = (self.store.clone(), job.id, self.config.lease, worker.to_string());
-        let heartbeat = tokio::spawn(async move {
-            loop {
+    /// Renews the leases of running jobs until aborted, so a slow job (waiting for
+    /// HubSpot's budget, retrying through an outage) is never taken over by another worker.
+    fn heartbeat(&self, worker: &str, ids: Vec<i64>) -> tokio::task::JoinHandle<()> {
+        let (store, lease, worker) = (self.store.clone(), self.config.lease, worker.to_string());
+        tokio::spawn(async move {
+            let mut ids = ids;
+            while !ids.is_empty() {
                 tokio::time::sleep(lease / 3).await;
-                match store.renew(id, &worker, lease).await {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(e) => tracing::warn!(error = %e, "renewing a job's lease failed"),
+                let mut held = Vec::with_capacity(ids.len());
+                for id in ids {
+                    match store.renew(id, &worker, lease).await {
+                        Ok(true) => held.push(id),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "renewing a job's lease failed");
+                            held.push(id);
+                        }
+                    }
                 }
+                ids = held;
             }
-        });
+        })
+    }
+
+    async fn process_leased(&self, worker: &str, job: Job) {
+        let heartbeat = self.heartbeat(worker, vec![job.id]);
         self.process(job).await;
         heartbeat.abort();
     }
@@ -88,9 +120,63 @@ impl Worker {
     async fn process(&self, job: Job) {
         let started = std::time::Instant::now();
         let outcome = match serde_json::from_str::<Event>(&job.event_json) {
-            Ok(event) => self.syncer.run(&event, job.claims > 1 || job.attempts > 0).await,
+            Ok(event) => self.syncer.run(&event, retrying(&job)).await,
             Err(e) => Err(SyncError::Permanent(format!("stored event cannot be read: {e}"))),
         };
+        self.record(&job, outcome, started).await;
+    }
+
+    /// Lands a batch of jobs together; jobs the batch hands back run on the single path.
+    async fn process_batch(&self, worker: &str, jobs: Vec<Job>) {
+        let started = std::time::Instant::now();
+        let heartbeat = self.heartbeat(worker, jobs.iter().map(|j| j.id).collect());
+        let mut batch = Vec::with_capacity(jobs.len());
+        let mut by_id = std::collections::HashMap::with_capacity(jobs.len());
+        for job in jobs {
+            match serde_json::from_str::<Event>(&job.event_json) {
+                Ok(event) => batch.push(BatchJob { id: job.id, event, retrying: retrying(&job) }),
+                Err(e) => {
+                    let e = SyncError::Permanent(format!("stored event cannot be read: {e}"));
+                    self.record(&job, Err(e), started).await;
+                    continue;
+                }
+            }
+            by_id.insert(job.id, job);
+        }
+        match self.syncer.run_batch(batch).await {
+            Ok(report) => {
+                tracing::info!(
+                    batch.landed = report.landed.len(),
+                    batch.failed = report.failed.len(),
+                    batch.single = report.single.len(),
+                    hubspot.contacts_created = report.contacts_created,
+                    hubspot.activities_created = report.activities_created,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "batch landed"
+                );
+                for (id, e) in report.failed {
+                    if let Some(job) = by_id.get(&id) {
+                        self.record(job, Err(e), started).await;
+                    }
+                }
+                // One at a time: these may share a contact with each other.
+                for id in report.single {
+                    if let Some(job) = by_id.remove(&id) {
+                        self.process(job).await;
+                    }
+                }
+            }
+            // The store failed mid-way: every job runs again, and looks up what it wrote.
+            Err(e) => {
+                for job in by_id.values() {
+                    self.record(job, Err(SyncError::Transient(e.to_string())), started).await;
+                }
+            }
+        }
+        heartbeat.abort();
+    }
+
+    async fn record(&self, job: &Job, outcome: Result<Landed, SyncError>, started: std::time::Instant) {
         let result = match outcome {
             Ok(landed) => {
                 tracing::info!(
@@ -140,4 +226,9 @@ impl Worker {
         let exp = self.config.retry_base.saturating_mul(1u32 << (attempt - 1).min(20)).min(self.config.retry_max);
         exp / 2 + exp.mul_f64(fastrand::f64() / 2.0)
     }
+}
+
+/// Whether a job ran before, so its earlier attempt may have written to HubSpot.
+fn retrying(job: &Job) -> bool {
+    job.claims > 1 || job.attempts > 0
 }

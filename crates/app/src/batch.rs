@@ -1,0 +1,711 @@
+//! The batch path. When work piles up, a worker claims many jobs at once (each the oldest
+//! of a different caller, so per-caller order holds) and lands them together, each step
+//! one request per 100 records instead of one per event:
+//!
+//! 1. **Resolve.** Callers callbridge knows come from the caller index and are read back by
+//!    id (`batch/read`, which follows merges; an id HubSpot no longer has is forgotten).
+//!    Strangers with an email are read by email (`batch/read`, `idProperty=email`, exact).
+//!    Strangers still unresolved are searched for in bulk: one search carries 200 callers
+//!    (`IN` over their national numbers on `phone` and on `mobilephone`, four filter groups
+//!    of 100 values) and the answers are matched back to callers in code, oldest contact
+//!    first — the same choice the single path makes.
+//! 2. **Contacts.** Known contacts get `batch/update` with only what the planner changes
+//!    (never blanking, lifecycle only forward). New callers are upserted: by email, or by
+//!    the unique `callbridge_phone_e164` for phone-only callers, so a retried upsert
+//!    finds what the first attempt made instead of making it twice.
+//! 3. **Activities.** Calls and meetings are created with `batch/create` and inline
+//!    associations; a later stage of a logged call is a `batch/update`. A batch create is
+//!    never re-sent blindly: a job that runs again after a failure first looks up what its
+//!    earlier attempt left (the contact's associations, read in one request for many
+//!    contacts, then the activities' external ids).
+//! 4. **Record.** Activities, newest-call times and job completion go to the store in one
+//!    transaction.
+//!
+//! Partial failures are reconciled per input by `objectWriteTraceId` (the job id): one bad
+//! input fails its job alone. A request that fails as a whole fails its jobs for a retry
+//! when the cause is transient; when HubSpot rejects it (a 4xx), its jobs are handed to the
+//! single path, one at a time, which isolates the culprit. Two jobs of one batch that land
+//! on the same contact (an email-only caller and a phone caller with that email) cannot
+//! share a batch write: the later one runs on the single path after the batch. Without the
+//! Calls API (legacy engagements, which have no batch endpoint) calls take the single path.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+
+use callbridge_domain::plan::{
+    self, CONTACT_READ, ContactWish, PROP_MEETING_EVENT_ID, PROP_PHONE_E164, call_identity, is_older_than_last_call,
+};
+use callbridge_domain::{Caller, Event, PhoneE164};
+use callbridge_hubspot::{
+    BatchItemError, BatchOutcome, CrmObject, Filter, HubSpotError, MAX_IN_VALUES, MAX_SEARCH_PAGE, ObjectInput,
+    ObjectType, Search, UpdateInput, UpsertInput,
+};
+use callbridge_store::{Activity, ActivityRecord, Settlement};
+use futures_util::future::join_all;
+use serde_json::{Map, Value};
+
+use crate::sync::{SyncError, Syncer, Values, values};
+
+/// An activity to create: the job (by index) and the activity's properties.
+type Planned = (usize, Map<String, Value>);
+
+/// HubSpot's batch endpoints take at most this many inputs.
+const BATCH_MAX: usize = 100;
+
+/// A claimed job for the batch path.
+pub struct BatchJob {
+    pub id: i64,
+    pub event: Event,
+    /// The job ran before: its earlier attempt may have written to HubSpot.
+    pub retrying: bool,
+}
+
+/// What became of a batch, job by job.
+#[derive(Debug, Default)]
+pub struct BatchReport {
+    /// Landed and recorded as done.
+    pub landed: Vec<i64>,
+    pub failed: Vec<(i64, SyncError)>,
+    /// To run one at a time on the single path.
+    pub single: Vec<i64>,
+    pub contacts_created: usize,
+    pub activities_created: usize,
+}
+
+enum State {
+    Open,
+    Landed,
+    Failed(SyncError),
+    Single,
+}
+
+struct Work {
+    id: i64,
+    event: Event,
+    retrying: bool,
+    /// The contact found, with its current values.
+    found: Option<(u64, Values)>,
+    contact_id: Option<u64>,
+    wish: Option<ContactWish>,
+    /// For calls: whether this is the newest call synced to the contact.
+    newest: bool,
+    logged: Option<Activity>,
+    state: State,
+}
+
+impl Work {
+    fn caller(&self) -> &Caller {
+        match &self.event {
+            Event::Call(c) => &c.caller,
+            Event::Booking(b) => &b.caller,
+        }
+    }
+    fn open(&self) -> bool {
+        matches!(self.state, State::Open)
+    }
+    fn trace(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+/// What a failed request means for its jobs: transient → retry later; rejected → the
+/// single path sorts out which input was at fault.
+fn fail_request(works: &mut [Work], indices: &[usize], e: &HubSpotError) {
+    for &i in indices {
+        if works[i].open() {
+            works[i].state = if e.is_transient() { State::Failed(e.clone().into()) } else { State::Single };
+        }
+    }
+}
+
+fn fail_item(work: &mut Work, e: &BatchItemError) {
+    let message = format!("HubSpot rejected the input: {} ({})", e.category, e.message);
+    work.state = State::Failed(match e.category.as_str() {
+        "VALIDATION_ERROR" | "INVALID_EMAIL" | "PROPERTY_DOESNT_EXIST" => SyncError::Permanent(message),
+        _ => SyncError::Transient(message),
+    });
+}
+
+/// Matches a batch write's outcome back to its jobs by trace id, or by the key the input
+/// was written under; returns (work index, record) for each job that landed. Jobs neither
+/// answered nor named by an error fail for a retry.
+fn reconcile(
+    works: &mut [Work],
+    indices: &[usize],
+    out: BatchOutcome,
+    key_of: impl Fn(&Work) -> Option<String>,
+    key_prop: Option<&str>,
+) -> Vec<(usize, CrmObject)> {
+    let by_trace: HashMap<String, usize> = indices.iter().map(|&i| (works[i].trace(), i)).collect();
+    let by_key: HashMap<String, usize> = indices.iter().filter_map(|&i| key_of(&works[i]).map(|k| (k, i))).collect();
+    let mut landed = Vec::new();
+    for r in out.results {
+        let hit = r
+            .object_write_trace_id
+            .as_ref()
+            .and_then(|t| by_trace.get(t))
+            .or_else(|| key_prop.and_then(|p| r.prop(p)).and_then(|k| by_key.get(&k.to_lowercase())));
+        if let Some(&i) = hit {
+            landed.push((i, r));
+        }
+    }
+    for e in &out.errors {
+        for t in &e.trace_ids {
+            if let Some(&i) = by_trace.get(t) {
+                fail_item(&mut works[i], e);
+            }
+        }
+    }
+    let answered: HashSet<usize> = landed.iter().map(|(i, _)| *i).collect();
+    for &i in indices {
+        if works[i].open() && !answered.contains(&i) {
+            works[i].state = State::Failed(SyncError::Transient("HubSpot's batch answer did not account for it".into()));
+        }
+    }
+    landed
+}
+
+/// Runs `f` over `items` in chunks of `size`, all chunks at once.
+async fn chunked<'a, T, R, F, Fut>(items: &'a [T], size: usize, f: F) -> Vec<(&'a [T], R)>
+where
+    F: Fn(&'a [T]) -> Fut,
+    Fut: Future<Output = R>,
+{
+    let chunks: Vec<&[T]> = items.chunks(size).collect();
+    let results = join_all(chunks.iter().map(|c| f(c))).await;
+    chunks.into_iter().zip(results).collect()
+}
+
+/// Digits of a stored phone value.
+fn digits(s: &str) -> String {
+    s.chars().filter(char::is_ascii_digit).collect()
+}
+
+impl Syncer {
+    /// Lands a batch of jobs of distinct callers; see the module docs.
+    pub async fn run_batch(&self, jobs: Vec<BatchJob>) -> Result<BatchReport, SyncError> {
+        let mut works: Vec<Work> = jobs
+            .into_iter()
+            .map(|j| Work {
+                id: j.id,
+                event: j.event,
+                retrying: j.retrying,
+                found: None,
+                contact_id: None,
+                wish: None,
+                newest: false,
+                logged: None,
+                state: State::Open,
+            })
+            .collect();
+        let mut report = BatchReport::default();
+        self.resolve_known(&mut works).await?;
+        self.resolve_by_email(&mut works).await?;
+        self.resolve_by_phone(&mut works).await;
+        self.plan(&mut works).await?;
+        report.contacts_created = self.write_contacts(&mut works).await?;
+        let (records, created) = self.write_activities(&mut works).await?;
+        report.activities_created = created;
+
+        let mut settlement = Settlement { activities: records, ..Settlement::default() };
+        for w in &mut works {
+            if w.open() {
+                w.state = State::Landed;
+            }
+            match std::mem::replace(&mut w.state, State::Open) {
+                State::Landed => {
+                    if let (Event::Call(c), true, Some(contact)) = (&w.event, w.newest, w.contact_id) {
+                        settlement.last_calls.push((contact, c.occurred_at_ms));
+                    }
+                    settlement.done.push(w.id);
+                    report.landed.push(w.id);
+                }
+                State::Failed(e) => report.failed.push((w.id, e)),
+                State::Single => report.single.push(w.id),
+                State::Open => {}
+            }
+        }
+        self.store.settle(&settlement).await?;
+        Ok(report)
+    }
+
+    /// Callers the index knows: read their contacts back by id, 100 per request.
+    async fn resolve_known(&self, works: &mut [Work]) -> Result<(), SyncError> {
+        let mut by_id: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, w) in works.iter().enumerate() {
+            if let Some(id) = self.store.known_contact(&w.caller().keys()).await? {
+                by_id.entry(id).or_default().push(i);
+            }
+        }
+        let ids: Vec<u64> = by_id.keys().copied().collect();
+        let read: Vec<&str> = CONTACT_READ.iter().copied().chain(["hs_merged_object_ids"]).collect();
+        let answers = chunked(&ids, BATCH_MAX, |chunk| {
+            let keys: Vec<String> = chunk.iter().map(u64::to_string).collect();
+            let read = &read;
+            async move { self.hubspot.batch_read(ObjectType::Contacts, &keys, None, read).await }
+        })
+        .await;
+        let mut forgotten = Vec::new();
+        for (chunk, answer) in answers {
+            let out = match answer {
+                Ok(out) => out,
+                Err(e) => {
+                    let indices: Vec<usize> = chunk.iter().flat_map(|id| by_id[id].clone()).collect();
+                    fail_request(works, &indices, &e);
+                    continue;
+                }
+            };
+            let mut seen = HashSet::new();
+            for r in out.results {
+                let Some(id) = r.id_u64() else { continue };
+                // A merged-away id answers with the survivor, which lists it.
+                let mut asked: Vec<u64> = vec![id];
+                asked.extend(
+                    r.prop("hs_merged_object_ids").unwrap_or("").split(';').filter_map(|s| s.trim().parse::<u64>().ok()),
+                );
+                let found = values(r);
+                for a in asked.into_iter().filter(|a| by_id.contains_key(a)) {
+                    seen.insert(a);
+                    for &i in &by_id[&a] {
+                        works[i].found = found.clone();
+                    }
+                }
+            }
+            // Gone from HubSpot (deleted, or merged past what the answer says): forget it,
+            // and the caller is resolved afresh below.
+            forgotten.extend(chunk.iter().filter(|id| !seen.contains(id)).copied());
+        }
+        for id in forgotten {
+            self.store.forget_contact(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Strangers with an email: read by email, 100 per request (exact, no index lag).
+    async fn resolve_by_email(&self, works: &mut [Work]) -> Result<(), SyncError> {
+        let mut by_email: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, w) in works.iter().enumerate() {
+            if let (true, None, Some(e)) = (w.open(), &w.found, &w.caller().email) {
+                by_email.entry(e.as_str().to_string()).or_default().push(i);
+            }
+        }
+        let emails: Vec<String> = by_email.keys().cloned().collect();
+        let read: Vec<&str> = CONTACT_READ.iter().copied().chain(["hs_additional_emails"]).collect();
+        let answers = chunked(&emails, BATCH_MAX, |chunk| {
+            let read = &read;
+            async move { self.hubspot.batch_read(ObjectType::Contacts, chunk, Some("email"), read).await }
+        })
+        .await;
+        for (chunk, answer) in answers {
+            match answer {
+                Ok(out) => {
+                    for r in out.results {
+                        // The answer names the contact, not the input: match on its emails.
+                        let mut names: Vec<String> = r.prop("email").map(|e| vec![e.to_lowercase()]).unwrap_or_default();
+                        names.extend(
+                            r.prop("hs_additional_emails").unwrap_or("").split(';').map(|e| e.trim().to_lowercase()),
+                        );
+                        let found = values(r);
+                        for n in names {
+                            for &i in by_email.get(&n).into_iter().flatten() {
+                                works[i].found = found.clone();
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    let indices: Vec<usize> = chunk.iter().flat_map(|e| by_email[e].clone()).collect();
+                    fail_request(works, &indices, &e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Strangers with a phone: 200 callers per search, matched back in code.
+    async fn resolve_by_phone(&self, works: &mut [Work]) {
+        let mut by_national: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, w) in works.iter().enumerate() {
+            if let (true, None, Some(p)) = (w.open(), &w.found, &w.caller().phone) {
+                by_national.entry(p.national().to_string()).or_default().push(i);
+            }
+        }
+        let nationals: Vec<String> = by_national.keys().cloned().collect();
+        let answers = chunked(&nationals, 2 * MAX_IN_VALUES, |chunk| self.search_phones(chunk)).await;
+        for (chunk, answer) in answers {
+            let indices: Vec<usize> = chunk.iter().flat_map(|n| by_national[n].clone()).collect();
+            match answer {
+                // Oldest first, as the search sorts: the first contact holding the number wins.
+                Ok(contacts) => {
+                    for i in indices {
+                        let Some(phone) = works[i].caller().phone.clone() else { continue };
+                        if let Some(c) = contacts.iter().find(|c| self.holds(c, &phone)) {
+                            works[i].found = values(c.clone());
+                        }
+                    }
+                }
+                Err(e) => fail_request(works, &indices, &e),
+            }
+        }
+    }
+
+    /// Every contact whose `phone` or `mobilephone` has one of these national numbers,
+    /// oldest first (all pages).
+    async fn search_phones(&self, nationals: &[String]) -> Result<Vec<CrmObject>, HubSpotError> {
+        let mut search = Search::new();
+        for half in nationals.chunks(MAX_IN_VALUES) {
+            search = search
+                .group(vec![Filter::one_of("phone", half.to_vec())])
+                .group(vec![Filter::one_of("mobilephone", half.to_vec())]);
+        }
+        let search = search.properties(&CONTACT_READ).sort("createdate", false).limit(MAX_SEARCH_PAGE);
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.hubspot.search(ObjectType::Contacts, &search.clone().after(after)).await?;
+            out.extend(page.results);
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Whether a contact holds this number in any of the places callbridge looks, in any
+    /// format it was typed in.
+    fn holds(&self, contact: &CrmObject, phone: &PhoneE164) -> bool {
+        ["phone", "mobilephone", PROP_PHONE_E164].iter().filter_map(|p| contact.prop(p)).any(|v| {
+            match PhoneE164::parse(v, self.region) {
+                Ok(p) => &p == phone,
+                Err(_) => digits(v).ends_with(phone.national()),
+            }
+        })
+    }
+
+    /// What each job wants written, and which jobs must leave the batch because another
+    /// job of it lands on the same contact.
+    async fn plan(&self, works: &mut [Work]) -> Result<(), SyncError> {
+        let mut targets = HashSet::new();
+        for w in works.iter_mut().filter(|w| w.open()) {
+            let target = match (&w.found, &w.caller().email, &w.caller().phone) {
+                (Some((id, _)), _, _) => format!("id:{id}"),
+                (None, Some(e), _) => format!("email:{e}"),
+                (None, None, Some(p)) => format!("phone:{p}"),
+                (None, None, None) => {
+                    w.state = State::Failed(SyncError::Permanent("the caller has neither an email nor a phone".into()));
+                    continue;
+                }
+            };
+            if !targets.insert(target) {
+                w.state = State::Single;
+                continue;
+            }
+            w.contact_id = w.found.as_ref().map(|(id, _)| *id);
+            w.wish = Some(match &w.event {
+                Event::Call(c) => {
+                    let last = match w.contact_id {
+                        Some(id) => self.store.last_call_at(id).await?,
+                        None => None,
+                    };
+                    w.logged = self.store.activity(c.source.as_str(), &c.call_id, "call").await?;
+                    let superseded = w.logged.as_ref().is_some_and(|a| a.stage > c.stage as i64);
+                    w.newest = !superseded && !is_older_than_last_call(c.occurred_at_ms, last);
+                    ContactWish::for_call(c, w.newest)
+                }
+                Event::Booking(b) => {
+                    w.logged = self.store.activity("generic", &b.booking_key, "meeting").await?;
+                    ContactWish::for_booking(b)
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Updates known contacts and upserts new ones; returns how many were created.
+    async fn write_contacts(&self, works: &mut [Work]) -> Result<usize, SyncError> {
+        let mut updates = Vec::new();
+        let (mut by_email, mut by_phone) = (Vec::new(), Vec::new());
+        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.open()) {
+            let wish = w.wish.as_ref().expect("planned");
+            match (&w.found, &wish.caller.email) {
+                (Some((id, current)), _) => {
+                    let changes = plan::contact_update(current, wish);
+                    if !changes.is_empty() {
+                        updates.push((i, UpdateInput { id: *id, properties: changes, trace_id: Some(w.trace()) }));
+                    }
+                }
+                (None, Some(_)) => by_email.push(i),
+                (None, None) => by_phone.push(i),
+            }
+        }
+        let upsert = |i: usize, property: &str, key: String| UpsertInput {
+            id: key,
+            id_property: property.to_string(),
+            properties: plan::new_contact(works[i].wish.as_ref().expect("planned")),
+            trace_id: Some(works[i].trace()),
+        };
+        let email_key = |w: &Work| w.caller().email.as_ref().map(|e| e.as_str().to_string());
+        let phone_key = |w: &Work| w.caller().phone.as_ref().map(|p| p.as_str().to_lowercase());
+        let email_inputs: Vec<(usize, UpsertInput)> =
+            by_email.iter().map(|&i| (i, upsert(i, "email", email_key(&works[i]).unwrap_or_default()))).collect();
+        let phone_inputs: Vec<(usize, UpsertInput)> =
+            by_phone.iter().map(|&i| (i, upsert(i, PROP_PHONE_E164, phone_key(&works[i]).unwrap_or_default()))).collect();
+
+        let (updated, by_email_out, by_phone_out) = tokio::join!(
+            chunked(&updates, BATCH_MAX, |c| async move {
+                let inputs: Vec<UpdateInput> = c.iter().map(|(_, u)| u.clone()).collect();
+                self.hubspot.batch_update(ObjectType::Contacts, &inputs).await
+            }),
+            chunked(&email_inputs, BATCH_MAX, |c| async move {
+                let inputs: Vec<UpsertInput> = c.iter().map(|(_, u)| u.clone()).collect();
+                self.hubspot.batch_upsert(ObjectType::Contacts, &inputs).await
+            }),
+            chunked(&phone_inputs, BATCH_MAX, |c| async move {
+                let inputs: Vec<UpsertInput> = c.iter().map(|(_, u)| u.clone()).collect();
+                self.hubspot.batch_upsert(ObjectType::Contacts, &inputs).await
+            }),
+        );
+        let mut gone = Vec::new();
+        for (chunk, answer) in updated {
+            let indices: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+            match answer {
+                Ok(out) => {
+                    for e in out.errors.iter().filter(|e| e.category == "OBJECT_NOT_FOUND") {
+                        for t in &e.trace_ids {
+                            if let Some((_, u)) = chunk.iter().find(|(_, u)| u.trace_id.as_ref() == Some(t)) {
+                                gone.push(u.id);
+                            }
+                        }
+                    }
+                    reconcile(works, &indices, out, |_| None, None);
+                }
+                Err(e) => fail_request(works, &indices, &e),
+            }
+        }
+        for id in gone {
+            self.store.forget_contact(id).await?;
+        }
+        let mut created = 0;
+        for (answers, key_of, key_prop) in [
+            (by_email_out, &email_key as &dyn Fn(&Work) -> Option<String>, "email"),
+            (by_phone_out, &phone_key as &dyn Fn(&Work) -> Option<String>, PROP_PHONE_E164),
+        ] {
+            for (chunk, answer) in answers {
+                let indices: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+                match answer {
+                    Ok(out) => {
+                        for (i, r) in reconcile(works, &indices, out, key_of, Some(key_prop)) {
+                            created += usize::from(r.new == Some(true));
+                            match r.id_u64() {
+                                Some(id) => works[i].contact_id = Some(id),
+                                None => {
+                                    works[i].state = State::Failed(SyncError::Permanent(
+                                        "HubSpot returned a contact without an id".into(),
+                                    ))
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => fail_request(works, &indices, &e),
+                }
+            }
+        }
+        // Every contact found or made is remembered under each of its caller's keys.
+        let remembered: Vec<(Vec<String>, u64)> = works
+            .iter()
+            .filter(|w| w.open())
+            .filter_map(|w| w.contact_id.map(|id| (w.caller().keys(), id)))
+            .collect();
+        self.store.remember_contacts(&remembered).await?;
+        Ok(created)
+    }
+
+    /// Logs each call and meeting once; returns what to record and how many were created.
+    async fn write_activities(&self, works: &mut [Work]) -> Result<(Vec<ActivityRecord>, usize), SyncError> {
+        let calls_api = self.hubspot.capabilities().await?.calls_api;
+        let mut records = Vec::new();
+        let mut creates: HashMap<ObjectType, Vec<Planned>> = HashMap::new();
+        let mut updates = Vec::new();
+        for (i, w) in works.iter_mut().enumerate().filter(|(_, w)| w.open()) {
+            match &w.event {
+                Event::Call(_) if !calls_api => w.state = State::Single,
+                Event::Call(c) => match &w.logged {
+                    Some(a) if a.stage > c.stage as i64 => {}
+                    Some(a) if a.via == "v3" => {
+                        let input = UpdateInput {
+                            id: a.hubspot_id,
+                            properties: plan::call_properties(c),
+                            trace_id: Some(w.trace()),
+                        };
+                        updates.push((i, input));
+                        let record = call_record(c, Activity { stage: c.stage as i64, ..a.clone() });
+                        records.push(PendingRecord { job: w.trace(), record });
+                    }
+                    Some(_) => w.state = State::Single,
+                    None => creates.entry(ObjectType::Calls).or_default().push((i, plan::call_properties(c))),
+                },
+                Event::Booking(b) => {
+                    if let (None, Some(props)) = (&w.logged, plan::meeting_properties(b)) {
+                        creates.entry(ObjectType::Meetings).or_default().push((i, props));
+                    }
+                }
+            }
+        }
+        let updated = chunked(&updates, BATCH_MAX, |c| async move {
+            let inputs: Vec<UpdateInput> = c.iter().map(|(_, u)| u.clone()).collect();
+            self.hubspot.batch_update(ObjectType::Calls, &inputs).await
+        })
+        .await;
+        for (chunk, answer) in updated {
+            let indices: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+            match answer {
+                Ok(out) => {
+                    reconcile(works, &indices, out, |_| None, None);
+                }
+                Err(e) => fail_request(works, &indices, &e),
+            }
+        }
+        let mut created = 0;
+        for (t, mut list) in creates {
+            let identity = if t == ObjectType::Calls { "hs_call_external_id" } else { PROP_MEETING_EVENT_ID };
+            // A job that ran before may have made its activity already: find it first.
+            let earlier = self.find_earlier(works, t, identity, &list).await;
+            list.retain(|(i, _)| match earlier.get(i) {
+                Some(Ok(id)) => {
+                    records.push(activity_record(&works[*i], *id));
+                    false
+                }
+                Some(Err(e)) => {
+                    fail_request(works, &[*i], e);
+                    false
+                }
+                None => true,
+            });
+            let answers = chunked(&list, BATCH_MAX, |c| {
+                let works = &*works;
+                async move {
+                    let inputs: Vec<ObjectInput> = c
+                        .iter()
+                        .map(|(i, props)| {
+                            let w = &works[*i];
+                            ObjectInput::new(props.clone())
+                                .associate(w.contact_id.expect("open jobs have a contact"), t.to_contact_type_id())
+                                .trace(w.trace())
+                        })
+                        .collect();
+                    self.hubspot.batch_create(t, &inputs).await
+                }
+            })
+            .await;
+            for (chunk, answer) in answers {
+                let indices: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+                match answer {
+                    Ok(out) => {
+                        for (i, r) in reconcile(works, &indices, out, |_| None, None) {
+                            match r.id_u64() {
+                                Some(id) => {
+                                    created += 1;
+                                    records.push(activity_record(&works[i], id));
+                                }
+                                None => {
+                                    works[i].state =
+                                        State::Failed(SyncError::Permanent("HubSpot returned a record without an id".into()))
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => fail_request(works, &indices, &e),
+                }
+            }
+        }
+        // Only jobs that landed are recorded.
+        let landed: HashSet<String> = works.iter().filter(|w| w.open()).map(|w| w.trace()).collect();
+        records.retain(|r| landed.contains(&r.job));
+        Ok((records.into_iter().map(|r| r.record).collect(), created))
+    }
+
+    /// For jobs that ran before: the activity their earlier attempt made, if any, found
+    /// through their contacts' associations (exact, unlike search, which lags writes).
+    async fn find_earlier(
+        &self,
+        works: &[Work],
+        t: ObjectType,
+        identity: &str,
+        list: &[Planned],
+    ) -> HashMap<usize, Result<u64, HubSpotError>> {
+        let retrying: Vec<usize> = list.iter().map(|(i, _)| *i).filter(|&i| works[i].retrying).collect();
+        let mut out = HashMap::new();
+        if retrying.is_empty() {
+            return out;
+        }
+        let contacts: Vec<u64> = retrying.iter().filter_map(|&i| works[i].contact_id).collect();
+        let found = async {
+            let linked = self.hubspot.batch_associated_ids(ObjectType::Contacts, &contacts, t).await?;
+            let ids: Vec<String> = linked.values().flatten().map(u64::to_string).collect();
+            let mut by_key = HashMap::new();
+            for chunk in ids.chunks(BATCH_MAX) {
+                for r in self.hubspot.batch_read(t, chunk, None, &[identity]).await?.results {
+                    if let (Some(k), Some(id)) = (r.prop(identity), r.id_u64()) {
+                        by_key.insert(k.to_string(), id);
+                    }
+                }
+            }
+            Ok::<_, HubSpotError>(by_key)
+        }
+        .await;
+        for i in retrying {
+            let key = external_key(&works[i]);
+            match &found {
+                Ok(by_key) => {
+                    if let Some(id) = by_key.get(&key) {
+                        out.insert(i, Ok(*id));
+                    }
+                }
+                Err(e) => {
+                    out.insert(i, Err(e.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The id an activity is stamped with (`hs_call_external_id`, or the meeting's event id).
+fn external_key(w: &Work) -> String {
+    match &w.event {
+        Event::Call(c) => call_identity(c),
+        Event::Booking(b) => b.booking_key.clone(),
+    }
+}
+
+struct PendingRecord {
+    job: String,
+    record: ActivityRecord,
+}
+
+fn call_record(c: &callbridge_domain::CallEvent, activity: Activity) -> ActivityRecord {
+    ActivityRecord {
+        source: c.source.as_str().to_string(),
+        key: c.call_id.clone(),
+        kind: "call",
+        activity,
+        occurred_at_ms: c.occurred_at_ms,
+    }
+}
+
+fn activity_record(w: &Work, hubspot_id: u64) -> PendingRecord {
+    let contact_id = w.contact_id;
+    let record = match &w.event {
+        Event::Call(c) => {
+            call_record(c, Activity { hubspot_id, contact_id, via: "v3".into(), stage: c.stage as i64 })
+        }
+        Event::Booking(b) => ActivityRecord {
+            source: "generic".into(),
+            key: b.booking_key.clone(),
+            kind: "meeting",
+            activity: Activity { hubspot_id, contact_id, via: "v3".into(), stage: 0 },
+            occurred_at_ms: b.meeting_at_ms.unwrap_or(b.received_at_ms),
+        },
+    };
+    PendingRecord { job: w.trace(), record }
+}
