@@ -159,7 +159,8 @@ fn reconcile(
     let answered: HashSet<usize> = landed.iter().map(|(i, _)| *i).collect();
     for &i in indices {
         if works[i].open() && !answered.contains(&i) {
-            works[i].state = State::Failed(SyncError::Transient("HubSpot's batch answer did not account for it".into()));
+            works[i].state =
+                State::Failed(SyncError::Transient("HubSpot's batch answer did not account for it".into()));
         }
     }
     landed
@@ -261,7 +262,10 @@ impl Syncer {
                 // A merged-away id answers with the survivor, which lists it.
                 let mut asked: Vec<u64> = vec![id];
                 asked.extend(
-                    r.prop("hs_merged_object_ids").unwrap_or("").split(';').filter_map(|s| s.trim().parse::<u64>().ok()),
+                    r.prop("hs_merged_object_ids")
+                        .unwrap_or("")
+                        .split(';')
+                        .filter_map(|s| s.trim().parse::<u64>().ok()),
                 );
                 let found = values(r);
                 for a in asked.into_iter().filter(|a| by_id.contains_key(a)) {
@@ -301,7 +305,8 @@ impl Syncer {
                 Ok(out) => {
                     for r in out.results {
                         // The answer names the contact, not the input: match on its emails.
-                        let mut names: Vec<String> = r.prop("email").map(|e| vec![e.to_lowercase()]).unwrap_or_default();
+                        let mut names: Vec<String> =
+                            r.prop("email").map(|e| vec![e.to_lowercase()]).unwrap_or_default();
                         names.extend(
                             r.prop("hs_additional_emails").unwrap_or("").split(';').map(|e| e.trim().to_lowercase()),
                         );
@@ -374,12 +379,12 @@ impl Syncer {
     /// Whether a contact holds this number in any of the places callbridge looks, in any
     /// format it was typed in.
     fn holds(&self, contact: &CrmObject, phone: &PhoneE164) -> bool {
-        ["phone", "mobilephone", PROP_PHONE_E164].iter().filter_map(|p| contact.prop(p)).any(|v| {
-            match PhoneE164::parse(v, self.region) {
+        ["phone", "mobilephone", PROP_PHONE_E164].iter().filter_map(|p| contact.prop(p)).any(
+            |v| match PhoneE164::parse(v, self.region) {
                 Ok(p) => &p == phone,
                 Err(_) => digits(v).ends_with(phone.national()),
-            }
-        })
+            },
+        )
     }
 
     /// What each job wants written, and which jobs must leave the batch because another
@@ -448,8 +453,10 @@ impl Syncer {
         let phone_key = |w: &Work| w.caller().phone.as_ref().map(|p| p.as_str().to_lowercase());
         let email_inputs: Vec<(usize, UpsertInput)> =
             by_email.iter().map(|&i| (i, upsert(i, "email", email_key(&works[i]).unwrap_or_default()))).collect();
-        let phone_inputs: Vec<(usize, UpsertInput)> =
-            by_phone.iter().map(|&i| (i, upsert(i, PROP_PHONE_E164, phone_key(&works[i]).unwrap_or_default()))).collect();
+        let phone_inputs: Vec<(usize, UpsertInput)> = by_phone
+            .iter()
+            .map(|&i| (i, upsert(i, PROP_PHONE_E164, phone_key(&works[i]).unwrap_or_default())))
+            .collect();
 
         let (updated, by_email_out, by_phone_out) = tokio::join!(
             chunked(&updates, BATCH_MAX, |c| async move {
@@ -511,11 +518,8 @@ impl Syncer {
             }
         }
         // Every contact found or made is remembered under each of its caller's keys.
-        let remembered: Vec<(Vec<String>, u64)> = works
-            .iter()
-            .filter(|w| w.open())
-            .filter_map(|w| w.contact_id.map(|id| (w.caller().keys(), id)))
-            .collect();
+        let remembered: Vec<(Vec<String>, u64)> =
+            works.iter().filter(|w| w.open()).filter_map(|w| w.contact_id.map(|id| (w.caller().keys(), id))).collect();
         self.store.remember_contacts(&remembered).await?;
         Ok(created)
     }
@@ -608,8 +612,9 @@ impl Syncer {
                                     records.push(activity_record(&works[i], id));
                                 }
                                 None => {
-                                    works[i].state =
-                                        State::Failed(SyncError::Permanent("HubSpot returned a record without an id".into()))
+                                    works[i].state = State::Failed(SyncError::Permanent(
+                                        "HubSpot returned a record without an id".into(),
+                                    ))
                                 }
                             }
                         }
@@ -696,9 +701,7 @@ fn call_record(c: &callbridge_domain::CallEvent, activity: Activity) -> Activity
 fn activity_record(w: &Work, hubspot_id: u64) -> PendingRecord {
     let contact_id = w.contact_id;
     let record = match &w.event {
-        Event::Call(c) => {
-            call_record(c, Activity { hubspot_id, contact_id, via: "v3".into(), stage: c.stage as i64 })
-        }
+        Event::Call(c) => call_record(c, Activity { hubspot_id, contact_id, via: "v3".into(), stage: c.stage as i64 }),
         Event::Booking(b) => ActivityRecord {
             source: "generic".into(),
             key: b.booking_key.clone(),

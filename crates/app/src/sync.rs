@@ -14,7 +14,9 @@ use callbridge_domain::plan::{
     self, CONTACT_READ, ContactWish, PROP_MEETING_EVENT_ID, call_identity, is_older_than_last_call,
 };
 use callbridge_domain::{BookingEvent, CallEvent, Caller, DefaultRegion, Event};
-use callbridge_hubspot::{CallEngagement, CrmObject, Filter, HubSpotApi, HubSpotError, Identity, ObjectInput, ObjectType, Search};
+use callbridge_hubspot::{
+    CallEngagement, CrmObject, Filter, HubSpotApi, HubSpotError, Identity, ObjectInput, ObjectType, Search,
+};
 use callbridge_store::{Activity, Store};
 use serde_json::Value;
 
@@ -129,11 +131,7 @@ impl Syncer {
     }
 
     /// Creates or updates the contact found by [`Syncer::resolve`] (or none); returns its id.
-    async fn ensure_contact(
-        &self,
-        known: Option<(u64, Values)>,
-        wish: &ContactWish,
-    ) -> Result<u64, SyncError> {
+    async fn ensure_contact(&self, known: Option<(u64, Values)>, wish: &ContactWish) -> Result<u64, SyncError> {
         let id = match known {
             Some((id, current)) => {
                 self.update_contact(id, &current, wish).await?;

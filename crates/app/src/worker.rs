@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge_domain::Event;
-use futures_util::future::join_all;
 use callbridge_store::{Failure, Job, Store, now_ms};
+use futures_util::future::join_all;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

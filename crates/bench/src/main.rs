@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod client;
+mod drain;
 mod ingest;
 mod multi;
 mod platforms;
@@ -27,6 +28,8 @@ enum Bench {
     Ingest(ingest::Args),
     /// Per platform: signature verification cost and durable acknowledgements per second.
     Platforms(platforms::Args),
+    /// A burst of 10,000 calls drained at the Professional tier's limits: requests per event, 429s, time against the floor.
+    Drain(drain::Args),
     /// Several instances on PostgreSQL: acknowledgements with 1 and 3, shared budget use.
     Multi(multi::Args),
     /// Serve the webhook routes without a worker, for an outside load generator.
@@ -42,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Client(args) => client::run(args),
         Bench::Ingest(args) => ingest::run(args),
         Bench::Platforms(args) => platforms::run(args),
+        Bench::Drain(args) => drain::run(args),
         Bench::Multi(args) => multi::run(args),
         Bench::IngestServer { listen } => ingest::serve(&listen),
     }

@@ -357,9 +357,11 @@ async fn a_batch_create_with_an_unknown_outcome_is_not_sent_again() {
     sb.set_faults(Faults { error_after_write_rate: 1.0, ..Faults::default() });
     let inputs: Vec<ObjectInput> = (0..3)
         .map(|i| {
-            ObjectInput::new(props(json!({"hs_timestamp": "2026-11-01T10:00:00Z", "hs_call_title": format!("call {i}")})))
-                .associate(contact, ObjectType::Calls.to_contact_type_id())
-                .trace(format!("t{i}"))
+            ObjectInput::new(props(
+                json!({"hs_timestamp": "2026-11-01T10:00:00Z", "hs_call_title": format!("call {i}")}),
+            ))
+            .associate(contact, ObjectType::Calls.to_contact_type_id())
+            .trace(format!("t{i}"))
         })
         .collect();
     let err = client.batch_create(ObjectType::Calls, &inputs).await.unwrap_err();
@@ -367,7 +369,8 @@ async fn a_batch_create_with_an_unknown_outcome_is_not_sent_again() {
     sb.set_faults(Faults::default());
     assert_eq!(sb.stats().matching("POST", "/batch/create"), 1, "sent once, not retried blindly");
     // What landed is found through the contact's associations, in one request for many contacts.
-    let found = client.batch_associated_ids(ObjectType::Contacts, &[contact, 999_999], ObjectType::Calls).await.unwrap();
+    let found =
+        client.batch_associated_ids(ObjectType::Contacts, &[contact, 999_999], ObjectType::Calls).await.unwrap();
     assert_eq!(found[&contact].len(), 3);
     assert!(found[&999_999].is_empty());
 }

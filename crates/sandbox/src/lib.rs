@@ -24,6 +24,7 @@ pub mod db;
 pub mod error;
 mod gate;
 pub mod model;
+pub mod scenario;
 pub mod search;
 pub mod state;
 pub mod util;

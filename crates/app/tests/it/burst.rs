@@ -1,0 +1,121 @@
+//! A burst drains through batch endpoints and still lands every call once on the right
+//! contact; a lone call on an idle queue keeps the single, three-request path.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use callbridge_sandbox::scenario::{BurstSpec, burst};
+use callbridge_sandbox::{SandboxConfig, Tier};
+
+use crate::helpers::{TestApp, prop, vapi_report};
+
+/// The scenario at a tenth of its size, against the Professional tier's limits
+/// with a one-second window so that it runs quickly.
+#[tokio::test]
+async fn a_burst_lands_every_call_once_on_the_right_contact_without_a_429() {
+    let spec = BurstSpec::tenth();
+    let b = burst(spec);
+    let config = SandboxConfig { tier: Tier::Professional, window: Duration::from_secs(1), ..SandboxConfig::default() };
+    let app = TestApp::start_with(config, |_| {}).await;
+    let seeded = app.sandbox.sandbox.seed("contacts", &b.contacts).unwrap();
+    app.sandbox.reset_stats();
+
+    // Everything arrives at once, 32 deliveries in flight.
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for lane in 0..32 {
+        let (app, b) = (app.clone(), b.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (lane..b.calls.len()).step_by(32) {
+                let (status, body) = app.vapi(&b.vapi_report(i)).await;
+                assert_eq!(status, 200, "{body}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    app.settle().await;
+    let counts = app.store.counts().await.unwrap();
+    assert_eq!((counts.done, counts.dead), (spec.calls as i64, 0), "{counts:?}");
+
+    let dump = app.sandbox.sandbox.dump();
+    let calls = dump["calls"].as_array().unwrap();
+    let contacts = dump["contacts"].as_array().unwrap();
+    // Exactly once: one HubSpot call per platform call, each on one contact.
+    assert_eq!(calls.len(), spec.calls);
+    let mut contact_of_call = HashMap::new();
+    for c in calls {
+        let key = prop(c, "hs_call_external_id").unwrap().to_string();
+        let linked = c["associations"]["contacts"].as_array().unwrap();
+        assert_eq!(linked.len(), 1, "{key} is on one contact");
+        assert!(contact_of_call.insert(key, linked[0].as_str().unwrap().parse::<u64>().unwrap()).is_none());
+    }
+    // The right contact: an existing contact for existing callers, else one new contact
+    // per caller holding their number (and email, if they gave one).
+    let by_id: HashMap<u64, &serde_json::Value> =
+        contacts.iter().map(|c| (c["id"].as_str().unwrap().parse().unwrap(), c)).collect();
+    let mut contact_of_caller: HashMap<usize, u64> = HashMap::new();
+    let mut last_call: HashMap<usize, i64> = HashMap::new();
+    for call in &b.calls {
+        let contact = contact_of_call[&format!("vapi:{}", call.id)];
+        let caller = &b.callers[call.caller];
+        match caller.existing {
+            Some(n) => assert_eq!(contact, seeded[n], "{} lands on the existing contact", call.id),
+            None => {
+                let c = by_id[&contact];
+                assert_eq!(prop(c, "phone"), Some(caller.phone.as_str()), "{}", call.id);
+                assert_eq!(prop(c, "email"), caller.email.as_deref(), "{}", call.id);
+            }
+        }
+        assert_eq!(*contact_of_caller.entry(call.caller).or_insert(contact), contact, "a caller is one contact");
+        last_call.entry(call.caller).and_modify(|t| *t = (*t).max(call.ended_at_ms)).or_insert(call.ended_at_ms);
+    }
+    let distinct: HashSet<u64> = contact_of_caller.values().copied().collect();
+    assert_eq!(distinct.len(), spec.callers, "no two callers share a contact");
+    let new_callers = b.callers.iter().filter(|c| c.existing.is_none()).count();
+    assert_eq!(contacts.len(), spec.existing_contacts + new_callers, "no duplicate contacts");
+    // Per-caller order held: each contact's last-call context is its caller's latest call.
+    for (caller, contact) in &contact_of_caller {
+        let at = prop(by_id[contact], "callbridge_last_call_at").unwrap();
+        assert_eq!(at, callbridge_domain::time::iso_ms(last_call[caller]), "caller {caller}");
+    }
+    // Existing contacts keep what they had: nothing blanked, lifecycle not moved back.
+    for caller in b.callers.iter().filter(|c| c.existing.is_some()) {
+        let before = &b.contacts[caller.existing.unwrap()];
+        let after = by_id[&seeded[caller.existing.unwrap()]];
+        for (k, v) in before {
+            assert_eq!(prop(after, k), v.as_str(), "{k} of an existing contact");
+        }
+    }
+    let stats = app.sandbox.stats();
+    for r in &stats.rows {
+        eprintln!("{:>6} {} {} {}", r.count, r.status, r.method, r.endpoint);
+    }
+    assert_eq!(stats.with_status(429), 0, "{stats:?}");
+    // It went through batch endpoints: far fewer requests than events.
+    assert!(stats.matching("POST", "/batch/create") > 0 && stats.matching("POST", "/batch/upsert") > 0, "{stats:?}");
+    assert!(stats.total() * 4 < spec.calls as u64, "{} requests for {} calls", stats.total(), spec.calls);
+    if let Ok(app) = std::sync::Arc::try_unwrap(app) {
+        app.stop().await;
+    }
+}
+
+/// A lone call on an idle queue: three requests for a new caller and for a returning one.
+#[tokio::test]
+async fn a_lone_call_on_an_idle_queue_takes_at_most_three_requests() {
+    let app = TestApp::start().await;
+    // The first call also probes what the token may do; the probe is cached after it.
+    app.vapi(&vapi_report("warm-up", "+14155550999", "2026-01-06T14:05:00.000Z")).await;
+    app.settle().await;
+    app.sandbox.reset_stats();
+    app.vapi(&vapi_report("lone-1", "+14155550123", "2026-01-06T14:06:00.000Z")).await;
+    app.settle().await;
+    assert!(app.sandbox.stats().total() <= 3, "new caller: {:?}", app.sandbox.stats());
+    app.sandbox.reset_stats();
+    app.vapi(&vapi_report("lone-2", "+14155550123", "2026-01-06T14:07:00.000Z")).await;
+    app.settle().await;
+    assert!(app.sandbox.stats().total() <= 3, "returning caller: {:?}", app.sandbox.stats());
+    assert_eq!(app.records("calls").len(), 3);
+    app.stop().await;
+}
