@@ -48,6 +48,7 @@ fn client_with(
             base_url: config.hubspot_base_url.clone(),
             version: config.api_version(),
             ten_second_max: ten_second_max_for(&config.hubspot_tier).unwrap_or(100),
+            search_per_second: config.hubspot_search_per_second,
             retry: RetryPolicy {
                 max_elapsed: Duration::from_secs(config.hubspot_retry_secs),
                 ..RetryPolicy::default()
@@ -77,7 +78,12 @@ impl App {
             metrics: Arc::new(Metrics::default()),
         };
         let worker = Arc::new(Worker {
-            syncer: Arc::new(Syncer { store: store.clone(), hubspot, region: config.region() }),
+            syncer: Arc::new(Syncer::new(
+                store.clone(),
+                hubspot,
+                config.region(),
+                config.hubspot_search_per_second as usize,
+            )),
             store,
             config: WorkerConfig {
                 workers: config.workers,

@@ -29,20 +29,22 @@
 //! share a batch write: the later one runs on the single path after the batch. Without the
 //! Calls API (legacy engagements, which have no batch endpoint) calls take the single path.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use callbridge_domain::plan::{
     self, CONTACT_READ, ContactWish, PROP_MEETING_EVENT_ID, PROP_PHONE_E164, call_identity, is_older_than_last_call,
 };
 use callbridge_domain::{Caller, Event, PhoneE164};
 use callbridge_hubspot::{
-    BatchItemError, BatchOutcome, CrmObject, Filter, HubSpotError, MAX_IN_VALUES, MAX_SEARCH_PAGE, ObjectInput,
-    ObjectType, Search, UpdateInput, UpsertInput,
+    BatchItemError, BatchOutcome, CrmObject, Filter, HubSpotApi, HubSpotError, MAX_IN_VALUES, MAX_SEARCH_PAGE,
+    ObjectInput, ObjectType, Search, UpdateInput, UpsertInput,
 };
 use callbridge_store::{Activity, ActivityRecord, Settlement};
 use futures_util::future::join_all;
 use serde_json::{Map, Value};
+use tokio::sync::oneshot;
 
 use crate::sync::{SyncError, Syncer, Values, values};
 
@@ -70,6 +72,8 @@ pub struct BatchReport {
     pub single: Vec<i64>,
     pub contacts_created: usize,
     pub activities_created: usize,
+    /// Time spent finding contacts, writing them, writing activities, recording (ms).
+    pub phase_ms: [u64; 4],
 }
 
 enum State {
@@ -177,6 +181,148 @@ where
     chunks.into_iter().zip(results).collect()
 }
 
+/// Phone lookups from every batch in flight, packed into full searches: each search carries
+/// up to 200 numbers, whoever asked for them, and at most `max_in_flight` searches run at
+/// once (the client's limiter paces them to HubSpot's rate). A lone lookup on an idle
+/// finder is searched at once; while searches run, a part-filled one waits for them.
+pub struct PhoneFinder {
+    hubspot: Arc<dyn HubSpotApi>,
+    max_in_flight: usize,
+    inner: Mutex<FinderState>,
+}
+
+#[derive(Default)]
+struct FinderState {
+    queue: VecDeque<(String, u64)>,
+    waiters: HashMap<u64, Waiter>,
+    in_flight: usize,
+    next: u64,
+}
+
+struct Waiter {
+    /// Numbers not yet searched for.
+    left: usize,
+    found: Vec<CrmObject>,
+    tx: oneshot::Sender<Result<Vec<CrmObject>, HubSpotError>>,
+}
+
+impl PhoneFinder {
+    pub fn new(hubspot: Arc<dyn HubSpotApi>, max_in_flight: usize) -> Arc<PhoneFinder> {
+        Arc::new(PhoneFinder { hubspot, max_in_flight: max_in_flight.max(1), inner: Mutex::default() })
+    }
+
+    /// Every contact whose `phone` or `mobilephone` holds one of these national numbers
+    /// (and maybe others: callers match the answer in code), oldest first per search.
+    pub async fn find(self: &Arc<Self>, nationals: Vec<String>) -> Result<Vec<CrmObject>, HubSpotError> {
+        if nationals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut s = self.lock();
+            let id = s.next;
+            s.next += 1;
+            s.waiters.insert(id, Waiter { left: nationals.len(), found: Vec::new(), tx });
+            s.queue.extend(nationals.into_iter().map(|n| (n, id)));
+        }
+        self.pump();
+        rx.await.unwrap_or_else(|_| Err(HubSpotError::Transport { attempts: 0, message: "search abandoned".into() }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FinderState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts searches while numbers wait and fewer than `max_in_flight` run.
+    fn pump(self: &Arc<Self>) {
+        loop {
+            let taken: Vec<(String, u64)> = {
+                let mut s = self.lock();
+                // A part-filled search goes only when none runs: while one does, more numbers
+                // gather for a full one (a search costs the same at 1 number or 200).
+                let full = s.queue.len() >= 2 * MAX_IN_VALUES;
+                if s.in_flight >= self.max_in_flight || s.queue.is_empty() || (!full && s.in_flight > 0) {
+                    return;
+                }
+                s.in_flight += 1;
+                let n = s.queue.len().min(2 * MAX_IN_VALUES);
+                s.queue.drain(..n).collect()
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let numbers: Vec<String> = taken.iter().map(|(n, _)| n.clone()).collect();
+                let result = search_phones(me.hubspot.as_ref(), &numbers).await;
+                me.deliver(&taken, result);
+                me.lock().in_flight -= 1;
+                me.pump();
+            });
+        }
+    }
+
+    fn deliver(&self, taken: &[(String, u64)], result: Result<Vec<CrmObject>, HubSpotError>) {
+        let mut counts: HashMap<u64, usize> = HashMap::new();
+        for (_, id) in taken {
+            *counts.entry(*id).or_default() += 1;
+        }
+        let mut s = self.lock();
+        for (id, n) in counts {
+            let Some(mut w) = s.waiters.remove(&id) else { continue };
+            match &result {
+                Err(e) => {
+                    let _ = w.tx.send(Err(e.clone()));
+                    // Its other numbers are still queued: take them out.
+                    s.queue.retain(|(_, q)| *q != id);
+                }
+                Ok(contacts) => {
+                    w.left -= n;
+                    w.found.extend(contacts.iter().cloned());
+                    if w.left == 0 {
+                        let _ = w.tx.send(Ok(w.found));
+                    } else {
+                        s.waiters.insert(id, w);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every contact whose `phone` or `mobilephone` has one of these national numbers (at most
+/// 200: two `IN` lists of 100 on each property), oldest first, all pages.
+async fn search_phones(hubspot: &dyn HubSpotApi, nationals: &[String]) -> Result<Vec<CrmObject>, HubSpotError> {
+    let mut search = Search::new();
+    for half in nationals.chunks(MAX_IN_VALUES) {
+        search = search
+            .group(vec![Filter::one_of("phone", half.to_vec())])
+            .group(vec![Filter::one_of("mobilephone", half.to_vec())]);
+    }
+    let search = search.properties(&CONTACT_READ).sort("createdate", false).limit(MAX_SEARCH_PAGE);
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = hubspot.search(ObjectType::Contacts, &search.clone().after(after)).await?;
+        out.extend(page.results);
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// National numbers to search for and the jobs waiting on each.
+struct PhoneQuery(Vec<String>, HashMap<String, Vec<usize>>);
+
+/// Open, unresolved jobs with a phone that `pick` selects, grouped by national number.
+fn phones_to_find(works: &[Work], pick: impl Fn(&Work) -> bool) -> PhoneQuery {
+    let mut by_national: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, w) in works.iter().enumerate() {
+        if let (true, None, Some(p), true) = (w.open(), &w.found, &w.caller().phone, pick(w)) {
+            by_national.entry(p.national().to_string()).or_default().push(i);
+        }
+    }
+    PhoneQuery(by_national.keys().cloned().collect(), by_national)
+}
+
 /// Digits of a stored phone value.
 fn digits(s: &str) -> String {
     s.chars().filter(char::is_ascii_digit).collect()
@@ -200,13 +346,20 @@ impl Syncer {
             })
             .collect();
         let mut report = BatchReport::default();
+        let mut clock = std::time::Instant::now();
+        let mut lap = |phase: usize, report: &mut BatchReport| {
+            report.phase_ms[phase] = clock.elapsed().as_millis() as u64;
+            clock = std::time::Instant::now();
+        };
         self.resolve_known(&mut works).await?;
-        self.resolve_by_email(&mut works).await?;
-        self.resolve_by_phone(&mut works).await;
+        self.resolve_strangers(&mut works).await?;
         self.plan(&mut works).await?;
+        lap(0, &mut report);
         report.contacts_created = self.write_contacts(&mut works).await?;
+        lap(1, &mut report);
         let (records, created) = self.write_activities(&mut works).await?;
         report.activities_created = created;
+        lap(2, &mut report);
 
         let mut settlement = Settlement { activities: records, ..Settlement::default() };
         for w in &mut works {
@@ -227,6 +380,7 @@ impl Syncer {
             }
         }
         self.store.settle(&settlement).await?;
+        lap(3, &mut report);
         Ok(report)
     }
 
@@ -285,22 +439,28 @@ impl Syncer {
         Ok(())
     }
 
-    /// Strangers with an email: read by email, 100 per request (exact, no index lag).
-    async fn resolve_by_email(&self, works: &mut [Work]) -> Result<(), SyncError> {
+    /// Callers the index does not know. Those with an email are read by email, 100 per
+    /// request (exact, no index lag), while phone-only callers are searched for; then
+    /// callers whose email HubSpot does not have are searched for by phone too, as the
+    /// single path does.
+    async fn resolve_strangers(&self, works: &mut [Work]) -> Result<(), SyncError> {
         let mut by_email: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, w) in works.iter().enumerate() {
             if let (true, None, Some(e)) = (w.open(), &w.found, &w.caller().email) {
                 by_email.entry(e.as_str().to_string()).or_default().push(i);
             }
         }
+        let phone_only = phones_to_find(works, |w| w.caller().email.is_none());
         let emails: Vec<String> = by_email.keys().cloned().collect();
         let read: Vec<&str> = CONTACT_READ.iter().copied().chain(["hs_additional_emails"]).collect();
-        let answers = chunked(&emails, BATCH_MAX, |chunk| {
-            let read = &read;
-            async move { self.hubspot.batch_read(ObjectType::Contacts, chunk, Some("email"), read).await }
-        })
-        .await;
-        for (chunk, answer) in answers {
+        let (by_email_answers, phone_answers) = tokio::join!(
+            chunked(&emails, BATCH_MAX, |chunk| {
+                let read = &read;
+                async move { self.hubspot.batch_read(ObjectType::Contacts, chunk, Some("email"), read).await }
+            }),
+            self.phones.find(phone_only.0.clone()),
+        );
+        for (chunk, answer) in by_email_answers {
             match answer {
                 Ok(out) => {
                     for r in out.results {
@@ -324,55 +484,29 @@ impl Syncer {
                 }
             }
         }
+        self.take_phone_answers(works, &phone_only, phone_answers);
+        let rest = phones_to_find(works, |w| w.caller().email.is_some());
+        let answer = self.phones.find(rest.0.clone()).await;
+        self.take_phone_answers(works, &rest, answer);
         Ok(())
     }
 
-    /// Strangers with a phone: 200 callers per search, matched back in code.
-    async fn resolve_by_phone(&self, works: &mut [Work]) {
-        let mut by_national: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, w) in works.iter().enumerate() {
-            if let (true, None, Some(p)) = (w.open(), &w.found, &w.caller().phone) {
-                by_national.entry(p.national().to_string()).or_default().push(i);
-            }
-        }
-        let nationals: Vec<String> = by_national.keys().cloned().collect();
-        let answers = chunked(&nationals, 2 * MAX_IN_VALUES, |chunk| self.search_phones(chunk)).await;
-        for (chunk, answer) in answers {
-            let indices: Vec<usize> = chunk.iter().flat_map(|n| by_national[n].clone()).collect();
-            match answer {
-                // Oldest first, as the search sorts: the first contact holding the number wins.
-                Ok(contacts) => {
-                    for i in indices {
-                        let Some(phone) = works[i].caller().phone.clone() else { continue };
-                        if let Some(c) = contacts.iter().find(|c| self.holds(c, &phone)) {
-                            works[i].found = values(c.clone());
-                        }
+    /// Matches what the phone finder answered back to callers: the oldest contact
+    /// holding the number.
+    fn take_phone_answers(&self, works: &mut [Work], query: &PhoneQuery, answer: Result<Vec<CrmObject>, HubSpotError>) {
+        let indices: Vec<usize> = query.1.values().flatten().copied().collect();
+        match answer {
+            Ok(mut contacts) => {
+                // Answers from several searches: oldest first across them.
+                contacts.sort_by_key(|c| (c.created_at.clone(), c.id_u64().unwrap_or(u64::MAX)));
+                for i in indices {
+                    let Some(phone) = works[i].caller().phone.clone() else { continue };
+                    if let Some(c) = contacts.iter().find(|c| self.holds(c, &phone)) {
+                        works[i].found = values(c.clone());
                     }
                 }
-                Err(e) => fail_request(works, &indices, &e),
             }
-        }
-    }
-
-    /// Every contact whose `phone` or `mobilephone` has one of these national numbers,
-    /// oldest first (all pages).
-    async fn search_phones(&self, nationals: &[String]) -> Result<Vec<CrmObject>, HubSpotError> {
-        let mut search = Search::new();
-        for half in nationals.chunks(MAX_IN_VALUES) {
-            search = search
-                .group(vec![Filter::one_of("phone", half.to_vec())])
-                .group(vec![Filter::one_of("mobilephone", half.to_vec())]);
-        }
-        let search = search.properties(&CONTACT_READ).sort("createdate", false).limit(MAX_SEARCH_PAGE);
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self.hubspot.search(ObjectType::Contacts, &search.clone().after(after)).await?;
-            out.extend(page.results);
-            match page.next_after {
-                Some(next) => after = Some(next),
-                None => return Ok(out),
-            }
+            Err(e) => fail_request(works, &indices, &e),
         }
     }
 

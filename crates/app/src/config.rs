@@ -59,6 +59,10 @@ pub struct Config {
     /// How long one HubSpot request is retried (5xx, timeouts) before the job fails and
     /// waits for its own retry.
     pub hubspot_retry_secs: u64,
+    /// Searches per second callbridge allows itself: HubSpot allows 5 (per token, or per
+    /// account by another page of its docs); lower it when other integrations on the
+    /// account search too.
+    pub hubspot_search_per_second: u32,
     /// `text` or `json`.
     pub log_format: String,
 }
@@ -87,13 +91,14 @@ impl Default for Config {
             batch_min: 10,
             batch_max: 1000,
             hubspot_retry_secs: 45,
+            hubspot_search_per_second: 5,
             log_format: "text".into(),
         }
     }
 }
 
 /// Settings that take whole numbers (environment values are text).
-const NUMERIC: [&str; 8] = [
+const NUMERIC: [&str; 9] = [
     "workers",
     "max_attempts",
     "retry_base_ms",
@@ -102,8 +107,9 @@ const NUMERIC: [&str; 8] = [
     "batch_min",
     "batch_max",
     "hubspot_retry_secs",
+    "hubspot_search_per_second",
 ];
-const KEYS: [&str; 22] = [
+const KEYS: [&str; 23] = [
     "listen",
     "database_url",
     "hubspot_base_url",
@@ -125,6 +131,7 @@ const KEYS: [&str; 22] = [
     "batch_min",
     "batch_max",
     "hubspot_retry_secs",
+    "hubspot_search_per_second",
     "log_format",
 ];
 
@@ -207,6 +214,9 @@ impl Config {
         }
         if self.batch_min < 2 || self.batch_max < self.batch_min || self.batch_max > 10_000 {
             return Err(bad("batch_min", "needs 2 <= batch_min <= batch_max <= 10000".into()));
+        }
+        if !(1..=5).contains(&self.hubspot_search_per_second) {
+            return Err(bad("hubspot_search_per_second", "HubSpot allows 1 to 5 searches per second".into()));
         }
         if self.max_attempts == 0 {
             return Err(bad("max_attempts", "must be at least 1".into()));

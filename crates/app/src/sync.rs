@@ -18,6 +18,8 @@ use callbridge_hubspot::{
     CallEngagement, CrmObject, Filter, HubSpotApi, HubSpotError, Identity, ObjectInput, ObjectType, Search,
 };
 use callbridge_store::{Activity, Store};
+
+use crate::batch::PhoneFinder;
 use serde_json::Value;
 
 /// Why a job failed, and whether trying again can help.
@@ -57,6 +59,8 @@ pub struct Syncer {
     pub hubspot: Arc<dyn HubSpotApi>,
     /// Where numbers typed without a country code are taken to be.
     pub region: DefaultRegion,
+    /// Packs the batch path's phone lookups into full searches.
+    pub phones: Arc<PhoneFinder>,
 }
 
 /// A contact's current property values.
@@ -77,6 +81,18 @@ pub struct Landed {
 }
 
 impl Syncer {
+    /// `searches_at_once`: how many searches the batch path keeps in flight (HubSpot's
+    /// searches per second is a good value).
+    pub fn new(
+        store: Arc<dyn Store>,
+        hubspot: Arc<dyn HubSpotApi>,
+        region: DefaultRegion,
+        searches_at_once: usize,
+    ) -> Syncer {
+        let phones = PhoneFinder::new(hubspot.clone(), searches_at_once);
+        Syncer { store, hubspot, region, phones }
+    }
+
     pub async fn run(&self, event: &Event, retrying: bool) -> Result<Landed, SyncError> {
         match event {
             Event::Call(c) => self.sync_call(c, retrying).await,

@@ -151,6 +151,10 @@ impl Worker {
                     batch.single = report.single.len(),
                     hubspot.contacts_created = report.contacts_created,
                     hubspot.activities_created = report.activities_created,
+                    resolve_ms = report.phase_ms[0],
+                    contacts_ms = report.phase_ms[1],
+                    activities_ms = report.phase_ms[2],
+                    record_ms = report.phase_ms[3],
                     duration_ms = started.elapsed().as_millis() as u64,
                     "batch landed"
                 );
