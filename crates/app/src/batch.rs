@@ -60,6 +60,8 @@ pub struct BatchJob {
     pub event: Event,
     /// The job ran before: its earlier attempt may have written to HubSpot.
     pub retrying: bool,
+    /// The key the queue orders the caller's jobs by.
+    pub caller_key: String,
 }
 
 /// What became of a batch, job by job.
@@ -90,19 +92,33 @@ struct Work {
     /// The contact found, with its current values.
     found: Option<(u64, Values)>,
     contact_id: Option<u64>,
-    wish: Option<ContactWish>,
     /// For calls: whether this is the newest call synced to the contact.
     newest: bool,
     logged: Option<Activity>,
     state: State,
+    /// The first of a caller's jobs in the batch, which finds and writes the contact for
+    /// all of them.
+    leader: bool,
+    /// For a leader: itself and the caller's later jobs (indices, in order).
+    group: Vec<usize>,
+    /// For a leader: the caller as all of its jobs describe them.
+    merged: Option<Caller>,
+    /// For a leader: the contact write (changes, or a new contact's properties).
+    contact_write: Option<Map<String, Value>>,
 }
 
 impl Work {
     fn caller(&self) -> &Caller {
+        if let Some(c) = &self.merged {
+            return c;
+        }
         match &self.event {
             Event::Call(c) => &c.caller,
             Event::Booking(b) => &b.caller,
         }
+    }
+    fn members(&self) -> Vec<usize> {
+        self.group.clone()
     }
     fn open(&self) -> bool {
         matches!(self.state, State::Open)
@@ -315,12 +331,52 @@ struct PhoneQuery(Vec<String>, HashMap<String, Vec<usize>>);
 /// Open, unresolved jobs with a phone that `pick` selects, grouped by national number.
 fn phones_to_find(works: &[Work], pick: impl Fn(&Work) -> bool) -> PhoneQuery {
     let mut by_national: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, w) in works.iter().enumerate() {
+    for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader) {
         if let (true, None, Some(p), true) = (w.open(), &w.found, &w.caller().phone, pick(w)) {
             by_national.entry(p.national().to_string()).or_default().push(i);
         }
     }
     PhoneQuery(by_national.keys().cloned().collect(), by_national)
+}
+
+/// Groups each caller's jobs (in id order) behind the first: the leader resolves and
+/// writes the contact once for all. A later job describing the caller differently (another
+/// email on the same number) leaves the batch with every job after it, for the single path,
+/// so the caller's order holds.
+fn group_callers(works: &mut [Work], keys: &[String]) {
+    let mut leaders: HashMap<&str, usize> = HashMap::new();
+    let mut broken: HashSet<&str> = HashSet::new();
+    for i in 0..works.len() {
+        let key = keys[i].as_str();
+        if broken.contains(key) {
+            works[i].state = State::Single;
+            continue;
+        }
+        let Some(&leader) = leaders.get(key) else {
+            leaders.insert(key, i);
+            works[i].leader = true;
+            works[i].group = vec![i];
+            works[i].merged = Some(works[i].caller().clone());
+            continue;
+        };
+        let merged = works[leader].merged.clone().unwrap_or_default();
+        let own = works[i].caller().clone();
+        let fits = own.phone == merged.phone
+            && match (&own.email, &merged.email) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+        if !fits {
+            broken.insert(key);
+            works[i].state = State::Single;
+            continue;
+        }
+        let m = works[leader].merged.as_mut().expect("leaders have a caller");
+        m.email = m.email.take().or(own.email);
+        m.first_name = m.first_name.take().or(own.first_name);
+        m.last_name = m.last_name.take().or(own.last_name);
+        works[leader].group.push(i);
+    }
 }
 
 /// Digits of a stored phone value.
@@ -330,7 +386,9 @@ fn digits(s: &str) -> String {
 
 impl Syncer {
     /// Lands a batch of jobs of distinct callers; see the module docs.
-    pub async fn run_batch(&self, jobs: Vec<BatchJob>) -> Result<BatchReport, SyncError> {
+    pub async fn run_batch(&self, mut jobs: Vec<BatchJob>) -> Result<BatchReport, SyncError> {
+        jobs.sort_by_key(|j| j.id);
+        let keys: Vec<String> = jobs.iter().map(|j| j.caller_key.clone()).collect();
         let mut works: Vec<Work> = jobs
             .into_iter()
             .map(|j| Work {
@@ -339,12 +397,16 @@ impl Syncer {
                 retrying: j.retrying,
                 found: None,
                 contact_id: None,
-                wish: None,
                 newest: false,
                 logged: None,
                 state: State::Open,
+                leader: false,
+                group: Vec::new(),
+                merged: None,
+                contact_write: None,
             })
             .collect();
+        group_callers(&mut works, &keys);
         let mut report = BatchReport::default();
         let mut clock = std::time::Instant::now();
         let mut lap = |phase: usize, report: &mut BatchReport| {
@@ -387,7 +449,7 @@ impl Syncer {
     /// Callers the index knows: read their contacts back by id, 100 per request.
     async fn resolve_known(&self, works: &mut [Work]) -> Result<(), SyncError> {
         let mut by_id: HashMap<u64, Vec<usize>> = HashMap::new();
-        for (i, w) in works.iter().enumerate() {
+        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader && w.open()) {
             if let Some(id) = self.store.known_contact(&w.caller().keys()).await? {
                 by_id.entry(id).or_default().push(i);
             }
@@ -445,7 +507,7 @@ impl Syncer {
     /// single path does.
     async fn resolve_strangers(&self, works: &mut [Work]) -> Result<(), SyncError> {
         let mut by_email: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, w) in works.iter().enumerate() {
+        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader) {
             if let (true, None, Some(e)) = (w.open(), &w.found, &w.caller().email) {
                 by_email.entry(e.as_str().to_string()).or_default().push(i);
             }
@@ -521,41 +583,73 @@ impl Syncer {
         )
     }
 
-    /// What each job wants written, and which jobs must leave the batch because another
-    /// job of it lands on the same contact.
+    /// What each caller's jobs want written: per job, whether its call is the newest and
+    /// what it wants on the contact; per caller, those wishes applied in order into one
+    /// contact write. A caller whose contact another caller of the batch also lands on
+    /// leaves the batch for the single path.
     async fn plan(&self, works: &mut [Work]) -> Result<(), SyncError> {
         let mut targets = HashSet::new();
-        for w in works.iter_mut().filter(|w| w.open()) {
+        for leader in 0..works.len() {
+            if !works[leader].leader || !works[leader].open() {
+                continue;
+            }
+            let w = &works[leader];
             let target = match (&w.found, &w.caller().email, &w.caller().phone) {
                 (Some((id, _)), _, _) => format!("id:{id}"),
                 (None, Some(e), _) => format!("email:{e}"),
                 (None, None, Some(p)) => format!("phone:{p}"),
                 (None, None, None) => {
-                    w.state = State::Failed(SyncError::Permanent("the caller has neither an email nor a phone".into()));
+                    let e = SyncError::Permanent("the caller has neither an email nor a phone".into());
+                    for i in w.members() {
+                        works[i].state = State::Failed(e.clone());
+                    }
                     continue;
                 }
             };
             if !targets.insert(target) {
-                w.state = State::Single;
+                for i in w.members() {
+                    works[i].state = State::Single;
+                }
                 continue;
             }
-            w.contact_id = w.found.as_ref().map(|(id, _)| *id);
-            w.wish = Some(match &w.event {
-                Event::Call(c) => {
-                    let last = match w.contact_id {
-                        Some(id) => self.store.last_call_at(id).await?,
-                        None => None,
-                    };
-                    w.logged = self.store.activity(c.source.as_str(), &c.call_id, "call").await?;
-                    let superseded = w.logged.as_ref().is_some_and(|a| a.stage > c.stage as i64);
-                    w.newest = !superseded && !is_older_than_last_call(c.occurred_at_ms, last);
-                    ContactWish::for_call(c, w.newest)
+            let found = w.found.clone();
+            let contact_id = found.as_ref().map(|(id, _)| *id);
+            let mut last = match contact_id {
+                Some(id) => self.store.last_call_at(id).await?,
+                None => None,
+            };
+            let mut current: Values = found.as_ref().map(|(_, v)| v.clone()).unwrap_or_default();
+            let mut write = Map::new();
+            for i in w.members() {
+                let w = &mut works[i];
+                w.contact_id = contact_id;
+                let wish = match &w.event {
+                    Event::Call(c) => {
+                        w.logged = self.store.activity(c.source.as_str(), &c.call_id, "call").await?;
+                        let superseded = w.logged.as_ref().is_some_and(|a| a.stage > c.stage as i64);
+                        w.newest = !superseded && !is_older_than_last_call(c.occurred_at_ms, last);
+                        if w.newest {
+                            last = Some(last.map_or(c.occurred_at_ms, |l| l.max(c.occurred_at_ms)));
+                        }
+                        ContactWish::for_call(c, w.newest)
+                    }
+                    Event::Booking(b) => {
+                        w.logged = self.store.activity("generic", &b.booking_key, "meeting").await?;
+                        ContactWish::for_booking(b)
+                    }
+                };
+                // Later jobs apply on top of what earlier ones wrote, by the same rules.
+                let changes = if found.is_none() && write.is_empty() {
+                    plan::new_contact(&wish)
+                } else {
+                    plan::contact_update(&current, &wish)
+                };
+                for (k, v) in changes {
+                    current.insert(k.clone(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
+                    write.insert(k, v);
                 }
-                Event::Booking(b) => {
-                    w.logged = self.store.activity("generic", &b.booking_key, "meeting").await?;
-                    ContactWish::for_booking(b)
-                }
-            });
+            }
+            works[leader].contact_write = Some(write);
         }
         Ok(())
     }
@@ -564,13 +658,12 @@ impl Syncer {
     async fn write_contacts(&self, works: &mut [Work]) -> Result<usize, SyncError> {
         let mut updates = Vec::new();
         let (mut by_email, mut by_phone) = (Vec::new(), Vec::new());
-        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.open()) {
-            let wish = w.wish.as_ref().expect("planned");
-            match (&w.found, &wish.caller.email) {
-                (Some((id, current)), _) => {
-                    let changes = plan::contact_update(current, wish);
-                    if !changes.is_empty() {
-                        updates.push((i, UpdateInput { id: *id, properties: changes, trace_id: Some(w.trace()) }));
+        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.open() && w.leader) {
+            let write = w.contact_write.clone().unwrap_or_default();
+            match (&w.found, &w.caller().email) {
+                (Some((id, _)), _) => {
+                    if !write.is_empty() {
+                        updates.push((i, UpdateInput { id: *id, properties: write, trace_id: Some(w.trace()) }));
                     }
                 }
                 (None, Some(_)) => by_email.push(i),
@@ -580,7 +673,7 @@ impl Syncer {
         let upsert = |i: usize, property: &str, key: String| UpsertInput {
             id: key,
             id_property: property.to_string(),
-            properties: plan::new_contact(works[i].wish.as_ref().expect("planned")),
+            properties: works[i].contact_write.clone().unwrap_or_default(),
             trace_id: Some(works[i].trace()),
         };
         let email_key = |w: &Work| w.caller().email.as_ref().map(|e| e.as_str().to_string());
@@ -651,9 +744,33 @@ impl Syncer {
                 }
             }
         }
+        // A caller's later jobs follow their leader: its contact, or its failure.
+        for leader in 0..works.len() {
+            if !works[leader].leader {
+                continue;
+            }
+            let contact_id = works[leader].contact_id;
+            let failed = match &works[leader].state {
+                State::Failed(e) => Some(State::Failed(e.clone())),
+                State::Single => Some(State::Single),
+                State::Open | State::Landed => None,
+            };
+            for i in works[leader].members().into_iter().skip(1) {
+                works[i].contact_id = contact_id;
+                if let Some(state) = &failed {
+                    works[i].state = match state {
+                        State::Failed(e) => State::Failed(e.clone()),
+                        _ => State::Single,
+                    };
+                }
+            }
+        }
         // Every contact found or made is remembered under each of its caller's keys.
-        let remembered: Vec<(Vec<String>, u64)> =
-            works.iter().filter(|w| w.open()).filter_map(|w| w.contact_id.map(|id| (w.caller().keys(), id))).collect();
+        let remembered: Vec<(Vec<String>, u64)> = works
+            .iter()
+            .filter(|w| w.open() && w.leader)
+            .filter_map(|w| w.contact_id.map(|id| (w.caller().keys(), id)))
+            .collect();
         self.store.remember_contacts(&remembered).await?;
         Ok(created)
     }

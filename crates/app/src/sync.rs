@@ -23,7 +23,7 @@ use crate::batch::PhoneFinder;
 use serde_json::Value;
 
 /// Why a job failed, and whether trying again can help.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SyncError {
     #[error("{0}")]
     Transient(String),

@@ -134,7 +134,12 @@ impl Worker {
         let mut by_id = std::collections::HashMap::with_capacity(jobs.len());
         for job in jobs {
             match serde_json::from_str::<Event>(&job.event_json) {
-                Ok(event) => batch.push(BatchJob { id: job.id, event, retrying: retrying(&job) }),
+                Ok(event) => batch.push(BatchJob {
+                    id: job.id,
+                    event,
+                    retrying: retrying(&job),
+                    caller_key: job.caller_key.clone(),
+                }),
                 Err(e) => {
                     let e = SyncError::Permanent(format!("stored event cannot be read: {e}"));
                     self.record(&job, Err(e), started).await;

@@ -146,8 +146,9 @@ pub struct StoredTokens {
 pub trait Store: Send + Sync {
     /// Stores a delivery and enqueues its job in one durable transaction.
     async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested>;
-    /// Claims up to `max` runnable jobs, each the oldest of a different caller, so a batch
-    /// never holds two jobs that must run in order.
+    /// Claims up to `max` runnable jobs: each caller's oldest (if none of theirs runs) and,
+    /// with room left, the jobs queued behind it that are due, so a batch can land a
+    /// caller's jobs together. A caller's jobs come back in order (by id).
     async fn claim_many(&self, worker: &str, lease: Duration, max: usize) -> Result<Vec<Job>>;
     /// Claims the next runnable job, if any.
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>> {

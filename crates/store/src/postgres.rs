@@ -251,7 +251,7 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         let mut tx = self.tx().await?;
-        // Only each caller's oldest job qualifies, so the jobs claimed are of distinct callers.
+        // Each caller's oldest job, if nothing of theirs runs.
         let rows = sqlx::query(
             "WITH candidate AS (
                 SELECT j.id FROM jobs j
@@ -271,6 +271,33 @@ impl Store for PgStore {
         .bind(max as i64)
         .fetch_all(&mut *tx)
         .await?;
+        // With room to spare, the callers' next jobs come along (those due now, behind no
+        // job that waits for a retry), so a batch lands a caller's calls together, in order.
+        let mut rows = rows;
+        if max > 1 && !rows.is_empty() && rows.len() < max {
+            let callers: Vec<String> =
+                rows.iter().map(|r| r.try_get("caller_key")).collect::<std::result::Result<_, _>>()?;
+            let followers = sqlx::query(
+                "WITH candidate AS (
+                    SELECT j.id FROM jobs j
+                    WHERE j.status = 'queued' AND j.run_at <= $3 AND j.caller_key = ANY($4)
+                      AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > $3 AND e.id < j.id)
+                    ORDER BY j.id
+                    LIMIT $5
+                    FOR UPDATE SKIP LOCKED)
+                 UPDATE jobs SET status = 'running', claims = jobs.claims + 1, locked_by = $1, lease_until = $2, updated_at = $3
+                 FROM candidate WHERE jobs.id = candidate.id
+                 RETURNING jobs.id, jobs.inbox_id, jobs.kind, jobs.caller_key, jobs.attempts, jobs.claims",
+            )
+            .bind(worker)
+            .bind(now + lease.as_millis() as i64)
+            .bind(now)
+            .bind(&callers)
+            .bind((max - rows.len()) as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            rows.extend(followers);
+        }
         let ids: Vec<i64> = rows.iter().map(|r| r.try_get("inbox_id")).collect::<std::result::Result<_, _>>()?;
         let inbox = sqlx::query("SELECT id, source, idempotency_key, event FROM inbox WHERE id = ANY($1)")
             .bind(&ids)

@@ -326,7 +326,7 @@ impl Store for SqliteStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        // Only each caller's oldest job qualifies, so the jobs claimed are of distinct callers.
+        // Each caller's oldest job, if nothing of theirs runs.
         let rows = sqlx::query(
             "UPDATE jobs SET status = 'running', claims = claims + 1, locked_by = ?1, lease_until = ?2, updated_at = ?3
              WHERE id IN (
@@ -343,6 +343,31 @@ impl Store for SqliteStore {
         .bind(max as i64)
         .fetch_all(&mut *tx)
         .await?;
+        // With room to spare, the callers' next jobs come along (those due now, behind no
+        // job that waits for a retry), so a batch lands a caller's calls together, in order.
+        let mut rows = rows;
+        if max > 1 && !rows.is_empty() && rows.len() < max {
+            let callers: Vec<String> =
+                rows.iter().map(|r| r.try_get("caller_key")).collect::<std::result::Result<_, _>>()?;
+            let followers = sqlx::query(
+                "UPDATE jobs SET status = 'running', claims = claims + 1, locked_by = ?1, lease_until = ?2, updated_at = ?3
+                 WHERE id IN (
+                    SELECT j.id FROM jobs j
+                    WHERE j.status = 'queued' AND j.run_at <= ?3
+                      AND j.caller_key IN (SELECT value FROM json_each(?4))
+                      AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > ?3 AND e.id < j.id)
+                    ORDER BY j.id LIMIT ?5)
+                 RETURNING id, inbox_id, kind, caller_key, attempts, claims",
+            )
+            .bind(worker)
+            .bind(now + lease.as_millis() as i64)
+            .bind(now)
+            .bind(serde_json::to_string(&callers).unwrap_or_default())
+            .bind((max - rows.len()) as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            rows.extend(followers);
+        }
         let mut jobs = Vec::with_capacity(rows.len());
         for row in &rows {
             let inbox_id: i64 = row.try_get("inbox_id")?;

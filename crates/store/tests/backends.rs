@@ -144,46 +144,62 @@ async fn exclusive_work_runs_once_at_a_time() {
 }
 
 #[tokio::test]
-async fn a_batch_claim_takes_each_callers_oldest_job_only() {
+async fn a_batch_claim_takes_callers_oldest_jobs_then_what_queues_behind_them() {
     for (name, s) in backends().await {
         for (key, caller) in [("a1", "alice"), ("a2", "alice"), ("b1", "bob"), ("c1", "carol"), ("b2", "bob")] {
             s.ingest(delivery(key, caller)).await.unwrap();
         }
         let lease = Duration::from_secs(60);
-        let batch = s.claim_many("w", lease, 10).await.unwrap();
-        let keys: Vec<_> = batch.iter().map(|j| j.idempotency_key.as_str()).collect();
-        assert_eq!(keys, ["a1", "b1", "c1"], "{name}");
+        let keys = |jobs: &[callbridge_store::Job]| jobs.iter().map(|j| j.idempotency_key.clone()).collect::<Vec<_>>();
+        // Three slots: the heads of three callers come first.
+        let heads = s.claim_many("w", lease, 3).await.unwrap();
+        assert_eq!(keys(&heads), ["a1", "b1", "c1"], "{name}");
         assert!(s.claim_many("w", lease, 10).await.unwrap().is_empty(), "{name}: the rest wait for their callers");
         // Settling records what the batch did and releases each caller's next job.
         let activity = |id, contact| Activity { hubspot_id: id, contact_id: Some(contact), via: "v3".into(), stage: 2 };
+        let record = |key: &str, a| ActivityRecord {
+            source: "vapi".into(),
+            key: key.into(),
+            kind: "call",
+            activity: a,
+            occurred_at_ms: 5,
+        };
         let settlement = Settlement {
-            activities: vec![
-                ActivityRecord {
-                    source: "vapi".into(),
-                    key: "a1".into(),
-                    kind: "call",
-                    activity: activity(1, 10),
-                    occurred_at_ms: 5,
-                },
-                ActivityRecord {
-                    source: "vapi".into(),
-                    key: "b1".into(),
-                    kind: "call",
-                    activity: activity(2, 20),
-                    occurred_at_ms: 6,
-                },
-            ],
+            activities: vec![record("a1", activity(1, 10)), record("b1", activity(2, 20))],
             last_calls: vec![(10, 5), (20, 6), (10, 3)],
-            done: vec![batch[0].id, batch[1].id],
+            done: heads.iter().map(|j| j.id).collect(),
         };
         s.settle(&settlement).await.unwrap();
         assert_eq!(s.activity("vapi", "b1", "call").await.unwrap(), Some(activity(2, 20)), "{name}");
         assert_eq!(s.last_call_at(10).await.unwrap(), Some(5), "{name}: the later call time is kept");
-        let counts = s.counts().await.unwrap();
-        assert_eq!((counts.done, counts.running, counts.queued), (2, 1, 2), "{name}");
-        let next = s.claim_many("w", lease, 1).await.unwrap();
-        assert_eq!(next.len(), 1, "{name}: at most the number asked for");
-        assert_eq!(next[0].idempotency_key, "a2", "{name}");
+        assert_eq!(s.counts().await.unwrap().done, 3, "{name}");
+
+        let batch = s.claim_many("w", lease, 100).await.unwrap();
+        assert_eq!(keys(&batch), ["a2", "b2"], "{name}: the next heads");
+        s.settle(&Settlement { done: batch.iter().map(|j| j.id).collect(), ..Settlement::default() }).await.unwrap();
+
+        // With room, a caller's queued jobs come along behind their head, in order, but
+        // never past one that waits for a retry.
+        for (key, caller) in
+            [("d1", "dave"), ("d2", "dave"), ("d3", "dave"), ("e1", "erin"), ("e2", "erin"), ("e3", "erin")]
+        {
+            s.ingest(delivery(key, caller)).await.unwrap();
+        }
+        let heads = s.claim_many("w", lease, 2).await.unwrap();
+        assert_eq!(keys(&heads), ["d1", "e1"], "{name}");
+        s.complete(heads[0].id).await.unwrap();
+        s.fail(heads[1].id, "boom", Failure::RetryAt(now_ms() + 60_000)).await.unwrap();
+        let batch = s.claim_many("w", lease, 100).await.unwrap();
+        assert_eq!(keys(&batch), ["d2", "d3"], "{name}: erin's next jobs wait behind her retry");
+        s.settle(&Settlement { done: batch.iter().map(|j| j.id).collect(), ..Settlement::default() }).await.unwrap();
+        for (key, caller) in [("f1", "fay"), ("f2", "fay"), ("f3", "fay")] {
+            s.ingest(delivery(key, caller)).await.unwrap();
+        }
+        assert_eq!(
+            keys(&s.claim_many("w", lease, 100).await.unwrap()),
+            ["f1", "f2", "f3"],
+            "{name}: all of a caller's"
+        );
     }
 }
 
