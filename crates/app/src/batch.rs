@@ -341,8 +341,8 @@ fn phones_to_find(works: &[Work], pick: impl Fn(&Work) -> bool) -> PhoneQuery {
 
 /// Groups each caller's jobs (in id order) behind the first: the leader resolves and
 /// writes the contact once for all. A later job describing the caller differently (another
-/// email on the same number) leaves the batch with every job after it, for the single path,
-/// so the caller's order holds.
+/// email on the same number), or about a call another job of the group is about, leaves
+/// the batch with every job after it, for the single path, so the caller's order holds.
 fn group_callers(works: &mut [Work], keys: &[String]) {
     let mut leaders: HashMap<&str, usize> = HashMap::new();
     let mut broken: HashSet<&str> = HashSet::new();
@@ -361,7 +361,11 @@ fn group_callers(works: &mut [Work], keys: &[String]) {
         };
         let merged = works[leader].merged.clone().unwrap_or_default();
         let own = works[i].caller().clone();
-        let fits = own.phone == merged.phone
+        // Two events about one call (its stages) make one activity: the later one updates
+        // what the earlier one logged, which the single path does after the batch.
+        let same_activity = works[leader].group.iter().any(|&j| external_key(&works[j]) == external_key(&works[i]));
+        let fits = !same_activity
+            && own.phone == merged.phone
             && match (&own.email, &merged.email) {
                 (Some(a), Some(b)) => a == b,
                 _ => true,

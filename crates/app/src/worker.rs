@@ -64,11 +64,23 @@ impl Worker {
                     continue;
                 }
                 Ok(jobs) if !jobs.is_empty() => {
-                    join_all(jobs.into_iter().map(|job| {
-                        let span = tracing::info_span!("job", job.id = job.id, event.id = job.inbox_id, job.kind = %job.kind, event.source = %job.source);
-                        self.process_leased(&name, job).instrument(span)
+                    // Callers side by side; each caller's jobs one after another, in order.
+                    let heartbeat = self.heartbeat(&name, jobs.iter().map(|j| j.id).collect());
+                    let mut by_caller: Vec<Vec<Job>> = Vec::new();
+                    for job in jobs {
+                        match by_caller.iter_mut().find(|g| g[0].caller_key == job.caller_key) {
+                            Some(g) => g.push(job),
+                            None => by_caller.push(vec![job]),
+                        }
+                    }
+                    join_all(by_caller.into_iter().map(|group| async {
+                        for job in group {
+                            let span = tracing::info_span!("job", job.id = job.id, event.id = job.inbox_id, job.kind = %job.kind, event.source = %job.source);
+                            self.process(job).instrument(span).await;
+                        }
                     }))
                     .await;
+                    heartbeat.abort();
                     continue;
                 }
                 Ok(_) => {}
@@ -109,12 +121,6 @@ impl Worker {
                 ids = held;
             }
         })
-    }
-
-    async fn process_leased(&self, worker: &str, job: Job) {
-        let heartbeat = self.heartbeat(worker, vec![job.id]);
-        self.process(job).await;
-        heartbeat.abort();
     }
 
     async fn process(&self, job: Job) {

@@ -77,7 +77,7 @@ impl Burst {
         let caller = &self.callers[call.caller];
         let mut data = json!({
             "caller_name": format!("{} {}", caller.first_name, caller.last_name),
-            "sentiment": if i % 3 == 0 { "negative" } else { "positive" },
+            "sentiment": if i.is_multiple_of(3) { "negative" } else { "positive" },
         });
         if let Some(e) = &caller.email {
             data["caller_email"] = json!(e);
