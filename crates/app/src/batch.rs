@@ -967,3 +967,85 @@ fn activity_record(w: &Work, hubspot_id: u64) -> PendingRecord {
     };
     PendingRecord { job: w.trace(), record }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callbridge_domain::{BookingEvent, Email};
+
+    fn work(id: i64, email: &str) -> Work {
+        let caller = Caller { email: Some(Email::parse(email).unwrap()), ..Caller::default() };
+        let event = Event::Booking(BookingEvent {
+            caller,
+            meeting_type: None,
+            meeting_at_ms: None,
+            meeting_at: None,
+            lead_source: None,
+            lifecycle_stage: None,
+            received_at_ms: 0,
+            booking_key: format!("b{id}"),
+        });
+        Work {
+            id,
+            event,
+            retrying: false,
+            found: None,
+            contact_id: None,
+            newest: false,
+            logged: None,
+            state: State::Open,
+            leader: true,
+            group: vec![],
+            merged: None,
+            contact_write: None,
+        }
+    }
+
+    #[test]
+    fn a_partial_answer_lands_some_inputs_fails_the_named_ones_and_retries_the_unanswered() {
+        let mut works = vec![work(1, "a@example.com"), work(2, "b@example.com"), work(3, "c@example.com")];
+        let body = serde_json::json!({
+            "status": "COMPLETE",
+            "results": [{"id": "11", "properties": {"email": "a@example.com"}, "objectWriteTraceId": "1"}],
+            "errors": [{"status": "error", "category": "VALIDATION_ERROR", "message": "Property values were not valid",
+                        "context": {"objectWriteTraceId": ["2"]}}],
+        });
+        let out = BatchOutcome::from_json(&body).unwrap();
+        let landed = reconcile(&mut works, &[0, 1, 2], out, |_| None, None);
+        assert_eq!(landed.iter().map(|(i, r)| (*i, r.id.as_str())).collect::<Vec<_>>(), [(0, "11")]);
+        assert!(works[0].open());
+        assert!(matches!(works[1].state, State::Failed(SyncError::Permanent(_))), "a rejected input is not retried");
+        assert!(matches!(works[2].state, State::Failed(SyncError::Transient(_))), "an unanswered input is retried");
+    }
+
+    #[test]
+    fn an_upsert_answer_without_trace_ids_is_matched_by_its_key() {
+        let mut works = vec![work(1, "a@example.com"), work(2, "b@example.com")];
+        let body = serde_json::json!({"results": [
+            {"id": "22", "properties": {"email": "B@example.com"}, "new": true},
+            {"id": "21", "properties": {"email": "a@example.com"}, "new": false},
+        ]});
+        let key = |w: &Work| w.caller().email.as_ref().map(|e| e.as_str().to_string());
+        let landed = reconcile(&mut works, &[0, 1], BatchOutcome::from_json(&body).unwrap(), key, Some("email"));
+        let mut ids: Vec<(usize, String)> = landed.into_iter().map(|(i, r)| (i, r.id)).collect();
+        ids.sort();
+        assert_eq!(ids, [(0, "21".to_string()), (1, "22".to_string())]);
+    }
+
+    #[test]
+    fn a_callers_jobs_group_behind_the_first_until_one_names_another_email() {
+        let mut works = vec![
+            work(1, "a@example.com"),
+            work(2, "a@example.com"),
+            work(3, "z@example.com"),
+            work(4, "a@example.com"),
+        ];
+        for w in &mut works {
+            w.leader = false;
+        }
+        let keys = vec!["k".to_string(); 4];
+        group_callers(&mut works, &keys);
+        assert!(works[0].leader && works[0].group == [0, 1]);
+        assert!(matches!(works[2].state, State::Single) && matches!(works[3].state, State::Single), "order holds");
+    }
+}

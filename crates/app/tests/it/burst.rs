@@ -4,24 +4,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use callbridge_sandbox::scenario::{BurstSpec, burst};
-use callbridge_sandbox::{SandboxConfig, Tier};
+use callbridge_sandbox::scenario::{Burst, BurstSpec, burst};
+use callbridge_sandbox::{Faults, SandboxConfig, Tier};
 
 use crate::helpers::{TestApp, prop, vapi_report};
 
-/// The scenario at a tenth of its size, against the Professional tier's limits
-/// with a one-second window so that it runs quickly.
-#[tokio::test]
-async fn a_burst_lands_every_call_once_on_the_right_contact_without_a_429() {
-    let spec = BurstSpec::tenth();
-    let b = burst(spec);
-    let config = SandboxConfig { tier: Tier::Professional, window: Duration::from_secs(1), ..SandboxConfig::default() };
-    let app = TestApp::start_with(config, |_| {}).await;
-    let seeded = app.sandbox.sandbox.seed("contacts", &b.contacts).unwrap();
-    app.sandbox.reset_stats();
-
-    // Everything arrives at once, 32 deliveries in flight.
-    let app = std::sync::Arc::new(app);
+/// Delivers a burst at once (32 in flight) and waits until the queue is empty.
+async fn deliver(app: &std::sync::Arc<TestApp>, b: &Burst) {
     let mut tasks = Vec::new();
     for lane in 0..32 {
         let (app, b) = (app.clone(), b.clone());
@@ -36,14 +25,18 @@ async fn a_burst_lands_every_call_once_on_the_right_contact_without_a_429() {
         t.await.unwrap();
     }
     app.settle().await;
-    let counts = app.store.counts().await.unwrap();
-    assert_eq!((counts.done, counts.dead), (spec.calls as i64, 0), "{counts:?}");
+}
 
+/// Every call of the burst landed once, on the right contact, in each caller's order, and
+/// existing contacts kept what they had.
+async fn check_landed(app: &TestApp, b: &Burst, seeded: &[u64]) {
+    let counts = app.store.counts().await.unwrap();
+    assert_eq!((counts.done, counts.dead), (b.calls.len() as i64, 0), "{counts:?}");
     let dump = app.sandbox.sandbox.dump();
     let calls = dump["calls"].as_array().unwrap();
     let contacts = dump["contacts"].as_array().unwrap();
     // Exactly once: one HubSpot call per platform call, each on one contact.
-    assert_eq!(calls.len(), spec.calls);
+    assert_eq!(calls.len(), b.calls.len());
     let mut contact_of_call = HashMap::new();
     for c in calls {
         let key = prop(c, "hs_call_external_id").unwrap().to_string();
@@ -72,9 +65,9 @@ async fn a_burst_lands_every_call_once_on_the_right_contact_without_a_429() {
         last_call.entry(call.caller).and_modify(|t| *t = (*t).max(call.ended_at_ms)).or_insert(call.ended_at_ms);
     }
     let distinct: HashSet<u64> = contact_of_caller.values().copied().collect();
-    assert_eq!(distinct.len(), spec.callers, "no two callers share a contact");
+    assert_eq!(distinct.len(), b.callers.len(), "no two callers share a contact");
     let new_callers = b.callers.iter().filter(|c| c.existing.is_none()).count();
-    assert_eq!(contacts.len(), spec.existing_contacts + new_callers, "no duplicate contacts");
+    assert_eq!(contacts.len(), b.contacts.len() + new_callers, "no duplicate contacts");
     // Per-caller order held: each contact's last-call context is its caller's latest call.
     for (caller, contact) in &contact_of_caller {
         let at = prop(by_id[contact], "callbridge_last_call_at").unwrap();
@@ -88,17 +81,51 @@ async fn a_burst_lands_every_call_once_on_the_right_contact_without_a_429() {
             assert_eq!(prop(after, k), v.as_str(), "{k} of an existing contact");
         }
     }
-    let stats = app.sandbox.stats();
-    for r in &stats.rows {
-        eprintln!("{:>6} {} {} {}", r.count, r.status, r.method, r.endpoint);
-    }
-    assert_eq!(stats.with_status(429), 0, "{stats:?}");
-    // It went through batch endpoints: far fewer requests than events.
-    assert!(stats.matching("POST", "/batch/create") > 0 && stats.matching("POST", "/batch/upsert") > 0, "{stats:?}");
-    assert!(stats.total() * 4 < spec.calls as u64, "{} requests for {} calls", stats.total(), spec.calls);
+}
+
+async fn burst_app(faults: Faults) -> (std::sync::Arc<TestApp>, Burst, Vec<u64>) {
+    let b = burst(BurstSpec::tenth());
+    // The Professional tier's limits with a one-second window, so that it runs quickly.
+    let config = SandboxConfig { tier: Tier::Professional, window: Duration::from_secs(1), ..SandboxConfig::default() };
+    let app = TestApp::start_with(config, |_| {}).await;
+    let seeded = app.sandbox.sandbox.seed("contacts", &b.contacts).unwrap();
+    app.sandbox.reset_stats();
+    app.sandbox.set_faults(faults);
+    (std::sync::Arc::new(app), b, seeded)
+}
+
+async fn stop(app: std::sync::Arc<TestApp>) {
     if let Ok(app) = std::sync::Arc::try_unwrap(app) {
         app.stop().await;
     }
+}
+
+/// The scenario at a tenth of its size: batch endpoints, no 429.
+#[tokio::test]
+async fn a_burst_lands_every_call_once_on_the_right_contact_without_a_429() {
+    let (app, b, seeded) = burst_app(Faults::default()).await;
+    deliver(&app, &b).await;
+    check_landed(&app, &b, &seeded).await;
+    let stats = app.sandbox.stats();
+    assert_eq!(stats.with_status(429), 0, "{stats:?}");
+    // It went through batch endpoints: far fewer requests than events.
+    assert!(stats.matching("POST", "/batch/create") > 0 && stats.matching("POST", "/batch/upsert") > 0, "{stats:?}");
+    assert!(stats.total() * 4 < b.calls.len() as u64, "{} requests for {} calls", stats.total(), b.calls.len());
+    stop(app).await;
+}
+
+/// The same burst while HubSpot fails one request in ten and answers 504 after writing one
+/// write in ten: batch writes whose outcome is unknown are looked up, never repeated.
+#[tokio::test]
+async fn a_burst_through_failures_and_writes_that_time_out_still_lands_each_call_once() {
+    let faults = Faults { error_rate: 0.1, error_after_write_rate: 0.1, ..Faults::default() };
+    let (app, b, seeded) = burst_app(faults).await;
+    deliver(&app, &b).await;
+    app.sandbox.set_faults(Faults::default());
+    check_landed(&app, &b, &seeded).await;
+    let stats = app.sandbox.stats();
+    assert!(stats.with_status(504) > 0 && stats.matching("POST", "/batch/create") > 0, "{stats:?}");
+    stop(app).await;
 }
 
 /// A lone call on an idle queue: three requests for a new caller and for a returning one.
