@@ -93,6 +93,7 @@ impl App {
                 lease: Duration::from_secs(config.lease_secs),
                 batch_min: config.batch_min,
                 batch_max: config.batch_max,
+                gather: Duration::from_millis(250),
             },
             wake,
         });

@@ -101,6 +101,8 @@ struct Work {
     leader: bool,
     /// For a leader: itself and the caller's later jobs (indices, in order).
     group: Vec<usize>,
+    /// The index of this job's leader.
+    leader_of: usize,
     /// For a leader: the caller as all of its jobs describe them.
     merged: Option<Caller>,
     /// For a leader: the contact write (changes, or a new contact's properties).
@@ -192,9 +194,7 @@ where
     F: Fn(&'a [T]) -> Fut,
     Fut: Future<Output = R>,
 {
-    let chunks: Vec<&[T]> = items.chunks(size).collect();
-    let results = join_all(chunks.iter().map(|c| f(c))).await;
-    chunks.into_iter().zip(results).collect()
+    chunked_slices(items.chunks(size).collect(), f).await
 }
 
 /// Phone lookups from every batch in flight, packed into full searches: each search carries
@@ -355,6 +355,7 @@ fn group_callers(works: &mut [Work], keys: &[String]) {
         let Some(&leader) = leaders.get(key) else {
             leaders.insert(key, i);
             works[i].leader = true;
+            works[i].leader_of = i;
             works[i].group = vec![i];
             works[i].merged = Some(works[i].caller().clone());
             continue;
@@ -380,7 +381,18 @@ fn group_callers(works: &mut [Work], keys: &[String]) {
         m.first_name = m.first_name.take().or(own.first_name);
         m.last_name = m.last_name.take().or(own.last_name);
         works[leader].group.push(i);
+        works[i].leader_of = leader;
     }
+}
+
+/// Runs `f` over each of `chunks`, all at once.
+async fn chunked_slices<'a, T, R, F, Fut>(chunks: Vec<&'a [T]>, f: F) -> Vec<(&'a [T], R)>
+where
+    F: Fn(&'a [T]) -> Fut,
+    Fut: Future<Output = R>,
+{
+    let results = join_all(chunks.iter().map(|c| f(c))).await;
+    chunks.into_iter().zip(results).collect()
 }
 
 /// Digits of a stored phone value.
@@ -406,6 +418,7 @@ impl Syncer {
                 state: State::Open,
                 leader: false,
                 group: Vec::new(),
+                leader_of: 0,
                 merged: None,
                 contact_write: None,
             })
@@ -840,7 +853,37 @@ impl Syncer {
                 }
                 None => true,
             });
-            let answers = chunked(&list, BATCH_MAX, |c| {
+            // A caller's activities go in one request, in order, so HubSpot makes them in the
+            // order they happened; past what one request holds, they take the single path.
+            list.sort_by_key(|(i, _)| (works[*i].leader_of, *i));
+            let mut kept = Vec::with_capacity(list.len());
+            let mut run = (usize::MAX, 0);
+            for (i, props) in list {
+                let leader = works[i].leader_of;
+                run = if run.0 == leader { (leader, run.1 + 1) } else { (leader, 1) };
+                if run.1 > BATCH_MAX {
+                    works[i].state = State::Single;
+                } else {
+                    kept.push((i, props));
+                }
+            }
+            let list = kept;
+            let mut chunks: Vec<&[Planned]> = Vec::new();
+            let mut start = 0;
+            let mut at = 0;
+            while at < list.len() {
+                let leader = works[list[at].0].leader_of;
+                let group = list[at..].iter().take_while(|(i, _)| works[*i].leader_of == leader).count();
+                if at + group - start > BATCH_MAX {
+                    chunks.push(&list[start..at]);
+                    start = at;
+                }
+                at += group;
+            }
+            if start < list.len() {
+                chunks.push(&list[start..]);
+            }
+            let answers = chunked_slices(chunks, |c| {
                 let works = &*works;
                 async move {
                     let inputs: Vec<ObjectInput> = c
@@ -996,6 +1039,7 @@ mod tests {
             state: State::Open,
             leader: true,
             group: vec![],
+            leader_of: 0,
             merged: None,
             contact_write: None,
         }

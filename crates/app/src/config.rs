@@ -53,8 +53,8 @@ pub struct Config {
     /// Jobs claimed at once from which a worker switches to batch endpoints; below it,
     /// each job takes the single, lowest-latency path.
     pub batch_min: usize,
-    /// Jobs a worker claims at once at most (one per caller); batch requests still carry
-    /// at most HubSpot's 100 inputs each.
+    /// Callers a worker claims at once at most (with up to as many more jobs queued behind
+    /// them); batch requests still carry at most HubSpot's 100 inputs each.
     pub batch_max: usize,
     /// How long one HubSpot request is retried (5xx, timeouts) before the job fails and
     /// waits for its own retry.

@@ -34,6 +34,9 @@ pub struct WorkerConfig {
     pub batch_min: usize,
     /// Jobs a loop claims at most at once.
     pub batch_max: usize,
+    /// How long a loop that found a burst keeps topping its batch up with jobs still
+    /// arriving before it starts (a fuller batch spends fewer requests per event).
+    pub gather: Duration,
 }
 
 pub struct Worker {
@@ -58,7 +61,8 @@ impl Worker {
         while !shutdown.is_cancelled() {
             let notified = self.wake.notified();
             match self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await {
-                Ok(jobs) if jobs.len() >= self.config.batch_min.max(2) => {
+                Ok(mut jobs) if jobs.len() >= self.config.batch_min.max(2) => {
+                    self.top_up(&name, &mut jobs).await;
                     let span = tracing::info_span!("batch", batch.jobs = jobs.len());
                     self.process_batch(&name, jobs).instrument(span).await;
                     continue;
@@ -99,6 +103,18 @@ impl Worker {
         }
     }
 
+    /// A burst is still arriving: claim what comes in for a moment, up to `batch_max`.
+    async fn top_up(&self, name: &str, jobs: &mut Vec<Job>) {
+        let deadline = tokio::time::Instant::now() + self.config.gather;
+        while jobs.len() < self.config.batch_max && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(self.config.gather / 5).await;
+            match self.store.claim_many(name, self.config.lease, self.config.batch_max - jobs.len()).await {
+                Ok(more) if !more.is_empty() => jobs.extend(more),
+                _ => return,
+            }
+        }
+    }
+
     /// Renews the leases of running jobs until aborted, so a slow job (waiting for
     /// HubSpot's budget, retrying through an outage) is never taken over by another worker.
     fn heartbeat(&self, worker: &str, ids: Vec<i64>) -> tokio::task::JoinHandle<()> {
@@ -107,18 +123,10 @@ impl Worker {
             let mut ids = ids;
             while !ids.is_empty() {
                 tokio::time::sleep(lease / 3).await;
-                let mut held = Vec::with_capacity(ids.len());
-                for id in ids {
-                    match store.renew(id, &worker, lease).await {
-                        Ok(true) => held.push(id),
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "renewing a job's lease failed");
-                            held.push(id);
-                        }
-                    }
+                match store.renew_many(&ids, &worker, lease).await {
+                    Ok(held) => ids = held,
+                    Err(e) => tracing::warn!(error = %e, "renewing job leases failed"),
                 }
-                ids = held;
             }
         })
     }

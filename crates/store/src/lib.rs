@@ -146,16 +146,20 @@ pub struct StoredTokens {
 pub trait Store: Send + Sync {
     /// Stores a delivery and enqueues its job in one durable transaction.
     async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested>;
-    /// Claims up to `max` runnable jobs: each caller's oldest (if none of theirs runs) and,
-    /// with room left, the jobs queued behind it that are due, so a batch can land a
-    /// caller's jobs together. A caller's jobs come back in order (by id).
+    /// Claims runnable jobs: up to `max` callers' oldest (if none of theirs runs) and, for
+    /// `max` above one, up to `max` more queued behind them that are due, so a batch can
+    /// land a caller's jobs together. A caller's jobs come back in order (by id).
     async fn claim_many(&self, worker: &str, lease: Duration, max: usize) -> Result<Vec<Job>>;
     /// Claims the next runnable job, if any.
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>> {
         Ok(self.claim_many(worker, lease, 1).await?.pop())
     }
+    /// Extends running jobs' leases at once; returns the ids the worker still holds.
+    async fn renew_many(&self, job_ids: &[i64], worker: &str, lease: Duration) -> Result<Vec<i64>>;
     /// Extends a running job's lease; false when the worker no longer holds it.
-    async fn renew(&self, job_id: i64, worker: &str, lease: Duration) -> Result<bool>;
+    async fn renew(&self, job_id: i64, worker: &str, lease: Duration) -> Result<bool> {
+        Ok(!self.renew_many(&[job_id], worker, lease).await?.is_empty())
+    }
     async fn complete(&self, job_id: i64) -> Result<()>;
     async fn fail(&self, job_id: i64, error: &str, failure: Failure) -> Result<()>;
     /// Queues an event's job again (dead or done); false when there is no such event.

@@ -271,10 +271,10 @@ impl Store for PgStore {
         .bind(max as i64)
         .fetch_all(&mut *tx)
         .await?;
-        // With room to spare, the callers' next jobs come along (those due now, behind no
-        // job that waits for a retry), so a batch lands a caller's calls together, in order.
+        // The callers' next jobs come along (those due now, behind no job that waits for a
+        // retry; up to `max` more), so a batch lands a caller's calls together, in order.
         let mut rows = rows;
-        if max > 1 && !rows.is_empty() && rows.len() < max {
+        if max > 1 && !rows.is_empty() {
             let callers: Vec<String> =
                 rows.iter().map(|r| r.try_get("caller_key")).collect::<std::result::Result<_, _>>()?;
             let followers = sqlx::query(
@@ -293,7 +293,7 @@ impl Store for PgStore {
             .bind(now + lease.as_millis() as i64)
             .bind(now)
             .bind(&callers)
-            .bind((max - rows.len()) as i64)
+            .bind(max as i64)
             .fetch_all(&mut *tx)
             .await?;
             rows.extend(followers);
@@ -336,19 +336,17 @@ impl Store for PgStore {
         })))
     }
 
-    async fn renew(&self, job_id: i64, worker: &str, lease: Duration) -> Result<bool> {
+    async fn renew_many(&self, job_ids: &[i64], worker: &str, lease: Duration) -> Result<Vec<i64>> {
         let now = now_ms();
-        let n = sqlx::query(
-            "UPDATE jobs SET lease_until = $1, updated_at = $2 WHERE id = $3 AND locked_by = $4 AND status = 'running'",
+        Ok(sqlx::query_scalar(
+            "UPDATE jobs SET lease_until = $1, updated_at = $2 WHERE id = ANY($3) AND locked_by = $4 AND status = 'running' RETURNING id",
         )
         .bind(now + lease.as_millis() as i64)
         .bind(now)
-        .bind(job_id)
+        .bind(job_ids)
         .bind(worker)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn complete(&self, job_id: i64) -> Result<()> {

@@ -343,10 +343,10 @@ impl Store for SqliteStore {
         .bind(max as i64)
         .fetch_all(&mut *tx)
         .await?;
-        // With room to spare, the callers' next jobs come along (those due now, behind no
-        // job that waits for a retry), so a batch lands a caller's calls together, in order.
+        // The callers' next jobs come along (those due now, behind no job that waits for a
+        // retry; up to `max` more), so a batch lands a caller's calls together, in order.
         let mut rows = rows;
-        if max > 1 && !rows.is_empty() && rows.len() < max {
+        if max > 1 && !rows.is_empty() {
             let callers: Vec<String> =
                 rows.iter().map(|r| r.try_get("caller_key")).collect::<std::result::Result<_, _>>()?;
             let followers = sqlx::query(
@@ -363,7 +363,7 @@ impl Store for SqliteStore {
             .bind(now + lease.as_millis() as i64)
             .bind(now)
             .bind(serde_json::to_string(&callers).unwrap_or_default())
-            .bind((max - rows.len()) as i64)
+            .bind(max as i64)
             .fetch_all(&mut *tx)
             .await?;
             rows.extend(followers);
@@ -393,21 +393,21 @@ impl Store for SqliteStore {
         })))
     }
 
-    async fn renew(&self, job_id: i64, worker: &str, lease: Duration) -> Result<bool> {
+    async fn renew_many(&self, job_ids: &[i64], worker: &str, lease: Duration) -> Result<Vec<i64>> {
         let mut tx = self.write().await?;
         let now = now_ms();
-        let n = sqlx::query(
-            "UPDATE jobs SET lease_until = ?, updated_at = ? WHERE id = ? AND locked_by = ? AND status = 'running'",
+        let held = sqlx::query_scalar(
+            "UPDATE jobs SET lease_until = ?, updated_at = ?
+             WHERE id IN (SELECT value FROM json_each(?)) AND locked_by = ? AND status = 'running' RETURNING id",
         )
         .bind(now + lease.as_millis() as i64)
         .bind(now)
-        .bind(job_id)
+        .bind(serde_json::to_string(job_ids).unwrap_or_default())
         .bind(worker)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(n == 1)
+        Ok(held)
     }
 
     async fn complete(&self, job_id: i64) -> Result<()> {
