@@ -219,7 +219,7 @@ async fn drain(args: Args) -> anyhow::Result<()> {
         spec.hand_typed_share * 100.0
     );
     println!(
-        "sandbox: Professional, {WINDOW_MAX}/10 s, search {SEARCH_PER_SECOND}/s, latency {} ± {} ms; callbridge: {} workers, batches up to {} jobs, SQLite",
+        "sandbox: Professional, {WINDOW_MAX}/10 s, search {SEARCH_PER_SECOND}/s, latency {} ± {} ms; callbridge: {} workers, batches of up to {} callers, SQLite",
         args.latency_ms, args.spread_ms, args.workers, args.batch_max
     );
     println!(
