@@ -17,10 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use callbridge::{App, Config};
-use callbridge_hubspot::Credentials;
 use callbridge_sandbox::scenario::{Burst, BurstSpec, burst};
 use callbridge_sandbox::{Faults, Sandbox, SandboxConfig, Tier};
-use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::SECRET;
@@ -126,22 +124,12 @@ async fn drain(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(seeded.len() == b.contacts.len());
     let db = std::env::temp_dir().join(format!("callbridge-bench-drain-{}.db", std::process::id()));
     let config = Config {
-        database_url: format!("sqlite://{}", db.display()),
-        hubspot_base_url: sandbox.base_url(),
         hubspot_tier: "professional".into(),
-        hubspot_token: Some(SecretString::from(sandbox.token().to_string())),
-        vapi_secret: Some(SecretString::from(SECRET)),
         workers: args.workers,
         batch_max: args.batch_max,
-        ..Config::default()
+        ..crate::ingest::config(&sandbox.base_url(), sandbox.token(), &db)
     };
-    let store = callbridge_store::open(&config.database_url).await?;
-    let hubspot = Arc::new(callbridge::app::hubspot_client(
-        &config,
-        Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
-    ));
-    callbridge::properties::setup(hubspot.as_ref()).await?;
-    hubspot.probe().await?;
+    let (store, hubspot) = crate::ingest::ready(&config, sandbox.token()).await?;
     // Setup's requests leave the window before the burst starts.
     tokio::time::sleep(Duration::from_secs(11)).await;
     sandbox.set_faults(Faults {

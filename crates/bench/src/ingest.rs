@@ -188,18 +188,28 @@ struct Running {
     db: std::path::PathBuf,
 }
 
+/// The store and a HubSpot client for `config`, with callbridge's properties set up and the
+/// token probed, as `serve` leaves them before its first job.
+pub async fn ready(
+    config: &Config,
+    token: &str,
+) -> anyhow::Result<(Arc<dyn callbridge_store::Store>, Arc<callbridge_hubspot::HubSpotClient>)> {
+    let store = callbridge_store::open(&config.database_url).await?;
+    let hubspot = Arc::new(callbridge::app::hubspot_client(
+        config,
+        Credentials::PrivateApp(SecretString::from(token.to_string())),
+    ));
+    callbridge::properties::setup(hubspot.as_ref()).await?;
+    hubspot.probe().await?;
+    Ok((store, hubspot))
+}
+
 async fn start(name: &str) -> anyhow::Result<Running> {
     // The budget is lifted so that what is timed is the pipeline, not HubSpot's window.
     let sandbox = Sandbox::spawn(SandboxConfig { ten_second_max: Some(100_000), ..SandboxConfig::default() }).await?;
     let db = std::env::temp_dir().join(format!("callbridge-bench-{name}-{}.db", std::process::id()));
     let config = config(&sandbox.base_url(), sandbox.token(), &db);
-    let store = callbridge_store::open(&config.database_url).await?;
-    let hubspot = Arc::new(callbridge::app::hubspot_client(
-        &config,
-        Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
-    ));
-    callbridge::properties::setup(hubspot.as_ref()).await?;
-    hubspot.probe().await?;
+    let (store, hubspot) = ready(&config, sandbox.token()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/webhooks/vapi", listener.local_addr()?);
     let shutdown = CancellationToken::new();
