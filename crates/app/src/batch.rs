@@ -385,6 +385,25 @@ fn group_callers(works: &mut [Work], keys: &[String]) {
     }
 }
 
+/// In each caller's group, the jobs after one that failed or left the batch fail too, to be
+/// retried after it (the queue runs a caller's jobs in order).
+fn hold_back_followers(works: &mut [Work]) {
+    for leader in 0..works.len() {
+        if !works[leader].leader {
+            continue;
+        }
+        let mut blocked = false;
+        for i in works[leader].members() {
+            if blocked && works[i].open() {
+                works[i].state = State::Failed(SyncError::Transient(
+                    "an earlier event of the same caller has not landed yet; this one follows it".into(),
+                ));
+            }
+            blocked |= !works[i].open() && !matches!(works[i].state, State::Landed);
+        }
+    }
+}
+
 /// Runs `f` over each of `chunks`, all at once.
 async fn chunked_slices<'a, T, R, F, Fut>(chunks: Vec<&'a [T]>, f: F) -> Vec<(&'a [T], R)>
 where
@@ -853,6 +872,9 @@ impl Syncer {
                 }
                 None => true,
             });
+            // A caller's events land in order: behind one that cannot land now, the rest wait.
+            hold_back_followers(works);
+            list.retain(|(i, _)| works[*i].open());
             // A caller's activities go in one request, in order, so HubSpot makes them in the
             // order they happened; past what one request holds, they take the single path.
             list.sort_by_key(|(i, _)| (works[*i].leader_of, *i));
@@ -1074,6 +1096,16 @@ mod tests {
         let mut ids: Vec<(usize, String)> = landed.into_iter().map(|(i, r)| (i, r.id)).collect();
         ids.sort();
         assert_eq!(ids, [(0, "21".to_string()), (1, "22".to_string())]);
+    }
+
+    #[test]
+    fn behind_a_callers_event_that_cannot_land_now_the_later_ones_wait() {
+        let mut works = vec![work(1, "a@example.com"), work(2, "a@example.com"), work(3, "a@example.com")];
+        group_callers(&mut works, &vec!["k".to_string(); 3]);
+        works[1].state = State::Failed(SyncError::Transient("lookup failed".into()));
+        hold_back_followers(&mut works);
+        assert!(works[0].open());
+        assert!(matches!(works[2].state, State::Failed(SyncError::Transient(_))));
     }
 
     #[test]
