@@ -109,7 +109,8 @@ const NUMERIC: [&str; 9] = [
     "hubspot_retry_secs",
     "hubspot_search_per_second",
 ];
-const KEYS: [&str; 23] = [
+/// Settings that take text.
+const TEXT: [&str; 14] = [
     "listen",
     "database_url",
     "hubspot_base_url",
@@ -123,15 +124,6 @@ const KEYS: [&str; 23] = [
     "elevenlabs_secret",
     "generic_token",
     "default_region",
-    "workers",
-    "max_attempts",
-    "retry_base_ms",
-    "retry_max_ms",
-    "lease_secs",
-    "batch_min",
-    "batch_max",
-    "hubspot_retry_secs",
-    "hubspot_search_per_second",
     "log_format",
 ];
 
@@ -151,7 +143,7 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        for key in KEYS {
+        for key in TEXT.into_iter().chain(NUMERIC) {
             let var = format!("CALLBRIDGE_{}", key.to_ascii_uppercase());
             let Some(value) = env(&var) else { continue };
             let value = if NUMERIC.contains(&key) {
