@@ -79,8 +79,8 @@ pub struct BatchReport {
 }
 
 enum State {
+    /// Still on its way; at the end, landed.
     Open,
-    Landed,
     Failed(SyncError),
     Single,
 }
@@ -96,10 +96,9 @@ struct Work {
     newest: bool,
     logged: Option<Activity>,
     state: State,
-    /// The first of a caller's jobs in the batch, which finds and writes the contact for
-    /// all of them.
-    leader: bool,
-    /// For a leader: itself and the caller's later jobs (indices, in order).
+    /// For a leader — the first of a caller's jobs in the batch, which finds and writes the
+    /// contact for all of them — itself and the caller's later jobs (indices, in order);
+    /// empty for the others.
     group: Vec<usize>,
     /// The index of this job's leader.
     leader_of: usize,
@@ -118,6 +117,9 @@ impl Work {
             Event::Call(c) => &c.caller,
             Event::Booking(b) => &b.caller,
         }
+    }
+    fn leader(&self) -> bool {
+        !self.group.is_empty()
     }
     fn members(&self) -> Vec<usize> {
         self.group.clone()
@@ -326,17 +328,17 @@ async fn search_phones(hubspot: &dyn HubSpotApi, nationals: &[String]) -> Result
 }
 
 /// National numbers to search for and the jobs waiting on each.
-struct PhoneQuery(Vec<String>, HashMap<String, Vec<usize>>);
+type PhoneQuery = HashMap<String, Vec<usize>>;
 
 /// Open, unresolved jobs with a phone that `pick` selects, grouped by national number.
 fn phones_to_find(works: &[Work], pick: impl Fn(&Work) -> bool) -> PhoneQuery {
     let mut by_national: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader) {
+    for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader()) {
         if let (true, None, Some(p), true) = (w.open(), &w.found, &w.caller().phone, pick(w)) {
             by_national.entry(p.national().to_string()).or_default().push(i);
         }
     }
-    PhoneQuery(by_national.keys().cloned().collect(), by_national)
+    by_national
 }
 
 /// Groups each caller's jobs (in id order) behind the first: the leader resolves and
@@ -354,7 +356,6 @@ fn group_callers(works: &mut [Work], keys: &[String]) {
         }
         let Some(&leader) = leaders.get(key) else {
             leaders.insert(key, i);
-            works[i].leader = true;
             works[i].leader_of = i;
             works[i].group = vec![i];
             works[i].merged = Some(works[i].caller().clone());
@@ -389,7 +390,7 @@ fn group_callers(works: &mut [Work], keys: &[String]) {
 /// retried after it (the queue runs a caller's jobs in order).
 fn hold_back_followers(works: &mut [Work]) {
     for leader in 0..works.len() {
-        if !works[leader].leader {
+        if !works[leader].leader() {
             continue;
         }
         let mut blocked = false;
@@ -399,7 +400,7 @@ fn hold_back_followers(works: &mut [Work]) {
                     "an earlier event of the same caller has not landed yet; this one follows it".into(),
                 ));
             }
-            blocked |= !works[i].open() && !matches!(works[i].state, State::Landed);
+            blocked |= !works[i].open();
         }
     }
 }
@@ -420,7 +421,7 @@ fn digits(s: &str) -> String {
 }
 
 impl Syncer {
-    /// Lands a batch of jobs of distinct callers; see the module docs.
+    /// Lands a batch of jobs, grouped by caller; see the module docs.
     pub async fn run_batch(&self, mut jobs: Vec<BatchJob>) -> Result<BatchReport, SyncError> {
         jobs.sort_by_key(|j| j.id);
         let keys: Vec<String> = jobs.iter().map(|j| j.caller_key.clone()).collect();
@@ -435,7 +436,6 @@ impl Syncer {
                 newest: false,
                 logged: None,
                 state: State::Open,
-                leader: false,
                 group: Vec::new(),
                 leader_of: 0,
                 merged: None,
@@ -461,11 +461,8 @@ impl Syncer {
 
         let mut settlement = Settlement { activities: records, ..Settlement::default() };
         for w in &mut works {
-            if w.open() {
-                w.state = State::Landed;
-            }
             match std::mem::replace(&mut w.state, State::Open) {
-                State::Landed => {
+                State::Open => {
                     if let (Event::Call(c), true, Some(contact)) = (&w.event, w.newest, w.contact_id) {
                         settlement.last_calls.push((contact, c.occurred_at_ms));
                     }
@@ -474,7 +471,6 @@ impl Syncer {
                 }
                 State::Failed(e) => report.failed.push((w.id, e)),
                 State::Single => report.single.push(w.id),
-                State::Open => {}
             }
         }
         self.store.settle(&settlement).await?;
@@ -485,7 +481,7 @@ impl Syncer {
     /// Callers the index knows: read their contacts back by id, 100 per request.
     async fn resolve_known(&self, works: &mut [Work]) -> Result<(), SyncError> {
         let mut by_id: HashMap<u64, Vec<usize>> = HashMap::new();
-        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader && w.open()) {
+        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader() && w.open()) {
             if let Some(id) = self.store.known_contact(&w.caller().keys()).await? {
                 by_id.entry(id).or_default().push(i);
             }
@@ -543,7 +539,7 @@ impl Syncer {
     /// single path does.
     async fn resolve_strangers(&self, works: &mut [Work]) -> Result<(), SyncError> {
         let mut by_email: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader) {
+        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader()) {
             if let (true, None, Some(e)) = (w.open(), &w.found, &w.caller().email) {
                 by_email.entry(e.as_str().to_string()).or_default().push(i);
             }
@@ -556,7 +552,7 @@ impl Syncer {
                 let read = &read;
                 async move { self.hubspot.batch_read(ObjectType::Contacts, chunk, Some("email"), read).await }
             }),
-            self.phones.find(phone_only.0.clone()),
+            self.phones.find(phone_only.keys().cloned().collect()),
         );
         for (chunk, answer) in by_email_answers {
             match answer {
@@ -584,7 +580,7 @@ impl Syncer {
         }
         self.take_phone_answers(works, &phone_only, phone_answers);
         let rest = phones_to_find(works, |w| w.caller().email.is_some());
-        let answer = self.phones.find(rest.0.clone()).await;
+        let answer = self.phones.find(rest.keys().cloned().collect()).await;
         self.take_phone_answers(works, &rest, answer);
         Ok(())
     }
@@ -592,7 +588,7 @@ impl Syncer {
     /// Matches what the phone finder answered back to callers: the oldest contact
     /// holding the number.
     fn take_phone_answers(&self, works: &mut [Work], query: &PhoneQuery, answer: Result<Vec<CrmObject>, HubSpotError>) {
-        let indices: Vec<usize> = query.1.values().flatten().copied().collect();
+        let indices: Vec<usize> = query.values().flatten().copied().collect();
         match answer {
             Ok(mut contacts) => {
                 // Answers from several searches: oldest first across them.
@@ -626,7 +622,7 @@ impl Syncer {
     async fn plan(&self, works: &mut [Work]) -> Result<(), SyncError> {
         let mut targets = HashSet::new();
         for leader in 0..works.len() {
-            if !works[leader].leader || !works[leader].open() {
+            if !works[leader].leader() || !works[leader].open() {
                 continue;
             }
             let w = &works[leader];
@@ -694,7 +690,7 @@ impl Syncer {
     async fn write_contacts(&self, works: &mut [Work]) -> Result<usize, SyncError> {
         let mut updates = Vec::new();
         let (mut by_email, mut by_phone) = (Vec::new(), Vec::new());
-        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.open() && w.leader) {
+        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.open() && w.leader()) {
             let write = w.contact_write.clone().unwrap_or_default();
             match (&w.found, &w.caller().email) {
                 (Some((id, _)), _) => {
@@ -782,14 +778,14 @@ impl Syncer {
         }
         // A caller's later jobs follow their leader: its contact, or its failure.
         for leader in 0..works.len() {
-            if !works[leader].leader {
+            if !works[leader].leader() {
                 continue;
             }
             let contact_id = works[leader].contact_id;
             let failed = match &works[leader].state {
                 State::Failed(e) => Some(State::Failed(e.clone())),
                 State::Single => Some(State::Single),
-                State::Open | State::Landed => None,
+                State::Open => None,
             };
             for i in works[leader].members().into_iter().skip(1) {
                 works[i].contact_id = contact_id;
@@ -804,7 +800,7 @@ impl Syncer {
         // Every contact found or made is remembered under each of its caller's keys.
         let remembered: Vec<(Vec<String>, u64)> = works
             .iter()
-            .filter(|w| w.open() && w.leader)
+            .filter(|w| w.open() && w.leader())
             .filter_map(|w| w.contact_id.map(|id| (w.caller().keys(), id)))
             .collect();
         self.store.remember_contacts(&remembered).await?;
@@ -964,26 +960,13 @@ impl Syncer {
             return out;
         }
         let contacts: Vec<u64> = retrying.iter().filter_map(|&i| works[i].contact_id).collect();
-        let found = async {
-            let linked = self.hubspot.batch_associated_ids(ObjectType::Contacts, &contacts, t).await?;
-            let ids: Vec<String> = linked.values().flatten().map(u64::to_string).collect();
-            let mut by_key = HashMap::new();
-            for chunk in ids.chunks(BATCH_MAX) {
-                for r in self.hubspot.batch_read(t, chunk, None, &[identity]).await?.results {
-                    if let (Some(k), Some(id)) = (r.prop(identity), r.id_u64()) {
-                        by_key.insert(k.to_string(), id);
-                    }
-                }
-            }
-            Ok::<_, HubSpotError>(by_key)
-        }
-        .await;
+        let found = self.hubspot.find_by_identities(t, identity, &contacts).await;
         for i in retrying {
             let key = external_key(&works[i]);
             match &found {
                 Ok(by_key) => {
-                    if let Some(id) = by_key.get(&key) {
-                        out.insert(i, Ok(*id));
+                    if let Some(id) = by_key.get(&key).and_then(CrmObject::id_u64) {
+                        out.insert(i, Ok(id));
                     }
                 }
                 Err(e) => {
@@ -1059,7 +1042,6 @@ mod tests {
             newest: false,
             logged: None,
             state: State::Open,
-            leader: true,
             group: vec![],
             leader_of: 0,
             merged: None,
@@ -1116,12 +1098,9 @@ mod tests {
             work(3, "z@example.com"),
             work(4, "a@example.com"),
         ];
-        for w in &mut works {
-            w.leader = false;
-        }
         let keys = vec!["k".to_string(); 4];
         group_callers(&mut works, &keys);
-        assert!(works[0].leader && works[0].group == [0, 1]);
+        assert!(works[0].leader() && works[0].group == [0, 1]);
         assert!(matches!(works[2].state, State::Single) && matches!(works[3].state, State::Single), "order holds");
     }
 }

@@ -61,29 +61,19 @@ impl Worker {
         while !shutdown.is_cancelled() {
             let notified = self.wake.notified();
             match self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await {
-                Ok(mut jobs) if jobs.len() >= self.config.batch_min.max(2) => {
-                    self.top_up(&name, &mut jobs).await;
-                    let span = tracing::info_span!("batch", batch.jobs = jobs.len());
-                    self.process_batch(&name, jobs).instrument(span).await;
-                    continue;
-                }
-                Ok(jobs) if !jobs.is_empty() => {
-                    // Callers side by side; each caller's jobs one after another, in order.
-                    let heartbeat = self.heartbeat(&name, jobs.iter().map(|j| j.id).collect());
-                    let mut by_caller: Vec<Vec<Job>> = Vec::new();
-                    for job in jobs {
-                        match by_caller.iter_mut().find(|g| g[0].caller_key == job.caller_key) {
-                            Some(g) => g.push(job),
-                            None => by_caller.push(vec![job]),
-                        }
+                Ok(mut jobs) if !jobs.is_empty() => {
+                    let batch = jobs.len() >= self.config.batch_min.max(2);
+                    if batch {
+                        self.top_up(&name, &mut jobs).await;
                     }
-                    join_all(by_caller.into_iter().map(|group| async {
-                        for job in group {
-                            let span = tracing::info_span!("job", job.id = job.id, event.id = job.inbox_id, job.kind = %job.kind, event.source = %job.source);
-                            self.process(job).instrument(span).await;
-                        }
-                    }))
-                    .await;
+                    // The leases of every job held are renewed until they are all settled.
+                    let heartbeat = self.heartbeat(&name, jobs.iter().map(|j| j.id).collect());
+                    if batch {
+                        let span = tracing::info_span!("batch", batch.jobs = jobs.len());
+                        self.process_batch(jobs).instrument(span).await;
+                    } else {
+                        self.process_by_caller(jobs).await;
+                    }
                     heartbeat.abort();
                     continue;
                 }
@@ -131,6 +121,24 @@ impl Worker {
         })
     }
 
+    /// A short queue: callers side by side, each caller's jobs one after another, in order.
+    async fn process_by_caller(&self, jobs: Vec<Job>) {
+        let mut by_caller: Vec<Vec<Job>> = Vec::new();
+        for job in jobs {
+            match by_caller.iter_mut().find(|g| g[0].caller_key == job.caller_key) {
+                Some(g) => g.push(job),
+                None => by_caller.push(vec![job]),
+            }
+        }
+        join_all(by_caller.into_iter().map(|group| async {
+            for job in group {
+                let span = tracing::info_span!("job", job.id = job.id, event.id = job.inbox_id, job.kind = %job.kind, event.source = %job.source);
+                self.process(job).instrument(span).await;
+            }
+        }))
+        .await;
+    }
+
     async fn process(&self, job: Job) {
         let started = std::time::Instant::now();
         let outcome = match serde_json::from_str::<Event>(&job.event_json) {
@@ -141,9 +149,8 @@ impl Worker {
     }
 
     /// Lands a batch of jobs together; jobs the batch hands back run on the single path.
-    async fn process_batch(&self, worker: &str, jobs: Vec<Job>) {
+    async fn process_batch(&self, jobs: Vec<Job>) {
         let started = std::time::Instant::now();
-        let heartbeat = self.heartbeat(worker, jobs.iter().map(|j| j.id).collect());
         let mut batch = Vec::with_capacity(jobs.len());
         let mut by_id = std::collections::HashMap::with_capacity(jobs.len());
         for job in jobs {
@@ -196,7 +203,6 @@ impl Worker {
                 }
             }
         }
-        heartbeat.abort();
     }
 
     async fn record(&self, job: &Job, outcome: Result<Landed, SyncError>, started: std::time::Instant) {

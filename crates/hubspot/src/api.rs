@@ -36,9 +36,14 @@ pub trait HubSpotApi: Send + Sync {
     async fn search(&self, t: ObjectType, search: &Search) -> R<SearchPage>;
     async fn merge_contacts(&self, primary: u64, other: u64) -> R<CrmObject>;
     async fn associated_ids(&self, from: ObjectType, id: u64, to: ObjectType) -> R<Vec<u64>>;
-    /// Ids of `to` records associated with each of many records.
-    async fn batch_associated_ids(&self, from: ObjectType, ids: &[u64], to: ObjectType) -> R<HashMap<u64, Vec<u64>>>;
     async fn find_by_identity(&self, t: ObjectType, identity: &Identity) -> R<Option<CrmObject>>;
+    /// The `t` records associated with any of these contacts, by their value of `property`.
+    async fn find_by_identities(
+        &self,
+        t: ObjectType,
+        property: &str,
+        contacts: &[u64],
+    ) -> R<HashMap<String, CrmObject>>;
     async fn create_call_engagement(&self, e: &CallEngagement) -> R<u64>;
     async fn update_call_engagement(&self, id: u64, metadata: Value) -> R<()>;
     async fn contact_engagements(&self, contact: u64) -> R<Vec<Value>>;
@@ -99,8 +104,13 @@ impl HubSpotApi for HubSpotClient {
     async fn associated_ids(&self, from: ObjectType, id: u64, to: ObjectType) -> R<Vec<u64>> {
         HubSpotClient::associated_ids(self, from, id, to).await
     }
-    async fn batch_associated_ids(&self, from: ObjectType, ids: &[u64], to: ObjectType) -> R<HashMap<u64, Vec<u64>>> {
-        HubSpotClient::batch_associated_ids(self, from, ids, to).await
+    async fn find_by_identities(
+        &self,
+        t: ObjectType,
+        property: &str,
+        contacts: &[u64],
+    ) -> R<HashMap<String, CrmObject>> {
+        HubSpotClient::find_by_identities(self, t, property, contacts).await
     }
     async fn find_by_identity(&self, t: ObjectType, identity: &Identity) -> R<Option<CrmObject>> {
         HubSpotClient::find_by_identity(self, t, identity).await

@@ -304,15 +304,7 @@ impl Store for PgStore {
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        let by_id: std::collections::HashMap<i64, &sqlx::postgres::PgRow> =
-            inbox.iter().map(|r| Ok((r.try_get::<i64, _>("id")?, r))).collect::<Result<_>>()?;
-        let mut jobs = rows
-            .iter()
-            .zip(&ids)
-            .map(|(row, inbox_id)| crate::rows::job(row, by_id[inbox_id]))
-            .collect::<Result<Vec<Job>>>()?;
-        jobs.sort_by_key(|j| j.id);
-        Ok(jobs)
+        crate::rows::jobs(&rows, &inbox)
     }
 
     async fn try_exclusive(&self, name: &str) -> Result<Option<crate::Exclusive>> {

@@ -91,9 +91,9 @@ where
     })
 }
 
-/// A claimed job from its `jobs` row (`RETURNING id, inbox_id, kind, caller_key, attempts,
-/// claims`) and its inbox row (`source, idempotency_key, event`).
-pub(crate) fn job<R, DB>(job: &R, inbox: &R) -> Result<Job>
+/// Claimed jobs, in id order, from their `jobs` rows (`RETURNING id, inbox_id, kind,
+/// caller_key, attempts, claims`) and their inbox rows (`id, source, idempotency_key, event`).
+pub(crate) fn jobs<R, DB>(jobs: &[R], inbox: &[R]) -> Result<Vec<Job>>
 where
     DB: Database,
     R: Row<Database = DB>,
@@ -101,15 +101,25 @@ where
     for<'a> i64: Decode<'a, DB> + Type<DB>,
     for<'a> String: Decode<'a, DB> + Type<DB>,
 {
-    Ok(Job {
-        id: get(job, "id")?,
-        inbox_id: get(job, "inbox_id")?,
-        kind: get(job, "kind")?,
-        caller_key: get(job, "caller_key")?,
-        attempts: get(job, "attempts")?,
-        claims: get(job, "claims")?,
-        source: get(inbox, "source")?,
-        idempotency_key: get(inbox, "idempotency_key")?,
-        event_json: get(inbox, "event")?,
-    })
+    let inbox: std::collections::HashMap<i64, &R> =
+        inbox.iter().map(|r| Ok((get::<R, i64>(r, "id")?, r))).collect::<Result<_>>()?;
+    let mut out = jobs
+        .iter()
+        .map(|job| {
+            let row = inbox[&get::<R, i64>(job, "inbox_id")?];
+            Ok(Job {
+                id: get(job, "id")?,
+                inbox_id: get(job, "inbox_id")?,
+                kind: get(job, "kind")?,
+                caller_key: get(job, "caller_key")?,
+                attempts: get(job, "attempts")?,
+                claims: get(job, "claims")?,
+                source: get(row, "source")?,
+                idempotency_key: get(row, "idempotency_key")?,
+                event_json: get(row, "event")?,
+            })
+        })
+        .collect::<Result<Vec<Job>>>()?;
+    out.sort_by_key(|j| j.id);
+    Ok(out)
 }

@@ -368,18 +368,15 @@ impl Store for SqliteStore {
             .await?;
             rows.extend(followers);
         }
-        let mut jobs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let inbox_id: i64 = row.try_get("inbox_id")?;
-            let inbox = sqlx::query("SELECT source, idempotency_key, event FROM inbox WHERE id = ?")
-                .bind(inbox_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            jobs.push(crate::rows::job(row, &inbox)?);
-        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.try_get("inbox_id")).collect::<std::result::Result<_, _>>()?;
+        let inbox = sqlx::query(
+            "SELECT id, source, idempotency_key, event FROM inbox WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&ids).unwrap_or_default())
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        jobs.sort_by_key(|j| j.id);
-        Ok(jobs)
+        crate::rows::jobs(&rows, &inbox)
     }
 
     async fn try_exclusive(&self, name: &str) -> Result<Option<crate::Exclusive>> {
