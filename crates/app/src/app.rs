@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use callbridge_domain::PortalId;
 use callbridge_hubspot::{ClientConfig, Credentials, HubSpotApi, HubSpotClient, RetryPolicy, ten_second_max_for};
 use callbridge_store::Store;
 use tokio::net::TcpListener;
@@ -15,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::{AppState, Metrics, router};
-use crate::sync::Syncer;
+use crate::portals::{Portal, Portals};
 use crate::worker::{Worker, WorkerConfig};
 
 pub struct App {
@@ -26,9 +27,9 @@ pub struct App {
 /// The HubSpot client a configuration describes, counting its budget in `store` when the
 /// store can share it with other instances.
 pub fn hubspot_client_sharing(config: &Config, credentials: Credentials, store: &Arc<dyn Store>) -> HubSpotClient {
-    let shared: Option<Arc<dyn callbridge_hubspot::SharedWindow>> = store
-        .shares_budget()
-        .then(|| Arc::new(crate::budget::StoreWindow(store.clone())) as Arc<dyn callbridge_hubspot::SharedWindow>);
+    let window = || crate::budget::StoreWindow { store: store.clone(), portal: PortalId::default() };
+    let shared: Option<Arc<dyn callbridge_hubspot::SharedWindow>> =
+        store.shares_budget().then(|| Arc::new(window()) as Arc<dyn callbridge_hubspot::SharedWindow>);
     client_with(config, credentials, shared)
 }
 
@@ -60,13 +61,25 @@ fn client_with(
 }
 
 impl App {
+    /// The app serving the configuration's portal (`default`) through `hubspot`.
     pub async fn build(config: &Config, store: Arc<dyn Store>, hubspot: Arc<dyn HubSpotApi>) -> App {
+        let portal = Portal::new(
+            PortalId::default(),
+            store.clone(),
+            hubspot,
+            config.region(),
+            config.hubspot_search_per_second as usize,
+        );
+        App::with_portals(config, store, Portals::new([portal])).await
+    }
+
+    pub async fn with_portals(config: &Config, store: Arc<dyn Store>, portals: Portals) -> App {
         let wake = Arc::new(Notify::new());
         // Jobs enqueued by other instances (PostgreSQL) wake this one's workers too.
         store.subscribe(wake.clone());
         let state = AppState {
             store: store.clone(),
-            hubspot: hubspot.clone(),
+            portals: portals.clone(),
             wake: wake.clone(),
             region: config.region(),
             admin_token: config.admin_token.clone(),
@@ -78,12 +91,7 @@ impl App {
             metrics: Arc::new(Metrics::default()),
         };
         let worker = Arc::new(Worker {
-            syncer: Arc::new(Syncer::new(
-                store.clone(),
-                hubspot,
-                config.region(),
-                config.hubspot_search_per_second as usize,
-            )),
+            portals,
             store,
             config: WorkerConfig {
                 workers: config.workers,

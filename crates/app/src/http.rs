@@ -13,8 +13,7 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use callbridge_domain::{DefaultRegion, Event};
-use callbridge_hubspot::HubSpotApi;
+use callbridge_domain::{DefaultRegion, Event, IdempotencyKey};
 use callbridge_store::{NewDelivery, Store, StoreError, now_ms};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -22,8 +21,10 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
+use crate::jobs::JobKind;
 use crate::sources::signature::{SignatureError, verify_elevenlabs, verify_retell, verify_vapi_hmac};
 use crate::sources::{self, FieldError};
+use callbridge_domain::PortalId;
 
 /// Largest webhook body accepted.
 const BODY_LIMIT: usize = 2 * 1024 * 1024;
@@ -40,7 +41,7 @@ pub struct Metrics {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub hubspot: Arc<dyn HubSpotApi>,
+    pub portals: crate::portals::Portals,
     pub wake: Arc<Notify>,
     pub region: DefaultRegion,
     pub admin_token: Option<SecretString>,
@@ -140,22 +141,24 @@ fn parse_json(state: &AppState, body: &Bytes) -> Result<Value, Response> {
     })
 }
 
-/// Stores the delivery and its job in one commit, then answers.
-async fn accept(
-    state: &AppState,
-    source: &str,
-    key: String,
-    body: &Bytes,
-    event: &Event,
-    job: Option<&'static str>,
-) -> Response {
-    let caller_key = event.caller().ordering_key().unwrap_or_else(|| key.clone());
+/// Stores the delivery and the job that lands its event in one commit, then answers.
+async fn accept(state: &AppState, source: &str, key: IdempotencyKey, body: &Bytes, event: Event) -> Response {
+    let caller_key = event.caller().ordering_key().unwrap_or_else(|| key.to_string());
+    let job = JobKind::for_event(event);
+    let payload = match job.payload() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error.kind = "serialise", event.source = source, "an event could not be stored: {e}");
+            return internal_error();
+        }
+    };
     let delivery = NewDelivery {
+        portal: PortalId::default(),
         source: source.to_string(),
         idempotency_key: key,
         raw_body: body.to_vec(),
-        event_json: serde_json::to_string(event).unwrap_or_default(),
-        job_kind: job,
+        event_json: payload,
+        job_kind: Some(job.name()),
         caller_key,
         received_at_ms: now_ms(),
     };
@@ -163,17 +166,22 @@ async fn accept(
 }
 
 /// Keeps a delivery that needs no work (recorded, not queued).
-async fn record(state: &AppState, source: &str, key: String, body: &Bytes) -> Response {
+async fn record(state: &AppState, source: &str, key: IdempotencyKey, body: &Bytes) -> Response {
     let delivery = NewDelivery {
+        portal: PortalId::default(),
         source: source.to_string(),
-        idempotency_key: key.clone(),
+        caller_key: key.to_string(),
+        idempotency_key: key,
         raw_body: body.to_vec(),
         event_json: "null".into(),
         job_kind: None,
-        caller_key: key,
         received_at_ms: now_ms(),
     };
     store_delivery(state, source, delivery).await
+}
+
+fn internal_error() -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "retry": true}))).into_response()
 }
 
 async fn store_delivery(state: &AppState, source: &str, delivery: NewDelivery) -> Response {
@@ -211,9 +219,7 @@ async fn generic_webhook(State(state): State<AppState>, headers: HeaderMap, body
     };
     let key_header = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
     match sources::generic::parse(&value, state.region, key_header) {
-        Ok((booking, key)) => {
-            accept(&state, "generic", key, &body, &Event::Booking(booking), Some("sync_booking")).await
-        }
+        Ok((booking, key)) => accept(&state, "generic", key, &body, Event::Booking(booking)).await,
         Err(f) => invalid(&state, f.errors),
     }
 }
@@ -235,7 +241,7 @@ async fn vapi_webhook(State(state): State<AppState>, headers: HeaderMap, body: B
     };
     match sources::vapi::parse(&value, state.region) {
         Ok(sources::vapi::Message::EndOfCall(event, key)) => {
-            accept(&state, "vapi", key, &body, &Event::Call(*event), Some("sync_call")).await
+            accept(&state, "vapi", key, &body, Event::Call(*event)).await
         }
         Ok(sources::vapi::Message::Ignored(kind)) => ignored(&state, &kind),
         Err(f) => invalid(&state, f.errors),
@@ -255,7 +261,7 @@ async fn retell_webhook(State(state): State<AppState>, headers: HeaderMap, body:
     };
     match sources::retell::parse(&value, state.region) {
         Ok(sources::retell::Message::Call(event, key)) => {
-            accept(&state, "retell", key, &body, &Event::Call(*event), Some("sync_call")).await
+            accept(&state, "retell", key, &body, Event::Call(*event)).await
         }
         Ok(sources::retell::Message::Ignored(kind)) => ignored(&state, &kind),
         Err(f) => invalid(&state, f.errors),
@@ -275,7 +281,7 @@ async fn elevenlabs_webhook(State(state): State<AppState>, headers: HeaderMap, b
     };
     match sources::elevenlabs::parse(&value, state.region) {
         Ok(sources::elevenlabs::Message::Call(event, key)) => {
-            accept(&state, "elevenlabs", key, &body, &Event::Call(*event), Some("sync_call")).await
+            accept(&state, "elevenlabs", key, &body, Event::Call(*event)).await
         }
         Ok(sources::elevenlabs::Message::Record { key, summary }) => {
             let kept = summary.map(|s| Bytes::from(s.to_string())).unwrap_or_else(|| body.clone());
@@ -337,15 +343,32 @@ async fn replay(State(state): State<AppState>, Path(id): Path<i64>) -> Response 
     }
 }
 
+/// The HubSpot client of the portal admin requests name (today: the configuration's only one).
+#[expect(clippy::result_large_err, reason = "the rejection is the response itself")]
+fn admin_portal(state: &AppState) -> Result<&Arc<crate::portals::Portal>, Response> {
+    state.portals.default_portal().ok_or_else(|| {
+        (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "reason": "no portal is configured"})))
+            .into_response()
+    })
+}
+
 async fn probe(State(state): State<AppState>) -> Response {
-    match state.hubspot.probe().await {
+    let portal = match admin_portal(&state) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match portal.hubspot.probe().await {
         Ok(c) => Json(json!({"capabilities": c})).into_response(),
         Err(e) => (StatusCode::BAD_GATEWAY, Json(json!({"error": "hubspot", "reason": e.to_string()}))).into_response(),
     }
 }
 
 async fn setup_properties(State(state): State<AppState>) -> Response {
-    match crate::properties::setup(state.hubspot.as_ref()).await {
+    let portal = match admin_portal(&state) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match crate::properties::setup(portal.hubspot.as_ref()).await {
         Ok(report) => Json(json!(report)).into_response(),
         Err(e) => (StatusCode::BAD_GATEWAY, Json(json!({"error": "hubspot", "reason": e.to_string()}))).into_response(),
     }
@@ -354,7 +377,15 @@ async fn setup_properties(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let m = &state.metrics;
     let jobs = state.store.counts().await.unwrap_or_default();
-    let client = state.hubspot.stats();
+    let client = state.portals.iter().map(|p| p.hubspot.stats()).fold(
+        Default::default(),
+        |a: callbridge_hubspot::ClientStats, s| callbridge_hubspot::ClientStats {
+            requests: a.requests + s.requests,
+            retries: a.retries + s.retries,
+            rate_limited: a.rate_limited + s.rate_limited,
+            refreshes: a.refreshes + s.refreshes,
+        },
+    );
     let mut lines: Vec<(String, u64)> = vec![
         ("callbridge_webhooks_accepted_total".into(), m.accepted.load(Ordering::Relaxed)),
         ("callbridge_webhooks_duplicate_total".into(), m.duplicates.load(Ordering::Relaxed)),

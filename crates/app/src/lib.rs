@@ -1,16 +1,17 @@
 //! callbridge: lands voice-AI calls and meeting bookings in HubSpot.
 //!
-//! This crate wires the pieces together: configuration, the HTTP service, the worker and the
-//! command line. Domain rules live in `callbridge-domain`, HubSpot in `callbridge-hubspot`,
+//! This crate wires the pieces together: configuration, the portals served, the HTTP service,
+//! typed jobs and the worker, the sync engine and the command line. Domain rules live in `callbridge-domain`, HubSpot in `callbridge-hubspot`,
 //! persistence in `callbridge-store`, and the simulator in `callbridge-sandbox`.
 
 pub mod app;
-pub mod batch;
 pub mod budget;
 pub mod cli;
 mod cmd;
 pub mod config;
 pub mod http;
+pub mod jobs;
+pub mod portals;
 pub mod properties;
 pub mod sources;
 pub mod sync;

@@ -3,16 +3,21 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use callbridge_domain::PortalId;
 use callbridge_hubspot::{OAuthTokens, TokenStore};
 use callbridge_store::{Store, StoredTokens};
 use secrecy::{ExposeSecret, SecretString};
 
-pub struct StoreTokens(pub Arc<dyn Store>);
+/// A portal's tokens, kept in the store.
+pub struct StoreTokens {
+    pub store: Arc<dyn Store>,
+    pub portal: PortalId,
+}
 
 #[async_trait]
 impl TokenStore for StoreTokens {
     async fn load(&self) -> anyhow::Result<Option<OAuthTokens>> {
-        Ok(self.0.load_tokens().await?.map(|t| OAuthTokens {
+        Ok(self.store.load_tokens(&self.portal).await?.map(|t| OAuthTokens {
             access_token: SecretString::from(t.access_token),
             refresh_token: SecretString::from(t.refresh_token),
             expires_at_ms: t.expires_at_ms,
@@ -29,6 +34,6 @@ impl TokenStore for StoreTokens {
             hub_id: t.hub_id,
             scopes: t.scopes.clone(),
         };
-        Ok(self.0.save_tokens(&stored).await?)
+        Ok(self.store.save_tokens(&self.portal, &stored).await?)
     }
 }

@@ -1,18 +1,20 @@
-//! The worker: claims jobs, runs them, and records the outcome — done, retry at a later
-//! time (exponential backoff with jitter), or dead with the reason after the last attempt
-//! or on an error retrying cannot fix. Several loops run concurrently; the queue keeps each
-//! caller's jobs in order and one at a time.
+//! The worker: claims jobs, dispatches them on their kind ([`crate::jobs::JobKind`]), and
+//! records every outcome here — done (with what the job wrote, in one transaction), retry at
+//! a later time (exponential backoff with jitter), or dead with the reason after the last
+//! attempt or on an error retrying cannot fix. Several loops run concurrently; the queue keeps
+//! each caller's jobs in order and one at a time.
 //!
-//! Adaptive batching: a loop claims up to `batch_max` jobs at once (each the oldest of a
-//! different caller). Fewer than `batch_min` means the queue is short: each job takes the
-//! single path, concurrently, at the lowest latency. More means work is piling up: the
-//! jobs go through [`crate::batch`] together, which spends a request per 100 records
-//! instead of several per event.
+//! Sync jobs go to their portal's sync engine in rounds. A loop claims up to `batch_max`
+//! callers' jobs at once. At `batch_min` jobs or more, work is piling up: the loop tops the
+//! claim up with what is still arriving and lands it as one round, through batch endpoints.
+//! Below it the queue is short: each caller's jobs form a round of their own, callers side by
+//! side, at the lowest latency. Jobs a round hands back run in rounds after it.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge_domain::Event;
+use callbridge_domain::PortalId;
 use callbridge_store::{Failure, Job, Store, now_ms};
 use futures_util::future::join_all;
 use tokio::sync::Notify;
@@ -20,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::batch::BatchJob;
-use crate::sync::{Landed, SyncError, Syncer};
+use crate::jobs::JobKind;
+use crate::portals::{Portal, Portals};
+use crate::sync::{RoundReport, SyncError, SyncJob};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -30,7 +33,7 @@ pub struct WorkerConfig {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub lease: Duration,
-    /// Jobs claimed at once that switch a loop to the batch path.
+    /// Jobs claimed at once from which a loop lands them as one round.
     pub batch_min: usize,
     /// Jobs a loop claims at most at once.
     pub batch_max: usize,
@@ -40,7 +43,7 @@ pub struct WorkerConfig {
 }
 
 pub struct Worker {
-    pub syncer: Arc<Syncer>,
+    pub portals: Portals,
     pub store: Arc<dyn Store>,
     pub config: WorkerConfig,
     /// Woken when a job is enqueued.
@@ -62,18 +65,13 @@ impl Worker {
             let notified = self.wake.notified();
             match self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await {
                 Ok(mut jobs) if !jobs.is_empty() => {
-                    let batch = jobs.len() >= self.config.batch_min.max(2);
-                    if batch {
+                    let burst = jobs.len() >= self.config.batch_min.max(2);
+                    if burst {
                         self.top_up(&name, &mut jobs).await;
                     }
-                    // The leases of every job held are renewed until they are all settled.
+                    // The leases of every job held are renewed until they are all recorded.
                     let heartbeat = self.heartbeat(&name, jobs.iter().map(|j| j.id).collect());
-                    if batch {
-                        let span = tracing::info_span!("batch", batch.jobs = jobs.len());
-                        self.process_batch(jobs).instrument(span).await;
-                    } else {
-                        self.process_by_caller(jobs).await;
-                    }
+                    self.run(jobs, burst).await;
                     heartbeat.abort();
                     continue;
                 }
@@ -121,132 +119,104 @@ impl Worker {
         })
     }
 
-    /// A short queue: callers side by side, each caller's jobs one after another, in order.
-    async fn process_by_caller(&self, jobs: Vec<Job>) {
-        let mut by_caller: Vec<Vec<Job>> = Vec::new();
+    /// Decodes claimed jobs and dispatches them: sync jobs to their portal's engine, in one
+    /// round per portal for a burst, else one round per caller.
+    async fn run(&self, jobs: Vec<Job>, burst: bool) {
+        let held: HashMap<i64, Job> = jobs.iter().map(|j| (j.id, j.clone())).collect();
+        let mut by_portal: BTreeMap<PortalId, Vec<SyncJob>> = BTreeMap::new();
         for job in jobs {
-            match by_caller.iter_mut().find(|g| g[0].caller_key == job.caller_key) {
-                Some(g) => g.push(job),
-                None => by_caller.push(vec![job]),
+            match JobKind::decode(&job.kind, &job.event_json) {
+                Ok(kind @ (JobKind::SyncCall(_) | JobKind::SyncBooking(_))) => {
+                    by_portal.entry(job.portal.clone()).or_default().push(SyncJob {
+                        id: job.id,
+                        event: kind.event(),
+                        retrying: job.claims > 1 || job.attempts > 0,
+                        caller_key: job.caller_key.clone(),
+                    })
+                }
+                Err(e) => self.fail(&job, SyncError::Permanent(e.to_string())).await,
             }
         }
-        join_all(by_caller.into_iter().map(|group| async {
-            for job in group {
-                let span = tracing::info_span!("job", job.id = job.id, event.id = job.inbox_id, job.kind = %job.kind, event.source = %job.source);
-                self.process(job).instrument(span).await;
+        join_all(by_portal.into_iter().map(|(portal_id, jobs)| {
+            let held = &held;
+            async move {
+                let Some(portal) = self.portals.get(&portal_id).cloned() else {
+                    let e = SyncError::Transient(format!("portal {portal_id} is not configured here"));
+                    for j in jobs {
+                        self.fail(&held[&j.id], e.clone()).await;
+                    }
+                    return;
+                };
+                let rounds: Vec<Vec<SyncJob>> = if burst { vec![jobs] } else { by_caller(jobs) };
+                join_all(rounds.into_iter().map(|round| self.sync(&portal, round, held))).await;
             }
         }))
         .await;
     }
 
-    async fn process(&self, job: Job) {
-        let started = std::time::Instant::now();
-        let outcome = match serde_json::from_str::<Event>(&job.event_json) {
-            Ok(event) => self.syncer.run(&event, retrying(&job)).await,
-            Err(e) => Err(SyncError::Permanent(format!("stored event cannot be read: {e}"))),
-        };
-        self.record(&job, outcome, started).await;
-    }
-
-    /// Lands a batch of jobs together; jobs the batch hands back run on the single path.
-    async fn process_batch(&self, jobs: Vec<Job>) {
-        let started = std::time::Instant::now();
-        let mut batch = Vec::with_capacity(jobs.len());
-        let mut by_id = std::collections::HashMap::with_capacity(jobs.len());
-        for job in jobs {
-            match serde_json::from_str::<Event>(&job.event_json) {
-                Ok(event) => batch.push(BatchJob {
-                    id: job.id,
-                    event,
-                    retrying: retrying(&job),
-                    caller_key: job.caller_key.clone(),
-                }),
+    /// Runs a round and the rounds it hands back: each job that must run alone in a round of
+    /// its own (one after another: they may share a contact), then those deferred, together.
+    async fn sync(&self, portal: &Portal, first: Vec<SyncJob>, held: &HashMap<i64, Job>) {
+        let mut rounds = VecDeque::from([first]);
+        while let Some(round) = rounds.pop_front() {
+            let started = std::time::Instant::now();
+            let jobs = round.len();
+            let span = tracing::info_span!("round", portal.id = %portal.id, round.jobs = jobs);
+            let ids: Vec<i64> = round.iter().map(|j| j.id).collect();
+            match portal.engine.run_round(round).instrument(span.clone()).await {
+                Ok(report) => {
+                    let RoundReport { landed, failed, next, alone, .. } = &report;
+                    span.in_scope(|| log_round(&report, started));
+                    if let Err(e) = self.store.settle(landed).await {
+                        tracing::error!(error = %e, "recording landed jobs failed; their leases will expire and they will run again");
+                    }
+                    for (id, e) in failed {
+                        self.fail(&held[id], e.clone()).await;
+                    }
+                    rounds.extend(alone.iter().cloned().map(|j| vec![j]));
+                    if !next.is_empty() {
+                        rounds.push_back(next.clone());
+                    }
+                }
+                // The store failed mid-way: every job runs again, and looks up what it wrote.
                 Err(e) => {
-                    let e = SyncError::Permanent(format!("stored event cannot be read: {e}"));
-                    self.record(&job, Err(e), started).await;
-                    continue;
-                }
-            }
-            by_id.insert(job.id, job);
-        }
-        match self.syncer.run_batch(batch).await {
-            Ok(report) => {
-                tracing::info!(
-                    batch.landed = report.landed.len(),
-                    batch.failed = report.failed.len(),
-                    batch.single = report.single.len(),
-                    hubspot.contacts_created = report.contacts_created,
-                    hubspot.activities_created = report.activities_created,
-                    resolve_ms = report.phase_ms[0],
-                    contacts_ms = report.phase_ms[1],
-                    activities_ms = report.phase_ms[2],
-                    record_ms = report.phase_ms[3],
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    "batch landed"
-                );
-                for (id, e) in report.failed {
-                    if let Some(job) = by_id.get(&id) {
-                        self.record(job, Err(e), started).await;
+                    for id in ids {
+                        self.fail(&held[&id], e.clone()).await;
                     }
-                }
-                // One at a time: these may share a contact with each other.
-                for id in report.single {
-                    if let Some(job) = by_id.remove(&id) {
-                        self.process(job).await;
-                    }
-                }
-            }
-            // The store failed mid-way: every job runs again, and looks up what it wrote.
-            Err(e) => {
-                for job in by_id.values() {
-                    self.record(job, Err(SyncError::Transient(e.to_string())), started).await;
                 }
             }
         }
     }
 
-    async fn record(&self, job: &Job, outcome: Result<Landed, SyncError>, started: std::time::Instant) {
-        let result = match outcome {
-            Ok(landed) => {
-                tracing::info!(
-                    hubspot.contact_id = landed.contact_id,
-                    hubspot.activity_id = landed.activity_id,
-                    activity.created = landed.created_activity,
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    "event landed"
-                );
-                self.store.complete(job.id).await
+    /// Records a failure: a retry at a later time while attempts remain and retrying can
+    /// help, else dead with the reason.
+    async fn fail(&self, job: &Job, e: SyncError) {
+        let attempt = job.attempts as u32 + 1;
+        let failure = match &e {
+            SyncError::Transient(_) if attempt < self.config.max_attempts => {
+                Failure::RetryAt(now_ms() + self.backoff(attempt).as_millis() as i64)
             }
-            Err(e) => {
-                let attempt = job.attempts as u32 + 1;
-                let failure = match &e {
-                    SyncError::Transient(_) if attempt < self.config.max_attempts => {
-                        Failure::RetryAt(now_ms() + self.backoff(attempt).as_millis() as i64)
-                    }
-                    _ => Failure::Dead,
-                };
-                match failure {
-                    Failure::Dead => {
-                        tracing::error!(
-                            job.attempt = attempt,
-                            error.kind = e.kind(),
-                            "job is dead; its reason is in GET /events?status=dead; replay it once the cause is fixed"
-                        )
-                    }
-                    Failure::RetryAt(at) => {
-                        tracing::warn!(
-                            job.attempt = attempt,
-                            retry.in_ms = at - now_ms(),
-                            error.kind = e.kind(),
-                            "job failed; will retry"
-                        )
-                    }
-                }
-                self.store.fail(job.id, &e.to_string(), failure).await
-            }
+            _ => Failure::Dead,
         };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "recording the job's outcome failed; its lease will expire and it will run again");
+        match failure {
+            Failure::Dead => tracing::error!(
+                job.id = job.id,
+                job.kind = %job.kind,
+                job.attempt = attempt,
+                error.kind = e.kind(),
+                "job is dead; its reason is in GET /events?status=dead; replay it once the cause is fixed"
+            ),
+            Failure::RetryAt(at) => tracing::warn!(
+                job.id = job.id,
+                job.kind = %job.kind,
+                job.attempt = attempt,
+                retry.in_ms = at - now_ms(),
+                error.kind = e.kind(),
+                "job failed; will retry"
+            ),
+        }
+        if let Err(err) = self.store.fail(job.id, &e.to_string(), failure).await {
+            tracing::error!(error = %err, "recording the job's outcome failed; its lease will expire and it will run again");
         }
     }
 
@@ -257,7 +227,30 @@ impl Worker {
     }
 }
 
-/// Whether a job ran before, so its earlier attempt may have written to HubSpot.
-fn retrying(job: &Job) -> bool {
-    job.claims > 1 || job.attempts > 0
+/// Each caller's jobs (in claim order) as a round of its own.
+fn by_caller(jobs: Vec<SyncJob>) -> Vec<Vec<SyncJob>> {
+    let mut rounds: Vec<Vec<SyncJob>> = Vec::new();
+    for job in jobs {
+        match rounds.iter_mut().find(|r| r[0].caller_key == job.caller_key) {
+            Some(r) => r.push(job),
+            None => rounds.push(vec![job]),
+        }
+    }
+    rounds
+}
+
+fn log_round(report: &RoundReport, started: std::time::Instant) {
+    tracing::info!(
+        round.landed = report.landed.done.len(),
+        round.failed = report.failed.len(),
+        round.next = report.next.len(),
+        round.alone = report.alone.len(),
+        hubspot.contacts_created = report.contacts_created,
+        hubspot.activities_created = report.activities_created,
+        resolve_ms = report.phase_ms[0],
+        contacts_ms = report.phase_ms[1],
+        activities_ms = report.phase_ms[2],
+        duration_ms = started.elapsed().as_millis() as u64,
+        "round landed"
+    );
 }

@@ -101,7 +101,7 @@ async fn fleet(
     tier: &str,
     http: &reqwest::Client,
 ) -> anyhow::Result<Fleet> {
-    let db = callbridge_store::fresh_postgres_database(admin).await?;
+    let db = callbridge_store::test_support::fresh_postgres_database(admin).await?;
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let mut children = Vec::new();
     for p in &ports {

@@ -4,6 +4,7 @@
 
 pub mod email;
 pub mod event;
+pub mod ids;
 pub mod phone;
 pub mod plan;
 pub mod sentiment;
@@ -11,4 +12,5 @@ pub mod time;
 
 pub use email::Email;
 pub use event::{BookingEvent, CallEvent, CallStage, Caller, Direction, Event, Intent, Sentiment, Source};
+pub use ids::{IdempotencyKey, PortalId};
 pub use phone::{DefaultRegion, PhoneE164};

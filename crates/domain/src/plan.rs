@@ -1,13 +1,16 @@
-//! The planner: pure functions from an event and what is known of the contact to the
-//! properties to write. The rules live here: fields are only filled, never blanked or
-//! overwritten (except callbridge's own "last call" fields); lifecycle stage only moves
-//! forward; a call older than the contact's last synced call does not replace its context.
+//! The planner: a pure function from a caller's events and what is known of their contact
+//! to the CRM operations to make ([`plan_caller`] → [`CallerPlan`]). The rules live here:
+//! fields are only filled, never blanked or overwritten (except callbridge's own "last call"
+//! fields); lifecycle stage only moves forward; a call older than the contact's last synced
+//! call does not replace its context; one call is one activity, and an event about an earlier
+//! stage than what was logged changes nothing. How an operation reaches HubSpot (single or
+//! batch endpoint, v3 or v1) is the applier's business, not the planner's.
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::event::{BookingEvent, CallEvent, Caller, Direction};
+use crate::event::{BookingEvent, CallEvent, Caller, Direction, Event};
 
 /// callbridge's property group and contact properties (created by `setup-properties`).
 pub const GROUP: &str = "callbridge";
@@ -306,6 +309,138 @@ pub fn meeting_properties(b: &BookingEvent) -> Option<Map<String, Value>> {
     Some(out)
 }
 
+/// A contact's current property values (non-empty ones).
+pub type Values = HashMap<String, String>;
+
+/// The kind of activity callbridge records per event (a row's `kind`).
+pub const KIND_CALL: &str = "call";
+pub const KIND_MEETING: &str = "meeting";
+
+/// An activity an earlier event of the same call or booking already made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    pub hubspot_id: u64,
+    /// The latest call stage written to it (0 for meetings).
+    pub stage: i64,
+    /// Made through the v1 engagements API rather than v3 objects.
+    pub legacy: bool,
+}
+
+/// What callbridge records an activity under: the platform, its id for the call or
+/// booking, and the activity's kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ActivityKey {
+    pub source: &'static str,
+    pub key: String,
+    pub kind: &'static str,
+}
+
+impl ActivityKey {
+    pub fn of(event: &Event) -> ActivityKey {
+        match event {
+            Event::Call(c) => ActivityKey { source: c.source.as_str(), key: c.call_id.clone(), kind: KIND_CALL },
+            Event::Booking(b) => ActivityKey {
+                source: crate::event::Source::Generic.as_str(),
+                key: b.booking_key.clone(),
+                kind: KIND_MEETING,
+            },
+        }
+    }
+}
+
+/// The write to the caller's contact.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContactOp {
+    /// A new contact with these properties.
+    Create { properties: Map<String, Value> },
+    /// Changes to an existing contact (never empty).
+    Update { id: u64, properties: Map<String, Value> },
+}
+
+/// The write an event makes to its activity.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActivityOp {
+    /// Log the call, associated with the contact, stamped with `external_id`.
+    LogCall { external_id: String, properties: Map<String, Value> },
+    /// A later stage of a call already logged: update that activity in place.
+    UpdateCall { logged: Logged, properties: Map<String, Value> },
+    /// Create the booking's meeting, associated with the contact, stamped with `external_id`.
+    CreateMeeting { external_id: String, properties: Map<String, Value> },
+}
+
+/// One event of a caller, with what callbridge already logged for it.
+#[derive(Debug, Clone, Copy)]
+pub struct PlannedEvent<'a> {
+    pub event: &'a Event,
+    pub logged: Option<&'a Logged>,
+}
+
+/// What a caller's events (in order) make: one contact write for all of them, and per event
+/// its activity write and whether it is now the contact's newest call.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CallerPlan {
+    pub contact: Option<ContactOp>,
+    pub activities: Vec<Option<ActivityOp>>,
+    /// Per event: a call that becomes the contact's "last call" (its context was written).
+    pub newest: Vec<bool>,
+}
+
+/// Plans a caller's events, in order, against their contact (`None`: a new caller) and the
+/// time of the newest call already synced to it. Later events apply on top of what earlier
+/// ones wrote, by the same rules.
+pub fn plan_caller(
+    contact: Option<(u64, &Values)>,
+    last_call_at: Option<i64>,
+    events: &[PlannedEvent<'_>],
+) -> CallerPlan {
+    let mut current: Values = contact.map(|(_, v)| v.clone()).unwrap_or_default();
+    let mut last = last_call_at;
+    let mut write = Map::new();
+    let mut plan = CallerPlan::default();
+    for e in events {
+        let (wish, activity, newest) = match e.event {
+            Event::Call(c) => {
+                // An event about an earlier stage than what is logged (a late `call_ended`
+                // after `call_analyzed`) changes nothing: the later stage already said more.
+                let superseded = e.logged.is_some_and(|l| l.stage > c.stage as i64);
+                let newest = !superseded && !is_older_than_last_call(c.occurred_at_ms, last);
+                if newest {
+                    last = Some(last.map_or(c.occurred_at_ms, |l| l.max(c.occurred_at_ms)));
+                }
+                let activity = match e.logged {
+                    _ if superseded => None,
+                    Some(l) => Some(ActivityOp::UpdateCall { logged: l.clone(), properties: call_properties(c) }),
+                    None => Some(ActivityOp::LogCall { external_id: call_identity(c), properties: call_properties(c) }),
+                };
+                (ContactWish::for_call(c, newest), activity, newest)
+            }
+            Event::Booking(b) => {
+                let activity = match (e.logged, meeting_properties(b)) {
+                    (None, Some(properties)) => {
+                        Some(ActivityOp::CreateMeeting { external_id: b.booking_key.clone(), properties })
+                    }
+                    _ => None,
+                };
+                (ContactWish::for_booking(b), activity, false)
+            }
+        };
+        let changes =
+            if contact.is_none() && write.is_empty() { new_contact(&wish) } else { contact_update(&current, &wish) };
+        for (k, v) in changes {
+            current.insert(k.clone(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
+            write.insert(k, v);
+        }
+        plan.activities.push(activity);
+        plan.newest.push(newest);
+    }
+    plan.contact = match contact {
+        None => Some(ContactOp::Create { properties: write }),
+        Some((id, _)) if !write.is_empty() => Some(ContactOp::Update { id, properties: write }),
+        Some(_) => None,
+    };
+    plan
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,5 +545,80 @@ mod tests {
         assert_eq!(p["hs_call_from_number"], "+14155550100");
         assert_eq!(p["hs_call_duration"], "198751");
         assert_eq!(p["hs_timestamp"], "2026-01-06T14:02:11.020Z");
+    }
+
+    fn booking(key: &str, at: Option<i64>) -> Event {
+        Event::Booking(BookingEvent {
+            caller: caller(),
+            meeting_type: Some("Consultation".into()),
+            meeting_at_ms: at,
+            meeting_at: None,
+            lead_source: Some("Website".into()),
+            lifecycle_stage: Some("lead".into()),
+            received_at_ms: 1,
+            booking_key: key.into(),
+        })
+    }
+
+    #[test]
+    fn a_new_caller_gets_one_contact_and_an_activity_per_event() {
+        let (a, b) = (Event::Call(call()), booking("b1", Some(1_767_708_400_000)));
+        let events = [PlannedEvent { event: &a, logged: None }, PlannedEvent { event: &b, logged: None }];
+        let plan = plan_caller(None, None, &events);
+        let Some(ContactOp::Create { properties }) = &plan.contact else { panic!("{plan:?}") };
+        assert_eq!(properties["email"], "dana@example.com");
+        assert_eq!(properties["lifecyclestage"], "lead", "the booking's stage joins the call's contact write");
+        assert_eq!(properties[PROP_LAST_SENTIMENT], "positive");
+        assert!(
+            matches!(&plan.activities[0], Some(ActivityOp::LogCall { external_id, .. }) if external_id == "vapi:abc")
+        );
+        assert!(
+            matches!(&plan.activities[1], Some(ActivityOp::CreateMeeting { external_id, .. }) if external_id == "b1")
+        );
+        assert_eq!(plan.newest, [true, false]);
+    }
+
+    #[test]
+    fn a_known_contact_with_nothing_to_change_gets_no_write() {
+        let e = booking("b2", None);
+        let current: Values = current(&[
+            ("email", "dana@example.com"),
+            ("firstname", "Dana"),
+            ("lastname", "Reyes"),
+            ("phone", "+14155550100"),
+            (PROP_PHONE_E164, "+14155550100"),
+            (PROP_LEAD_SOURCE, "Website"),
+            ("lifecyclestage", "customer"),
+        ]);
+        let plan = plan_caller(Some((7, &current)), None, &[PlannedEvent { event: &e, logged: None }]);
+        assert_eq!(plan.contact, None);
+        assert_eq!(plan.activities, [None], "a booking without a time makes no meeting");
+    }
+
+    #[test]
+    fn a_later_stage_updates_the_logged_call_and_an_earlier_one_changes_nothing() {
+        let mut ended = call();
+        ended.stage = crate::event::CallStage::Ended;
+        let analyzed_logged = Logged { hubspot_id: 55, stage: 3, legacy: false };
+        let e = Event::Call(ended.clone());
+        let plan = plan_caller(None, None, &[PlannedEvent { event: &e, logged: Some(&analyzed_logged) }]);
+        assert_eq!(plan.activities, [None]);
+        assert_eq!(plan.newest, [false], "a superseded event does not touch the contact's context");
+        let started_logged = Logged { hubspot_id: 55, stage: 1, legacy: true };
+        let plan = plan_caller(None, None, &[PlannedEvent { event: &e, logged: Some(&started_logged) }]);
+        assert!(
+            matches!(&plan.activities[0], Some(ActivityOp::UpdateCall { logged, .. }) if logged.hubspot_id == 55 && logged.legacy)
+        );
+    }
+
+    #[test]
+    fn an_older_call_is_logged_but_leaves_the_newer_context() {
+        let e = Event::Call(call());
+        let current = current(&[("email", "dana@example.com")]);
+        let plan = plan_caller(Some((9, &current)), Some(i64::MAX), &[PlannedEvent { event: &e, logged: None }]);
+        assert!(matches!(plan.activities[0], Some(ActivityOp::LogCall { .. })));
+        assert_eq!(plan.newest, [false]);
+        let Some(ContactOp::Update { properties, .. }) = plan.contact else { panic!() };
+        assert!(!properties.contains_key(PROP_LAST_CALL_SUMMARY));
     }
 }

@@ -1,28 +1,36 @@
-//! callbridge's storage: the inbox of deliveries (one row per idempotency key), the job
-//! queue with leases and retries, the caller index (phone/email → contact), the record of
-//! which HubSpot activity each call became, per-contact sync state and OAuth tokens.
+//! callbridge's storage: the inbox of deliveries (one row per idempotency key and portal), the
+//! job queue with leases and retries, the caller index (phone/email → contact), the record of
+//! which HubSpot activity each call became, per-contact sync state and OAuth tokens. Every row
+//! that belongs to a HubSpot portal says which ([`PortalId`]).
 //!
-//! [`Store`] is the seam; [`sqlite::SqliteStore`] is the embedded default. The backend is
-//! chosen by the database URL's scheme.
+//! The seams are focused traits — [`Queue`], [`CallerIndex`], [`Activities`], [`Credentials`]
+//! and [`Coordination`] — and [`Store`] is all of them. [`sqlite::SqliteStore`] is the embedded
+//! default, [`postgres::PgStore`] serves several instances; the backend is chosen by the
+//! database URL's scheme. Schema changes are `.sql` files under `migrations/<backend>/`,
+//! applied in order, each in its own transaction, and recorded in `schema_version`.
 //!
 //! ## The job queue
 //! A job is enqueued in the same transaction as its inbox row, so a delivery acknowledged is
 //! a delivery that will be worked. Jobs are named by stable snake_case kinds (`sync_call`,
 //! `sync_booking`) stored in rows. A job for a caller is claimable only when no other job of
-//! that caller is running and no older one is waiting, which keeps each caller's writes in
-//! order and never concurrent. A claimed job holds a lease; a worker that dies leaves it to
-//! be claimed again when the lease runs out. Failed jobs retry at a time the worker gives;
-//! after the last attempt they are dead, listed, and replayable.
+//! that caller (in its portal) is running and no older one is waiting, which keeps each
+//! caller's writes in order and never concurrent. A claimed job holds a lease; a worker that
+//! dies leaves it to be claimed again when the lease runs out. Failed jobs retry at a time the
+//! worker gives; after the last attempt they are dead, listed, and replayable.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+pub use callbridge_domain::{IdempotencyKey, PortalId};
 use serde::Serialize;
 
+mod migrate;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,11 +49,13 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// A delivery to store: the raw body as received and the canonical event parsed from it.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
+    pub portal: PortalId,
     pub source: String,
-    pub idempotency_key: String,
+    pub idempotency_key: IdempotencyKey,
     pub raw_body: Vec<u8>,
+    /// The job's payload (the canonical event as JSON), or `null` for a delivery only recorded.
     pub event_json: String,
-    /// The job to run (`sync_call`, `sync_booking`), or `None` to record only.
+    /// The job to run (its stable name: `sync_call`, `sync_booking`), or `None` to record only.
     pub job_kind: Option<&'static str>,
     pub caller_key: String,
     pub received_at_ms: i64,
@@ -63,6 +73,8 @@ pub struct Ingested {
 pub struct Job {
     pub id: i64,
     pub inbox_id: i64,
+    pub portal: PortalId,
+    /// The job's stable name, as stored.
     pub kind: String,
     pub caller_key: String,
     pub source: String,
@@ -75,7 +87,6 @@ pub struct Job {
     pub claims: i64,
 }
 
-/// What happens to a job that failed.
 /// An activity to record: which HubSpot record a platform's call or booking became.
 #[derive(Debug, Clone)]
 pub struct ActivityRecord {
@@ -86,15 +97,17 @@ pub struct ActivityRecord {
     pub occurred_at_ms: i64,
 }
 
-/// What a batch of jobs did, recorded in one transaction with the jobs marked done.
+/// What jobs of one portal did, recorded in one transaction with the jobs marked done.
 #[derive(Debug, Clone, Default)]
 pub struct Settlement {
+    pub portal: PortalId,
     pub activities: Vec<ActivityRecord>,
     /// (contact, call time): the newest call synced to each contact.
     pub last_calls: Vec<(u64, i64)>,
     pub done: Vec<i64>,
 }
 
+/// What happens to a job that failed.
 #[derive(Debug, Clone, Copy)]
 pub enum Failure {
     RetryAt(i64),
@@ -105,6 +118,7 @@ pub enum Failure {
 #[derive(Debug, Clone, Serialize)]
 pub struct EventRow {
     pub id: i64,
+    pub portal: String,
     pub source: String,
     pub idempotency_key: String,
     pub received_at_ms: i64,
@@ -133,6 +147,16 @@ pub struct Activity {
     pub stage: i64,
 }
 
+/// An activity as listed for the demo and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedActivity {
+    pub portal: PortalId,
+    pub source: String,
+    pub key: String,
+    pub kind: String,
+    pub activity: Activity,
+}
+
 #[derive(Debug, Clone)]
 pub struct StoredTokens {
     pub access_token: String,
@@ -142,13 +166,14 @@ pub struct StoredTokens {
     pub scopes: Vec<String>,
 }
 
+/// The inbox and the job queue.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Queue: Send + Sync {
     /// Stores a delivery and enqueues its job in one durable transaction.
     async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested>;
-    /// Claims runnable jobs: up to `max` callers' oldest (if none of theirs runs) and, for
-    /// `max` above one, up to `max` more queued behind them that are due, so a batch can
-    /// land a caller's jobs together. A caller's jobs come back in order (by id).
+    /// Claims runnable jobs of any portal: up to `max` callers' oldest (if none of theirs
+    /// runs) and, for `max` above one, up to `max` more queued behind them that are due, so a
+    /// batch can land a caller's jobs together. A caller's jobs come back in order (by id).
     async fn claim_many(&self, worker: &str, lease: Duration, max: usize) -> Result<Vec<Job>>;
     /// Claims the next runnable job, if any.
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>> {
@@ -160,7 +185,8 @@ pub trait Store: Send + Sync {
     async fn renew(&self, job_id: i64, worker: &str, lease: Duration) -> Result<bool> {
         Ok(!self.renew_many(&[job_id], worker, lease).await?.is_empty())
     }
-    async fn complete(&self, job_id: i64) -> Result<()>;
+    /// Records what jobs of one portal wrote and marks them done, all in one transaction.
+    async fn settle(&self, settlement: &Settlement) -> Result<()>;
     async fn fail(&self, job_id: i64, error: &str, failure: Failure) -> Result<()>;
     /// Queues an event's job again (dead or done); false when there is no such event.
     async fn replay(&self, inbox_id: i64) -> Result<bool>;
@@ -168,37 +194,41 @@ pub trait Store: Send + Sync {
     async fn counts(&self) -> Result<JobCounts>;
     /// The earliest time a queued job becomes runnable, if any is waiting.
     async fn next_run_at(&self) -> Result<Option<i64>>;
+}
 
+/// What callbridge knows of callers: their normalised phones and emails → contact id, per portal.
+#[async_trait]
+pub trait CallerIndex: Send + Sync {
     /// The contact callbridge last saw under any of these keys.
-    async fn known_contact(&self, keys: &[String]) -> Result<Option<u64>>;
-    async fn remember_contact(&self, keys: &[String], contact_id: u64) -> Result<()> {
-        self.remember_contacts(&[(keys.to_vec(), contact_id)]).await
+    async fn known_contact(&self, portal: &PortalId, keys: &[String]) -> Result<Option<u64>>;
+    async fn remember_contact(&self, portal: &PortalId, keys: &[String], contact_id: u64) -> Result<()> {
+        self.remember_contacts(portal, &[(keys.to_vec(), contact_id)]).await
     }
     /// Remembers many callers' contacts in one transaction.
-    async fn remember_contacts(&self, entries: &[(Vec<String>, u64)]) -> Result<()>;
-    async fn forget_contact(&self, contact_id: u64) -> Result<()>;
+    async fn remember_contacts(&self, portal: &PortalId, entries: &[(Vec<String>, u64)]) -> Result<()>;
+    async fn forget_contact(&self, portal: &PortalId, contact_id: u64) -> Result<()>;
+}
 
-    async fn last_call_at(&self, contact_id: u64) -> Result<Option<i64>>;
-    /// Records the newest call synced to a contact (keeps the later of old and new).
-    async fn set_last_call_at(&self, contact_id: u64, at_ms: i64) -> Result<()>;
+/// Which HubSpot activity each call or booking became, and the newest call synced to each contact.
+#[async_trait]
+pub trait Activities: Send + Sync {
+    async fn last_call_at(&self, portal: &PortalId, contact_id: u64) -> Result<Option<i64>>;
+    async fn activity(&self, portal: &PortalId, source: &str, key: &str, kind: &str) -> Result<Option<Activity>>;
+    /// Every activity recorded, for the demo's table and tests.
+    async fn activities(&self) -> Result<Vec<ListedActivity>>;
+}
 
-    async fn activity(&self, source: &str, key: &str, kind: &str) -> Result<Option<Activity>>;
-    async fn record_activity(
-        &self,
-        source: &str,
-        key: &str,
-        kind: &str,
-        activity: &Activity,
-        occurred_at_ms: i64,
-    ) -> Result<()>;
-    /// Records a batch's activities and newest calls and marks its jobs done, all at once.
-    async fn settle(&self, settlement: &Settlement) -> Result<()>;
-    /// Every activity recorded, for the demo's table and tests: (source, key, kind, activity).
-    async fn activities(&self) -> Result<Vec<(String, String, String, Activity)>>;
+/// OAuth tokens, per portal.
+#[async_trait]
+pub trait Credentials: Send + Sync {
+    async fn load_tokens(&self, portal: &PortalId) -> Result<Option<StoredTokens>>;
+    async fn save_tokens(&self, portal: &PortalId, tokens: &StoredTokens) -> Result<()>;
+}
 
-    async fn load_tokens(&self) -> Result<Option<StoredTokens>>;
-    async fn save_tokens(&self, tokens: &StoredTokens) -> Result<()>;
-
+/// What instances sharing one database coordinate through: exclusive work, HubSpot's
+/// windows, and wake-ups when work is enqueued.
+#[async_trait]
+pub trait Coordination: Send + Sync {
     /// Takes the named exclusive lock if no one (in any instance) holds it.
     async fn try_exclusive(&self, name: &str) -> Result<Option<Exclusive>>;
 
@@ -207,21 +237,27 @@ pub trait Store: Send + Sync {
         false
     }
 
-    /// Takes a slot of a shared window when fewer than `max` are held (in flight, or finished
-    /// less than `interval_ms` ago); otherwise `Err(wait_ms)`. Stores that do not share a
-    /// budget never hand out slots.
-    async fn budget_take(&self, bucket: &str, max: u32, interval_ms: i64) -> Result<std::result::Result<i64, i64>> {
-        let _ = (bucket, max, interval_ms);
+    /// Takes a slot of a portal's shared window when fewer than `max` are held (in flight, or
+    /// finished less than `interval_ms` ago); otherwise `Err(wait_ms)`. Stores that do not
+    /// share a budget never hand out slots.
+    async fn budget_take(
+        &self,
+        portal: &PortalId,
+        bucket: &str,
+        max: u32,
+        interval_ms: i64,
+    ) -> Result<std::result::Result<i64, i64>> {
+        let _ = (portal, bucket, max, interval_ms);
         Err(StoreError::Unsupported("a shared budget needs PostgreSQL"))
     }
 
-    async fn budget_release(&self, bucket: &str, slot: i64) -> Result<()> {
-        let _ = (bucket, slot);
+    async fn budget_release(&self, portal: &PortalId, bucket: &str, slot: i64) -> Result<()> {
+        let _ = (portal, bucket, slot);
         Err(StoreError::Unsupported("a shared budget needs PostgreSQL"))
     }
 
-    async fn budget_block(&self, bucket: &str, until_ms: i64) -> Result<()> {
-        let _ = (bucket, until_ms);
+    async fn budget_block(&self, portal: &PortalId, bucket: &str, until_ms: i64) -> Result<()> {
+        let _ = (portal, bucket, until_ms);
         Err(StoreError::Unsupported("a shared budget needs PostgreSQL"))
     }
 
@@ -231,6 +267,11 @@ pub trait Store: Send + Sync {
         let _ = wake;
     }
 }
+
+/// Everything callbridge stores; what the app holds as `Arc<dyn Store>`.
+pub trait Store: Queue + CallerIndex + Activities + Credentials + Coordination {}
+
+impl<T: Queue + CallerIndex + Activities + Credentials + Coordination> Store for T {}
 
 /// Opens the store a URL names: `sqlite://callbridge.db`, `sqlite::memory:`, or
 /// `postgres://user@host/db` for several instances sharing work.
@@ -262,18 +303,6 @@ impl Drop for Exclusive {
             release();
         }
     }
-}
-
-/// Test support: a new, empty PostgreSQL database on the server `admin_url` points at;
-/// returns its URL.
-pub async fn fresh_postgres_database(admin_url: &str) -> Result<String> {
-    use sqlx::Connection;
-    let name = format!("callbridge_test_{:016x}", fastrand::u64(..));
-    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
-    conn.close().await?;
-    let (base, _) = admin_url.rsplit_once('/').ok_or_else(|| StoreError::UnsupportedUrl(admin_url.to_string()))?;
-    Ok(format!("{base}/{name}"))
 }
 
 pub fn now_ms() -> i64 {

@@ -13,90 +13,12 @@ use sqlx::{PgExecutor, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 use crate::{
-    Activity, EventRow, Failure, Ingested, Job, JobCounts, NewDelivery, Result, Settlement, Store, StoredTokens, now_ms,
+    Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, EventRow, Failure, Ingested, Job,
+    JobCounts, ListedActivity, NewDelivery, PortalId, Queue, Result, Settlement, StoredTokens, now_ms,
 };
 
 /// The channel new jobs are announced on.
 const CHANNEL: &str = "callbridge_jobs";
-
-const MIGRATIONS: &[(i64, &str)] = &[
-    (
-        1,
-        r#"
-    CREATE TABLE inbox (
-        id BIGSERIAL PRIMARY KEY,
-        source TEXT NOT NULL,
-        idempotency_key TEXT NOT NULL UNIQUE,
-        received_at BIGINT NOT NULL,
-        raw_body BYTEA NOT NULL,
-        event TEXT NOT NULL
-    );
-    CREATE TABLE jobs (
-        id BIGSERIAL PRIMARY KEY,
-        inbox_id BIGINT NOT NULL UNIQUE REFERENCES inbox(id),
-        kind TEXT NOT NULL,
-        caller_key TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'queued',
-        attempts BIGINT NOT NULL DEFAULT 0,
-        claims BIGINT NOT NULL DEFAULT 0,
-        run_at BIGINT NOT NULL,
-        locked_by TEXT,
-        lease_until BIGINT,
-        last_error TEXT,
-        created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL
-    );
-    CREATE INDEX jobs_ready ON jobs (status, run_at, id);
-    CREATE INDEX jobs_caller ON jobs (caller_key, status, id);
-    CREATE TABLE caller_index (
-        key TEXT PRIMARY KEY,
-        contact_id BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL
-    );
-    CREATE INDEX caller_index_contact ON caller_index (contact_id);
-    CREATE TABLE contact_sync (
-        contact_id BIGINT PRIMARY KEY,
-        last_call_at BIGINT NOT NULL
-    );
-    CREATE TABLE activities (
-        source TEXT NOT NULL,
-        external_key TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        hubspot_id BIGINT NOT NULL,
-        contact_id BIGINT,
-        via TEXT NOT NULL,
-        stage BIGINT NOT NULL DEFAULT 0,
-        occurred_at BIGINT NOT NULL,
-        created_at BIGINT NOT NULL,
-        PRIMARY KEY (source, external_key, kind)
-    );
-    CREATE TABLE oauth_tokens (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        access_token TEXT NOT NULL,
-        refresh_token TEXT NOT NULL,
-        expires_at BIGINT NOT NULL,
-        hub_id BIGINT,
-        scopes TEXT NOT NULL
-    );
-    "#,
-    ),
-    (
-        2,
-        r#"
-    CREATE TABLE budget_slots (
-        id BIGSERIAL PRIMARY KEY,
-        bucket TEXT NOT NULL,
-        taken_at BIGINT NOT NULL,
-        done_at BIGINT
-    );
-    CREATE INDEX budget_slots_bucket ON budget_slots (bucket, done_at);
-    CREATE TABLE budget_blocks (
-        bucket TEXT PRIMARY KEY,
-        until_ms BIGINT NOT NULL
-    );
-    "#,
-    ),
-];
 
 /// Slack for millisecond truncation and clocks of instances that are not quite in step.
 const SLOT_MARGIN_MS: i64 = 20;
@@ -132,7 +54,7 @@ async fn done<'e>(db: impl PgExecutor<'e>, job_ids: &[i64]) -> Result<()> {
 
 /// Keeps the later of the stored and the given time per contact (one row per contact, as
 /// one statement may not touch a row twice).
-async fn set_last_calls<'e>(db: impl PgExecutor<'e>, calls: &[(u64, i64)]) -> Result<()> {
+async fn set_last_calls<'e>(db: impl PgExecutor<'e>, portal: &PortalId, calls: &[(u64, i64)]) -> Result<()> {
     let mut latest = std::collections::HashMap::new();
     for &(c, at) in calls {
         let e = latest.entry(c as i64).or_insert(at);
@@ -140,38 +62,35 @@ async fn set_last_calls<'e>(db: impl PgExecutor<'e>, calls: &[(u64, i64)]) -> Re
     }
     let (ids, ats): (Vec<i64>, Vec<i64>) = latest.into_iter().unzip();
     sqlx::query(
-        "INSERT INTO contact_sync (contact_id, last_call_at) SELECT c, t FROM UNNEST($1::bigint[], $2::bigint[]) AS u(c, t)
-         ON CONFLICT (contact_id) DO UPDATE SET last_call_at = GREATEST(contact_sync.last_call_at, excluded.last_call_at)",
+        "INSERT INTO contact_sync (portal, contact_id, last_call_at)
+         SELECT $3, c, t FROM UNNEST($1::bigint[], $2::bigint[]) AS u(c, t)
+         ON CONFLICT (portal, contact_id) DO UPDATE SET last_call_at = GREATEST(contact_sync.last_call_at, excluded.last_call_at)",
     )
     .bind(&ids)
     .bind(&ats)
+    .bind(portal.as_str())
     .execute(db)
     .await?;
     Ok(())
 }
 
-async fn record<'e>(
-    db: impl PgExecutor<'e>,
-    source: &str,
-    key: &str,
-    kind: &str,
-    a: &Activity,
-    occurred_at_ms: i64,
-) -> Result<()> {
+async fn record<'e>(db: impl PgExecutor<'e>, portal: &PortalId, r: &ActivityRecord) -> Result<()> {
+    let a = &r.activity;
     sqlx::query(
-        "INSERT INTO activities (source, external_key, kind, hubspot_id, contact_id, via, stage, occurred_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (source, external_key, kind) DO UPDATE SET hubspot_id = excluded.hubspot_id, contact_id = excluded.contact_id,
+        "INSERT INTO activities (portal, source, external_key, kind, hubspot_id, contact_id, via, stage, occurred_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (portal, source, external_key, kind) DO UPDATE SET hubspot_id = excluded.hubspot_id, contact_id = excluded.contact_id,
            via = excluded.via, stage = GREATEST(activities.stage, excluded.stage)",
     )
-    .bind(source)
-    .bind(key)
-    .bind(kind)
+    .bind(portal.as_str())
+    .bind(&r.source)
+    .bind(&r.key)
+    .bind(r.kind)
     .bind(a.hubspot_id as i64)
     .bind(a.contact_id.map(|c| c as i64))
     .bind(&a.via)
     .bind(a.stage)
-    .bind(occurred_at_ms)
+    .bind(r.occurred_at_ms)
     .bind(now_ms())
     .execute(db)
     .await?;
@@ -185,15 +104,15 @@ async fn migrate(pool: &PgPool) -> Result<()> {
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
         .execute(&mut *tx)
         .await?;
-    for (version, sql) in MIGRATIONS {
+    for m in crate::migrate::POSTGRES {
         let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_version WHERE version = $1")
-            .bind(version)
+            .bind(m.version)
             .fetch_optional(&mut *tx)
             .await?;
         if applied.is_none() {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql)).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)")
-                .bind(version)
+                .bind(m.version)
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;
@@ -203,16 +122,21 @@ async fn migrate(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
+/// The columns a claim returns, for [`crate::rows::jobs`].
+const CLAIMED: &str =
+    "RETURNING jobs.id, jobs.inbox_id, jobs.portal, jobs.kind, jobs.caller_key, jobs.attempts, jobs.claims";
+
 #[async_trait]
-impl Store for PgStore {
+impl Queue for PgStore {
     async fn ingest(&self, d: NewDelivery) -> Result<Ingested> {
         let mut tx = self.tx().await?;
         let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO inbox (source, idempotency_key, received_at, raw_body, event) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, event) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id",
         )
+        .bind(d.portal.as_str())
         .bind(&d.source)
-        .bind(&d.idempotency_key)
+        .bind(d.idempotency_key.as_str())
         .bind(d.received_at_ms)
         .bind(&d.raw_body)
         .bind(&d.event_json)
@@ -221,8 +145,9 @@ impl Store for PgStore {
         let out = match inserted {
             Some(id) => {
                 if let Some(kind) = d.job_kind {
-                    sqlx::query("INSERT INTO jobs (inbox_id, kind, caller_key, run_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $4, $4)")
+                    sqlx::query("INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5, $5)")
                         .bind(id)
+                        .bind(d.portal.as_str())
                         .bind(kind)
                         .bind(&d.caller_key)
                         .bind(d.received_at_ms)
@@ -233,8 +158,9 @@ impl Store for PgStore {
                 Ingested { inbox_id: id, duplicate: false }
             }
             None => {
-                let id: i64 = sqlx::query_scalar("SELECT id FROM inbox WHERE idempotency_key = $1")
-                    .bind(&d.idempotency_key)
+                let id: i64 = sqlx::query_scalar("SELECT id FROM inbox WHERE portal = $1 AND idempotency_key = $2")
+                    .bind(d.portal.as_str())
+                    .bind(d.idempotency_key.as_str())
                     .fetch_one(&mut *tx)
                     .await?;
                 Ingested { inbox_id: id, duplicate: true }
@@ -252,19 +178,19 @@ impl Store for PgStore {
             .await?;
         let mut tx = self.tx().await?;
         // Each caller's oldest job, if nothing of theirs runs.
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH candidate AS (
                 SELECT j.id FROM jobs j
                 WHERE j.status = 'queued' AND j.run_at <= $3
-                  AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.caller_key = j.caller_key AND r.status = 'running')
-                  AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
+                  AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running')
+                  AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
                 ORDER BY j.run_at, j.id
                 LIMIT $4
                 FOR UPDATE SKIP LOCKED)
              UPDATE jobs SET status = 'running', claims = jobs.claims + 1, locked_by = $1, lease_until = $2, updated_at = $3
              FROM candidate WHERE jobs.id = candidate.id
-             RETURNING jobs.id, jobs.inbox_id, jobs.kind, jobs.caller_key, jobs.attempts, jobs.claims",
-        )
+             {CLAIMED}"
+        )))
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
         .bind(now)
@@ -275,23 +201,27 @@ impl Store for PgStore {
         // retry; up to `max` more), so a batch lands a caller's calls together, in order.
         let mut rows = rows;
         if max > 1 && !rows.is_empty() {
+            let portals: Vec<String> =
+                rows.iter().map(|r| r.try_get("portal")).collect::<std::result::Result<_, _>>()?;
             let callers: Vec<String> =
                 rows.iter().map(|r| r.try_get("caller_key")).collect::<std::result::Result<_, _>>()?;
-            let followers = sqlx::query(
+            let followers = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "WITH candidate AS (
                     SELECT j.id FROM jobs j
-                    WHERE j.status = 'queued' AND j.run_at <= $3 AND j.caller_key = ANY($4)
-                      AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > $3 AND e.id < j.id)
+                    WHERE j.status = 'queued' AND j.run_at <= $3
+                      AND (j.portal, j.caller_key) IN (SELECT * FROM UNNEST($4::text[], $5::text[]))
+                      AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > $3 AND e.id < j.id)
                     ORDER BY j.id
-                    LIMIT $5
+                    LIMIT $6
                     FOR UPDATE SKIP LOCKED)
                  UPDATE jobs SET status = 'running', claims = jobs.claims + 1, locked_by = $1, lease_until = $2, updated_at = $3
                  FROM candidate WHERE jobs.id = candidate.id
-                 RETURNING jobs.id, jobs.inbox_id, jobs.kind, jobs.caller_key, jobs.attempts, jobs.claims",
-            )
+                 {CLAIMED}"
+            )))
             .bind(worker)
             .bind(now + lease.as_millis() as i64)
             .bind(now)
+            .bind(&portals)
             .bind(&callers)
             .bind(max as i64)
             .fetch_all(&mut *tx)
@@ -307,27 +237,6 @@ impl Store for PgStore {
         crate::rows::jobs(&rows, &inbox)
     }
 
-    async fn try_exclusive(&self, name: &str) -> Result<Option<crate::Exclusive>> {
-        // A session-level advisory lock lives as long as the connection holding it.
-        let mut conn = self.pool.acquire().await?;
-        let got: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))").bind(name).fetch_one(&mut *conn).await?;
-        if !got {
-            return Ok(None);
-        }
-        let name = name.to_string();
-        Ok(Some(crate::Exclusive::new(move || {
-            tokio::spawn(async move {
-                if let Err(e) =
-                    sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(&name).execute(&mut *conn).await
-                {
-                    tracing::warn!(error = %e, "releasing an advisory lock failed; it goes with the connection");
-                    conn.close_on_drop();
-                }
-            });
-        })))
-    }
-
     async fn renew_many(&self, job_ids: &[i64], worker: &str, lease: Duration) -> Result<Vec<i64>> {
         let now = now_ms();
         Ok(sqlx::query_scalar(
@@ -341,8 +250,15 @@ impl Store for PgStore {
         .await?)
     }
 
-    async fn complete(&self, job_id: i64) -> Result<()> {
-        done(&self.pool, &[job_id]).await
+    async fn settle(&self, s: &Settlement) -> Result<()> {
+        let mut tx = self.tx().await?;
+        for r in &s.activities {
+            record(&mut *tx, &s.portal, r).await?;
+        }
+        set_last_calls(&mut *tx, &s.portal, &s.last_calls).await?;
+        done(&mut *tx, &s.done).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn fail(&self, job_id: i64, error: &str, failure: Failure) -> Result<()> {
@@ -382,7 +298,7 @@ impl Store for PgStore {
 
     async fn events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
-            "SELECT i.id, i.source, i.idempotency_key, i.received_at, j.kind, COALESCE(j.status, 'recorded') AS status,
+            "SELECT i.id, i.portal, i.source, i.idempotency_key, i.received_at, j.kind, COALESCE(j.status, 'recorded') AS status,
                     COALESCE(j.attempts, 0) AS attempts, j.last_error
              FROM inbox i LEFT JOIN jobs j ON j.inbox_id = i.id
              WHERE $1::TEXT IS NULL OR COALESCE(j.status, 'recorded') = $1
@@ -403,13 +319,18 @@ impl Store for PgStore {
     async fn next_run_at(&self) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar("SELECT MIN(run_at) FROM jobs WHERE status = 'queued'").fetch_one(&self.pool).await?)
     }
+}
 
-    async fn known_contact(&self, keys: &[String]) -> Result<Option<u64>> {
+#[async_trait]
+impl CallerIndex for PgStore {
+    async fn known_contact(&self, portal: &PortalId, keys: &[String]) -> Result<Option<u64>> {
         for key in keys {
-            let id: Option<i64> = sqlx::query_scalar("SELECT contact_id FROM caller_index WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
+            let id: Option<i64> =
+                sqlx::query_scalar("SELECT contact_id FROM caller_index WHERE portal = $1 AND key = $2")
+                    .bind(portal.as_str())
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
             if let Some(id) = id {
                 return Ok(Some(id as u64));
             }
@@ -417,7 +338,7 @@ impl Store for PgStore {
         Ok(None)
     }
 
-    async fn remember_contacts(&self, entries: &[(Vec<String>, u64)]) -> Result<()> {
+    async fn remember_contacts(&self, portal: &PortalId, entries: &[(Vec<String>, u64)]) -> Result<()> {
         // One statement for all; a key named twice keeps its last contact.
         let mut latest = std::collections::HashMap::new();
         for (keys, id) in entries {
@@ -427,94 +348,83 @@ impl Store for PgStore {
         }
         let (keys, ids): (Vec<&str>, Vec<i64>) = latest.into_iter().unzip();
         sqlx::query(
-            "INSERT INTO caller_index (key, contact_id, updated_at) SELECT k, c, $3 FROM UNNEST($1::text[], $2::bigint[]) AS t(k, c)
-             ON CONFLICT (key) DO UPDATE SET contact_id = excluded.contact_id, updated_at = excluded.updated_at",
+            "INSERT INTO caller_index (portal, key, contact_id, updated_at)
+             SELECT $4, k, c, $3 FROM UNNEST($1::text[], $2::bigint[]) AS t(k, c)
+             ON CONFLICT (portal, key) DO UPDATE SET contact_id = excluded.contact_id, updated_at = excluded.updated_at",
         )
         .bind(&keys)
         .bind(&ids)
         .bind(now_ms())
+        .bind(portal.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn forget_contact(&self, contact_id: u64) -> Result<()> {
-        sqlx::query("DELETE FROM caller_index WHERE contact_id = $1")
+    async fn forget_contact(&self, portal: &PortalId, contact_id: u64) -> Result<()> {
+        sqlx::query("DELETE FROM caller_index WHERE portal = $1 AND contact_id = $2")
+            .bind(portal.as_str())
             .bind(contact_id as i64)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
+}
 
-    async fn last_call_at(&self, contact_id: u64) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT last_call_at FROM contact_sync WHERE contact_id = $1")
+#[async_trait]
+impl Activities for PgStore {
+    async fn last_call_at(&self, portal: &PortalId, contact_id: u64) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT last_call_at FROM contact_sync WHERE portal = $1 AND contact_id = $2")
+            .bind(portal.as_str())
             .bind(contact_id as i64)
             .fetch_optional(&self.pool)
             .await?)
     }
 
-    async fn set_last_call_at(&self, contact_id: u64, at_ms: i64) -> Result<()> {
-        set_last_calls(&self.pool, &[(contact_id, at_ms)]).await
-    }
-
-    async fn activity(&self, source: &str, key: &str, kind: &str) -> Result<Option<Activity>> {
-        let row = sqlx::query("SELECT hubspot_id, contact_id, via, stage FROM activities WHERE source = $1 AND external_key = $2 AND kind = $3")
-            .bind(source)
-            .bind(key)
-            .bind(kind)
-            .fetch_optional(&self.pool)
-            .await?;
+    async fn activity(&self, portal: &PortalId, source: &str, key: &str, kind: &str) -> Result<Option<Activity>> {
+        let row = sqlx::query(
+            "SELECT hubspot_id, contact_id, via, stage FROM activities
+             WHERE portal = $1 AND source = $2 AND external_key = $3 AND kind = $4",
+        )
+        .bind(portal.as_str())
+        .bind(source)
+        .bind(key)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(crate::rows::activity).transpose()
     }
 
-    async fn record_activity(
-        &self,
-        source: &str,
-        key: &str,
-        kind: &str,
-        a: &Activity,
-        occurred_at_ms: i64,
-    ) -> Result<()> {
-        record(&self.pool, source, key, kind, a, occurred_at_ms).await
-    }
-
-    async fn settle(&self, s: &Settlement) -> Result<()> {
-        let mut tx = self.tx().await?;
-        for r in &s.activities {
-            record(&mut *tx, &r.source, &r.key, r.kind, &r.activity, r.occurred_at_ms).await?;
-        }
-        set_last_calls(&mut *tx, &s.last_calls).await?;
-        done(&mut *tx, &s.done).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn activities(&self) -> Result<Vec<(String, String, String, Activity)>> {
-        let rows = sqlx::query("SELECT source, external_key, kind, hubspot_id, contact_id, via, stage FROM activities ORDER BY created_at, external_key")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((r.try_get("source")?, r.try_get("external_key")?, r.try_get("kind")?, crate::rows::activity(r)?))
-            })
-            .collect()
-    }
-
-    async fn load_tokens(&self) -> Result<Option<StoredTokens>> {
-        let row = sqlx::query(
-            "SELECT access_token, refresh_token, expires_at, hub_id, scopes FROM oauth_tokens WHERE id = 1",
+    async fn activities(&self) -> Result<Vec<ListedActivity>> {
+        let rows = sqlx::query(
+            "SELECT portal, source, external_key, kind, hubspot_id, contact_id, via, stage FROM activities
+             ORDER BY created_at, external_key",
         )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(crate::rows::listed_activity).collect()
+    }
+}
+
+#[async_trait]
+impl Credentials for PgStore {
+    async fn load_tokens(&self, portal: &PortalId) -> Result<Option<StoredTokens>> {
+        let row = sqlx::query(
+            "SELECT access_token, refresh_token, expires_at, hub_id, scopes FROM oauth_tokens WHERE portal = $1",
+        )
+        .bind(portal.as_str())
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(crate::rows::tokens).transpose()
     }
 
-    async fn save_tokens(&self, t: &StoredTokens) -> Result<()> {
+    async fn save_tokens(&self, portal: &PortalId, t: &StoredTokens) -> Result<()> {
         sqlx::query(
-            "INSERT INTO oauth_tokens (id, access_token, refresh_token, expires_at, hub_id, scopes) VALUES (1, $1, $2, $3, $4, $5)
-             ON CONFLICT (id) DO UPDATE SET access_token = excluded.access_token, refresh_token = excluded.refresh_token,
+            "INSERT INTO oauth_tokens (portal, access_token, refresh_token, expires_at, hub_id, scopes) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (portal) DO UPDATE SET access_token = excluded.access_token, refresh_token = excluded.refresh_token,
                expires_at = excluded.expires_at, hub_id = excluded.hub_id, scopes = excluded.scopes",
         )
+        .bind(portal.as_str())
         .bind(&t.access_token)
         .bind(&t.refresh_token)
         .bind(t.expires_at_ms)
@@ -524,44 +434,86 @@ impl Store for PgStore {
         .await?;
         Ok(())
     }
+}
+
+#[async_trait]
+impl Coordination for PgStore {
+    async fn try_exclusive(&self, name: &str) -> Result<Option<crate::Exclusive>> {
+        // A session-level advisory lock lives as long as the connection holding it.
+        let mut conn = self.pool.acquire().await?;
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))").bind(name).fetch_one(&mut *conn).await?;
+        if !got {
+            return Ok(None);
+        }
+        let name = name.to_string();
+        Ok(Some(crate::Exclusive::new(move || {
+            tokio::spawn(async move {
+                if let Err(e) =
+                    sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(&name).execute(&mut *conn).await
+                {
+                    tracing::warn!(error = %e, "releasing an advisory lock failed; it goes with the connection");
+                    conn.close_on_drop();
+                }
+            });
+        })))
+    }
 
     fn shares_budget(&self) -> bool {
         true
     }
 
-    async fn budget_take(&self, bucket: &str, max: u32, interval_ms: i64) -> Result<std::result::Result<i64, i64>> {
+    async fn budget_take(
+        &self,
+        portal: &PortalId,
+        bucket: &str,
+        max: u32,
+        interval_ms: i64,
+    ) -> Result<std::result::Result<i64, i64>> {
         let now = now_ms();
         let mut tx = self.tx().await?;
-        // One decision at a time per bucket, across instances.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(bucket).execute(&mut *tx).await?;
+        // One decision at a time per portal's bucket, across instances.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1 || '/' || $2))")
+            .bind(portal.as_str())
+            .bind(bucket)
+            .execute(&mut *tx)
+            .await?;
         // Times are whole milliseconds: a slot is freed only once a full interval has surely
         // passed since its response, whatever was truncated.
-        sqlx::query("DELETE FROM budget_slots WHERE bucket = $1 AND ((done_at IS NOT NULL AND done_at < $2) OR (done_at IS NULL AND taken_at <= $3))")
+        sqlx::query("DELETE FROM budget_slots WHERE portal = $1 AND bucket = $2 AND ((done_at IS NOT NULL AND done_at < $3) OR (done_at IS NULL AND taken_at <= $4))")
+            .bind(portal.as_str())
             .bind(bucket)
             .bind(now - interval_ms - SLOT_MARGIN_MS)
             .bind(now - STALE_SLOT_MS)
             .execute(&mut *tx)
             .await?;
-        let blocked: Option<i64> = sqlx::query_scalar("SELECT until_ms FROM budget_blocks WHERE bucket = $1")
-            .bind(bucket)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let blocked: Option<i64> =
+            sqlx::query_scalar("SELECT until_ms FROM budget_blocks WHERE portal = $1 AND bucket = $2")
+                .bind(portal.as_str())
+                .bind(bucket)
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(until) = blocked.filter(|u| *u > now) {
             tx.commit().await?;
             return Ok(Err(until - now));
         }
-        let row = sqlx::query("SELECT COUNT(*) AS held, MIN(done_at) AS oldest FROM budget_slots WHERE bucket = $1")
-            .bind(bucket)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS held, MIN(done_at) AS oldest FROM budget_slots WHERE portal = $1 AND bucket = $2",
+        )
+        .bind(portal.as_str())
+        .bind(bucket)
+        .fetch_one(&mut *tx)
+        .await?;
         let held: i64 = row.try_get("held")?;
         if held < max as i64 {
-            let slot: i64 =
-                sqlx::query_scalar("INSERT INTO budget_slots (bucket, taken_at) VALUES ($1, $2) RETURNING id")
-                    .bind(bucket)
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let slot: i64 = sqlx::query_scalar(
+                "INSERT INTO budget_slots (portal, bucket, taken_at) VALUES ($1, $2, $3) RETURNING id",
+            )
+            .bind(portal.as_str())
+            .bind(bucket)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
             tx.commit().await?;
             return Ok(Ok(slot));
         }
@@ -571,21 +523,23 @@ impl Store for PgStore {
         Ok(Err(oldest.map(|o| o + interval_ms + SLOT_MARGIN_MS + 1 - now).unwrap_or(20).max(1)))
     }
 
-    async fn budget_release(&self, bucket: &str, slot: i64) -> Result<()> {
-        sqlx::query("UPDATE budget_slots SET done_at = $1 WHERE id = $2 AND bucket = $3")
+    async fn budget_release(&self, portal: &PortalId, bucket: &str, slot: i64) -> Result<()> {
+        sqlx::query("UPDATE budget_slots SET done_at = $1 WHERE id = $2 AND portal = $3 AND bucket = $4")
             .bind(now_ms())
             .bind(slot)
+            .bind(portal.as_str())
             .bind(bucket)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    async fn budget_block(&self, bucket: &str, until_ms: i64) -> Result<()> {
+    async fn budget_block(&self, portal: &PortalId, bucket: &str, until_ms: i64) -> Result<()> {
         sqlx::query(
-            "INSERT INTO budget_blocks (bucket, until_ms) VALUES ($1, $2)
-             ON CONFLICT (bucket) DO UPDATE SET until_ms = GREATEST(budget_blocks.until_ms, excluded.until_ms)",
+            "INSERT INTO budget_blocks (portal, bucket, until_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (portal, bucket) DO UPDATE SET until_ms = GREATEST(budget_blocks.until_ms, excluded.until_ms)",
         )
+        .bind(portal.as_str())
         .bind(bucket)
         .bind(until_ms)
         .execute(&self.pool)

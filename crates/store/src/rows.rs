@@ -3,7 +3,7 @@
 
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 
-use crate::{Activity, EventRow, Job, JobCounts, Result, StoredTokens};
+use crate::{Activity, EventRow, Job, JobCounts, ListedActivity, PortalId, Result, StoreError, StoredTokens};
 
 fn get<'r, R, T>(r: &'r R, column: &str) -> Result<T>
 where
@@ -24,6 +24,7 @@ where
 {
     Ok(EventRow {
         id: get(r, "id")?,
+        portal: get(r, "portal")?,
         source: get(r, "source")?,
         idempotency_key: get(r, "idempotency_key")?,
         received_at_ms: get(r, "received_at")?,
@@ -73,6 +74,34 @@ where
     })
 }
 
+/// A portal name as a row holds it; a row the migrations wrote holds a valid one.
+fn portal<R>(r: &R) -> Result<PortalId>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> String: Decode<'a, R::Database> + Type<R::Database>,
+{
+    let name: String = get(r, "portal")?;
+    PortalId::parse(&name).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+}
+
+pub(crate) fn listed_activity<R, DB>(r: &R) -> Result<ListedActivity>
+where
+    DB: Database,
+    R: Row<Database = DB>,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+{
+    Ok(ListedActivity {
+        portal: portal(r)?,
+        source: get(r, "source")?,
+        key: get(r, "external_key")?,
+        kind: get(r, "kind")?,
+        activity: activity(r)?,
+    })
+}
+
 pub(crate) fn tokens<R, DB>(r: &R) -> Result<StoredTokens>
 where
     DB: Database,
@@ -91,7 +120,7 @@ where
     })
 }
 
-/// Claimed jobs, in id order, from their `jobs` rows (`RETURNING id, inbox_id, kind,
+/// Claimed jobs, in id order, from their `jobs` rows (`RETURNING id, inbox_id, portal, kind,
 /// caller_key, attempts, claims`) and their inbox rows (`id, source, idempotency_key, event`).
 pub(crate) fn jobs<R, DB>(jobs: &[R], inbox: &[R]) -> Result<Vec<Job>>
 where
@@ -110,6 +139,7 @@ where
             Ok(Job {
                 id: get(job, "id")?,
                 inbox_id: get(job, "inbox_id")?,
+                portal: portal(job)?,
                 kind: get(job, "kind")?,
                 caller_key: get(job, "caller_key")?,
                 attempts: get(job, "attempts")?,

@@ -15,71 +15,9 @@ use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    Activity, EventRow, Failure, Ingested, Job, JobCounts, NewDelivery, Result, Settlement, Store, StoreError,
-    StoredTokens, now_ms,
+    Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, EventRow, Failure, Ingested, Job,
+    JobCounts, ListedActivity, NewDelivery, PortalId, Queue, Result, Settlement, StoreError, StoredTokens, now_ms,
 };
-
-/// Schema versions, applied in order inside one transaction each.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
-    CREATE TABLE inbox (
-        id INTEGER PRIMARY KEY,
-        source TEXT NOT NULL,
-        idempotency_key TEXT NOT NULL UNIQUE,
-        received_at INTEGER NOT NULL,
-        raw_body BLOB NOT NULL,
-        event TEXT NOT NULL
-    );
-    CREATE TABLE jobs (
-        id INTEGER PRIMARY KEY,
-        inbox_id INTEGER NOT NULL UNIQUE REFERENCES inbox(id),
-        kind TEXT NOT NULL,
-        caller_key TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'queued',
-        attempts INTEGER NOT NULL DEFAULT 0,
-        claims INTEGER NOT NULL DEFAULT 0,
-        run_at INTEGER NOT NULL,
-        locked_by TEXT,
-        lease_until INTEGER,
-        last_error TEXT,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
-    );
-    CREATE INDEX jobs_ready ON jobs (status, run_at, id);
-    CREATE INDEX jobs_caller ON jobs (caller_key, status, id);
-    CREATE TABLE caller_index (
-        key TEXT PRIMARY KEY,
-        contact_id INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
-    );
-    CREATE INDEX caller_index_contact ON caller_index (contact_id);
-    CREATE TABLE contact_sync (
-        contact_id INTEGER PRIMARY KEY,
-        last_call_at INTEGER NOT NULL
-    );
-    CREATE TABLE activities (
-        source TEXT NOT NULL,
-        external_key TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        hubspot_id INTEGER NOT NULL,
-        contact_id INTEGER,
-        via TEXT NOT NULL,
-        stage INTEGER NOT NULL DEFAULT 0,
-        occurred_at INTEGER NOT NULL,
-        created_at INTEGER NOT NULL,
-        PRIMARY KEY (source, external_key, kind)
-    );
-    CREATE TABLE oauth_tokens (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        access_token TEXT NOT NULL,
-        refresh_token TEXT NOT NULL,
-        expires_at INTEGER NOT NULL,
-        hub_id INTEGER,
-        scopes TEXT NOT NULL
-    );
-    "#,
-)];
 
 /// Deliveries a single group commit takes at most.
 const GROUP_COMMIT_MAX: usize = 512;
@@ -132,11 +70,12 @@ async fn done(tx: &mut Tx, job_id: i64) -> Result<()> {
     Ok(())
 }
 
-async fn set_last_call(tx: &mut Tx, contact_id: u64, at_ms: i64) -> Result<()> {
+async fn set_last_call(tx: &mut Tx, portal: &PortalId, contact_id: u64, at_ms: i64) -> Result<()> {
     sqlx::query(
-        "INSERT INTO contact_sync (contact_id, last_call_at) VALUES (?, ?)
-         ON CONFLICT (contact_id) DO UPDATE SET last_call_at = MAX(last_call_at, excluded.last_call_at)",
+        "INSERT INTO contact_sync (portal, contact_id, last_call_at) VALUES (?, ?, ?)
+         ON CONFLICT (portal, contact_id) DO UPDATE SET last_call_at = MAX(last_call_at, excluded.last_call_at)",
     )
+    .bind(portal.as_str())
     .bind(contact_id as i64)
     .bind(at_ms)
     .execute(&mut **tx)
@@ -144,21 +83,23 @@ async fn set_last_call(tx: &mut Tx, contact_id: u64, at_ms: i64) -> Result<()> {
     Ok(())
 }
 
-async fn record(tx: &mut Tx, source: &str, key: &str, kind: &str, a: &Activity, occurred_at_ms: i64) -> Result<()> {
+async fn record(tx: &mut Tx, portal: &PortalId, r: &ActivityRecord) -> Result<()> {
+    let a = &r.activity;
     sqlx::query(
-        "INSERT INTO activities (source, external_key, kind, hubspot_id, contact_id, via, stage, occurred_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (source, external_key, kind) DO UPDATE SET hubspot_id = excluded.hubspot_id, contact_id = excluded.contact_id,
+        "INSERT INTO activities (portal, source, external_key, kind, hubspot_id, contact_id, via, stage, occurred_at, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (portal, source, external_key, kind) DO UPDATE SET hubspot_id = excluded.hubspot_id, contact_id = excluded.contact_id,
            via = excluded.via, stage = MAX(stage, excluded.stage)",
     )
-    .bind(source)
-    .bind(key)
-    .bind(kind)
+    .bind(portal.as_str())
+    .bind(&r.source)
+    .bind(&r.key)
+    .bind(r.kind)
     .bind(a.hubspot_id as i64)
     .bind(a.contact_id.map(|c| c as i64))
     .bind(&a.via)
     .bind(a.stage)
-    .bind(occurred_at_ms)
+    .bind(r.occurred_at_ms)
     .bind(now_ms())
     .execute(&mut **tx)
     .await?;
@@ -169,16 +110,16 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
         .execute(pool)
         .await?;
-    for (version, sql) in MIGRATIONS {
+    for m in crate::migrate::SQLITE {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_version WHERE version = ?")
-            .bind(version)
+            .bind(m.version)
             .fetch_optional(&mut *tx)
             .await?;
         if applied.is_none() {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql)).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)")
-                .bind(version)
+                .bind(m.version)
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;
@@ -236,60 +177,75 @@ const ROWS_PER_STATEMENT: usize = 256;
 async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<Ingested>> {
     use std::collections::HashMap;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    // The first delivery of a key in the batch is the candidate; later ones are duplicates.
-    let mut first: HashMap<&str, usize> = HashMap::new();
+    // The first delivery of a key (in its portal) in the batch is the candidate; later ones
+    // are duplicates.
+    let key_of = |d: &NewDelivery| (d.portal.as_str().to_string(), d.idempotency_key.as_str().to_string());
+    let mut first: HashMap<(String, String), usize> = HashMap::new();
     let candidates: Vec<&NewDelivery> = batch
         .iter()
         .enumerate()
-        .filter(|(i, (d, _))| *first.entry(d.idempotency_key.as_str()).or_insert(*i) == *i)
+        .filter(|(i, (d, _))| *first.entry(key_of(d)).or_insert(*i) == *i)
         .map(|(_, (d, _))| d)
         .collect();
-    let mut new_ids: HashMap<String, i64> = HashMap::new();
+    let mut new_ids: HashMap<(String, String), i64> = HashMap::new();
     for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO inbox (source, idempotency_key, received_at, raw_body, event) VALUES {}
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key",
-            vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, event) VALUES {}
+             ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id, portal, idempotency_key",
+            vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for d in chunk {
-            q = q.bind(&d.source).bind(&d.idempotency_key).bind(d.received_at_ms).bind(&d.raw_body).bind(&d.event_json);
+            q = q
+                .bind(d.portal.as_str())
+                .bind(&d.source)
+                .bind(d.idempotency_key.as_str())
+                .bind(d.received_at_ms)
+                .bind(&d.raw_body)
+                .bind(&d.event_json);
         }
         for row in q.fetch_all(&mut *tx).await? {
-            new_ids.insert(row.try_get("idempotency_key")?, row.try_get("id")?);
+            new_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
         }
     }
     let jobs: Vec<(&NewDelivery, i64)> = candidates
         .iter()
         .filter(|d| d.job_kind.is_some())
-        .filter_map(|d| new_ids.get(&d.idempotency_key).map(|id| (*d, *id)))
+        .filter_map(|d| new_ids.get(&key_of(d)).map(|id| (*d, *id)))
         .collect();
     for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO jobs (inbox_id, kind, caller_key, run_at, created_at, updated_at) VALUES {}",
-            vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            "INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (d, id) in chunk {
             let at = d.received_at_ms;
-            q = q.bind(*id).bind(d.job_kind.unwrap_or_default()).bind(&d.caller_key).bind(at).bind(at).bind(at);
+            q = q
+                .bind(*id)
+                .bind(d.portal.as_str())
+                .bind(d.job_kind.unwrap_or_default())
+                .bind(&d.caller_key)
+                .bind(at)
+                .bind(at)
+                .bind(at);
         }
         q.execute(&mut *tx).await?;
     }
     // Keys seen before this batch: look their rows up.
-    let old: Vec<&str> = first.keys().copied().filter(|k| !new_ids.contains_key(*k)).collect();
-    let mut old_ids: HashMap<String, i64> = HashMap::new();
+    let old: Vec<&(String, String)> = first.keys().filter(|k| !new_ids.contains_key(*k)).collect();
+    let mut old_ids: HashMap<(String, String), i64> = HashMap::new();
     for chunk in old.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "SELECT id, idempotency_key FROM inbox WHERE idempotency_key IN ({})",
-            vec!["?"; chunk.len()].join(", ")
+            "SELECT id, portal, idempotency_key FROM inbox WHERE (portal, idempotency_key) IN (VALUES {})",
+            vec!["(?, ?)"; chunk.len()].join(", ")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for k in chunk {
-            q = q.bind(*k);
+        for (portal, key) in chunk {
+            q = q.bind(portal.as_str()).bind(key.as_str());
         }
         for row in q.fetch_all(&mut *tx).await? {
-            old_ids.insert(row.try_get("idempotency_key")?, row.try_get("id")?);
+            old_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
         }
     }
     tx.commit().await?;
@@ -297,11 +253,11 @@ async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<
         .iter()
         .enumerate()
         .map(|(i, (d, _))| {
-            let key = d.idempotency_key.as_str();
-            match (new_ids.get(key), first.get(key)) {
+            let key = key_of(d);
+            match (new_ids.get(&key), first.get(&key)) {
                 (Some(id), Some(f)) => Ok(Ingested { inbox_id: *id, duplicate: *f != i }),
                 _ => old_ids
-                    .get(key)
+                    .get(&key)
                     .map(|id| Ingested { inbox_id: *id, duplicate: true })
                     .ok_or_else(|| StoreError::Database(sqlx::Error::RowNotFound)),
             }
@@ -309,8 +265,11 @@ async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<
         .collect()
 }
 
+/// The columns a claim returns, for [`crate::rows::jobs`].
+const CLAIMED: &str = "RETURNING id, inbox_id, portal, kind, caller_key, attempts, claims";
+
 #[async_trait]
-impl Store for SqliteStore {
+impl Queue for SqliteStore {
     async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested> {
         let (tx, rx) = oneshot::channel();
         self.ingest_tx.send((delivery, tx)).await.map_err(|_| StoreError::Closed)?;
@@ -327,16 +286,16 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         // Each caller's oldest job, if nothing of theirs runs.
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs SET status = 'running', claims = claims + 1, locked_by = ?1, lease_until = ?2, updated_at = ?3
              WHERE id IN (
                 SELECT j.id FROM jobs j
                 WHERE j.status = 'queued' AND j.run_at <= ?3
-                  AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.caller_key = j.caller_key AND r.status = 'running')
-                  AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
+                  AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running')
+                  AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
                 ORDER BY j.run_at, j.id LIMIT ?4)
-             RETURNING id, inbox_id, kind, caller_key, attempts, claims",
-        )
+             {CLAIMED}"
+        )))
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
         .bind(now)
@@ -347,18 +306,21 @@ impl Store for SqliteStore {
         // retry; up to `max` more), so a batch lands a caller's calls together, in order.
         let mut rows = rows;
         if max > 1 && !rows.is_empty() {
-            let callers: Vec<String> =
-                rows.iter().map(|r| r.try_get("caller_key")).collect::<std::result::Result<_, _>>()?;
-            let followers = sqlx::query(
+            let callers: Vec<(String, String)> = rows
+                .iter()
+                .map(|r| Ok((r.try_get("portal")?, r.try_get("caller_key")?)))
+                .collect::<std::result::Result<_, sqlx::Error>>()?;
+            let followers = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE jobs SET status = 'running', claims = claims + 1, locked_by = ?1, lease_until = ?2, updated_at = ?3
                  WHERE id IN (
                     SELECT j.id FROM jobs j
                     WHERE j.status = 'queued' AND j.run_at <= ?3
-                      AND j.caller_key IN (SELECT value FROM json_each(?4))
-                      AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > ?3 AND e.id < j.id)
+                      AND (j.portal, j.caller_key) IN
+                          (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?4))
+                      AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > ?3 AND e.id < j.id)
                     ORDER BY j.id LIMIT ?5)
-                 RETURNING id, inbox_id, kind, caller_key, attempts, claims",
-            )
+                 {CLAIMED}"
+            )))
             .bind(worker)
             .bind(now + lease.as_millis() as i64)
             .bind(now)
@@ -379,17 +341,6 @@ impl Store for SqliteStore {
         crate::rows::jobs(&rows, &inbox)
     }
 
-    async fn try_exclusive(&self, name: &str) -> Result<Option<crate::Exclusive>> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        if !held.insert(name.to_string()) {
-            return Ok(None);
-        }
-        let (set, name) = (self.held.clone(), name.to_string());
-        Ok(Some(crate::Exclusive::new(move || {
-            set.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
-        })))
-    }
-
     async fn renew_many(&self, job_ids: &[i64], worker: &str, lease: Duration) -> Result<Vec<i64>> {
         let mut tx = self.write().await?;
         let now = now_ms();
@@ -407,9 +358,17 @@ impl Store for SqliteStore {
         Ok(held)
     }
 
-    async fn complete(&self, job_id: i64) -> Result<()> {
+    async fn settle(&self, s: &Settlement) -> Result<()> {
         let mut tx = self.write().await?;
-        done(&mut tx, job_id).await?;
+        for r in &s.activities {
+            record(&mut tx, &s.portal, r).await?;
+        }
+        for (contact_id, at) in &s.last_calls {
+            set_last_call(&mut tx, &s.portal, *contact_id, *at).await?;
+        }
+        for id in &s.done {
+            done(&mut tx, *id).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -453,7 +412,7 @@ impl Store for SqliteStore {
 
     async fn events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
-            "SELECT i.id, i.source, i.idempotency_key, i.received_at, j.kind, COALESCE(j.status, 'recorded') AS status,
+            "SELECT i.id, i.portal, i.source, i.idempotency_key, i.received_at, j.kind, COALESCE(j.status, 'recorded') AS status,
                     COALESCE(j.attempts, 0) AS attempts, j.last_error
              FROM inbox i LEFT JOIN jobs j ON j.inbox_id = i.id
              WHERE ?1 IS NULL OR COALESCE(j.status, 'recorded') = ?1
@@ -474,13 +433,18 @@ impl Store for SqliteStore {
     async fn next_run_at(&self) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar("SELECT MIN(run_at) FROM jobs WHERE status = 'queued'").fetch_one(&self.pool).await?)
     }
+}
 
-    async fn known_contact(&self, keys: &[String]) -> Result<Option<u64>> {
+#[async_trait]
+impl CallerIndex for SqliteStore {
+    async fn known_contact(&self, portal: &PortalId, keys: &[String]) -> Result<Option<u64>> {
         for key in keys {
-            let id: Option<i64> = sqlx::query_scalar("SELECT contact_id FROM caller_index WHERE key = ?")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
+            let id: Option<i64> =
+                sqlx::query_scalar("SELECT contact_id FROM caller_index WHERE portal = ? AND key = ?")
+                    .bind(portal.as_str())
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
             if let Some(id) = id {
                 return Ok(Some(id as u64));
             }
@@ -488,14 +452,15 @@ impl Store for SqliteStore {
         Ok(None)
     }
 
-    async fn remember_contacts(&self, entries: &[(Vec<String>, u64)]) -> Result<()> {
+    async fn remember_contacts(&self, portal: &PortalId, entries: &[(Vec<String>, u64)]) -> Result<()> {
         let mut tx = self.write().await?;
         for (keys, contact_id) in entries {
             for key in keys {
                 sqlx::query(
-                    "INSERT INTO caller_index (key, contact_id, updated_at) VALUES (?, ?, ?)
-                     ON CONFLICT (key) DO UPDATE SET contact_id = excluded.contact_id, updated_at = excluded.updated_at",
+                    "INSERT INTO caller_index (portal, key, contact_id, updated_at) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (portal, key) DO UPDATE SET contact_id = excluded.contact_id, updated_at = excluded.updated_at",
                 )
+                .bind(portal.as_str())
                 .bind(key)
                 .bind(*contact_id as i64)
                 .bind(now_ms())
@@ -507,31 +472,34 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn forget_contact(&self, contact_id: u64) -> Result<()> {
+    async fn forget_contact(&self, portal: &PortalId, contact_id: u64) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query("DELETE FROM caller_index WHERE contact_id = ?").bind(contact_id as i64).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM caller_index WHERE portal = ? AND contact_id = ?")
+            .bind(portal.as_str())
+            .bind(contact_id as i64)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
+}
 
-    async fn last_call_at(&self, contact_id: u64) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT last_call_at FROM contact_sync WHERE contact_id = ?")
+#[async_trait]
+impl Activities for SqliteStore {
+    async fn last_call_at(&self, portal: &PortalId, contact_id: u64) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT last_call_at FROM contact_sync WHERE portal = ? AND contact_id = ?")
+            .bind(portal.as_str())
             .bind(contact_id as i64)
             .fetch_optional(&self.pool)
             .await?)
     }
 
-    async fn set_last_call_at(&self, contact_id: u64, at_ms: i64) -> Result<()> {
-        let mut tx = self.write().await?;
-        set_last_call(&mut tx, contact_id, at_ms).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn activity(&self, source: &str, key: &str, kind: &str) -> Result<Option<Activity>> {
+    async fn activity(&self, portal: &PortalId, source: &str, key: &str, kind: &str) -> Result<Option<Activity>> {
         let row = sqlx::query(
-            "SELECT hubspot_id, contact_id, via, stage FROM activities WHERE source = ? AND external_key = ? AND kind = ?",
+            "SELECT hubspot_id, contact_id, via, stage FROM activities
+             WHERE portal = ? AND source = ? AND external_key = ? AND kind = ?",
         )
+        .bind(portal.as_str())
         .bind(source)
         .bind(key)
         .bind(kind)
@@ -540,62 +508,37 @@ impl Store for SqliteStore {
         row.as_ref().map(crate::rows::activity).transpose()
     }
 
-    async fn record_activity(
-        &self,
-        source: &str,
-        key: &str,
-        kind: &str,
-        a: &Activity,
-        occurred_at_ms: i64,
-    ) -> Result<()> {
-        let mut tx = self.write().await?;
-        record(&mut tx, source, key, kind, a, occurred_at_ms).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn settle(&self, s: &Settlement) -> Result<()> {
-        let mut tx = self.write().await?;
-        for r in &s.activities {
-            record(&mut tx, &r.source, &r.key, r.kind, &r.activity, r.occurred_at_ms).await?;
-        }
-        for (contact_id, at) in &s.last_calls {
-            set_last_call(&mut tx, *contact_id, *at).await?;
-        }
-        for id in &s.done {
-            done(&mut tx, *id).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn activities(&self) -> Result<Vec<(String, String, String, Activity)>> {
-        let rows = sqlx::query("SELECT source, external_key, kind, hubspot_id, contact_id, via, stage FROM activities ORDER BY created_at, external_key")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((r.try_get("source")?, r.try_get("external_key")?, r.try_get("kind")?, crate::rows::activity(r)?))
-            })
-            .collect()
-    }
-
-    async fn load_tokens(&self) -> Result<Option<StoredTokens>> {
-        let row = sqlx::query(
-            "SELECT access_token, refresh_token, expires_at, hub_id, scopes FROM oauth_tokens WHERE id = 1",
+    async fn activities(&self) -> Result<Vec<ListedActivity>> {
+        let rows = sqlx::query(
+            "SELECT portal, source, external_key, kind, hubspot_id, contact_id, via, stage FROM activities
+             ORDER BY created_at, external_key",
         )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(crate::rows::listed_activity).collect()
+    }
+}
+
+#[async_trait]
+impl Credentials for SqliteStore {
+    async fn load_tokens(&self, portal: &PortalId) -> Result<Option<StoredTokens>> {
+        let row = sqlx::query(
+            "SELECT access_token, refresh_token, expires_at, hub_id, scopes FROM oauth_tokens WHERE portal = ?",
+        )
+        .bind(portal.as_str())
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(crate::rows::tokens).transpose()
     }
 
-    async fn save_tokens(&self, t: &StoredTokens) -> Result<()> {
+    async fn save_tokens(&self, portal: &PortalId, t: &StoredTokens) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query(
-            "INSERT INTO oauth_tokens (id, access_token, refresh_token, expires_at, hub_id, scopes) VALUES (1, ?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET access_token = excluded.access_token, refresh_token = excluded.refresh_token,
+            "INSERT INTO oauth_tokens (portal, access_token, refresh_token, expires_at, hub_id, scopes) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (portal) DO UPDATE SET access_token = excluded.access_token, refresh_token = excluded.refresh_token,
                expires_at = excluded.expires_at, hub_id = excluded.hub_id, scopes = excluded.scopes",
         )
+        .bind(portal.as_str())
         .bind(&t.access_token)
         .bind(&t.refresh_token)
         .bind(t.expires_at_ms)
@@ -605,5 +548,19 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Coordination for SqliteStore {
+    async fn try_exclusive(&self, name: &str) -> Result<Option<crate::Exclusive>> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if !held.insert(name.to_string()) {
+            return Ok(None);
+        }
+        let (set, name) = (self.held.clone(), name.to_string());
+        Ok(Some(crate::Exclusive::new(move || {
+            set.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+        })))
     }
 }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge_store::{Activity, ActivityRecord, Failure, NewDelivery, Settlement, Store, now_ms};
+use callbridge_store::{
+    Activity, ActivityRecord, Failure, IdempotencyKey, NewDelivery, PortalId, Settlement, Store, now_ms,
+};
 
 /// Every backend to test, by name.
 async fn backends() -> Vec<(&'static str, Arc<dyn Store>)> {
@@ -12,7 +14,8 @@ async fn backends() -> Vec<(&'static str, Arc<dyn Store>)> {
         vec![("sqlite", callbridge_store::open("sqlite::memory:").await.unwrap())];
     match std::env::var("CALLBRIDGE_TEST_DATABASE_URL") {
         Ok(admin) if !admin.is_empty() => {
-            let url = callbridge_store::fresh_postgres_database(&admin).await.expect("create a test database");
+            let url =
+                callbridge_store::test_support::fresh_postgres_database(&admin).await.expect("create a test database");
             out.push(("postgres", callbridge_store::open(&url).await.unwrap()));
         }
         _ => eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set"),
@@ -20,16 +23,30 @@ async fn backends() -> Vec<(&'static str, Arc<dyn Store>)> {
     out
 }
 
+fn portal(name: &str) -> PortalId {
+    PortalId::parse(name).unwrap()
+}
+
 fn delivery(key: &str, caller: &str) -> NewDelivery {
+    delivery_in(&PortalId::default(), key, caller)
+}
+
+fn delivery_in(portal: &PortalId, key: &str, caller: &str) -> NewDelivery {
     NewDelivery {
+        portal: portal.clone(),
         source: "vapi".into(),
-        idempotency_key: key.into(),
+        idempotency_key: IdempotencyKey::from_stored(key.into()),
         raw_body: b"{}".to_vec(),
         event_json: "{}".into(),
         job_kind: Some("sync_call"),
         caller_key: caller.into(),
         received_at_ms: now_ms(),
     }
+}
+
+/// Marks jobs done, as the worker does.
+async fn done(s: &Arc<dyn Store>, ids: &[i64]) {
+    s.settle(&Settlement { done: ids.to_vec(), ..Settlement::default() }).await.unwrap();
 }
 
 #[tokio::test]
@@ -75,7 +92,7 @@ async fn a_callers_jobs_run_one_at_a_time_in_order() {
         let j2 = s.claim("w", lease).await.unwrap().unwrap();
         assert_eq!((j1.idempotency_key.as_str(), j2.idempotency_key.as_str()), ("a1", "b1"), "{name}");
         assert!(s.claim("w", lease).await.unwrap().is_none(), "{name}: alice's second job waits for her first");
-        s.complete(j1.id).await.unwrap();
+        done(&s, &[j1.id]).await;
         assert_eq!(s.claim("w", lease).await.unwrap().unwrap().idempotency_key, "a2", "{name}");
     }
 }
@@ -168,18 +185,27 @@ async fn a_batch_claim_takes_callers_oldest_jobs_then_what_queues_behind_them() 
             occurred_at_ms: 5,
         };
         let settlement = Settlement {
+            portal: PortalId::default(),
             activities: vec![record("a1", activity(1, 10)), record("b1", activity(2, 20))],
             last_calls: vec![(10, 5), (20, 6), (10, 3)],
             done: heads.iter().map(|j| j.id).collect(),
         };
         s.settle(&settlement).await.unwrap();
-        assert_eq!(s.activity("vapi", "b1", "call").await.unwrap(), Some(activity(2, 20)), "{name}");
-        assert_eq!(s.last_call_at(10).await.unwrap(), Some(5), "{name}: the later call time is kept");
+        assert_eq!(
+            s.activity(&PortalId::default(), "vapi", "b1", "call").await.unwrap(),
+            Some(activity(2, 20)),
+            "{name}"
+        );
+        assert_eq!(
+            s.last_call_at(&PortalId::default(), 10).await.unwrap(),
+            Some(5),
+            "{name}: the later call time is kept"
+        );
         assert_eq!(s.counts().await.unwrap().done, 4, "{name}");
 
         let batch = s.claim_many("w", lease, 100).await.unwrap();
         assert_eq!(keys(&batch), ["a2"], "{name}: alice's next, once her first is done");
-        s.settle(&Settlement { done: batch.iter().map(|j| j.id).collect(), ..Settlement::default() }).await.unwrap();
+        done(&s, &batch.iter().map(|j| j.id).collect::<Vec<_>>()).await;
 
         // With room, a caller's queued jobs come along behind their head, in order, but
         // never past one that waits for a retry.
@@ -192,11 +218,11 @@ async fn a_batch_claim_takes_callers_oldest_jobs_then_what_queues_behind_them() 
         let more = s.claim_many("w", lease, 1).await.unwrap();
         let heads: Vec<_> = heads.into_iter().chain(more).collect();
         assert_eq!(keys(&heads), ["d1", "e1"], "{name}");
-        s.complete(heads[0].id).await.unwrap();
+        done(&s, &[heads[0].id]).await;
         s.fail(heads[1].id, "boom", Failure::RetryAt(now_ms() + 60_000)).await.unwrap();
         let batch = s.claim_many("w", lease, 100).await.unwrap();
         assert_eq!(keys(&batch), ["d2", "d3"], "{name}: erin's next jobs wait behind her retry");
-        s.settle(&Settlement { done: batch.iter().map(|j| j.id).collect(), ..Settlement::default() }).await.unwrap();
+        done(&s, &batch.iter().map(|j| j.id).collect::<Vec<_>>()).await;
         for (key, caller) in [("f1", "fay"), ("f2", "fay"), ("f3", "fay")] {
             s.ingest(delivery(key, caller)).await.unwrap();
         }
@@ -213,32 +239,49 @@ async fn many_callers_are_remembered_at_once() {
     for (name, s) in backends().await {
         let entries: Vec<(Vec<String>, u64)> =
             (0..300).map(|i| (vec![format!("email:c{i}@example.com"), format!("phone:+1415555{i:04}")], i)).collect();
-        s.remember_contacts(&entries).await.unwrap();
+        let p = PortalId::default();
+        s.remember_contacts(&p, &entries).await.unwrap();
         // A key named again later points at the later contact.
-        s.remember_contacts(&[(vec!["phone:+14155550007".into()], 1_000), (vec!["phone:+14155550007".into()], 1_001)])
-            .await
-            .unwrap();
-        assert_eq!(s.known_contact(&["email:c299@example.com".into()]).await.unwrap(), Some(299), "{name}");
-        assert_eq!(s.known_contact(&["phone:+14155550007".into()]).await.unwrap(), Some(1_001), "{name}");
+        s.remember_contacts(
+            &p,
+            &[(vec!["phone:+14155550007".into()], 1_000), (vec!["phone:+14155550007".into()], 1_001)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.known_contact(&p, &["email:c299@example.com".into()]).await.unwrap(), Some(299), "{name}");
+        assert_eq!(s.known_contact(&p, &["phone:+14155550007".into()]).await.unwrap(), Some(1_001), "{name}");
     }
 }
 
 #[tokio::test]
 async fn caller_index_sync_state_activities_and_tokens_round_trip() {
     for (name, s) in backends().await {
+        let p = PortalId::default();
         let keys = vec!["email:a@example.com".to_string(), "phone:+14155550100".to_string()];
-        s.remember_contact(&keys, 42).await.unwrap();
-        assert_eq!(s.known_contact(&keys[1..]).await.unwrap(), Some(42), "{name}");
-        s.forget_contact(42).await.unwrap();
-        assert_eq!(s.known_contact(&keys).await.unwrap(), None, "{name}");
-        s.set_last_call_at(42, 2_000).await.unwrap();
-        s.set_last_call_at(42, 1_000).await.unwrap();
-        assert_eq!(s.last_call_at(42).await.unwrap(), Some(2_000), "{name}");
+        s.remember_contact(&p, &keys, 42).await.unwrap();
+        assert_eq!(s.known_contact(&p, &keys[1..]).await.unwrap(), Some(42), "{name}");
+        s.forget_contact(&p, 42).await.unwrap();
+        assert_eq!(s.known_contact(&p, &keys).await.unwrap(), None, "{name}");
+        let at = |ms| Settlement { portal: p.clone(), last_calls: vec![(42, ms)], ..Settlement::default() };
+        s.settle(&at(2_000)).await.unwrap();
+        s.settle(&at(1_000)).await.unwrap();
+        assert_eq!(s.last_call_at(&p, 42).await.unwrap(), Some(2_000), "{name}");
         let a = Activity { hubspot_id: 7, contact_id: Some(42), via: "v3".into(), stage: 3 };
-        s.record_activity("vapi", "call-1", "call", &a, 1).await.unwrap();
+        let record = |a: &Activity| Settlement {
+            portal: p.clone(),
+            activities: vec![ActivityRecord {
+                source: "vapi".into(),
+                key: "call-1".into(),
+                kind: "call",
+                activity: a.clone(),
+                occurred_at_ms: 1,
+            }],
+            ..Settlement::default()
+        };
+        s.settle(&record(&a)).await.unwrap();
         // A lower stage never lowers what is recorded.
-        s.record_activity("vapi", "call-1", "call", &Activity { stage: 2, ..a.clone() }, 1).await.unwrap();
-        assert_eq!(s.activity("vapi", "call-1", "call").await.unwrap(), Some(a), "{name}");
+        s.settle(&record(&Activity { stage: 2, ..a.clone() })).await.unwrap();
+        assert_eq!(s.activity(&p, "vapi", "call-1", "call").await.unwrap(), Some(a), "{name}");
         let t = callbridge_store::StoredTokens {
             access_token: "at".into(),
             refresh_token: "rt".into(),
@@ -246,9 +289,52 @@ async fn caller_index_sync_state_activities_and_tokens_round_trip() {
             hub_id: Some(9),
             scopes: vec!["oauth".into(), "crm.objects.contacts.read".into()],
         };
-        s.save_tokens(&t).await.unwrap();
-        let loaded = s.load_tokens().await.unwrap().unwrap();
+        s.save_tokens(&p, &t).await.unwrap();
+        let loaded = s.load_tokens(&p).await.unwrap().unwrap();
         assert_eq!((loaded.refresh_token.as_str(), loaded.scopes.len(), loaded.hub_id), ("rt", 2, Some(9)), "{name}");
+        assert!(s.load_tokens(&portal("other")).await.unwrap().is_none(), "{name}: tokens are the portal's own");
+    }
+}
+
+#[tokio::test]
+async fn portals_keep_their_deliveries_callers_and_records_apart() {
+    for (name, s) in backends().await {
+        let (a, b) = (portal("acme"), portal("bolt"));
+        // The same delivery to two portals is two deliveries; again to one is a duplicate.
+        let first = s.ingest(delivery_in(&a, "vapi:c1:end", "phone:+14155550100")).await.unwrap();
+        let other = s.ingest(delivery_in(&b, "vapi:c1:end", "phone:+14155550100")).await.unwrap();
+        let again = s.ingest(delivery_in(&a, "vapi:c1:end", "phone:+14155550100")).await.unwrap();
+        assert!(!first.duplicate && !other.duplicate && again.duplicate, "{name}");
+        // One number calling both portals is two callers: their jobs run side by side.
+        let jobs = s.claim_many("w", Duration::from_secs(60), 10).await.unwrap();
+        let mut portals: Vec<&str> = jobs.iter().map(|j| j.portal.as_str()).collect();
+        portals.sort();
+        assert_eq!(portals, ["acme", "bolt"], "{name}");
+        let rows = s.events(None, 10).await.unwrap();
+        assert!(rows.iter().any(|r| r.portal == "acme") && rows.iter().any(|r| r.portal == "bolt"), "{name}");
+        // What one portal knows of a caller, the other does not.
+        s.remember_contact(&a, &["phone:+14155550100".into()], 11).await.unwrap();
+        assert_eq!(s.known_contact(&b, &["phone:+14155550100".into()]).await.unwrap(), None, "{name}");
+        s.remember_contact(&b, &["phone:+14155550100".into()], 22).await.unwrap();
+        s.forget_contact(&b, 22).await.unwrap();
+        assert_eq!(s.known_contact(&a, &["phone:+14155550100".into()]).await.unwrap(), Some(11), "{name}");
+        let record = |p: &PortalId, id| Settlement {
+            portal: p.clone(),
+            activities: vec![ActivityRecord {
+                source: "vapi".into(),
+                key: "c1".into(),
+                kind: "call",
+                activity: Activity { hubspot_id: id, contact_id: None, via: "v3".into(), stage: 2 },
+                occurred_at_ms: 1,
+            }],
+            done: jobs.iter().filter(|j| &j.portal == p).map(|j| j.id).collect(),
+            ..Settlement::default()
+        };
+        s.settle(&record(&a, 100)).await.unwrap();
+        s.settle(&record(&b, 200)).await.unwrap();
+        assert_eq!(s.activity(&a, "vapi", "c1", "call").await.unwrap().map(|x| x.hubspot_id), Some(100), "{name}");
+        assert_eq!(s.activity(&b, "vapi", "c1", "call").await.unwrap().map(|x| x.hubspot_id), Some(200), "{name}");
+        assert_eq!(s.counts().await.unwrap().done, 2, "{name}");
     }
 }
 
@@ -267,7 +353,7 @@ async fn jobs_are_claimed_once_by_concurrent_workers() {
                     match s.claim(&format!("w{w}"), Duration::from_secs(60)).await.unwrap() {
                         Some(job) => {
                             mine.push(job.idempotency_key.clone());
-                            s.complete(job.id).await.unwrap();
+                            done(&s, &[job.id]).await;
                         }
                         None if s.counts().await.unwrap().queued == 0 => return mine,
                         None => tokio::task::yield_now().await,
@@ -292,16 +378,52 @@ async fn a_shared_window_frees_a_slot_one_interval_after_its_release() {
         if !s.shares_budget() {
             continue;
         }
-        let a = s.budget_take("w", 2, 100).await.unwrap().expect("room");
-        let b = s.budget_take("w", 2, 100).await.unwrap().expect("room");
-        assert!(s.budget_take("w", 2, 100).await.unwrap().is_err(), "{name}: full");
-        s.budget_release("w", a).await.unwrap();
-        s.budget_release("w", b).await.unwrap();
-        assert!(s.budget_take("w", 2, 100).await.unwrap().is_err(), "{name}: cooling down");
+        let p = PortalId::default();
+        let a = s.budget_take(&p, "w", 2, 100).await.unwrap().expect("room");
+        let b = s.budget_take(&p, "w", 2, 100).await.unwrap().expect("room");
+        assert!(s.budget_take(&p, "w", 2, 100).await.unwrap().is_err(), "{name}: full");
+        assert!(s.budget_take(&portal("other"), "w", 2, 100).await.unwrap().is_ok(), "{name}: each portal its own");
+        s.budget_release(&p, "w", a).await.unwrap();
+        s.budget_release(&p, "w", b).await.unwrap();
+        assert!(s.budget_take(&p, "w", 2, 100).await.unwrap().is_err(), "{name}: cooling down");
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(s.budget_take("w", 2, 100).await.unwrap().is_ok(), "{name}: free again");
-        s.budget_block("w", now_ms() + 60_000).await.unwrap();
-        let wait = s.budget_take("w", 2, 100).await.unwrap().unwrap_err();
+        assert!(s.budget_take(&p, "w", 2, 100).await.unwrap().is_ok(), "{name}: free again");
+        s.budget_block(&p, "w", now_ms() + 60_000).await.unwrap();
+        let wait = s.budget_take(&p, "w", 2, 100).await.unwrap().unwrap_err();
         assert!(wait > 50_000, "{name}: blocked for the minute asked");
+    }
+}
+
+#[tokio::test]
+async fn a_database_of_the_first_schema_is_carried_forward_into_the_default_portal() {
+    let admin = std::env::var("CALLBRIDGE_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty());
+    let path = std::env::temp_dir().join(format!("callbridge-first-schema-{:x}.db", fastrand::u64(..)));
+    for admin in [None, admin.as_deref()].into_iter().collect::<std::collections::BTreeSet<_>>() {
+        let url = callbridge_store::test_support::first_schema_database(admin, &path).await.unwrap();
+        let s = callbridge_store::open(&url).await.unwrap();
+        let p = PortalId::default();
+        let name = if admin.is_some() { "postgres" } else { "sqlite" };
+        // What the first release knew is the default portal's now.
+        assert_eq!(s.known_contact(&p, &["phone:+14155550101".into()]).await.unwrap(), Some(100_000_001), "{name}");
+        let logged = s.activity(&p, "vapi", "fx-done-1", "call").await.unwrap().expect("the landed call's activity");
+        assert_eq!((logged.via.as_str(), logged.stage), ("v3", 3), "{name}");
+        assert!(s.last_call_at(&p, 100_000_001).await.unwrap().is_some(), "{name}");
+        let c = s.counts().await.unwrap();
+        assert_eq!((c.queued, c.done), (4, 1), "{name}");
+        // Its deliveries are still known: a repeat changes nothing.
+        let repeat = NewDelivery {
+            idempotency_key: IdempotencyKey::from_stored("vapi:fx-q-1:end-of-call-report".into()),
+            ..delivery("unused", "phone:+14155550102")
+        };
+        assert!(s.ingest(repeat).await.unwrap().duplicate, "{name}");
+        // Its queued jobs are claimed in their callers' order, in the default portal.
+        let jobs = s.claim_many("w", Duration::from_secs(60), 10).await.unwrap();
+        let keys: Vec<&str> = jobs.iter().map(|j| j.idempotency_key.as_str()).collect();
+        let at = |k: &str| keys.iter().position(|x| x.contains(k)).unwrap_or_else(|| panic!("{name}: {k} in {keys:?}"));
+        assert!(at("fx-q-1") < at("fx-q-3"), "{name}: one caller's calls in order: {keys:?}");
+        assert!(keys.iter().any(|k| k.starts_with("generic:")), "{name}: the booking: {keys:?}");
+        assert!(jobs.iter().all(|j| j.portal == p && j.kind.starts_with("sync_")), "{name}");
+        assert_eq!(jobs.len(), 4, "{name}: the caller's two calls come together, in order");
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -5,17 +5,17 @@
 //! recorded without a job; other types are acknowledged and ignored.
 
 use callbridge_domain::event::CallStage;
-use callbridge_domain::{CallEvent, Caller, DefaultRegion, Direction, Email, Sentiment, Source};
+use callbridge_domain::{CallEvent, Caller, DefaultRegion, Direction, Email, IdempotencyKey, Sentiment, Source};
 use serde_json::{Value, json};
 
 use super::Fields;
 
 #[derive(Debug)]
 pub enum Message {
-    Call(Box<CallEvent>, String),
+    Call(Box<CallEvent>, IdempotencyKey),
     /// Kept in the inbox (key, what to store instead of the raw body when it is audio).
     Record {
-        key: String,
+        key: IdempotencyKey,
         summary: Option<Value>,
     },
     Ignored(String),
@@ -43,7 +43,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
                 let size = Fields::at(body, "data.full_audio").and_then(Value::as_str).map(str::len).unwrap_or(0);
                 json!({"type": kind, "conversation_id": id, "agent_id": Fields::at(body, "data.agent_id"), "full_audio_base64_chars": size})
             });
-            return Ok(Message::Record { key: format!("elevenlabs:{id}:{kind}"), summary });
+            return Ok(Message::Record { key: IdempotencyKey::event("elevenlabs", &id, &kind), summary });
         }
         _ => return Ok(Message::Ignored(kind)),
     }
@@ -144,7 +144,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
         return Err(f);
     }
     let (Some(id), Some(occurred_at_ms)) = (id, occurred_at_ms) else { return Err(f) };
-    let key = format!("elevenlabs:{id}:{kind}");
+    let key = IdempotencyKey::event("elevenlabs", &id, &kind);
     Ok(Message::Call(
         Box::new(CallEvent {
             source: Source::ElevenLabs,

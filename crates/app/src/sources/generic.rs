@@ -4,7 +4,7 @@
 
 use callbridge_domain::plan::LIFECYCLE_ORDER;
 use callbridge_domain::time::{now_ms, parse_iso_with_offset};
-use callbridge_domain::{BookingEvent, Caller, DefaultRegion, Email, PhoneE164};
+use callbridge_domain::{BookingEvent, Caller, DefaultRegion, Email, IdempotencyKey, PhoneE164};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -17,7 +17,7 @@ pub fn parse(
     body: &Value,
     region: DefaultRegion,
     idempotency_key: Option<&str>,
-) -> Result<(BookingEvent, String), Fields> {
+) -> Result<(BookingEvent, IdempotencyKey), Fields> {
     let mut f = Fields::default();
     if !body.is_object() {
         f.error("body", "must be a JSON object");
@@ -86,7 +86,7 @@ pub fn parse(
             format!("content:{}", digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>())
         }
     };
-    let idempotency = format!("generic:{booking_key}");
+    let idempotency = IdempotencyKey::of("generic", &booking_key);
     Ok((
         BookingEvent {
             caller,
@@ -156,6 +156,6 @@ mod tests {
         let k1 = parse(&body, DefaultRegion::default(), None).unwrap().1;
         let k2 = parse(&reordered, DefaultRegion::default(), None).unwrap().1;
         assert_eq!(k1, k2);
-        assert_eq!(parse(&body, DefaultRegion::default(), Some("zap-123")).unwrap().1, "generic:key:zap-123");
+        assert_eq!(parse(&body, DefaultRegion::default(), Some("zap-123")).unwrap().1.as_str(), "generic:key:zap-123");
     }
 }

@@ -3,14 +3,14 @@
 //! ignored. The caller is `from_number` on inbound calls and `to_number` on outbound ones.
 
 use callbridge_domain::event::CallStage;
-use callbridge_domain::{CallEvent, Caller, DefaultRegion, Direction, Email, Sentiment, Source};
+use callbridge_domain::{CallEvent, Caller, DefaultRegion, Direction, Email, IdempotencyKey, Sentiment, Source};
 use serde_json::Value;
 
 use super::Fields;
 
 #[derive(Debug)]
 pub enum Message {
-    Call(Box<CallEvent>, String),
+    Call(Box<CallEvent>, IdempotencyKey),
     Ignored(String),
 }
 
@@ -116,7 +116,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
         return Err(f);
     }
     let (Some(call_id), Some(occurred_at_ms)) = (call_id, occurred_at_ms) else { return Err(f) };
-    let key = format!("retell:{call_id}:{event}");
+    let key = IdempotencyKey::event("retell", &call_id, &event);
     Ok(Message::Call(
         Box::new(CallEvent {
             source: Source::Retell,

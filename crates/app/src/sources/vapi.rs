@@ -4,7 +4,9 @@
 //! message types are acknowledged and ignored.
 
 use callbridge_domain::time::parse_iso_with_offset;
-use callbridge_domain::{CallEvent, CallStage, Caller, DefaultRegion, Direction, Email, Sentiment, Source};
+use callbridge_domain::{
+    CallEvent, CallStage, Caller, DefaultRegion, Direction, Email, IdempotencyKey, Sentiment, Source,
+};
 use serde_json::Value;
 
 use super::Fields;
@@ -16,7 +18,7 @@ const TRANSCRIPT_KEPT: usize = 1200;
 #[derive(Debug)]
 pub enum Message {
     /// An end-of-call report, with its idempotency key.
-    EndOfCall(Box<CallEvent>, String),
+    EndOfCall(Box<CallEvent>, IdempotencyKey),
     /// Any other type: acknowledged, not stored.
     Ignored(String),
 }
@@ -143,7 +145,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
     let (Some(call_id), Some(occurred_at_ms)) = (call_id, occurred_at_ms) else {
         return Err(f);
     };
-    let key = format!("vapi:{call_id}:end-of-call-report");
+    let key = IdempotencyKey::event("vapi", &call_id, "end-of-call-report");
     let event = CallEvent {
         source: Source::Vapi,
         call_id,
@@ -206,7 +208,7 @@ mod tests {
     #[test]
     fn an_end_of_call_report_becomes_a_call_event() {
         let Message::EndOfCall(e, key) = parse(&report(), DefaultRegion::default()).unwrap() else { panic!() };
-        assert_eq!(key, "vapi:call-1:end-of-call-report");
+        assert_eq!(key.as_str(), "vapi:call-1:end-of-call-report");
         assert_eq!(e.caller.phone.as_ref().unwrap().as_str(), "+15715550143");
         assert_eq!(e.caller.email.as_ref().unwrap().as_str(), "dana@example.com");
         assert_eq!((e.caller.first_name.as_deref(), e.caller.last_name.as_deref()), (Some("Dana"), Some("Reyes")));

@@ -35,7 +35,7 @@ pub fn temp_db() -> PathBuf {
 pub async fn database_url(db: &std::path::Path) -> String {
     match std::env::var("CALLBRIDGE_TEST_DATABASE_URL") {
         Ok(admin) if !admin.is_empty() => {
-            callbridge_store::fresh_postgres_database(&admin).await.expect("create a test database")
+            callbridge_store::test_support::fresh_postgres_database(&admin).await.expect("create a test database")
         }
         _ => format!("sqlite://{}", db.display()),
     }

@@ -242,7 +242,7 @@ async fn without_the_calls_scope_calls_are_logged_as_v1_engagements() {
     }
     let activities = store.activities().await.unwrap();
     assert_eq!(activities.len(), 1);
-    assert_eq!(activities[0].3.via, "v1");
+    assert_eq!(activities[0].activity.via, "v1");
     let calls = app.records("calls");
     assert_eq!(calls.len(), 1);
     assert_eq!(prop(&calls[0], "hs_call_external_id"), Some("vapi:starter-1"));

@@ -26,7 +26,7 @@ async fn two_instances_share_one_queue_and_stay_together_inside_hubspots_window(
     })
     .await
     .unwrap();
-    let url = callbridge_store::fresh_postgres_database(&admin).await.unwrap();
+    let url = callbridge_store::test_support::fresh_postgres_database(&admin).await.unwrap();
     let db = temp_db();
     let mut config = config_for(&sandbox, &db);
     config.database_url = url.clone();
@@ -127,7 +127,7 @@ async fn three_instances_land_5000_events_once_in_order_through_a_sigkill() {
     })
     .await
     .unwrap();
-    let url = callbridge_store::fresh_postgres_database(&admin).await.unwrap();
+    let url = callbridge_store::test_support::fresh_postgres_database(&admin).await.unwrap();
     let ports = [free_port(), free_port(), free_port()];
     let mut children: Vec<_> = ports.iter().map(|p| spawn(&sandbox.base_url(), sandbox.token(), &url, *p)).collect();
     let http = reqwest::Client::new();

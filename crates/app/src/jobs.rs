@@ -1,0 +1,137 @@
+//! Job kinds. Each kind is a type with a stable snake_case name, stored in its row and never
+//! renamed, and a typed payload stored beside it as JSON. [`JobKind`] is the one place a row's
+//! `kind` and payload become a typed job; the worker dispatches on it.
+//!
+//! | name | payload | run by |
+//! |---|---|---|
+//! | `sync_call` | [`SyncCall`]: a call event | the sync engine, batched with others |
+//! | `sync_booking` | [`SyncBooking`]: a booking | the sync engine, batched with others |
+//!
+//! Payloads of the sync kinds are the canonical event as JSON (`{"kind":"call",…}`), the shape
+//! rows have held since the first release, so queued jobs written by it still decode.
+
+use callbridge_domain::{BookingEvent, CallEvent, Event};
+use serde::Serialize;
+
+/// Lands a call (or a later stage of it) in HubSpot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncCall(pub CallEvent);
+
+/// Lands a booking (the contact, and a meeting when it has a time) in HubSpot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncBooking(pub BookingEvent);
+
+impl SyncCall {
+    pub const NAME: &'static str = "sync_call";
+}
+
+impl SyncBooking {
+    pub const NAME: &'static str = "sync_booking";
+}
+
+/// A job as the worker runs it: its kind, with its payload decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobKind {
+    SyncCall(SyncCall),
+    SyncBooking(SyncBooking),
+}
+
+/// Why a stored job cannot be run: retrying cannot fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown job kind {0:?}")]
+    UnknownKind(String),
+    #[error("the stored payload of a {kind} job cannot be read: {reason}")]
+    Payload { kind: &'static str, reason: String },
+}
+
+impl JobKind {
+    /// The job that lands an event.
+    pub fn for_event(event: Event) -> JobKind {
+        match event {
+            Event::Call(c) => JobKind::SyncCall(SyncCall(c)),
+            Event::Booking(b) => JobKind::SyncBooking(SyncBooking(b)),
+        }
+    }
+
+    /// The stable name stored in the job's row.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobKind::SyncCall(_) => SyncCall::NAME,
+            JobKind::SyncBooking(_) => SyncBooking::NAME,
+        }
+    }
+
+    /// The payload as stored.
+    pub fn payload(&self) -> Result<String, serde_json::Error> {
+        #[derive(Serialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        enum Stored<'a> {
+            Call(&'a CallEvent),
+            Booking(&'a BookingEvent),
+        }
+        match self {
+            JobKind::SyncCall(SyncCall(c)) => serde_json::to_string(&Stored::Call(c)),
+            JobKind::SyncBooking(SyncBooking(b)) => serde_json::to_string(&Stored::Booking(b)),
+        }
+    }
+
+    /// A row's kind and payload as a typed job.
+    pub fn decode(name: &str, payload: &str) -> Result<JobKind, DecodeError> {
+        let kind = match name {
+            SyncCall::NAME => SyncCall::NAME,
+            SyncBooking::NAME => SyncBooking::NAME,
+            other => return Err(DecodeError::UnknownKind(other.to_string())),
+        };
+        let bad = |reason: String| DecodeError::Payload { kind, reason };
+        match (kind, serde_json::from_str::<Event>(payload).map_err(|e| bad(e.to_string()))?) {
+            (SyncCall::NAME, Event::Call(c)) => Ok(JobKind::SyncCall(SyncCall(c))),
+            (SyncBooking::NAME, Event::Booking(b)) => Ok(JobKind::SyncBooking(SyncBooking(b))),
+            _ => Err(bad("it holds another kind's event".into())),
+        }
+    }
+
+    /// The event a sync job lands.
+    pub fn event(&self) -> Event {
+        match self {
+            JobKind::SyncCall(SyncCall(c)) => Event::Call(c.clone()),
+            JobKind::SyncBooking(SyncBooking(b)) => Event::Booking(b.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callbridge_domain::{Caller, Email};
+
+    fn booking() -> BookingEvent {
+        BookingEvent {
+            caller: Caller { email: Some(Email::parse("a@example.com").unwrap()), ..Caller::default() },
+            meeting_type: None,
+            meeting_at_ms: None,
+            meeting_at: None,
+            lead_source: None,
+            lifecycle_stage: None,
+            received_at_ms: 1,
+            booking_key: "k".into(),
+        }
+    }
+
+    #[test]
+    fn a_job_round_trips_through_its_row() {
+        let job = JobKind::SyncBooking(SyncBooking(booking()));
+        let payload = job.payload().unwrap();
+        assert_eq!(JobKind::decode(job.name(), &payload).unwrap(), job);
+        // The shape the first release stored: the tagged event.
+        assert_eq!(payload, serde_json::to_string(&Event::Booking(booking())).unwrap());
+    }
+
+    #[test]
+    fn an_unknown_kind_or_a_mismatched_payload_is_refused() {
+        let payload = JobKind::SyncBooking(SyncBooking(booking())).payload().unwrap();
+        assert_eq!(JobKind::decode("sync_fax", &payload), Err(DecodeError::UnknownKind("sync_fax".into())));
+        assert!(matches!(JobKind::decode(SyncCall::NAME, &payload), Err(DecodeError::Payload { .. })));
+        assert!(matches!(JobKind::decode(SyncBooking::NAME, "{"), Err(DecodeError::Payload { .. })));
+    }
+}

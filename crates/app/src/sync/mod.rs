@@ -1,0 +1,435 @@
+//! The sync engine: lands a round of sync jobs of one portal in HubSpot. A lone event is a
+//! round of one; a burst is a round of up to `batch_max` callers with the jobs queued behind
+//! each. Every rule runs once, whatever the size:
+//!
+//! 1. **Group** each caller's jobs (in order) behind the first, which resolves and writes the
+//!    contact for all of them. A later job that describes the caller differently (another
+//!    email on the same number), or is about a call another job of the group is about, waits
+//!    for the next round with every job after it, so the caller's order holds.
+//! 2. **Resolve** ([`resolve`]): callers callbridge knows are read back by id (100 per
+//!    `batch/read`, following merges; an id HubSpot no longer has is forgotten); strangers
+//!    with an email are read by email (exact, no index lag); the rest are found by phone in
+//!    bulk searches packed across every round in flight.
+//! 3. **Plan** ([`callbridge_domain::plan::plan_caller`]): pure; per caller one contact write
+//!    and per job its activity write.
+//! 4. **Apply** ([`apply`]): contacts through `batch/update` and `batch/upsert`; calls and
+//!    meetings through `batch/create` with inline associations, or v1 engagements where the
+//!    token lacks the Calls API (chosen once, from the probe). A create is never re-sent
+//!    blindly: a job that ran before first looks up what its earlier attempt made.
+//!
+//! The engine records nothing itself: its [`RoundReport`] says, job by job, what landed (with
+//! the activities and newest-call times to record) and what failed, and which jobs wait for a
+//! following round. The worker records all of it.
+
+mod apply;
+mod resolve;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use callbridge_domain::plan::{self, ActivityKey, ActivityOp, ContactOp, Logged, PlannedEvent, Values};
+use callbridge_domain::{Caller, DefaultRegion, Event, PortalId};
+use callbridge_hubspot::{CrmObject, HubSpotApi, HubSpotError};
+use callbridge_store::{Activity, ActivityRecord, Settlement, Store, StoreError};
+
+pub use resolve::PhoneFinder;
+
+/// Why a job failed, and whether trying again can help.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl SyncError {
+    /// What kind of failure, for logs: HubSpot's messages can echo property values (an
+    /// email, a phone), so log lines carry the kind and the store keeps the message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncError::Transient(_) => "transient",
+            SyncError::Permanent(_) => "permanent",
+        }
+    }
+}
+
+impl From<HubSpotError> for SyncError {
+    fn from(e: HubSpotError) -> SyncError {
+        if e.is_transient() { SyncError::Transient(e.to_string()) } else { SyncError::Permanent(e.to_string()) }
+    }
+}
+
+impl From<StoreError> for SyncError {
+    fn from(e: StoreError) -> SyncError {
+        SyncError::Transient(e.to_string())
+    }
+}
+
+/// A sync job as the engine takes it.
+#[derive(Debug, Clone)]
+pub struct SyncJob {
+    pub id: i64,
+    pub event: Event,
+    /// The job ran before: its earlier attempt may have written to HubSpot.
+    pub retrying: bool,
+    /// The key the queue orders the caller's jobs by.
+    pub caller_key: String,
+}
+
+/// What a round did, job by job.
+#[derive(Debug, Default)]
+pub struct RoundReport {
+    /// What the jobs that landed wrote, and their ids (`done`), to record in one transaction.
+    pub landed: Settlement,
+    pub failed: Vec<(i64, SyncError)>,
+    /// To run together in the next round (after this one is recorded).
+    pub next: Vec<SyncJob>,
+    /// To run one per round: a request rejected as a whole held them, and alone each shows
+    /// whether it was the culprit.
+    pub alone: Vec<SyncJob>,
+    pub contacts_created: usize,
+    pub activities_created: usize,
+    /// Time spent finding contacts, writing them, writing activities (ms).
+    pub phase_ms: [u64; 3],
+}
+
+/// Where a job stands within a round.
+#[derive(Debug, Clone)]
+enum State {
+    /// Still on its way; at the end, landed.
+    Open,
+    Failed(SyncError),
+    /// Waits for the next round.
+    Next,
+    /// Runs alone in a round of its own.
+    Alone,
+}
+
+/// A job within a round.
+struct Work {
+    job: SyncJob,
+    /// The contact found, with its current values.
+    found: Option<(u64, Values)>,
+    contact_id: Option<u64>,
+    logged: Option<Logged>,
+    /// The planner's decisions: whether this call becomes the contact's newest, and what
+    /// this job writes to its activity.
+    newest: bool,
+    activity: Option<ActivityOp>,
+    state: State,
+    /// For a leader (the first of a caller's jobs in the round), itself and the caller's later
+    /// jobs (indices, in order); empty for the others.
+    group: Vec<usize>,
+    /// The index of this job's leader.
+    leader_of: usize,
+    /// For a leader: the caller as all of its jobs describe them.
+    merged: Option<Caller>,
+    /// For a leader: the contact write the planner made for the caller.
+    contact: Option<ContactOp>,
+}
+
+impl Work {
+    fn new(job: SyncJob) -> Work {
+        Work {
+            job,
+            found: None,
+            contact_id: None,
+            logged: None,
+            newest: false,
+            activity: None,
+            state: State::Open,
+            group: Vec::new(),
+            leader_of: 0,
+            merged: None,
+            contact: None,
+        }
+    }
+    fn caller(&self) -> &Caller {
+        self.merged.as_ref().unwrap_or_else(|| self.job.event.caller())
+    }
+    fn leader(&self) -> bool {
+        !self.group.is_empty()
+    }
+    fn open(&self) -> bool {
+        matches!(self.state, State::Open)
+    }
+    fn trace(&self) -> String {
+        self.job.id.to_string()
+    }
+    fn key(&self) -> ActivityKey {
+        ActivityKey::of(&self.job.event)
+    }
+    /// The record of the activity this job's event made or updated.
+    fn record(&self, hubspot_id: u64, legacy: bool) -> ActivityRecord {
+        let key = self.key();
+        let (stage, occurred_at_ms) = match &self.job.event {
+            Event::Call(c) => (c.stage as i64, c.occurred_at_ms),
+            Event::Booking(b) => (0, b.meeting_at_ms.unwrap_or(b.received_at_ms)),
+        };
+        ActivityRecord {
+            source: key.source.to_string(),
+            key: key.key,
+            kind: key.kind,
+            activity: Activity {
+                hubspot_id,
+                contact_id: self.contact_id,
+                via: if legacy { "v1" } else { "v3" }.into(),
+                stage,
+            },
+            occurred_at_ms,
+        }
+    }
+}
+
+/// A contact's id and non-empty values.
+pub(crate) fn values(o: CrmObject) -> Option<(u64, Values)> {
+    let id = o.id_u64()?;
+    Some((id, o.properties.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()))
+}
+
+/// Lands sync jobs of one portal.
+pub struct Engine {
+    portal: PortalId,
+    store: Arc<dyn Store>,
+    hubspot: Arc<dyn HubSpotApi>,
+    /// Where numbers typed without a country code are taken to be.
+    region: DefaultRegion,
+    /// Packs phone lookups of every round in flight into full searches.
+    phones: Arc<PhoneFinder>,
+}
+
+impl Engine {
+    /// `searches_at_once`: how many searches stay in flight (HubSpot's searches per second
+    /// is a good value).
+    pub fn new(
+        portal: PortalId,
+        store: Arc<dyn Store>,
+        hubspot: Arc<dyn HubSpotApi>,
+        region: DefaultRegion,
+        searches_at_once: usize,
+    ) -> Engine {
+        let phones = PhoneFinder::new(hubspot.clone(), searches_at_once);
+        Engine { portal, store, hubspot, region, phones }
+    }
+
+    pub fn portal(&self) -> &PortalId {
+        &self.portal
+    }
+
+    /// Lands one round of jobs; see the module docs. An `Err` means the store failed: none of
+    /// the round is known to have landed, and every job runs again (and looks up what it wrote).
+    pub async fn run_round(&self, mut jobs: Vec<SyncJob>) -> Result<RoundReport, SyncError> {
+        jobs.sort_by_key(|j| j.id);
+        let mut works: Vec<Work> = jobs.into_iter().map(Work::new).collect();
+        group_callers(&mut works);
+        let mut report = RoundReport::default();
+        let mut clock = std::time::Instant::now();
+        let mut lap = |phase: usize, report: &mut RoundReport| {
+            report.phase_ms[phase] = clock.elapsed().as_millis() as u64;
+            clock = std::time::Instant::now();
+        };
+        self.resolve_known(&mut works).await?;
+        self.resolve_strangers(&mut works).await?;
+        self.plan(&mut works).await?;
+        lap(0, &mut report);
+        report.contacts_created = self.write_contacts(&mut works).await?;
+        lap(1, &mut report);
+        let (records, created) = self.write_activities(&mut works).await?;
+        report.activities_created = created;
+        lap(2, &mut report);
+
+        report.landed = Settlement { portal: self.portal.clone(), activities: records, ..Settlement::default() };
+        for w in works {
+            match w.state {
+                State::Open => {
+                    if let (Event::Call(c), true, Some(contact)) = (&w.job.event, w.newest, w.contact_id) {
+                        report.landed.last_calls.push((contact, c.occurred_at_ms));
+                    }
+                    report.landed.done.push(w.job.id);
+                }
+                State::Failed(e) => report.failed.push((w.job.id, e)),
+                State::Next => report.next.push(w.job),
+                State::Alone => report.alone.push(w.job),
+            }
+        }
+        Ok(report)
+    }
+
+    /// What each caller's jobs make, from the planner: per caller one contact write (its
+    /// jobs' wishes applied in order), per job its activity write. A caller whose contact
+    /// another caller of the round also lands on waits for the next round.
+    async fn plan(&self, works: &mut [Work]) -> Result<(), SyncError> {
+        let mut targets = HashSet::new();
+        for leader in 0..works.len() {
+            if !works[leader].leader() || !works[leader].open() {
+                continue;
+            }
+            let w = &works[leader];
+            let target = match (&w.found, &w.caller().email, &w.caller().phone) {
+                (Some((id, _)), _, _) => format!("id:{id}"),
+                (None, Some(e), _) => format!("email:{e}"),
+                (None, None, Some(p)) => format!("phone:{p}"),
+                (None, None, None) => {
+                    let e = SyncError::Permanent("the caller has neither an email nor a phone".into());
+                    for i in w.group.clone() {
+                        works[i].state = State::Failed(e.clone());
+                    }
+                    continue;
+                }
+            };
+            let members = w.group.clone();
+            if !targets.insert(target) {
+                for i in members {
+                    works[i].state = State::Next;
+                }
+                continue;
+            }
+            let found = works[leader].found.clone();
+            let contact_id = found.as_ref().map(|(id, _)| *id);
+            let last = match contact_id {
+                Some(id) => self.store.last_call_at(&self.portal, id).await?,
+                None => None,
+            };
+            for &i in &members {
+                let key = works[i].key();
+                let logged = self.store.activity(&self.portal, key.source, &key.key, key.kind).await?;
+                works[i].logged =
+                    logged.map(|a| Logged { hubspot_id: a.hubspot_id, stage: a.stage, legacy: a.via == "v1" });
+                works[i].contact_id = contact_id;
+            }
+            let events: Vec<PlannedEvent<'_>> = members
+                .iter()
+                .map(|&i| PlannedEvent { event: &works[i].job.event, logged: works[i].logged.as_ref() })
+                .collect();
+            let caller_plan = plan::plan_caller(found.as_ref().map(|(id, v)| (*id, v)), last, &events);
+            for ((&i, activity), newest) in members.iter().zip(caller_plan.activities).zip(caller_plan.newest) {
+                works[i].activity = activity;
+                works[i].newest = newest;
+            }
+            works[leader].contact = caller_plan.contact;
+        }
+        Ok(())
+    }
+}
+
+/// Groups each caller's jobs (in id order) behind the first: the leader resolves and
+/// writes the contact once for all. A later job describing the caller differently (another
+/// email on the same number), or about a call another job of the group is about, waits for
+/// the next round with every job after it, so the caller's order holds.
+fn group_callers(works: &mut [Work]) {
+    let mut leaders: HashMap<String, usize> = HashMap::new();
+    let mut broken: HashSet<String> = HashSet::new();
+    for i in 0..works.len() {
+        let key = works[i].job.caller_key.clone();
+        if broken.contains(&key) {
+            works[i].state = State::Next;
+            continue;
+        }
+        let Some(&leader) = leaders.get(&key) else {
+            leaders.insert(key, i);
+            works[i].leader_of = i;
+            works[i].group = vec![i];
+            works[i].merged = Some(works[i].caller().clone());
+            continue;
+        };
+        let merged = works[leader].merged.clone().unwrap_or_default();
+        let own = works[i].caller().clone();
+        // Two events about one call (its stages) make one activity: the later one updates
+        // what the earlier one logged, in the next round.
+        let same_activity = works[leader].group.iter().any(|&j| works[j].key() == works[i].key());
+        let fits = !same_activity
+            && own.phone == merged.phone
+            && match (&own.email, &merged.email) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+        if !fits {
+            broken.insert(key);
+            works[i].state = State::Next;
+            continue;
+        }
+        let m = works[leader].merged.as_mut().expect("leaders have a caller");
+        m.email = m.email.take().or(own.email);
+        m.first_name = m.first_name.take().or(own.first_name);
+        m.last_name = m.last_name.take().or(own.last_name);
+        works[leader].group.push(i);
+        works[i].leader_of = leader;
+    }
+}
+
+/// In each caller's group, the jobs after one that cannot land in this round follow it: to
+/// the next round with it, or else to a retry after it (the queue runs a caller's jobs in order).
+fn hold_back_followers(works: &mut [Work]) {
+    for leader in 0..works.len() {
+        if !works[leader].leader() {
+            continue;
+        }
+        let mut blocked: Option<State> = None;
+        for i in works[leader].group.clone() {
+            if let Some(first) = &blocked
+                && works[i].open()
+            {
+                works[i].state = follow(first);
+            }
+            if blocked.is_none() && !works[i].open() {
+                blocked = Some(works[i].state.clone());
+            }
+        }
+    }
+}
+
+/// Where a job goes behind an earlier job of its caller that is in `state`.
+fn follow(state: &State) -> State {
+    match state {
+        State::Open => State::Open,
+        State::Next => State::Next,
+        State::Failed(_) | State::Alone => State::Failed(SyncError::Transient(
+            "an earlier event of the same caller has not landed yet; this one follows it".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callbridge_domain::{BookingEvent, Email};
+
+    pub(super) fn work(id: i64, email: &str) -> Work {
+        let caller = Caller { email: Some(Email::parse(email).unwrap()), ..Caller::default() };
+        let event = Event::Booking(BookingEvent {
+            caller,
+            meeting_type: None,
+            meeting_at_ms: None,
+            meeting_at: None,
+            lead_source: None,
+            lifecycle_stage: None,
+            received_at_ms: 0,
+            booking_key: format!("b{id}"),
+        });
+        Work::new(SyncJob { id, event, retrying: false, caller_key: "k".into() })
+    }
+
+    #[test]
+    fn behind_a_callers_event_that_cannot_land_now_the_later_ones_wait() {
+        let mut works = vec![work(1, "a@example.com"), work(2, "a@example.com"), work(3, "a@example.com")];
+        group_callers(&mut works);
+        works[1].state = State::Failed(SyncError::Transient("lookup failed".into()));
+        hold_back_followers(&mut works);
+        assert!(works[0].open());
+        assert!(matches!(works[2].state, State::Failed(SyncError::Transient(_))));
+    }
+
+    #[test]
+    fn a_callers_jobs_group_behind_the_first_until_one_names_another_email() {
+        let mut works = vec![
+            work(1, "a@example.com"),
+            work(2, "a@example.com"),
+            work(3, "z@example.com"),
+            work(4, "a@example.com"),
+        ];
+        group_callers(&mut works);
+        assert!(works[0].leader() && works[0].group == [0, 1]);
+        assert!(matches!(works[2].state, State::Next) && matches!(works[3].state, State::Next), "order holds");
+    }
+}

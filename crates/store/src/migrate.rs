@@ -1,0 +1,39 @@
+//! Schema migrations: the `.sql` files under `migrations/<backend>/`, compiled in, applied in
+//! order by version, each in its own transaction, and recorded in `schema_version` — the
+//! table the first schema already kept, so databases written by earlier releases carry forward.
+
+/// One schema change: its version (the file's number) and its SQL.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub sql: &'static str,
+}
+
+macro_rules! migration {
+    ($version:expr, $backend:literal, $file:literal) => {
+        Migration { version: $version, sql: include_str!(concat!("../migrations/", $backend, "/", $file)) }
+    };
+}
+
+pub(crate) const SQLITE: &[Migration] =
+    &[migration!(1, "sqlite", "0001_initial.sql"), migration!(2, "sqlite", "0002_portals.sql")];
+
+pub(crate) const POSTGRES: &[Migration] = &[
+    migration!(1, "postgres", "0001_initial.sql"),
+    migration!(2, "postgres", "0002_shared_budget.sql"),
+    migration!(3, "postgres", "0003_portals.sql"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_follow_the_file_numbers_in_order() {
+        for list in [SQLITE, POSTGRES] {
+            for (i, m) in list.iter().enumerate() {
+                assert_eq!(m.version, i as i64 + 1);
+                assert!(!m.sql.trim().is_empty());
+            }
+        }
+    }
+}

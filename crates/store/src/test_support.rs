@@ -1,0 +1,40 @@
+//! Test support (feature `test-support`): fresh databases for suites that run on both backends.
+
+use crate::{Result, StoreError};
+
+/// A new, empty PostgreSQL database on the server `admin_url` points at; returns its URL.
+pub async fn fresh_postgres_database(admin_url: &str) -> Result<String> {
+    use sqlx::Connection;
+    let name = format!("callbridge_test_{:016x}", fastrand::u64(..));
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+    conn.close().await?;
+    let (base, _) = admin_url.rsplit_once('/').ok_or_else(|| StoreError::UnsupportedUrl(admin_url.to_string()))?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// A database as callbridge's first schema wrote it (from the dumps in `tests/fixtures/`): one
+/// call landed (its activity, caller index entry and sync state), four jobs queued. On the
+/// PostgreSQL server `admin_url` names when given, else in a new SQLite file at `sqlite_path`.
+/// Returns its URL; opening it with [`crate::open`] runs today's migrations over it.
+pub async fn first_schema_database(admin_url: Option<&str>, sqlite_path: &std::path::Path) -> Result<String> {
+    use sqlx::Connection;
+    match admin_url {
+        Some(admin) => {
+            let url = fresh_postgres_database(admin).await?;
+            let mut conn = sqlx::PgConnection::connect(&url).await?;
+            sqlx::raw_sql(include_str!("../tests/fixtures/first-schema.postgres.sql")).execute(&mut conn).await?;
+            conn.close().await?;
+            Ok(url)
+        }
+        None => {
+            let url = format!("sqlite://{}", sqlite_path.display());
+            let options =
+                <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)?.create_if_missing(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+            sqlx::raw_sql(include_str!("../tests/fixtures/first-schema.sqlite.sql")).execute(&mut conn).await?;
+            conn.close().await?;
+            Ok(url)
+        }
+    }
+}
