@@ -128,21 +128,43 @@ async fn a_burst_through_failures_and_writes_that_time_out_still_lands_each_call
     stop(app).await;
 }
 
-/// A lone call on an idle queue: three requests for a new caller and for a returning one.
+/// A lone event on an idle queue: at most three requests for a new caller and for a
+/// returning one, by phone, by email, or by both once known.
 #[tokio::test]
 async fn a_lone_call_on_an_idle_queue_takes_at_most_three_requests() {
     let app = TestApp::start().await;
     // The first call also probes what the token may do; the probe is cached after it.
     app.vapi(&vapi_report("warm-up", "+14155550999", "2026-01-06T14:05:00.000Z")).await;
     app.settle().await;
+    let cost = |what: &str| {
+        let stats = app.sandbox.stats();
+        assert!(stats.total() <= 3, "{what}: {stats:?}");
+        app.sandbox.reset_stats();
+    };
     app.sandbox.reset_stats();
     app.vapi(&vapi_report("lone-1", "+14155550123", "2026-01-06T14:06:00.000Z")).await;
     app.settle().await;
-    assert!(app.sandbox.stats().total() <= 3, "new caller: {:?}", app.sandbox.stats());
-    app.sandbox.reset_stats();
+    cost("new caller by phone");
     app.vapi(&vapi_report("lone-2", "+14155550123", "2026-01-06T14:07:00.000Z")).await;
     app.settle().await;
-    assert!(app.sandbox.stats().total() <= 3, "returning caller: {:?}", app.sandbox.stats());
+    cost("returning caller by phone");
+    let booking = |email: &str, phone: Option<&str>| {
+        let mut b = serde_json::json!({"email": email, "firstname": "Lee", "meeting_type": "Demo",
+            "meeting_datetime": "2026-02-10T10:00:00-05:00"});
+        if let Some(p) = phone {
+            b["phone"] = p.into();
+        }
+        b
+    };
+    app.booking(&booking("lee@example.com", None)).await;
+    app.settle().await;
+    cost("new booker by email");
+    let mut again = booking("lee@example.com", Some("+14155550124"));
+    again["meeting_datetime"] = "2026-02-11T10:00:00-05:00".into();
+    app.booking(&again).await;
+    app.settle().await;
+    cost("returning booker by email, now with a phone");
     assert_eq!(app.records("calls").len(), 3);
+    assert_eq!(app.records("meetings").len(), 2);
     app.stop().await;
 }

@@ -6,3 +6,4 @@ mod pipeline;
 mod platforms;
 mod restart;
 mod shared;
+mod upgrade;
