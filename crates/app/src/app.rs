@@ -15,12 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::http::{AppState, Metrics, router};
+use crate::http::{AppState, Metrics, Sources, router};
 use crate::portals::{Portal, Portals};
 use crate::worker::{Worker, WorkerConfig};
 
 pub struct App {
     pub state: AppState,
+    pub sources: Sources,
     pub worker: Arc<Worker>,
 }
 
@@ -83,12 +84,13 @@ impl App {
             wake: wake.clone(),
             region: config.region(),
             admin_token: config.admin_token.clone(),
-            vapi_secret: config.vapi_secret.clone(),
-            vapi_hmac: config.vapi_auth == "hmac",
-            retell_api_key: config.retell_api_key.clone(),
-            elevenlabs_secret: config.elevenlabs_secret.clone(),
-            generic_token: config.generic_token.clone(),
             metrics: Arc::new(Metrics::default()),
+        };
+        let sources = Sources {
+            vapi: callbridge_sources::Vapi { secret: config.vapi_secret.clone(), hmac: config.vapi_auth == "hmac" },
+            retell: callbridge_sources::Retell { api_key: config.retell_api_key.clone() },
+            elevenlabs: callbridge_sources::ElevenLabs { secret: config.elevenlabs_secret.clone() },
+            generic: callbridge_sources::Generic { token: config.generic_token.clone() },
         };
         let worker = Arc::new(Worker {
             portals,
@@ -105,7 +107,12 @@ impl App {
             },
             wake,
         });
-        App { state, worker }
+        App { state, sources, worker }
+    }
+
+    /// The HTTP service alone (no worker).
+    pub fn router(&self) -> axum::Router {
+        router(self.state.clone(), self.sources.clone())
     }
 
     /// Serves until `shutdown` is cancelled, then drains.
@@ -114,7 +121,7 @@ impl App {
         self.worker.clone().start(&tracker, shutdown.clone());
         tracker.close();
         let stop = shutdown.clone();
-        axum::serve(listener, router(self.state)).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
+        axum::serve(listener, self.router()).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
         shutdown.cancel();
         tracker.wait().await;
         Ok(())

@@ -13,7 +13,6 @@ pub mod http;
 pub mod jobs;
 pub mod portals;
 pub mod properties;
-pub mod sources;
 pub mod sync;
 pub mod telemetry;
 pub mod tokens;

@@ -151,7 +151,7 @@ async fn drain(args: Args) -> anyhow::Result<()> {
     } else {
         // Backlog: the burst is acknowledged and queued first (webhook routes only, as
         // after an outage); timed from the moment the workers start.
-        let router = callbridge::http::router(app.state.clone());
+        let router = app.router();
         let ingest_only = tokio::spawn(async move { axum::serve(listener, router).await });
         deliver(&url, &b, args.connections).await?;
         ingest_only.abort();

@@ -128,7 +128,7 @@ pub async fn measure_acks(
     let app = App::build(&config, store.clone(), hubspot).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let router = callbridge::http::router(app.state.clone());
+    let router = app.router();
     tokio::spawn(async move { axum::serve(listener, router).await });
 
     let n = requests.len();
@@ -314,7 +314,7 @@ pub fn serve(listen: &str) -> anyhow::Result<()> {
         let app = App::build(&config, store.clone(), hubspot).await;
         let listener = tokio::net::TcpListener::bind(listen).await?;
         println!("serving webhooks (no worker) on http://{} with database {}", listener.local_addr()?, db.display());
-        let router = callbridge::http::router(app.state.clone());
+        let router = app.router();
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use callbridge::sources::signature::{sign, verify_elevenlabs, verify_retell, verify_vapi_hmac};
+use callbridge_sources::signature::{sign, verify_elevenlabs, verify_retell, verify_vapi_hmac};
 use secrecy::SecretString;
 use serde_json::json;
 

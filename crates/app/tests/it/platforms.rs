@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use callbridge::sources::signature::sign;
 use callbridge_sandbox::SandboxConfig;
+use callbridge_sources::signature::sign;
 use serde_json::{Value, json};
 
 use crate::helpers::*;

@@ -4,26 +4,49 @@
 //! message types are acknowledged and ignored.
 
 use callbridge_domain::time::parse_iso_with_offset;
-use callbridge_domain::{
-    CallEvent, CallStage, Caller, DefaultRegion, Direction, Email, IdempotencyKey, Sentiment, Source,
-};
+use callbridge_domain::{CallStage, DefaultRegion, Email, Event, Sentiment, Source};
+use http::HeaderMap;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::Fields;
+use crate::call::CallFacts;
+use crate::credential::{Unauthorized, check_shared_secret, header};
+use crate::{Fields, Parsed, Platform};
 
-/// Characters of transcript the canonical event keeps.
-const TRANSCRIPT_KEPT: usize = 1200;
-
-/// What a Vapi message is to callbridge.
-#[derive(Debug)]
-pub enum Message {
-    /// An end-of-call report, with its idempotency key.
-    EndOfCall(Box<CallEvent>, IdempotencyKey),
-    /// Any other type: acknowledged, not stored.
-    Ignored(String),
+/// Vapi's webhook, as configured.
+#[derive(Clone)]
+pub struct Vapi {
+    /// The shared secret (`X-Vapi-Secret` or Bearer), or the HMAC key.
+    pub secret: Option<SecretString>,
+    /// Vapi signs with its HMAC credential (`x-signature` over `{timestamp}.{body}`) instead
+    /// of sending the secret.
+    pub hmac: bool,
 }
 
-pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
+impl Platform for Vapi {
+    const NAME: &'static str = "vapi";
+
+    fn check_headers(&self, headers: &HeaderMap) -> Result<(), Unauthorized> {
+        match (&self.secret, self.hmac) {
+            (None, _) => Err(Unauthorized::NOT_CONFIGURED),
+            (Some(_), true) => Ok(()),
+            (Some(secret), false) => check_shared_secret(Some(secret), headers, &["x-vapi-secret"]),
+        }
+    }
+
+    fn check_body(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<(), Unauthorized> {
+        let (Some(key), true) = (&self.secret, self.hmac) else { return Ok(()) };
+        let (signature, timestamp) = (header(headers, "x-signature"), header(headers, "x-timestamp"));
+        Ok(crate::signature::verify_vapi_hmac(signature, timestamp, body, key.expose_secret(), now_ms)?)
+    }
+
+    fn parse(&self, _: &HeaderMap, body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
+        parse(body, region)
+    }
+}
+
+/// A Vapi server message: the end-of-call report as a call event, any other type ignored.
+pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
     let mut f = Fields::default();
     let Some(message) = body.get("message").filter(|m| m.is_object()) else {
         f.error("message", "is required and must be an object");
@@ -31,7 +54,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
     };
     let kind = Fields::tag(body, "message.type")?;
     if kind != "end-of-call-report" {
-        return Ok(Message::Ignored(kind));
+        return Ok(Parsed::Ignored(kind));
     }
     let m = message;
     let call_id = f.string(m, "call.id", "message.call.id");
@@ -56,13 +79,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
         .string(m, "call.customer.name", "message.call.customer.name")
         .or_else(|| f.string(&data, "caller_name", "message.analysis.structuredData.caller_name"))
         .or_else(|| f.string(&data, "name", "message.analysis.structuredData.name"));
-    let mut caller = Caller { phone, email, first_name: None, last_name: None };
-    if let Some(n) = name {
-        caller = caller.with_full_name(&n);
-    }
-    if caller.phone.is_none() && caller.email.is_none() && f.is_empty() {
-        f.error("message.call.customer.number", "no caller phone or email to attach the call to");
-    }
+    let caller = crate::call::caller(phone, email, name);
 
     let time = |f: &mut Fields, path: &str, name: &str| -> Option<i64> {
         f.string(m, path, name).and_then(|s| match parse_iso_with_offset(&s) {
@@ -90,11 +107,9 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
     let summary = f
         .string(m, "analysis.summary", "message.analysis.summary")
         .or_else(|| f.string(m, "summary", "message.summary"));
-    // The raw body keeps the whole transcript; the event keeps what a rep reads.
     let transcript = f
         .string(m, "artifact.transcript", "message.artifact.transcript")
-        .or_else(|| f.string(m, "transcript", "message.transcript"))
-        .map(|t| callbridge_domain::plan::transcript_excerpt(&t, TRANSCRIPT_KEPT));
+        .or_else(|| f.string(m, "transcript", "message.transcript"));
     let recording_url = f
         .string(m, "artifact.recordingUrl", "message.artifact.recordingUrl")
         .or_else(|| f.string(m, "artifact.recording.mono.combinedUrl", "message.artifact.recording.mono.combinedUrl"))
@@ -111,17 +126,14 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
         },
         _ => None,
     };
-    let direction = match f.string(m, "call.type", "message.call.type").as_deref() {
-        Some("outboundPhoneCall") => Direction::Outbound,
-        _ => Direction::Inbound,
-    };
+    let outbound = f.string(m, "call.type", "message.call.type").as_deref() == Some("outboundPhoneCall");
     let our_number = f.string(m, "phoneNumber.number", "message.phoneNumber.number");
     let sentiment = f
         .string(&data, "sentiment", "message.analysis.structuredData.sentiment")
         .or_else(|| f.string(&data, "caller_sentiment", "message.analysis.structuredData.caller_sentiment"))
         .or_else(|| structured_output(m, "sentiment"))
         .and_then(|s| Sentiment::parse(&s));
-    let user_turns: String = Fields::at(m, "artifact.messages")
+    let caller_turns: String = Fields::at(m, "artifact.messages")
         .and_then(Value::as_array)
         .map(|msgs| {
             msgs.iter()
@@ -132,29 +144,17 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
         })
         .unwrap_or_default();
     let stated_intent = f.string(&data, "intent", "message.analysis.structuredData.intent");
-    let (sentiment, intent) =
-        super::read_caller(sentiment, stated_intent, &user_turns, transcript.as_deref(), summary.as_deref());
     let next_steps = f.string(&data, "next_steps", "message.analysis.structuredData.next_steps");
     let appointment = f
         .string(&data, "appointment_start", "message.analysis.structuredData.appointment_start")
         .or_else(|| f.string(&data, "appointment", "message.analysis.structuredData.appointment"));
 
-    if !f.is_empty() {
-        return Err(f);
-    }
-    let (Some(call_id), Some(occurred_at_ms)) = (call_id, occurred_at_ms) else {
-        return Err(f);
-    };
-    let key = IdempotencyKey::event("vapi", &call_id, "end-of-call-report");
-    let event = CallEvent {
-        source: Source::Vapi,
+    let facts = CallFacts {
         call_id,
-        // The end-of-call report is Vapi's last word on a call, analysis included.
-        stage: CallStage::Analyzed,
         occurred_at_ms,
         started_at_ms: started,
         duration_ms,
-        direction,
+        outbound,
         caller,
         our_number,
         summary,
@@ -163,11 +163,15 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
         ended_reason,
         success,
         sentiment,
-        intent,
+        stated_intent,
+        caller_turns,
         next_steps,
         appointment,
     };
-    Ok(Message::EndOfCall(Box::new(event), key))
+    // The end-of-call report is Vapi's last word on a call, analysis included.
+    let (event, key) =
+        facts.finish(f, Source::Vapi, CallStage::Analyzed, "end-of-call-report", "message.call.customer.number")?;
+    Ok(Parsed::Event(Box::new(Event::Call(event)), key))
 }
 
 /// A string result of a structured output whose name mentions `word`.
@@ -207,7 +211,8 @@ mod tests {
 
     #[test]
     fn an_end_of_call_report_becomes_a_call_event() {
-        let Message::EndOfCall(e, key) = parse(&report(), DefaultRegion::default()).unwrap() else { panic!() };
+        let Parsed::Event(e, key) = parse(&report(), DefaultRegion::default()).unwrap() else { panic!() };
+        let Event::Call(e) = *e else { panic!() };
         assert_eq!(key.as_str(), "vapi:call-1:end-of-call-report");
         assert_eq!(e.caller.phone.as_ref().unwrap().as_str(), "+15715550143");
         assert_eq!(e.caller.email.as_ref().unwrap().as_str(), "dana@example.com");
@@ -223,10 +228,12 @@ mod tests {
         let mut r = report();
         r["message"]["artifact"]["messages"] = json!([{"role": "bot", "message": "Great to hear!"},
             {"role": "user", "message": "Nobody came. This is unacceptable and I am furious."}]);
-        let Message::EndOfCall(e, _) = parse(&r, DefaultRegion::default()).unwrap() else { panic!() };
+        let Parsed::Event(e, _) = parse(&r, DefaultRegion::default()).unwrap() else { panic!() };
+        let Event::Call(e) = *e else { panic!() };
         assert_eq!(e.sentiment, Some(Sentiment::Negative));
         r["message"]["analysis"]["structuredData"]["sentiment"] = json!("positive");
-        let Message::EndOfCall(e, _) = parse(&r, DefaultRegion::default()).unwrap() else { panic!() };
+        let Parsed::Event(e, _) = parse(&r, DefaultRegion::default()).unwrap() else { panic!() };
+        let Event::Call(e) = *e else { panic!() };
         assert_eq!(e.sentiment, Some(Sentiment::Positive), "the platform's verdict wins");
     }
 
@@ -239,7 +246,8 @@ mod tests {
         m.insert("summary".into(), json!("Legacy summary"));
         m.insert("transcript".into(), json!("User: hello"));
         m.insert("recordingUrl".into(), json!("https://example.com/legacy.wav"));
-        let Message::EndOfCall(e, _) = parse(&r, DefaultRegion::default()).unwrap() else { panic!() };
+        let Parsed::Event(e, _) = parse(&r, DefaultRegion::default()).unwrap() else { panic!() };
+        let Event::Call(e) = *e else { panic!() };
         assert_eq!(e.summary.as_deref(), Some("Legacy summary"));
         assert_eq!(e.recording_url.as_deref(), Some("https://example.com/legacy.wav"));
     }
@@ -248,7 +256,7 @@ mod tests {
     fn other_messages_are_ignored_and_bad_fields_named() {
         let status = json!({"message": {"type": "status-update", "status": "ended"}});
         assert!(
-            matches!(parse(&status, DefaultRegion::default()).unwrap(), Message::Ignored(t) if t == "status-update")
+            matches!(parse(&status, DefaultRegion::default()).unwrap(), Parsed::Ignored(t) if t == "status-update")
         );
         let fields = |v: Value| {
             parse(&v, DefaultRegion::default()).unwrap_err().errors.into_iter().map(|e| e.field).collect::<Vec<_>>()

@@ -5,25 +5,43 @@
 //! recorded without a job; other types are acknowledged and ignored.
 
 use callbridge_domain::event::CallStage;
-use callbridge_domain::{CallEvent, Caller, DefaultRegion, Direction, Email, IdempotencyKey, Sentiment, Source};
+use callbridge_domain::{DefaultRegion, Email, Event, IdempotencyKey, Sentiment, Source};
+use http::HeaderMap;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use super::Fields;
+use crate::call::CallFacts;
+use crate::credential::{Unauthorized, header};
+use crate::{Fields, Parsed, Platform};
 
-#[derive(Debug)]
-pub enum Message {
-    Call(Box<CallEvent>, IdempotencyKey),
-    /// Kept in the inbox (key, what to store instead of the raw body when it is audio).
-    Record {
-        key: IdempotencyKey,
-        summary: Option<Value>,
-    },
-    Ignored(String),
+/// ElevenLabs' post-call webhook, as configured.
+#[derive(Clone)]
+pub struct ElevenLabs {
+    /// The webhook secret, which signs `ElevenLabs-Signature`.
+    pub secret: Option<SecretString>,
 }
 
-const TRANSCRIPT_KEPT: usize = 1200;
+impl Platform for ElevenLabs {
+    const NAME: &'static str = "elevenlabs";
 
-pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
+    fn check_headers(&self, _: &HeaderMap) -> Result<(), Unauthorized> {
+        self.secret.as_ref().map(|_| ()).ok_or(Unauthorized::NOT_CONFIGURED)
+    }
+
+    fn check_body(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<(), Unauthorized> {
+        let secret = self.secret.as_ref().ok_or(Unauthorized::NOT_CONFIGURED)?;
+        let signature = header(headers, "elevenlabs-signature");
+        Ok(crate::signature::verify_elevenlabs(signature, body, secret.expose_secret(), now_ms / 1000)?)
+    }
+
+    fn parse(&self, _: &HeaderMap, body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
+        parse(body, region)
+    }
+}
+
+/// An ElevenLabs webhook: the transcription as a call event, the audio and initiation
+/// failures recorded, any other type ignored.
+pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
     let kind = Fields::tag(body, "type")?;
     let mut f = Fields::default();
     let conversation_id = |f: &mut Fields| {
@@ -43,20 +61,17 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
                 let size = Fields::at(body, "data.full_audio").and_then(Value::as_str).map(str::len).unwrap_or(0);
                 json!({"type": kind, "conversation_id": id, "agent_id": Fields::at(body, "data.agent_id"), "full_audio_base64_chars": size})
             });
-            return Ok(Message::Record { key: IdempotencyKey::event("elevenlabs", &id, &kind), summary });
+            return Ok(Parsed::Record { key: IdempotencyKey::event("elevenlabs", &id, &kind), kept: summary });
         }
-        _ => return Ok(Message::Ignored(kind)),
+        _ => return Ok(Parsed::Ignored(kind)),
     }
     let Some(data) = body.get("data").filter(|d| d.is_object()) else {
         f.error("data", "is required and must be an object");
         return Err(f);
     };
     let id = conversation_id(&mut f);
-    let direction =
-        match f.string(data, "metadata.phone_call.direction", "data.metadata.phone_call.direction").as_deref() {
-            Some("outbound") => Direction::Outbound,
-            _ => Direction::Inbound,
-        };
+    let outbound = f.string(data, "metadata.phone_call.direction", "data.metadata.phone_call.direction").as_deref()
+        == Some("outbound");
     let number = f
         .string(data, "metadata.phone_call.external_number", "data.metadata.phone_call.external_number")
         .or_else(|| {
@@ -76,13 +91,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
     };
     let email = collected(&mut f, &["caller_email", "email"]).and_then(|e| Email::parse(&e).ok());
     let name = collected(&mut f, &["caller_name", "name"]);
-    let mut caller = Caller { phone, email, first_name: None, last_name: None };
-    if let Some(n) = name {
-        caller = caller.with_full_name(&n);
-    }
-    if caller.phone.is_none() && caller.email.is_none() && f.is_empty() {
-        f.error("data.metadata.phone_call.external_number", "no caller phone or email to attach the call to");
-    }
+    let caller = crate::call::caller(phone, email, name);
     let start = f
         .number(data, "metadata.start_time_unix_secs", "data.metadata.start_time_unix_secs")
         .map(|s| (s * 1000.0) as i64);
@@ -112,7 +121,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
     let transcript = (!turns.is_empty()).then(|| {
         let text: Vec<String> =
             turns.iter().map(|(r, m)| format!("{}: {m}", if r == "user" { "User" } else { "Agent" })).collect();
-        callbridge_domain::plan::transcript_excerpt(&text.join("\n"), TRANSCRIPT_KEPT)
+        text.join("\n")
     });
     let summary = f.string(data, "analysis.transcript_summary", "data.analysis.transcript_summary");
     let success = match f.string(data, "analysis.call_successful", "data.analysis.call_successful").as_deref() {
@@ -133,39 +142,32 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Message, Fields> {
                 }
             })
         });
-    let user_text: String =
+    let caller_turns: String =
         turns.iter().filter(|(r, _)| r == "user").map(|(_, m)| m.as_str()).collect::<Vec<_>>().join(" ");
     let stated_intent = collected(&mut f, &["intent"]);
-    let (sentiment, intent) = super::read_caller(sentiment, stated_intent, &user_text, None, summary.as_deref());
     let next_steps = collected(&mut f, &["next_steps"]);
     let appointment = collected(&mut f, &["appointment", "appointment_start"]);
     let ended_reason = f.string(data, "metadata.termination_reason", "data.metadata.termination_reason");
-    if !f.is_empty() {
-        return Err(f);
-    }
-    let (Some(id), Some(occurred_at_ms)) = (id, occurred_at_ms) else { return Err(f) };
-    let key = IdempotencyKey::event("elevenlabs", &id, &kind);
-    Ok(Message::Call(
-        Box::new(CallEvent {
-            source: Source::ElevenLabs,
-            call_id: id,
-            stage: CallStage::Analyzed,
-            occurred_at_ms,
-            started_at_ms: start,
-            duration_ms,
-            direction,
-            caller,
-            our_number,
-            summary,
-            transcript,
-            recording_url: None,
-            ended_reason,
-            success,
-            sentiment,
-            intent,
-            next_steps,
-            appointment,
-        }),
-        key,
-    ))
+    let facts = CallFacts {
+        call_id: id,
+        occurred_at_ms,
+        started_at_ms: start,
+        duration_ms,
+        outbound,
+        caller,
+        our_number,
+        summary,
+        transcript,
+        recording_url: None,
+        ended_reason,
+        success,
+        sentiment,
+        stated_intent,
+        caller_turns,
+        next_steps,
+        appointment,
+    };
+    let (call, key) =
+        facts.finish(f, Source::ElevenLabs, CallStage::Analyzed, &kind, "data.metadata.phone_call.external_number")?;
+    Ok(Parsed::Event(Box::new(Event::Call(call)), key))
 }

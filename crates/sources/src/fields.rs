@@ -1,14 +1,7 @@
-//! One module per platform: authentication of the delivery, and parsing into a canonical
-//! event with every problem named by its field. Unknown fields are ignored; a field callbridge
-//! reads that has the wrong type is an error.
+//! Reading a payload field by field: every problem is named by its field and reported at once.
+//! Unknown fields are ignored; a field callbridge reads that has the wrong type is an error.
 
-pub mod elevenlabs;
-pub mod generic;
-pub mod retell;
-pub mod signature;
-pub mod vapi;
-
-use callbridge_domain::{DefaultRegion, Intent, PhoneE164, Sentiment, sentiment};
+use callbridge_domain::{DefaultRegion, PhoneE164};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -95,24 +88,4 @@ impl Fields {
             }
         }
     }
-}
-
-/// What the caller wanted and how they felt. The platform's own verdicts win; otherwise the
-/// caller's words decide (their turns, or their lines of a `Role: text` transcript).
-pub fn read_caller(
-    platform_sentiment: Option<Sentiment>,
-    platform_intent: Option<String>,
-    caller_turns: &str,
-    transcript: Option<&str>,
-    summary: Option<&str>,
-) -> (Option<Sentiment>, Option<Intent>) {
-    let spoken = if caller_turns.is_empty() {
-        transcript.map(sentiment::caller_lines).unwrap_or_default()
-    } else {
-        caller_turns.to_string()
-    };
-    let sentiment = platform_sentiment.or_else(|| sentiment::classify(&spoken));
-    let said = format!("{spoken} {}", summary.unwrap_or(""));
-    let intent = platform_intent.and_then(|i| Intent::infer(&i)).or_else(|| Intent::infer(&said));
-    (sentiment, intent)
 }

@@ -32,6 +32,12 @@ impl SignatureError {
     }
 }
 
+impl From<SignatureError> for crate::Unauthorized {
+    fn from(e: SignatureError) -> crate::Unauthorized {
+        crate::Unauthorized(e.reason())
+    }
+}
+
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;

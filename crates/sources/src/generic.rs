@@ -4,11 +4,38 @@
 
 use callbridge_domain::plan::LIFECYCLE_ORDER;
 use callbridge_domain::time::{now_ms, parse_iso_with_offset};
-use callbridge_domain::{BookingEvent, Caller, DefaultRegion, Email, IdempotencyKey, PhoneE164};
+use callbridge_domain::{BookingEvent, Caller, DefaultRegion, Email, Event, IdempotencyKey, PhoneE164};
+use http::HeaderMap;
+use secrecy::SecretString;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::Fields;
+use crate::credential::{Unauthorized, check_shared_secret, header};
+use crate::{Fields, Parsed, Platform};
+
+/// The booking webhook, as configured.
+#[derive(Clone)]
+pub struct Generic {
+    /// The Bearer token senders present.
+    pub token: Option<SecretString>,
+}
+
+impl Platform for Generic {
+    const NAME: &'static str = "generic";
+
+    fn check_headers(&self, headers: &HeaderMap) -> Result<(), Unauthorized> {
+        check_shared_secret(self.token.as_ref(), headers, &[])
+    }
+
+    fn check_body(&self, _: &HeaderMap, _: &[u8], _: i64) -> Result<(), Unauthorized> {
+        Ok(())
+    }
+
+    fn parse(&self, headers: &HeaderMap, body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
+        let (booking, key) = parse(body, region, header(headers, "idempotency-key"))?;
+        Ok(Parsed::Event(Box::new(Event::Booking(booking)), key))
+    }
+}
 
 /// Parses a booking. `idempotency_key` comes from the `Idempotency-Key` header when the
 /// sender gives one; otherwise the booking's content identifies it, so a retried delivery

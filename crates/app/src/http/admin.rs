@@ -1,0 +1,103 @@
+//! The admin API behind its Bearer token ([`require_admin`], a middleware on every route
+//! here): deliveries and their jobs, replay, the HubSpot probe, property setup and metrics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use callbridge_hubspot::ClientStats;
+use callbridge_sources::credential::check_shared_secret;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::portals::Portal;
+
+pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match check_shared_secret(state.admin_token.as_ref(), req.headers(), &[]) {
+        Ok(()) => next.run(req).await,
+        Err(u) => {
+            let e = ApiError::Unauthorized(u.0);
+            state.metrics.count_rejection(&e);
+            e.into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn events(State(state): State<AppState>, Query(q): Query<EventsQuery>) -> Result<Response, ApiError> {
+    if let Some(s) = &q.status
+        && !matches!(s.as_str(), "queued" | "running" | "done" | "dead" | "recorded")
+    {
+        return Err(ApiError::field("status", "must be queued, running, done, dead or recorded"));
+    }
+    let rows = state
+        .store
+        .events(q.status.as_deref(), q.limit.unwrap_or(100).clamp(1, 1000))
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    Ok(Json(json!({"events": rows})).into_response())
+}
+
+pub async fn replay(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    if !state.store.replay(id).await.map_err(|_| ApiError::Unavailable)? {
+        return Err(ApiError::NotFound("no finished or dead event with this id"));
+    }
+    state.wake.notify_one();
+    Ok(Json(json!({"status": "queued", "event_id": id})).into_response())
+}
+
+/// The portal an admin request is about (today: the configuration's only one).
+fn portal(state: &AppState) -> Result<&Arc<Portal>, ApiError> {
+    state.portals.default_portal().ok_or(ApiError::NotFound("no portal is configured"))
+}
+
+pub async fn probe(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let c = portal(&state)?.hubspot.probe().await.map_err(|e| ApiError::Upstream(e.to_string()))?;
+    Ok(Json(json!({"capabilities": c})).into_response())
+}
+
+pub async fn setup_properties(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let report = crate::properties::setup(portal(&state)?.hubspot.as_ref())
+        .await
+        .map_err(|e| ApiError::Upstream(e.to_string()))?;
+    Ok(Json(json!(report)).into_response())
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.metrics;
+    let jobs = state.store.counts().await.unwrap_or_default();
+    let client = state.portals.iter().map(|p| p.hubspot.stats()).fold(ClientStats::default(), |a, s| ClientStats {
+        requests: a.requests + s.requests,
+        retries: a.retries + s.retries,
+        rate_limited: a.rate_limited + s.rate_limited,
+        refreshes: a.refreshes + s.refreshes,
+    });
+    let mut lines: Vec<(String, u64)> = vec![
+        ("callbridge_webhooks_accepted_total".into(), m.accepted.load(Ordering::Relaxed)),
+        ("callbridge_webhooks_duplicate_total".into(), m.duplicates.load(Ordering::Relaxed)),
+        ("callbridge_webhooks_ignored_total".into(), m.ignored.load(Ordering::Relaxed)),
+        ("callbridge_webhooks_unauthorized_total".into(), m.rejected_auth.load(Ordering::Relaxed)),
+        ("callbridge_webhooks_invalid_total".into(), m.rejected_payload.load(Ordering::Relaxed)),
+        ("callbridge_hubspot_requests_total".into(), client.requests),
+        ("callbridge_hubspot_retries_total".into(), client.retries),
+        ("callbridge_hubspot_rate_limited_total".into(), client.rate_limited),
+        ("callbridge_hubspot_token_refreshes_total".into(), client.refreshes),
+    ];
+    let by_status: HashMap<&str, i64> =
+        [("queued", jobs.queued), ("running", jobs.running), ("done", jobs.done), ("dead", jobs.dead)].into();
+    for (status, n) in by_status {
+        lines.push((format!("callbridge_jobs{{status=\"{status}\"}}"), n as u64));
+    }
+    let body: String = lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
+}

@@ -1,0 +1,65 @@
+//! The HTTP layer's one error type, [`ApiError`], and its policy:
+//!
+//! - **4xx says what the sender can fix, by name.** 401 gives the check that failed
+//!   (`missing credential`, `signature does not match`, …) and never echoes what was sent;
+//!   400 lists each bad field with its problem; 404 says what was not found; 413 states the
+//!   body limit.
+//! - **5xx shows no internals.** It says only whether to retry (`"retry": true`); the cause
+//!   is logged once, where it happened, by kind — never a phone, email, token or body.
+//!
+//! Every 4xx body is `{"error": <code>, …}`, with `reason` or `fields` saying why.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use callbridge_sources::FieldError;
+use serde_json::json;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 401: a credential is missing or wrong; the reason names the check that failed.
+    Unauthorized(&'static str),
+    /// 400: the payload (or a query) has problems, each named by its field.
+    InvalidPayload(Vec<FieldError>),
+    /// 404: what the path names does not exist.
+    NotFound(&'static str),
+    /// 413: the body is larger than the limit, in bytes.
+    TooLarge { limit: usize },
+    /// 502: HubSpot answered with an error; the reason is safe to show an operator.
+    Upstream(String),
+    /// 503: storage is unavailable; the sender should retry.
+    Unavailable,
+    /// 500: a bug; the sender may retry.
+    Internal,
+}
+
+impl ApiError {
+    /// One problem with one field.
+    pub fn field(field: &str, problem: impl Into<String>) -> ApiError {
+        ApiError::InvalidPayload(vec![FieldError { field: field.to_string(), problem: problem.into() }])
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            ApiError::Unauthorized(reason) => {
+                (StatusCode::UNAUTHORIZED, json!({"error": "unauthorized", "reason": reason}))
+            }
+            ApiError::InvalidPayload(fields) => {
+                (StatusCode::BAD_REQUEST, json!({"error": "invalid_payload", "fields": fields}))
+            }
+            ApiError::NotFound(reason) => (StatusCode::NOT_FOUND, json!({"error": "not_found", "reason": reason})),
+            ApiError::TooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "payload_too_large", "reason": format!("the body is over the limit of {limit} bytes"), "limit_bytes": limit}),
+            ),
+            ApiError::Upstream(reason) => (StatusCode::BAD_GATEWAY, json!({"error": "hubspot", "reason": reason})),
+            ApiError::Unavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, json!({"error": "storage_unavailable", "retry": true}))
+            }
+            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal", "retry": true})),
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,103 @@
+//! The HTTP surface: webhooks ([`webhooks`]; acknowledged only after the delivery is
+//! committed), liveness, and the admin API ([`admin`]) behind its token. Handlers are thin:
+//! check the credential, parse into a domain event, store, answer. Every error is an
+//! [`ApiError`], whose module states what a 4xx says and that a 5xx shows no internals.
+
+mod admin;
+mod error;
+mod webhooks;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use callbridge_domain::DefaultRegion;
+use callbridge_sources::{ElevenLabs, Generic, Platform, Retell, Vapi};
+use callbridge_store::Store;
+use secrecy::SecretString;
+use serde_json::json;
+use tokio::sync::Notify;
+
+pub use error::ApiError;
+pub use webhooks::BODY_LIMIT;
+
+#[derive(Default)]
+pub struct Metrics {
+    pub accepted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub ignored: AtomicU64,
+    pub rejected_auth: AtomicU64,
+    pub rejected_payload: AtomicU64,
+}
+
+impl Metrics {
+    fn count_rejection(&self, e: &ApiError) {
+        match e {
+            ApiError::Unauthorized(_) => self.rejected_auth.fetch_add(1, Ordering::Relaxed),
+            ApiError::InvalidPayload(_) | ApiError::TooLarge { .. } => {
+                self.rejected_payload.fetch_add(1, Ordering::Relaxed)
+            }
+            _ => 0,
+        };
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub portals: crate::portals::Portals,
+    pub wake: Arc<Notify>,
+    pub region: DefaultRegion,
+    pub admin_token: Option<SecretString>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The platforms whose webhooks are served, as configured.
+#[derive(Clone)]
+pub struct Sources {
+    pub vapi: Vapi,
+    pub retell: Retell,
+    pub elevenlabs: ElevenLabs,
+    pub generic: Generic,
+}
+
+/// `POST /webhooks/{P::NAME}`, served by the one webhook handler with `platform` attached.
+fn webhook_route<P: Platform>(platform: P) -> Router<AppState> {
+    Router::new()
+        .route(&format!("/webhooks/{}", P::NAME), post(webhooks::webhook::<P>).layer(Extension(Arc::new(platform))))
+}
+
+pub fn router(state: AppState, sources: Sources) -> Router {
+    let admin = Router::new()
+        .route("/events", get(admin::events))
+        .route("/events/{id}/replay", post(admin::replay))
+        .route("/probe", get(admin::probe))
+        .route("/setup-properties", post(admin::setup_properties))
+        .route("/metrics", get(admin::metrics))
+        .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
+    Router::new()
+        .route("/health", get(health))
+        .merge(webhook_route(sources.generic))
+        .merge(webhook_route(sources.vapi))
+        .merge(webhook_route(sources.retell))
+        .merge(webhook_route(sources.elevenlabs))
+        .merge(admin)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    match state.store.counts().await {
+        Ok(c) => Json(json!({"status": "ok", "jobs": c})).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check cannot read the store");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "degraded", "store": "unavailable"})))
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Webhooks in, one handler for every platform ([`webhook`]): the platform's header
+//! credential is checked before the body is read, the body is read up to [`BODY_LIMIT`], its
+//! signature is checked on the raw bytes before anything is parsed, and the parsed event is
+//! stored with its job in one commit before the answer — 200 `accepted`, or `duplicate` for a
+//! delivery seen before (which changes nothing).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, Request, State};
+use axum::response::{IntoResponse, Response};
+use callbridge_domain::{Event, IdempotencyKey, PortalId};
+use callbridge_sources::{Parsed, Platform};
+use callbridge_store::{NewDelivery, now_ms};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::jobs::JobKind;
+
+/// Largest webhook body accepted.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// `POST /webhooks/{platform}`: the platform comes with the route (an `Extension`).
+pub async fn webhook<P: Platform>(
+    State(state): State<AppState>,
+    Extension(platform): Extension<Arc<P>>,
+    request: Request,
+) -> Response {
+    match receive(&state, platform.as_ref(), request).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            state.metrics.count_rejection(&e);
+            e.into_response()
+        }
+    }
+}
+
+async fn receive<P: Platform>(state: &AppState, platform: &P, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    platform.check_headers(&parts.headers).map_err(|u| ApiError::Unauthorized(u.0))?;
+    let body = read_body(body).await?;
+    platform.check_body(&parts.headers, &body, now_ms()).map_err(|u| ApiError::Unauthorized(u.0))?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::field("body", format!("is not valid JSON ({e})")))?;
+    match platform.parse(&parts.headers, &value, state.region).map_err(|f| ApiError::InvalidPayload(f.errors))? {
+        Parsed::Event(event, key) => accept(state, P::NAME, key, &body, *event).await,
+        Parsed::Record { key, kept } => {
+            let kept = kept.map(|v| Bytes::from(v.to_string())).unwrap_or(body);
+            record(state, P::NAME, key, &kept).await
+        }
+        Parsed::Ignored(kind) => {
+            state.metrics.ignored.fetch_add(1, Ordering::Relaxed);
+            Ok(Json(json!({"status": "ignored", "type": kind})).into_response())
+        }
+    }
+}
+
+/// The body, up to [`BODY_LIMIT`].
+async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+        let too_large = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .any(|e| e.is::<http_body_util::LengthLimitError>());
+        if too_large { ApiError::TooLarge { limit: BODY_LIMIT } } else { ApiError::field("body", "could not be read") }
+    })
+}
+
+/// Stores the delivery and the job that lands its event in one commit, then answers.
+async fn accept(
+    state: &AppState,
+    source: &str,
+    key: IdempotencyKey,
+    body: &Bytes,
+    event: Event,
+) -> Result<Response, ApiError> {
+    let caller_key = event.caller().ordering_key().unwrap_or_else(|| key.to_string());
+    let job = JobKind::for_event(event);
+    let payload = job.payload().map_err(|e| {
+        tracing::error!(error.kind = "serialise", event.source = source, "an event could not be stored: {e}");
+        ApiError::Internal
+    })?;
+    let delivery = NewDelivery {
+        portal: PortalId::default(),
+        source: source.to_string(),
+        idempotency_key: key,
+        raw_body: body.to_vec(),
+        event_json: payload,
+        job_kind: Some(job.name()),
+        caller_key,
+        received_at_ms: now_ms(),
+    };
+    store(state, source, delivery).await
+}
+
+/// Keeps a delivery that needs no work (recorded, not queued).
+async fn record(state: &AppState, source: &str, key: IdempotencyKey, body: &Bytes) -> Result<Response, ApiError> {
+    let delivery = NewDelivery {
+        portal: PortalId::default(),
+        source: source.to_string(),
+        caller_key: key.to_string(),
+        idempotency_key: key,
+        raw_body: body.to_vec(),
+        event_json: "null".into(),
+        job_kind: None,
+        received_at_ms: now_ms(),
+    };
+    store(state, source, delivery).await
+}
+
+async fn store(state: &AppState, source: &str, delivery: NewDelivery) -> Result<Response, ApiError> {
+    let queued = delivery.job_kind.is_some();
+    let ingested = state.store.ingest(delivery).await.map_err(|e| {
+        tracing::error!(error = %e, "storing a delivery failed");
+        ApiError::Unavailable
+    })?;
+    if ingested.duplicate {
+        state.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(event.id = ingested.inbox_id, event.source = source, "duplicate delivery acknowledged");
+    } else {
+        state.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+        if queued {
+            state.wake.notify_one();
+        }
+    }
+    let status = if ingested.duplicate { "duplicate" } else { "accepted" };
+    Ok(Json(json!({"status": status, "event_id": ingested.inbox_id})).into_response())
+}

@@ -1,0 +1,62 @@
+//! The sources callbridge takes calls and bookings from. One module per platform owns how its
+//! deliveries prove themselves (a shared secret, or a signature over the raw body) and how its
+//! payload becomes a canonical event; all of them meet the HTTP layer through [`Platform`].
+//! Adding a platform is its module here, a route, and a configuration section.
+//!
+//! | module | platform | credential |
+//! |---|---|---|
+//! | [`vapi`] | Vapi server messages | `X-Vapi-Secret` / Bearer, or its HMAC credential |
+//! | [`retell`] | Retell webhooks | `x-retell-signature` over the body |
+//! | [`elevenlabs`] | ElevenLabs Agents post-call webhooks | `ElevenLabs-Signature` over the body |
+//! | [`generic`] | the booking webhook (Zapier, custom agents) | Bearer |
+//!
+//! Shared pieces: [`fields`] reads payloads naming every problem by its field, [`call`] is
+//! the one constructor of a call event, [`signature`] and [`credential`] check credentials in
+//! constant time.
+
+pub mod call;
+pub mod credential;
+pub mod elevenlabs;
+pub mod fields;
+pub mod generic;
+pub mod retell;
+pub mod signature;
+pub mod vapi;
+
+use callbridge_domain::{DefaultRegion, Event, IdempotencyKey};
+use http::HeaderMap;
+use serde_json::Value;
+
+pub use credential::Unauthorized;
+pub use elevenlabs::ElevenLabs;
+pub use fields::{FieldError, Fields};
+pub use generic::Generic;
+pub use retell::Retell;
+pub use vapi::Vapi;
+
+/// What a delivery is to callbridge.
+#[derive(Debug)]
+pub enum Parsed {
+    /// An event to land, under the key that makes a repeat of it a duplicate.
+    Event(Box<Event>, IdempotencyKey),
+    /// A delivery to keep without work; `kept` replaces the raw body when that is large and
+    /// of no use (audio), else the body is kept as received.
+    Record { key: IdempotencyKey, kept: Option<Value> },
+    /// Acknowledged and not stored: the message's type.
+    Ignored(String),
+}
+
+/// A platform whose webhooks callbridge takes.
+pub trait Platform: Send + Sync + 'static {
+    /// The platform's name in routes, rows and idempotency keys.
+    const NAME: &'static str;
+
+    /// What the headers alone prove, checked before the body is read (a shared secret).
+    fn check_headers(&self, headers: &HeaderMap) -> Result<(), Unauthorized>;
+
+    /// What needs the raw body too (a signature over it), checked before it is parsed.
+    fn check_body(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<(), Unauthorized>;
+
+    /// The payload as a canonical event, or every problem with it.
+    fn parse(&self, headers: &HeaderMap, body: &Value, region: DefaultRegion) -> Result<Parsed, Fields>;
+}
