@@ -1,5 +1,6 @@
 //! Integration tests: the real app on port 0 with the HubSpot sandbox in-process.
 
+mod answers;
 mod burst;
 mod helpers;
 mod pipeline;
