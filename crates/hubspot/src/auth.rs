@@ -203,7 +203,7 @@ impl TokenSource {
             .form(&form)
             .send()
             .await
-            .map_err(|e| HubSpotError::Transport { attempts: 1, message: crate::client::describe(&e) })?;
+            .map_err(|e| HubSpotError::Transport { attempts: 1, message: crate::error::describe(&e) })?;
         let status = response.status().as_u16();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         if status == 400 || status == 401 {

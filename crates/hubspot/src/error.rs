@@ -120,6 +120,18 @@ fn property_issues(body: &Value) -> Vec<PropertyIssue> {
     out
 }
 
+/// A transport error in a few words: reqwest's text can carry the URL, so it is cut there.
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else {
+        // reqwest's Display can include the URL; ours carry no secrets, but keep it short.
+        e.to_string().split(" for url").next().unwrap_or("request failed").to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,19 +1,24 @@
 //! The one place callbridge talks to HubSpot: authentication (private-app token or OAuth
 //! with single-flight refresh), the portal's rate budget, retries, batch endpoints, the
 //! capability probe, and typed errors. Nothing here is business logic.
+//!
+//! [`transport`] owns the request path (budget, auth, retries; with [`auth`] and [`budget`]);
+//! `endpoints` owns the shapes of each endpoint group; [`HubSpotApi`] is what the rest of
+//! callbridge may ask.
 
 pub mod api;
 pub mod auth;
 pub mod budget;
-pub mod client;
+mod endpoints;
 pub mod error;
+pub mod transport;
 pub mod types;
 
 pub use api::HubSpotApi;
 pub use auth::{Credentials, MemoryTokenStore, OAuthApp, OAuthTokens, TokenStore};
 pub use budget::{Priority, SharedWindow};
-pub use client::{ApiVersion, ClientConfig, ClientStats, HubSpotClient, Identity, Paths, RetryPolicy};
 pub use error::{HubSpotError, PropertyIssue};
+pub use transport::{ApiVersion, ClientConfig, ClientStats, HubSpotClient, Identity, Paths, RetryPolicy};
 pub use types::*;
 
 /// Requests per 10 seconds for a tier name (`free`, `starter`, `professional`,

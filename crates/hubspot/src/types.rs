@@ -381,37 +381,3 @@ pub struct Capabilities {
     /// Granted scopes, when the token can tell (OAuth).
     pub scopes: Option<Vec<String>>,
 }
-
-/// A free slot on a meeting link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Slot {
-    pub start_ms: i64,
-    pub end_ms: i64,
-}
-
-/// A scheduler booking.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BookRequest {
-    pub slug: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub email: String,
-    pub start_time: i64,
-    pub duration: i64,
-    pub timezone: String,
-    pub locale: String,
-    pub guest_emails: Vec<String>,
-    pub form_fields: Vec<Value>,
-    pub legal_consent_responses: Vec<Value>,
-    pub likely_available_user_ids: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Booking {
-    pub calendar_event_id: String,
-    pub contact_id: String,
-    pub start: String,
-    pub end: String,
-}
