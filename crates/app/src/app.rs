@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::http::{AppState, Metrics, Sources, router};
 use crate::portals::{Portal, Portals};
+use crate::sync::Engine;
 use crate::worker::{Worker, WorkerConfig};
 
 pub struct App {
@@ -64,14 +65,14 @@ fn client_with(
 impl App {
     /// The app serving the configuration's portal (`default`) through `hubspot`.
     pub async fn build(config: &Config, store: Arc<dyn Store>, hubspot: Arc<dyn HubSpotApi>) -> App {
-        let portal = Portal::new(
+        let engine = Engine::new(
             PortalId::default(),
             store.clone(),
-            hubspot,
+            hubspot.clone(),
             config.region(),
             config.hubspot_search_per_second as usize,
         );
-        App::with_portals(config, store, Portals::new([portal])).await
+        App::with_portals(config, store, Portals::new([Portal { hubspot, engine }])).await
     }
 
     pub async fn with_portals(config: &Config, store: Arc<dyn Store>, portals: Portals) -> App {

@@ -5,31 +5,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use callbridge_domain::{DefaultRegion, PortalId};
+use callbridge_domain::PortalId;
 use callbridge_hubspot::HubSpotApi;
-use callbridge_store::Store;
 
 use crate::sync::Engine;
 
-/// One portal: its id, its HubSpot client and its sync engine.
+/// One portal: its HubSpot client and the sync engine bound to it (which knows the portal's id).
 pub struct Portal {
-    pub id: PortalId,
     pub hubspot: Arc<dyn HubSpotApi>,
     pub engine: Engine,
 }
 
 impl Portal {
-    /// `searches_at_once`: how many searches the engine keeps in flight for this portal
-    /// (HubSpot's searches per second is a good value).
-    pub fn new(
-        id: PortalId,
-        store: Arc<dyn Store>,
-        hubspot: Arc<dyn HubSpotApi>,
-        region: DefaultRegion,
-        searches_at_once: usize,
-    ) -> Portal {
-        let engine = Engine::new(id.clone(), store, hubspot.clone(), region, searches_at_once);
-        Portal { id, hubspot, engine }
+    pub fn id(&self) -> &PortalId {
+        self.engine.portal()
     }
 }
 
@@ -41,7 +30,7 @@ pub struct Portals {
 
 impl Portals {
     pub fn new(portals: impl IntoIterator<Item = Portal>) -> Portals {
-        Portals { by_id: portals.into_iter().map(|p| (p.id.clone(), Arc::new(p))).collect() }
+        Portals { by_id: portals.into_iter().map(|p| (p.id().clone(), Arc::new(p))).collect() }
     }
 
     pub fn get(&self, id: &PortalId) -> Option<&Arc<Portal>> {

@@ -161,7 +161,7 @@ impl Worker {
         while let Some(round) = rounds.pop_front() {
             let started = std::time::Instant::now();
             let jobs = round.len();
-            let span = tracing::info_span!("round", portal.id = %portal.id, round.jobs = jobs);
+            let span = tracing::info_span!("round", portal.id = %portal.id(), round.jobs = jobs);
             let ids: Vec<i64> = round.iter().map(|j| j.id).collect();
             match portal.engine.run_round(round).instrument(span.clone()).await {
                 Ok(report) => {

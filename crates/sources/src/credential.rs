@@ -24,6 +24,11 @@ fn presented<'a>(headers: &'a HeaderMap, header_names: &[&str]) -> Option<&'a st
     bearer.or_else(|| header_names.iter().find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok())))
 }
 
+/// The configured secret, or the refusal an endpoint without one gives.
+pub fn configured(secret: &Option<SecretString>) -> Result<&SecretString, Unauthorized> {
+    secret.as_ref().ok_or(Unauthorized::NOT_CONFIGURED)
+}
+
 /// Checks the request's Bearer token (or one of `header_names`) against `expected`.
 pub fn check_shared_secret(
     expected: Option<&SecretString>,

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use crate::call::CallFacts;
-use crate::credential::{Unauthorized, header};
+use crate::credential::{Unauthorized, configured, header};
 use crate::{Fields, Parsed, Platform};
 
 /// ElevenLabs' post-call webhook, as configured.
@@ -25,13 +25,12 @@ impl Platform for ElevenLabs {
     const NAME: &'static str = "elevenlabs";
 
     fn check_headers(&self, _: &HeaderMap) -> Result<(), Unauthorized> {
-        self.secret.as_ref().map(|_| ()).ok_or(Unauthorized::NOT_CONFIGURED)
+        configured(&self.secret).map(drop)
     }
 
     fn check_body(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<(), Unauthorized> {
-        let secret = self.secret.as_ref().ok_or(Unauthorized::NOT_CONFIGURED)?;
-        let signature = header(headers, "elevenlabs-signature");
-        Ok(crate::signature::verify_elevenlabs(signature, body, secret.expose_secret(), now_ms / 1000)?)
+        let secret = configured(&self.secret)?.expose_secret();
+        Ok(crate::signature::verify_elevenlabs(header(headers, "elevenlabs-signature"), body, secret, now_ms / 1000)?)
     }
 
     fn parse(&self, _: &HeaderMap, body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
@@ -69,8 +68,8 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
         f.error("data", "is required and must be an object");
         return Err(f);
     };
-    let id = conversation_id(&mut f);
-    let outbound = f.string(data, "metadata.phone_call.direction", "data.metadata.phone_call.direction").as_deref()
+    let mut facts = CallFacts { call_id: conversation_id(&mut f), ..CallFacts::default() };
+    facts.outbound = f.string(data, "metadata.phone_call.direction", "data.metadata.phone_call.direction").as_deref()
         == Some("outbound");
     let number = f
         .string(data, "metadata.phone_call.external_number", "data.metadata.phone_call.external_number")
@@ -82,7 +81,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
             )
         });
     let phone = f.phone(number, "data.metadata.phone_call.external_number", region);
-    let our_number = f.string(data, "metadata.phone_call.agent_number", "data.metadata.phone_call.agent_number");
+    facts.our_number = f.string(data, "metadata.phone_call.agent_number", "data.metadata.phone_call.agent_number");
     let collected = |f: &mut Fields, keys: &[&str]| -> Option<String> {
         keys.iter().find_map(|k| {
             let path = format!("analysis.data_collection_results.{k}.value");
@@ -91,19 +90,21 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
     };
     let email = collected(&mut f, &["caller_email", "email"]).and_then(|e| Email::parse(&e).ok());
     let name = collected(&mut f, &["caller_name", "name"]);
-    let caller = crate::call::caller(phone, email, name);
+    facts.caller = crate::call::caller(phone, email, name);
     let start = f
         .number(data, "metadata.start_time_unix_secs", "data.metadata.start_time_unix_secs")
         .map(|s| (s * 1000.0) as i64);
+    facts.started_at_ms = start;
     let duration_ms =
         f.number(data, "metadata.call_duration_secs", "data.metadata.call_duration_secs").map(|s| (s * 1000.0) as i64);
     let event_ts = f.number(body, "event_timestamp", "event_timestamp").map(|s| (s * 1000.0) as i64);
-    let occurred_at_ms = match (start, duration_ms) {
+    facts.duration_ms = duration_ms;
+    facts.occurred_at_ms = match (start, duration_ms) {
         (Some(s), Some(d)) => Some(s + d),
         (Some(s), None) => Some(s),
         _ => event_ts,
     };
-    if occurred_at_ms.is_none() && f.is_empty() {
+    if facts.occurred_at_ms.is_none() && f.is_empty() {
         f.error("data.metadata.start_time_unix_secs", "the conversation has no time");
     }
     let turns: Vec<(String, String)> = Fields::at(data, "transcript")
@@ -118,19 +119,19 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
                 .collect()
         })
         .unwrap_or_default();
-    let transcript = (!turns.is_empty()).then(|| {
+    facts.transcript = (!turns.is_empty()).then(|| {
         let text: Vec<String> =
             turns.iter().map(|(r, m)| format!("{}: {m}", if r == "user" { "User" } else { "Agent" })).collect();
         text.join("\n")
     });
-    let summary = f.string(data, "analysis.transcript_summary", "data.analysis.transcript_summary");
-    let success = match f.string(data, "analysis.call_successful", "data.analysis.call_successful").as_deref() {
+    facts.summary = f.string(data, "analysis.transcript_summary", "data.analysis.transcript_summary");
+    facts.success = match f.string(data, "analysis.call_successful", "data.analysis.call_successful").as_deref() {
         Some("success") => Some(true),
         Some("failure") => Some(false),
         _ => None,
     };
     // The platform's own verdicts: a data item or an evaluation criterion about sentiment.
-    let sentiment = collected(&mut f, &["sentiment", "caller_sentiment", "user_sentiment"])
+    facts.sentiment = collected(&mut f, &["sentiment", "caller_sentiment", "user_sentiment"])
         .and_then(|s| Sentiment::parse(&s))
         .or_else(|| {
             let criteria = Fields::at(data, "analysis.evaluation_criteria_results")?.as_object()?;
@@ -142,31 +143,12 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
                 }
             })
         });
-    let caller_turns: String =
+    facts.caller_turns =
         turns.iter().filter(|(r, _)| r == "user").map(|(_, m)| m.as_str()).collect::<Vec<_>>().join(" ");
-    let stated_intent = collected(&mut f, &["intent"]);
-    let next_steps = collected(&mut f, &["next_steps"]);
-    let appointment = collected(&mut f, &["appointment", "appointment_start"]);
-    let ended_reason = f.string(data, "metadata.termination_reason", "data.metadata.termination_reason");
-    let facts = CallFacts {
-        call_id: id,
-        occurred_at_ms,
-        started_at_ms: start,
-        duration_ms,
-        outbound,
-        caller,
-        our_number,
-        summary,
-        transcript,
-        recording_url: None,
-        ended_reason,
-        success,
-        sentiment,
-        stated_intent,
-        caller_turns,
-        next_steps,
-        appointment,
-    };
+    facts.stated_intent = collected(&mut f, &["intent"]);
+    facts.next_steps = collected(&mut f, &["next_steps"]);
+    facts.appointment = collected(&mut f, &["appointment", "appointment_start"]);
+    facts.ended_reason = f.string(data, "metadata.termination_reason", "data.metadata.termination_reason");
     let (call, key) =
         facts.finish(f, Source::ElevenLabs, CallStage::Analyzed, &kind, "data.metadata.phone_call.external_number")?;
     Ok(Parsed::Event(Box::new(Event::Call(call)), key))

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::call::CallFacts;
-use crate::credential::{Unauthorized, header};
+use crate::credential::{Unauthorized, configured, header};
 use crate::{Fields, Parsed, Platform};
 
 /// Retell's webhook, as configured.
@@ -23,12 +23,12 @@ impl Platform for Retell {
     const NAME: &'static str = "retell";
 
     fn check_headers(&self, _: &HeaderMap) -> Result<(), Unauthorized> {
-        self.api_key.as_ref().map(|_| ()).ok_or(Unauthorized::NOT_CONFIGURED)
+        configured(&self.api_key).map(drop)
     }
 
     fn check_body(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<(), Unauthorized> {
-        let key = self.api_key.as_ref().ok_or(Unauthorized::NOT_CONFIGURED)?;
-        Ok(crate::signature::verify_retell(header(headers, "x-retell-signature"), body, key.expose_secret(), now_ms)?)
+        let key = configured(&self.api_key)?.expose_secret();
+        Ok(crate::signature::verify_retell(header(headers, "x-retell-signature"), body, key, now_ms)?)
     }
 
     fn parse(&self, _: &HeaderMap, body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
@@ -51,15 +51,16 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
         f.error("call", "is required and must be an object");
         return Err(f);
     };
-    let call_id = f.string(call, "call_id", "call.call_id");
-    if call_id.is_none() && f.is_empty() {
+    let mut facts = CallFacts { call_id: f.string(call, "call_id", "call.call_id"), ..CallFacts::default() };
+    if facts.call_id.is_none() && f.is_empty() {
         f.error("call.call_id", "is required");
     }
-    let outbound = f.string(call, "direction", "call.direction").as_deref() == Some("outbound");
-    let (caller_field, ours_field) = if outbound { ("to_number", "from_number") } else { ("from_number", "to_number") };
+    facts.outbound = f.string(call, "direction", "call.direction").as_deref() == Some("outbound");
+    let (caller_field, ours_field) =
+        if facts.outbound { ("to_number", "from_number") } else { ("from_number", "to_number") };
     let number = f.string(call, caller_field, &format!("call.{caller_field}"));
     let phone = f.phone(number, &format!("call.{caller_field}"), region);
-    let our_number = f.string(call, ours_field, &format!("call.{ours_field}"));
+    facts.our_number = f.string(call, ours_field, &format!("call.{ours_field}"));
     // What the agent collected: analysis data first, then dynamic variables.
     let sources = ["call_analysis.custom_analysis_data", "collected_dynamic_variables", "retell_llm_dynamic_variables"];
     let lookup = |f: &mut Fields, keys: &[&str]| -> Option<String> {
@@ -75,22 +76,23 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
     };
     let email = lookup(&mut f, &["email", "caller_email", "customer_email"]).and_then(|e| Email::parse(&e).ok());
     let name = lookup(&mut f, &["name", "caller_name", "customer_name"]);
-    let caller = crate::call::caller(phone, email, name);
+    facts.caller = crate::call::caller(phone, email, name);
     let start = f.number(call, "start_timestamp", "call.start_timestamp").map(|t| t as i64);
     let end = f.number(call, "end_timestamp", "call.end_timestamp").map(|t| t as i64);
-    let duration_ms = f.number(call, "duration_ms", "call.duration_ms").map(|d| d as i64).or(match (start, end) {
+    facts.started_at_ms = start;
+    facts.duration_ms = f.number(call, "duration_ms", "call.duration_ms").map(|d| d as i64).or(match (start, end) {
         (Some(s), Some(e)) if e >= s => Some(e - s),
         _ => None,
     });
-    let occurred_at_ms = end.or(start);
-    if occurred_at_ms.is_none() && f.is_empty() {
+    facts.occurred_at_ms = end.or(start);
+    if facts.occurred_at_ms.is_none() && f.is_empty() {
         f.error("call.start_timestamp", "the call has no start or end time");
     }
-    let transcript = f.string(call, "transcript", "call.transcript");
-    let recording_url = f.string(call, "recording_url", "call.recording_url");
-    let ended_reason = f.string(call, "disconnection_reason", "call.disconnection_reason");
-    let summary = f.string(call, "call_analysis.call_summary", "call.call_analysis.call_summary");
-    let success = match Fields::at(call, "call_analysis.call_successful") {
+    facts.transcript = f.string(call, "transcript", "call.transcript");
+    facts.recording_url = f.string(call, "recording_url", "call.recording_url");
+    facts.ended_reason = f.string(call, "disconnection_reason", "call.disconnection_reason");
+    facts.summary = f.string(call, "call_analysis.call_summary", "call.call_analysis.call_summary");
+    facts.success = match Fields::at(call, "call_analysis.call_successful") {
         None => None,
         Some(Value::Bool(b)) => Some(*b),
         Some(_) => {
@@ -98,10 +100,10 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
             None
         }
     };
-    let sentiment = f
+    facts.sentiment = f
         .string(call, "call_analysis.user_sentiment", "call.call_analysis.user_sentiment")
         .and_then(|s| Sentiment::parse(&s));
-    let caller_turns: String = Fields::at(call, "transcript_object")
+    facts.caller_turns = Fields::at(call, "transcript_object")
         .and_then(Value::as_array)
         .map(|turns| {
             turns
@@ -113,28 +115,9 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
         })
         .unwrap_or_default();
     // Retell's `Unknown` sentiment, or a call not analysed yet, leaves it to the caller's words.
-    let stated_intent = lookup(&mut f, &["intent"]);
-    let next_steps = lookup(&mut f, &["next_steps"]);
-    let appointment = lookup(&mut f, &["appointment", "appointment_start"]);
-    let facts = CallFacts {
-        call_id,
-        occurred_at_ms,
-        started_at_ms: start,
-        duration_ms,
-        outbound,
-        caller,
-        our_number,
-        summary,
-        transcript,
-        recording_url,
-        ended_reason,
-        success,
-        sentiment,
-        stated_intent,
-        caller_turns,
-        next_steps,
-        appointment,
-    };
+    facts.stated_intent = lookup(&mut f, &["intent"]);
+    facts.next_steps = lookup(&mut f, &["next_steps"]);
+    facts.appointment = lookup(&mut f, &["appointment", "appointment_start"]);
     let (call, key) = facts.finish(f, Source::Retell, stage, &event, &format!("call.{caller_field}"))?;
     Ok(Parsed::Event(Box::new(Event::Call(call)), key))
 }

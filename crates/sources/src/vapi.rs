@@ -57,8 +57,8 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
         return Ok(Parsed::Ignored(kind));
     }
     let m = message;
-    let call_id = f.string(m, "call.id", "message.call.id");
-    if call_id.is_none() && f.is_empty() {
+    let mut facts = CallFacts { call_id: f.string(m, "call.id", "message.call.id"), ..CallFacts::default() };
+    if facts.call_id.is_none() && f.is_empty() {
         f.error("message.call.id", "is required");
     }
     // The caller: the call's customer, then the top-level customer; details the assistant
@@ -79,7 +79,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
         .string(m, "call.customer.name", "message.call.customer.name")
         .or_else(|| f.string(&data, "caller_name", "message.analysis.structuredData.caller_name"))
         .or_else(|| f.string(&data, "name", "message.analysis.structuredData.name"));
-    let caller = crate::call::caller(phone, email, name);
+    facts.caller = crate::call::caller(phone, email, name);
 
     let time = |f: &mut Fields, path: &str, name: &str| -> Option<i64> {
         f.string(m, path, name).and_then(|s| match parse_iso_with_offset(&s) {
@@ -95,29 +95,30 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
     let ended =
         time(&mut f, "endedAt", "message.endedAt").or_else(|| time(&mut f, "call.endedAt", "message.call.endedAt"));
     let timestamp = f.number(m, "timestamp", "message.timestamp").map(|t| t as i64);
-    let duration_ms = match (started, ended) {
+    facts.started_at_ms = started;
+    facts.duration_ms = match (started, ended) {
         (Some(s), Some(e)) if e >= s => Some(e - s),
         _ => f.number(m, "durationSeconds", "message.durationSeconds").map(|s| (s * 1000.0) as i64),
     };
-    let occurred_at_ms = ended.or(started).or(timestamp);
-    if occurred_at_ms.is_none() && f.is_empty() {
+    facts.occurred_at_ms = ended.or(started).or(timestamp);
+    if facts.occurred_at_ms.is_none() && f.is_empty() {
         f.error("message.endedAt", "the report has no time (endedAt, startedAt or timestamp)");
     }
 
-    let summary = f
+    facts.summary = f
         .string(m, "analysis.summary", "message.analysis.summary")
         .or_else(|| f.string(m, "summary", "message.summary"));
-    let transcript = f
+    facts.transcript = f
         .string(m, "artifact.transcript", "message.artifact.transcript")
         .or_else(|| f.string(m, "transcript", "message.transcript"));
-    let recording_url = f
+    facts.recording_url = f
         .string(m, "artifact.recordingUrl", "message.artifact.recordingUrl")
         .or_else(|| f.string(m, "artifact.recording.mono.combinedUrl", "message.artifact.recording.mono.combinedUrl"))
         .or_else(|| f.string(m, "recordingUrl", "message.recordingUrl"));
-    let ended_reason = f
+    facts.ended_reason = f
         .string(m, "endedReason", "message.endedReason")
         .or_else(|| f.string(m, "call.endedReason", "message.call.endedReason"));
-    let success = match Fields::at(m, "analysis.successEvaluation") {
+    facts.success = match Fields::at(m, "analysis.successEvaluation") {
         Some(Value::Bool(b)) => Some(*b),
         Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
             "true" | "pass" | "success" | "successful" => Some(true),
@@ -126,14 +127,14 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
         },
         _ => None,
     };
-    let outbound = f.string(m, "call.type", "message.call.type").as_deref() == Some("outboundPhoneCall");
-    let our_number = f.string(m, "phoneNumber.number", "message.phoneNumber.number");
-    let sentiment = f
+    facts.outbound = f.string(m, "call.type", "message.call.type").as_deref() == Some("outboundPhoneCall");
+    facts.our_number = f.string(m, "phoneNumber.number", "message.phoneNumber.number");
+    facts.sentiment = f
         .string(&data, "sentiment", "message.analysis.structuredData.sentiment")
         .or_else(|| f.string(&data, "caller_sentiment", "message.analysis.structuredData.caller_sentiment"))
         .or_else(|| structured_output(m, "sentiment"))
         .and_then(|s| Sentiment::parse(&s));
-    let caller_turns: String = Fields::at(m, "artifact.messages")
+    facts.caller_turns = Fields::at(m, "artifact.messages")
         .and_then(Value::as_array)
         .map(|msgs| {
             msgs.iter()
@@ -143,31 +144,12 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
                 .join(" ")
         })
         .unwrap_or_default();
-    let stated_intent = f.string(&data, "intent", "message.analysis.structuredData.intent");
-    let next_steps = f.string(&data, "next_steps", "message.analysis.structuredData.next_steps");
-    let appointment = f
+    facts.stated_intent = f.string(&data, "intent", "message.analysis.structuredData.intent");
+    facts.next_steps = f.string(&data, "next_steps", "message.analysis.structuredData.next_steps");
+    facts.appointment = f
         .string(&data, "appointment_start", "message.analysis.structuredData.appointment_start")
         .or_else(|| f.string(&data, "appointment", "message.analysis.structuredData.appointment"));
 
-    let facts = CallFacts {
-        call_id,
-        occurred_at_ms,
-        started_at_ms: started,
-        duration_ms,
-        outbound,
-        caller,
-        our_number,
-        summary,
-        transcript,
-        recording_url,
-        ended_reason,
-        success,
-        sentiment,
-        stated_intent,
-        caller_turns,
-        next_steps,
-        appointment,
-    };
     // The end-of-call report is Vapi's last word on a call, analysis included.
     let (event, key) =
         facts.finish(f, Source::Vapi, CallStage::Analyzed, "end-of-call-report", "message.call.customer.number")?;

@@ -122,9 +122,16 @@ async fn migrate(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
-/// The columns a claim returns, for [`crate::rows::jobs`].
-const CLAIMED: &str =
-    "RETURNING jobs.id, jobs.inbox_id, jobs.portal, jobs.kind, jobs.caller_key, jobs.attempts, jobs.claims";
+/// A claim of the jobs `candidates` selects (`$1` worker, `$2` lease end, `$3` now), skipping
+/// rows another instance holds, returning the columns [`crate::rows::jobs`] reads.
+fn claim_sql(candidates: &str) -> String {
+    format!(
+        "WITH candidate AS ({candidates} FOR UPDATE SKIP LOCKED)
+         UPDATE jobs SET status = 'running', claims = jobs.claims + 1, locked_by = $1, lease_until = $2, updated_at = $3
+         FROM candidate WHERE jobs.id = candidate.id
+         RETURNING jobs.id, jobs.inbox_id, jobs.portal, jobs.kind, jobs.caller_key, jobs.attempts, jobs.claims"
+    )
+}
 
 #[async_trait]
 impl Queue for PgStore {
@@ -178,18 +185,13 @@ impl Queue for PgStore {
             .await?;
         let mut tx = self.tx().await?;
         // Each caller's oldest job, if nothing of theirs runs.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "WITH candidate AS (
-                SELECT j.id FROM jobs j
-                WHERE j.status = 'queued' AND j.run_at <= $3
-                  AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running')
-                  AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
-                ORDER BY j.run_at, j.id
-                LIMIT $4
-                FOR UPDATE SKIP LOCKED)
-             UPDATE jobs SET status = 'running', claims = jobs.claims + 1, locked_by = $1, lease_until = $2, updated_at = $3
-             FROM candidate WHERE jobs.id = candidate.id
-             {CLAIMED}"
+        let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql(
+            "SELECT j.id FROM jobs j
+             WHERE j.status = 'queued' AND j.run_at <= $3
+               AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running')
+               AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
+             ORDER BY j.run_at, j.id
+             LIMIT $4",
         )))
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
@@ -205,18 +207,13 @@ impl Queue for PgStore {
                 rows.iter().map(|r| r.try_get("portal")).collect::<std::result::Result<_, _>>()?;
             let callers: Vec<String> =
                 rows.iter().map(|r| r.try_get("caller_key")).collect::<std::result::Result<_, _>>()?;
-            let followers = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "WITH candidate AS (
-                    SELECT j.id FROM jobs j
-                    WHERE j.status = 'queued' AND j.run_at <= $3
-                      AND (j.portal, j.caller_key) IN (SELECT * FROM UNNEST($4::text[], $5::text[]))
-                      AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > $3 AND e.id < j.id)
-                    ORDER BY j.id
-                    LIMIT $6
-                    FOR UPDATE SKIP LOCKED)
-                 UPDATE jobs SET status = 'running', claims = jobs.claims + 1, locked_by = $1, lease_until = $2, updated_at = $3
-                 FROM candidate WHERE jobs.id = candidate.id
-                 {CLAIMED}"
+            let followers = sqlx::query(sqlx::AssertSqlSafe(claim_sql(
+                "SELECT j.id FROM jobs j
+                 WHERE j.status = 'queued' AND j.run_at <= $3
+                   AND (j.portal, j.caller_key) IN (SELECT * FROM UNNEST($4::text[], $5::text[]))
+                   AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > $3 AND e.id < j.id)
+                 ORDER BY j.id
+                 LIMIT $6",
             )))
             .bind(worker)
             .bind(now + lease.as_millis() as i64)
@@ -311,13 +308,8 @@ impl Queue for PgStore {
         rows.iter().map(crate::rows::event).collect()
     }
 
-    async fn counts(&self) -> Result<JobCounts> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetch_all(&self.pool).await?;
-        crate::rows::counts(&rows)
-    }
-
-    async fn next_run_at(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT MIN(run_at) FROM jobs WHERE status = 'queued'").fetch_one(&self.pool).await?)
+    async fn queue_state(&self, next: bool) -> Result<(JobCounts, Option<i64>)> {
+        crate::rows::queue_state(&self.pool, next).await
     }
 }
 

@@ -35,8 +35,31 @@ where
     })
 }
 
+/// Jobs by status, or when the next queued one is due (`next`): the same statements on
+/// every backend.
+pub(crate) async fn queue_state<'c, DB, E>(db: E, next: bool) -> Result<(JobCounts, Option<i64>)>
+where
+    DB: Database,
+    E: sqlx::Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+{
+    if next {
+        let at = sqlx::query_scalar::<DB, Option<i64>>("SELECT MIN(run_at) FROM jobs WHERE status = 'queued'")
+            .fetch_one(db)
+            .await?;
+        return Ok((JobCounts::default(), at));
+    }
+    let rows = sqlx::query::<DB>("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetch_all(db).await?;
+    Ok((counts(&rows)?, None))
+}
+
 /// `SELECT status, COUNT(*) AS n FROM jobs GROUP BY status`, summed up.
-pub(crate) fn counts<R, DB>(rows: &[R]) -> Result<JobCounts>
+fn counts<R, DB>(rows: &[R]) -> Result<JobCounts>
 where
     DB: Database,
     R: Row<Database = DB>,

@@ -265,8 +265,15 @@ async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<
         .collect()
 }
 
-/// The columns a claim returns, for [`crate::rows::jobs`].
-const CLAIMED: &str = "RETURNING id, inbox_id, portal, kind, caller_key, attempts, claims";
+/// A claim of the jobs `candidates` selects (`?1` worker, `?2` lease end, `?3` now),
+/// returning the columns [`crate::rows::jobs`] reads.
+fn claim_sql(candidates: &str) -> String {
+    format!(
+        "UPDATE jobs SET status = 'running', claims = claims + 1, locked_by = ?1, lease_until = ?2, updated_at = ?3
+         WHERE id IN ({candidates})
+         RETURNING id, inbox_id, portal, kind, caller_key, attempts, claims"
+    )
+}
 
 #[async_trait]
 impl Queue for SqliteStore {
@@ -286,15 +293,12 @@ impl Queue for SqliteStore {
             .execute(&mut *tx)
             .await?;
         // Each caller's oldest job, if nothing of theirs runs.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE jobs SET status = 'running', claims = claims + 1, locked_by = ?1, lease_until = ?2, updated_at = ?3
-             WHERE id IN (
-                SELECT j.id FROM jobs j
-                WHERE j.status = 'queued' AND j.run_at <= ?3
-                  AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running')
-                  AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
-                ORDER BY j.run_at, j.id LIMIT ?4)
-             {CLAIMED}"
+        let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql(
+            "SELECT j.id FROM jobs j
+             WHERE j.status = 'queued' AND j.run_at <= ?3
+               AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running')
+               AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
+             ORDER BY j.run_at, j.id LIMIT ?4",
         )))
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
@@ -310,16 +314,13 @@ impl Queue for SqliteStore {
                 .iter()
                 .map(|r| Ok((r.try_get("portal")?, r.try_get("caller_key")?)))
                 .collect::<std::result::Result<_, sqlx::Error>>()?;
-            let followers = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE jobs SET status = 'running', claims = claims + 1, locked_by = ?1, lease_until = ?2, updated_at = ?3
-                 WHERE id IN (
-                    SELECT j.id FROM jobs j
-                    WHERE j.status = 'queued' AND j.run_at <= ?3
-                      AND (j.portal, j.caller_key) IN
-                          (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?4))
-                      AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > ?3 AND e.id < j.id)
-                    ORDER BY j.id LIMIT ?5)
-                 {CLAIMED}"
+            let followers = sqlx::query(sqlx::AssertSqlSafe(claim_sql(
+                "SELECT j.id FROM jobs j
+                 WHERE j.status = 'queued' AND j.run_at <= ?3
+                   AND (j.portal, j.caller_key) IN
+                       (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?4))
+                   AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > ?3 AND e.id < j.id)
+                 ORDER BY j.id LIMIT ?5",
             )))
             .bind(worker)
             .bind(now + lease.as_millis() as i64)
@@ -425,13 +426,8 @@ impl Queue for SqliteStore {
         rows.iter().map(crate::rows::event).collect()
     }
 
-    async fn counts(&self) -> Result<JobCounts> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetch_all(&self.pool).await?;
-        crate::rows::counts(&rows)
-    }
-
-    async fn next_run_at(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT MIN(run_at) FROM jobs WHERE status = 'queued'").fetch_one(&self.pool).await?)
+    async fn queue_state(&self, next: bool) -> Result<(JobCounts, Option<i64>)> {
+        crate::rows::queue_state(&self.pool, next).await
     }
 }
 
