@@ -1,15 +1,16 @@
-//! Webhooks in, one handler for every platform ([`webhook`]): the platform's header
-//! credential is checked before the body is read, the body is read up to [`BODY_LIMIT`], its
-//! signature is checked on the raw bytes before anything is parsed, and the parsed event is
-//! stored with its job in one commit before the answer — 200 `accepted`, or `duplicate` for a
-//! delivery seen before (which changes nothing).
+//! Webhooks in, one handler for every platform ([`webhook`]). Its [`Verified`] extractor
+//! checks the platform's header credential before the body is read, reads the body up to
+//! [`BODY_LIMIT`], and checks its signature on the raw bytes before anything is parsed; the
+//! handler parses, stores the event with its job in one commit, and only then answers — 200
+//! `accepted`, or `duplicate` for a delivery seen before (which changes nothing).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Request, State};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use callbridge_domain::{Event, IdempotencyKey, PortalId};
 use callbridge_sources::{Parsed, Platform};
@@ -22,29 +23,43 @@ use crate::jobs::JobKind;
 /// Largest webhook body accepted.
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
-/// `POST /webhooks/{platform}`: the platform comes with the route (an `Extension`).
-pub async fn webhook<P: Platform>(
-    State(state): State<AppState>,
-    Extension(platform): Extension<Arc<P>>,
-    request: Request,
-) -> Response {
-    match receive(&state, platform.as_ref(), request).await {
-        Ok(answer) => answer,
-        Err(e) => {
-            state.metrics.count_rejection(&e);
-            e.into_response()
-        }
+/// A delivery whose credentials checked out, for the platform `P` its route carries (an
+/// `Extension`): its headers and raw body.
+pub struct Verified<P> {
+    platform: Arc<P>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl<P: Platform> FromRequest<AppState> for Verified<P> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let checked = async {
+            let platform = parts.extensions.get::<Arc<P>>().cloned().ok_or(ApiError::Internal)?;
+            platform.check_headers(&parts.headers).map_err(|u| ApiError::Unauthorized(u.0))?;
+            let body = read_body(body).await?;
+            platform.check_body(&parts.headers, &body, now_ms()).map_err(|u| ApiError::Unauthorized(u.0))?;
+            Ok(Verified { platform, headers: parts.headers.clone(), body })
+        };
+        checked.await.inspect_err(|e| state.metrics.count_rejection(e))
     }
 }
 
-async fn receive<P: Platform>(state: &AppState, platform: &P, request: Request) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
-    platform.check_headers(&parts.headers).map_err(|u| ApiError::Unauthorized(u.0))?;
-    let body = read_body(body).await?;
-    platform.check_body(&parts.headers, &body, now_ms()).map_err(|u| ApiError::Unauthorized(u.0))?;
+/// `POST /webhooks/{platform}`.
+pub async fn webhook<P: Platform>(State(state): State<AppState>, delivery: Verified<P>) -> Response {
+    receive(&state, delivery).await.unwrap_or_else(|e| {
+        state.metrics.count_rejection(&e);
+        e.into_response()
+    })
+}
+
+async fn receive<P: Platform>(state: &AppState, delivery: Verified<P>) -> Result<Response, ApiError> {
+    let Verified { platform, headers, body } = delivery;
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::field("body", format!("is not valid JSON ({e})")))?;
-    match platform.parse(&parts.headers, &value, state.region).map_err(|f| ApiError::InvalidPayload(f.errors))? {
+    match platform.parse(&headers, &value, state.region).map_err(|f| ApiError::InvalidPayload(f.errors))? {
         Parsed::Event(event, key) => accept(state, P::NAME, key, &body, *event).await,
         Parsed::Record { key, kept } => {
             let kept = kept.map(|v| Bytes::from(v.to_string())).unwrap_or(body);
