@@ -12,7 +12,6 @@ use callbridge_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::{AppState, Metrics, Sources, router};
@@ -23,6 +22,8 @@ use crate::worker::{Worker, WorkerConfig};
 pub struct App {
     pub state: AppState,
     pub sources: Sources,
+    /// How long a shutdown lets requests and rounds in flight finish.
+    pub grace: Duration,
     pub worker: Arc<Worker>,
 }
 
@@ -107,8 +108,9 @@ impl App {
                 gather: Duration::from_millis(250),
             },
             wake,
+            instance: fastrand::u64(..),
         });
-        App { state, sources, worker }
+        App { state, sources, worker, grace: Duration::from_secs(config.shutdown_grace_secs) }
     }
 
     /// The HTTP service alone (no worker).
@@ -116,15 +118,41 @@ impl App {
         router(self.state.clone(), self.sources.clone())
     }
 
-    /// Serves until `shutdown` is cancelled, then drains.
+    /// Serves until `shutdown` is cancelled, then drains within the grace period: no new
+    /// connections; requests in flight and rounds running may finish until it ends; then the
+    /// rest are stopped and every job still held goes back to the queue at once, so a restart
+    /// (or another instance) resumes them without waiting out a lease.
     pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let tracker = TaskTracker::new();
-        self.worker.clone().start(&tracker, shutdown.clone());
-        tracker.close();
+        let mut loops = self.worker.clone().start(shutdown.clone());
         let stop = shutdown.clone();
-        axum::serve(listener, self.router()).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
+        let router = self.router();
+        let mut server = tokio::spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
+        });
+        let served = tokio::select! {
+            r = &mut server => Some(r),
+            _ = shutdown.cancelled() => None,
+        };
         shutdown.cancel();
-        tracker.wait().await;
-        Ok(())
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let served = match served {
+            Some(r) => Some(r),
+            None => tokio::time::timeout_at(deadline, &mut server).await.ok(),
+        };
+        if served.is_none() {
+            tracing::warn!("requests still in flight at the end of the grace period were cut off");
+            server.abort();
+        }
+        if tokio::time::timeout_at(deadline, futures_util::future::join_all(loops.iter_mut())).await.is_err() {
+            for l in &loops {
+                l.abort();
+            }
+            futures_util::future::join_all(loops).await;
+        }
+        self.worker.release().await;
+        match served {
+            Some(Ok(Err(e))) => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 }

@@ -36,13 +36,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         if let Command::Sandbox(args) = cli.command {
-            crate::telemetry::init("text", "info");
+            crate::telemetry::init("text", "info")?;
             return crate::cmd::sandbox::run(args).await;
         }
         let config = Config::load(cli.config.as_deref())?;
         // The demo prints its own story; its logs show only problems.
         let default = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info,sqlx=warn" };
-        crate::telemetry::init(&config.log_format, default);
+        crate::telemetry::init(&config.log_format, default)?;
         match cli.command {
             Command::Serve => crate::cmd::serve::run(config).await,
             Command::Demo(args) => crate::cmd::demo::run(config, args).await,

@@ -1,7 +1,9 @@
 //! One typed configuration, loaded once: defaults, then a TOML file (`--config`), then
 //! `CALLBRIDGE_*` environment variables (`workers` ← `CALLBRIDGE_WORKERS`). A bad value stops
-//! the process with a message naming the setting. Secrets are `SecretString`s and are never
-//! printed.
+//! the process with a message naming the setting; so does an unknown key or `CALLBRIDGE_*`
+//! variable (with the nearest known name). Every number has a range that keeps callbridge's
+//! guarantees. Secrets are `SecretString`s and are never printed; a database URL is shown
+//! without its password ([`redact_url`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -63,6 +65,9 @@ pub struct Config {
     /// account by another page of its docs); lower it when other integrations on the
     /// account search too.
     pub hubspot_search_per_second: u32,
+    /// How long a shutdown (SIGTERM, SIGINT) lets requests and jobs in flight finish before
+    /// the rest are handed back to the queue.
+    pub shutdown_grace_secs: u64,
     /// `text` or `json`.
     pub log_format: String,
 }
@@ -92,13 +97,14 @@ impl Default for Config {
             batch_max: 1000,
             hubspot_retry_secs: 45,
             hubspot_search_per_second: 5,
+            shutdown_grace_secs: 10,
             log_format: "text".into(),
         }
     }
 }
 
 /// Settings that take whole numbers (environment values are text).
-const NUMERIC: [&str; 9] = [
+const NUMERIC: [&str; 10] = [
     "workers",
     "max_attempts",
     "retry_base_ms",
@@ -108,6 +114,7 @@ const NUMERIC: [&str; 9] = [
     "batch_max",
     "hubspot_retry_secs",
     "hubspot_search_per_second",
+    "shutdown_grace_secs",
 ];
 /// Settings that take text.
 const TEXT: [&str; 14] = [
@@ -127,13 +134,56 @@ const TEXT: [&str; 14] = [
     "log_format",
 ];
 
+/// `CALLBRIDGE_*` variables that are not settings: the log filter, and the test and sandbox
+/// harnesses' own.
+const OTHER_VARIABLES: [&str; 3] = ["CALLBRIDGE_LOG", "CALLBRIDGE_TEST_DATABASE_URL", "CALLBRIDGE_SANDBOX_TOKEN"];
+
+/// The known name nearest to an unknown one, when it is near enough to be a typo.
+fn nearest<'a>(unknown: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .map(|k| (strsim::jaro_winkler(&unknown.to_ascii_lowercase(), &k.to_ascii_lowercase()), k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+fn did_you_mean(unknown: &str, known: impl Iterator<Item = String>) -> String {
+    let known: Vec<String> = known.collect();
+    match nearest(unknown, known.iter().map(String::as_str)) {
+        Some(k) => format!(" (did you mean `{k}`?)"),
+        None => String::new(),
+    }
+}
+
+/// A database URL fit for messages: the password, if any, replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or("");
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
 impl Config {
     /// Loads defaults, the file if given, then the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-        Config::load_from(file, |k| std::env::var(k).ok())
+        let vars = std::env::vars().filter(|(k, _)| k.starts_with("CALLBRIDGE_")).collect();
+        Config::load_from(file, &vars)
     }
 
-    pub fn load_from(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+    /// Loads defaults, the file if given, then `vars` (the `CALLBRIDGE_*` environment).
+    pub fn load_from(file: Option<&Path>, vars: &std::collections::HashMap<String, String>) -> anyhow::Result<Config> {
+        let env = |k: &str| vars.get(k).cloned();
+        let var_name = |k: &str| format!("CALLBRIDGE_{}", k.to_ascii_uppercase());
+        for name in vars.keys().filter(|k| k.starts_with("CALLBRIDGE_") && !OTHER_VARIABLES.contains(&k.as_str())) {
+            if !TEXT.iter().chain(&NUMERIC).any(|k| var_name(k) == *name) {
+                let hint = did_you_mean(name, TEXT.iter().chain(&NUMERIC).map(|k| var_name(k)));
+                bail!("unknown environment variable `{name}`{hint}");
+            }
+        }
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -154,6 +204,10 @@ impl Config {
                 toml::Value::String(value)
             };
             table.insert(key.to_string(), value);
+        }
+        if let Some(unknown) = table.keys().find(|k| !TEXT.contains(&k.as_str()) && !NUMERIC.contains(&k.as_str())) {
+            let hint = did_you_mean(unknown, TEXT.iter().chain(&NUMERIC).map(|k| k.to_string()));
+            bail!("unknown setting `{unknown}` in the config file{hint}");
         }
         let config: Config = match toml::Value::Table(table.clone()).try_into() {
             Ok(c) => c,
@@ -184,7 +238,10 @@ impl Config {
             .map_err(|_| bad("listen", format!("{:?} is not an address like 127.0.0.1:8080", self.listen)))?;
         let scheme_ok = ["sqlite:", "postgres://", "postgresql://"].iter().any(|s| self.database_url.starts_with(s));
         if !scheme_ok {
-            return Err(bad("database_url", "use sqlite://PATH or postgres://USER@HOST/DB".into()));
+            return Err(bad(
+                "database_url",
+                format!("{}: use sqlite://PATH or postgres://USER@HOST/DB", redact_url(&self.database_url)),
+            ));
         }
         if !(self.hubspot_base_url.starts_with("http://") || self.hubspot_base_url.starts_with("https://")) {
             return Err(bad("hubspot_base_url", format!("{:?} is not an http(s) URL", self.hubspot_base_url)));
@@ -210,12 +267,27 @@ impl Config {
         if !(1..=5).contains(&self.hubspot_search_per_second) {
             return Err(bad("hubspot_search_per_second", "HubSpot allows 1 to 5 searches per second".into()));
         }
-        if self.max_attempts == 0 {
-            return Err(bad("max_attempts", "must be at least 1".into()));
-        }
-        if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
-            return Err(bad("retry_base_ms", "must be positive and at most retry_max_ms".into()));
-        }
+        // Ranges that keep the guarantees: a lease long enough to be renewed (every third of
+        // it) before it runs out, retries that end, backoffs that neither spin nor stall.
+        let range = |key: &str, value: u64, min: u64, max: u64, why: &str| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(bad(key, format!("{value} is outside {min}..={max}: {why}")))
+            }
+        };
+        range(
+            "lease_secs",
+            self.lease_secs,
+            2,
+            3600,
+            "a lease is renewed every third of it, so it must outlive a renewal round trip",
+        )?;
+        range("max_attempts", self.max_attempts.into(), 1, 100, "a job must be tried at least once, and end")?;
+        range("retry_base_ms", self.retry_base_ms, 10, 600_000, "the first retry waits 10 ms to 10 minutes")?;
+        range("retry_max_ms", self.retry_max_ms, self.retry_base_ms, 86_400_000, "from retry_base_ms to a day")?;
+        range("shutdown_grace_secs", self.shutdown_grace_secs, 0, 600, "a shutdown must end")?;
+        range("hubspot_retry_secs", self.hubspot_retry_secs, 1, 3600, "one request is retried for at most an hour")?;
         if !matches!(self.vapi_auth.as_str(), "secret" | "hmac") {
             return Err(bad("vapi_auth", format!("{:?}: use secret or hmac", self.vapi_auth)));
         }
@@ -256,7 +328,7 @@ mod tests {
             std::fs::write(&dir, text).unwrap();
             dir.clone()
         });
-        let result = Config::load_from(path.as_deref(), |k| env.get(k).cloned());
+        let result = Config::load_from(path.as_deref(), &env);
         let _ = std::fs::remove_file(&dir);
         result
     }
@@ -287,5 +359,37 @@ mod tests {
     fn secrets_do_not_show_in_debug_output() {
         let c = load(&[("CALLBRIDGE_HUBSPOT_TOKEN", "pat-na1-very-secret")], None).unwrap();
         assert!(!format!("{c:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn settings_that_would_break_guarantees_are_refused_by_name() {
+        for (var, value, key) in [
+            ("CALLBRIDGE_LEASE_SECS", "0", "`lease_secs`"),
+            ("CALLBRIDGE_MAX_ATTEMPTS", "0", "`max_attempts`"),
+            ("CALLBRIDGE_RETRY_BASE_MS", "0", "`retry_base_ms`"),
+            ("CALLBRIDGE_HUBSPOT_RETRY_SECS", "0", "`hubspot_retry_secs`"),
+            ("CALLBRIDGE_DEFAULT_REGION", "QQ", "`default_region`"),
+        ] {
+            let e = load(&[(var, value)], None).unwrap_err().to_string();
+            assert!(e.contains(key), "{var}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_variables_and_keys_are_named_with_the_nearest_setting() {
+        let e = load(&[("CALLBRIDGE_WORKER", "3")], None).unwrap_err().to_string();
+        assert!(e.contains("CALLBRIDGE_WORKER") && e.contains("did you mean `CALLBRIDGE_WORKERS`"), "{e}");
+        let e = load(&[], Some("lease_sec = 30\n")).unwrap_err().to_string();
+        assert!(e.contains("`lease_sec`") && e.contains("did you mean `lease_secs`"), "{e}");
+        assert!(load(&[("CALLBRIDGE_LOG", "debug"), ("CALLBRIDGE_TEST_DATABASE_URL", "x")], None).is_ok());
+    }
+
+    #[test]
+    fn database_urls_are_shown_without_their_password() {
+        assert_eq!(redact_url("postgres://app:hunter2@db.internal:5432/cb"), "postgres://app:***@db.internal:5432/cb");
+        assert_eq!(redact_url("postgres://app@db/cb"), "postgres://app@db/cb");
+        assert_eq!(redact_url("sqlite://callbridge.db"), "sqlite://callbridge.db");
+        let e = load(&[("CALLBRIDGE_DATABASE_URL", "mysql://root:hunter2@db/x")], None).unwrap_err().to_string();
+        assert!(!e.contains("hunter2") && e.contains("`database_url`"), "{e}");
     }
 }

@@ -19,7 +19,6 @@ use callbridge_store::{Failure, Job, Store, now_ms};
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::jobs::JobKind;
@@ -48,15 +47,33 @@ pub struct Worker {
     pub config: WorkerConfig,
     /// Woken when a job is enqueued.
     pub wake: Arc<Notify>,
+    /// Tells this worker's loops from another app's in the same process (tests, the demo).
+    pub instance: u64,
 }
 
 impl Worker {
-    /// Starts the loops on `tracker`; they stop when `shutdown` fires, after their current job.
-    pub fn start(self: Arc<Self>, tracker: &TaskTracker, shutdown: CancellationToken) {
-        for n in 0..self.config.workers {
-            let worker = self.clone();
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move { worker.run_loop(format!("worker-{n}-{}", std::process::id()), shutdown).await });
+    /// The names the loops claim jobs under (unique to this process).
+    pub fn names(&self) -> Vec<String> {
+        (0..self.config.workers).map(|n| format!("worker-{n}-{}-{}", std::process::id(), self.instance)).collect()
+    }
+
+    /// Starts the loops; they stop when `shutdown` fires, after their current round.
+    pub fn start(self: Arc<Self>, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        self.names()
+            .into_iter()
+            .map(|name| {
+                let (worker, shutdown) = (self.clone(), shutdown.clone());
+                tokio::spawn(async move { worker.run_loop(name, shutdown).await })
+            })
+            .collect()
+    }
+
+    /// Hands the jobs the loops still hold back to the queue (after they were stopped).
+    pub async fn release(&self) {
+        match self.store.release(&self.names()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "handed unfinished jobs back to the queue"),
+            Err(e) => tracing::error!(error = %e, "handing jobs back failed; their leases will expire"),
         }
     }
 

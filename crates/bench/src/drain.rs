@@ -115,7 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn drain(args: Args) -> anyhow::Result<()> {
     // `CALLBRIDGE_LOG=info` shows each batch with its phases.
-    callbridge::telemetry::init("text", "off");
+    callbridge::telemetry::init("text", "off")?;
     let spec =
         BurstSpec { existing_contacts: args.contacts, calls: args.calls, callers: args.callers, ..BurstSpec::full() };
     let b = Arc::new(burst(spec));

@@ -215,6 +215,10 @@ pub struct CallEvent {
     pub next_steps: Option<String>,
     /// A meeting the agent booked during the call, if the platform reported one.
     pub appointment: Option<String>,
+    /// The platform gave a caller number that is no number (`anonymous`, `Restricted`): the
+    /// call is attached by the caller's email instead.
+    #[serde(default)]
+    pub number_withheld: bool,
 }
 
 /// A booking from the generic webhook.

@@ -14,10 +14,15 @@ use serde::{Deserialize, Serialize};
 pub struct DefaultRegion(Region);
 
 impl DefaultRegion {
+    /// A region the phone library has numbering data for; any other code would make every
+    /// number typed without a country code unparseable.
     pub fn parse(code: &str) -> Result<DefaultRegion, String> {
-        Region::from_str(&code.to_ascii_uppercase())
-            .map(DefaultRegion)
-            .map_err(|_| format!("unknown region code {code:?}"))
+        let unknown = || format!("unknown region code {code:?}: use a two-letter country code such as US, GB or DE");
+        let region = Region::from_str(&code.to_ascii_uppercase()).map_err(|_| unknown())?;
+        if !rlibphonenumber::PHONE_NUMBER_UTIL.get_supported_regions().any(|r| r == region) {
+            return Err(unknown());
+        }
+        Ok(DefaultRegion(region))
     }
 }
 
@@ -125,6 +130,7 @@ mod tests {
         assert_eq!(us("+97233142764978"), Err(PhoneError::Invalid));
         assert_eq!(us("555-0100"), Err(PhoneError::Invalid));
         assert!(DefaultRegion::parse("Atlantis").is_err());
+        assert!(DefaultRegion::parse("QQ").is_err(), "a code the phone library has no numbering data for");
     }
 
     #[test]

@@ -234,6 +234,9 @@ pub fn call_properties(e: &CallEvent) -> Map<String, Value> {
     if let Some(a) = &e.appointment {
         section("Appointment", a);
     }
+    if e.number_withheld {
+        section("Caller's number", "withheld");
+    }
     if let Some(n) = &e.next_steps {
         section("Next steps", n);
     }
@@ -530,6 +533,7 @@ mod tests {
             intent: Some(Intent::Book),
             next_steps: None,
             appointment: None,
+            number_withheld: false,
         }
     }
 

@@ -6,10 +6,10 @@
 
 use callbridge_domain::plan::transcript_excerpt;
 use callbridge_domain::{
-    CallEvent, CallStage, Caller, Direction, IdempotencyKey, Intent, Sentiment, Source, sentiment,
+    CallEvent, CallStage, Caller, Direction, Event, IdempotencyKey, Intent, Sentiment, Source, sentiment,
 };
 
-use crate::Fields;
+use crate::{Fields, Parsed};
 
 /// Characters of transcript the canonical event keeps (the raw body keeps all).
 pub const TRANSCRIPT_KEPT: usize = 1200;
@@ -40,27 +40,23 @@ pub struct CallFacts {
     pub caller_turns: String,
     pub next_steps: Option<String>,
     pub appointment: Option<String>,
+    /// The payload's caller number was no usable number.
+    pub number_withheld: bool,
 }
 
 impl CallFacts {
-    /// The canonical event and its idempotency key (`platform:call id:event`), or every problem
-    /// found. `caller_field` names where the caller's number was looked for, for the error when
-    /// the call has neither a phone nor an email.
-    pub fn finish(
-        self,
-        mut f: Fields,
-        source: Source,
-        stage: CallStage,
-        event: &str,
-        caller_field: &str,
-    ) -> Result<(CallEvent, IdempotencyKey), Fields> {
-        if self.caller.phone.is_none() && self.caller.email.is_none() && f.is_empty() {
-            f.error(caller_field, "no caller phone or email to attach the call to");
-        }
+    /// The canonical event under its idempotency key (`platform:call id:event`), or every
+    /// problem found. A call with neither a usable phone nor an email cannot be attached to a
+    /// contact: it is kept and listed ([`Parsed::Unattached`]), never refused or dropped.
+    pub fn finish(self, f: Fields, source: Source, stage: CallStage, event: &str) -> Result<Parsed, Fields> {
         if !f.is_empty() {
             return Err(f);
         }
         let (Some(call_id), Some(occurred_at_ms)) = (self.call_id, self.occurred_at_ms) else { return Err(f) };
+        let key = IdempotencyKey::event(source.as_str(), &call_id, event);
+        if self.caller.phone.is_none() && self.caller.email.is_none() {
+            return Ok(Parsed::Unattached(key));
+        }
         let transcript = self.transcript.map(|t| transcript_excerpt(&t, TRANSCRIPT_KEPT));
         let (sentiment, intent) = read_caller(
             self.sentiment,
@@ -69,7 +65,6 @@ impl CallFacts {
             transcript.as_deref(),
             self.summary.as_deref(),
         );
-        let key = IdempotencyKey::event(source.as_str(), &call_id, event);
         let event = CallEvent {
             source,
             call_id,
@@ -89,8 +84,9 @@ impl CallFacts {
             intent,
             next_steps: self.next_steps,
             appointment: self.appointment,
+            number_withheld: self.number_withheld,
         };
-        Ok((event, key))
+        Ok(Parsed::Event(Box::new(Event::Call(event)), key))
     }
 }
 

@@ -5,14 +5,14 @@
 //! recorded without a job; other types are acknowledged and ignored.
 
 use callbridge_domain::event::CallStage;
-use callbridge_domain::{DefaultRegion, Email, Event, IdempotencyKey, Sentiment, Source};
+use callbridge_domain::{DefaultRegion, Email, IdempotencyKey, Sentiment, Source};
 use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use crate::call::CallFacts;
 use crate::credential::{Unauthorized, configured, header};
-use crate::{Fields, Parsed, Platform};
+use crate::{CallerNumber, Fields, Parsed, Platform, Unit};
 
 /// ElevenLabs' post-call webhook, as configured.
 #[derive(Clone)]
@@ -80,7 +80,9 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
                 "data.conversation_initiation_client_data.dynamic_variables.system__caller_id",
             )
         });
-    let phone = f.phone(number, "data.metadata.phone_call.external_number", region);
+    let number = CallerNumber::read(number, region);
+    facts.number_withheld = number == CallerNumber::Withheld;
+    let phone = number.phone();
     facts.our_number = f.string(data, "metadata.phone_call.agent_number", "data.metadata.phone_call.agent_number");
     let collected = |f: &mut Fields, keys: &[&str]| -> Option<String> {
         keys.iter().find_map(|k| {
@@ -91,13 +93,11 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
     let email = collected(&mut f, &["caller_email", "email"]).and_then(|e| Email::parse(&e).ok());
     let name = collected(&mut f, &["caller_name", "name"]);
     facts.caller = crate::call::caller(phone, email, name);
-    let start = f
-        .number(data, "metadata.start_time_unix_secs", "data.metadata.start_time_unix_secs")
-        .map(|s| (s * 1000.0) as i64);
+    let start = f.instant(data, "metadata.start_time_unix_secs", "data.metadata.start_time_unix_secs", Unit::Seconds);
     facts.started_at_ms = start;
     let duration_ms =
-        f.number(data, "metadata.call_duration_secs", "data.metadata.call_duration_secs").map(|s| (s * 1000.0) as i64);
-    let event_ts = f.number(body, "event_timestamp", "event_timestamp").map(|s| (s * 1000.0) as i64);
+        f.duration(data, "metadata.call_duration_secs", "data.metadata.call_duration_secs", Unit::Seconds);
+    let event_ts = f.instant(body, "event_timestamp", "event_timestamp", Unit::Seconds);
     facts.duration_ms = duration_ms;
     facts.occurred_at_ms = match (start, duration_ms) {
         (Some(s), Some(d)) => Some(s + d),
@@ -149,7 +149,5 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
     facts.next_steps = collected(&mut f, &["next_steps"]);
     facts.appointment = collected(&mut f, &["appointment", "appointment_start"]);
     facts.ended_reason = f.string(data, "metadata.termination_reason", "data.metadata.termination_reason");
-    let (call, key) =
-        facts.finish(f, Source::ElevenLabs, CallStage::Analyzed, &kind, "data.metadata.phone_call.external_number")?;
-    Ok(Parsed::Event(Box::new(Event::Call(call)), key))
+    facts.finish(f, Source::ElevenLabs, CallStage::Analyzed, &kind)
 }

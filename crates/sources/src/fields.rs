@@ -1,9 +1,67 @@
 //! Reading a payload field by field: every problem is named by its field and reported at once.
 //! Unknown fields are ignored; a field callbridge reads that has the wrong type is an error.
 
+use callbridge_domain::time::parse_iso_with_offset;
 use callbridge_domain::{DefaultRegion, PhoneE164};
 use serde::Serialize;
 use serde_json::Value;
+
+/// The instants a call can have, in epoch milliseconds: 2000-01-01 to 2100-01-01. Anything
+/// outside is a sender's bug (a unit mix-up, `1e300`), refused rather than dated 1970.
+const EARLIEST_MS: i64 = 946_684_800_000;
+const LATEST_MS: i64 = 4_102_444_800_000;
+/// The longest call callbridge believes: 31 days.
+const LONGEST_MS: i64 = 31 * 24 * 3_600_000;
+
+/// The unit a platform gives times and durations in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Seconds,
+    Milliseconds,
+}
+
+impl Unit {
+    fn ms(self) -> f64 {
+        match self {
+            Unit::Seconds => 1000.0,
+            Unit::Milliseconds => 1.0,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Seconds => "epoch seconds",
+            Unit::Milliseconds => "epoch milliseconds",
+        }
+    }
+}
+
+/// What a payload says of the caller's number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerNumber {
+    /// The payload gives none.
+    Absent,
+    Known(PhoneE164),
+    /// The payload gives something that is not a usable number (`anonymous`, `Restricted`,
+    /// garbage): the caller withheld it, or the carrier did.
+    Withheld,
+}
+
+impl CallerNumber {
+    pub fn read(raw: Option<String>, region: DefaultRegion) -> CallerNumber {
+        match raw.map(|r| PhoneE164::parse(&r, region)) {
+            None => CallerNumber::Absent,
+            Some(Ok(p)) => CallerNumber::Known(p),
+            Some(Err(_)) => CallerNumber::Withheld,
+        }
+    }
+
+    pub fn phone(&self) -> Option<PhoneE164> {
+        match self {
+            CallerNumber::Known(p) => Some(p.clone()),
+            _ => None,
+        }
+    }
+}
 
 /// One problem with one field of a payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,16 +98,58 @@ impl Fields {
         }
     }
 
-    /// An optional number (JSON number, or a string holding one).
+    /// An optional finite number (JSON number, or a string holding one); `inf`, `NaN` and
+    /// anything else are errors.
     pub fn number(&mut self, root: &Value, path: &str, name: &str) -> Option<f64> {
-        match Fields::at(root, path) {
-            None => None,
+        let n = match Fields::at(root, path) {
+            None => return None,
             Some(Value::Number(n)) => n.as_f64(),
-            Some(Value::String(s)) if s.trim().parse::<f64>().is_ok() => s.trim().parse().ok(),
-            Some(_) => {
-                self.error(name, "must be a number");
+            Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+            Some(_) => None,
+        };
+        match n.filter(|n| n.is_finite()) {
+            Some(n) => Some(n),
+            None => {
+                self.error(name, "must be a finite number");
                 None
             }
+        }
+    }
+
+    /// An optional instant given as a number in `unit`, in epoch milliseconds; one outside
+    /// 2000–2100 is an error.
+    pub fn instant(&mut self, root: &Value, path: &str, name: &str, unit: Unit) -> Option<i64> {
+        let ms = self.number(root, path, name)? * unit.ms();
+        if (EARLIEST_MS as f64..=LATEST_MS as f64).contains(&ms) {
+            Some(ms as i64)
+        } else {
+            self.error(name, format!("must be a time between 2000 and 2100 in {}", unit.name()));
+            None
+        }
+    }
+
+    /// An optional ISO-8601 date-time with an offset (at most ±18:00), in epoch milliseconds;
+    /// one outside 2000–2100 is an error.
+    pub fn iso_instant(&mut self, root: &Value, path: &str, name: &str) -> Option<i64> {
+        let text = self.string(root, path, name)?;
+        match parse_iso_with_offset(&text).filter(|ms| (EARLIEST_MS..=LATEST_MS).contains(ms)) {
+            Some(ms) => Some(ms),
+            None => {
+                self.error(name, "must be an ISO-8601 date-time with an offset, between 2000 and 2100");
+                None
+            }
+        }
+    }
+
+    /// An optional duration given as a number in `unit`, in milliseconds; a negative one or
+    /// one over 31 days is an error.
+    pub fn duration(&mut self, root: &Value, path: &str, name: &str, unit: Unit) -> Option<i64> {
+        let ms = self.number(root, path, name)? * unit.ms();
+        if (0.0..=LONGEST_MS as f64).contains(&ms) {
+            Some(ms as i64)
+        } else {
+            self.error(name, "must be a duration between 0 and 31 days");
+            None
         }
     }
 
@@ -77,15 +177,38 @@ impl Fields {
     }
 }
 
-impl Fields {
-    /// A phone number the payload gives; one that is not a phone is an error on `field`.
-    pub fn phone(&mut self, raw: Option<String>, field: &str, region: DefaultRegion) -> Option<PhoneE164> {
-        match PhoneE164::parse(&raw?, region) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                self.error(field, e.to_string());
-                None
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_must_be_finite_and_times_and_durations_plausible() {
+        let body = json!({"inf": "inf", "nan": "NaN", "huge": 1e300, "ms": 1_767_708_329_771_i64, "s": 1_767_708_329,
+            "neg": -5, "long": 86_400_000_000_i64, "text": "12.5", "zone": "2026-01-06T14:02:11+19:00"});
+        let mut f = Fields::default();
+        assert_eq!(f.number(&body, "text", "text"), Some(12.5));
+        assert_eq!(f.instant(&body, "ms", "ms", Unit::Milliseconds), Some(1_767_708_329_771));
+        assert_eq!(f.instant(&body, "s", "s", Unit::Seconds), Some(1_767_708_329_000));
+        assert!(f.is_empty());
+        assert_eq!(f.number(&body, "inf", "inf"), None);
+        assert_eq!(f.number(&body, "nan", "nan"), None);
+        assert_eq!(f.instant(&body, "huge", "huge", Unit::Milliseconds), None);
+        assert_eq!(f.instant(&body, "s", "s-as-ms", Unit::Milliseconds), None, "seconds mistaken for milliseconds");
+        assert_eq!(f.duration(&body, "neg", "neg", Unit::Milliseconds), None);
+        assert_eq!(f.duration(&body, "long", "long", Unit::Milliseconds), None);
+        assert_eq!(f.iso_instant(&body, "zone", "zone"), None, "an offset past 18 hours");
+        let named: Vec<&str> = f.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(named, ["inf", "nan", "huge", "s-as-ms", "neg", "long", "zone"]);
+    }
+
+    #[test]
+    fn an_unusable_caller_number_is_withheld_not_an_error() {
+        let region = DefaultRegion::default();
+        assert_eq!(CallerNumber::read(None, region), CallerNumber::Absent);
+        for raw in ["anonymous", "Restricted", "unknown", "+266696687", "12"] {
+            assert_eq!(CallerNumber::read(Some(raw.into()), region), CallerNumber::Withheld, "{raw}");
         }
+        assert!(CallerNumber::read(Some("(415) 555-0100".into()), region).phone().is_some());
     }
 }

@@ -29,7 +29,7 @@ use serde_json::Value;
 
 pub use credential::Unauthorized;
 pub use elevenlabs::ElevenLabs;
-pub use fields::{FieldError, Fields};
+pub use fields::{CallerNumber, FieldError, Fields, Unit};
 pub use generic::Generic;
 pub use retell::Retell;
 pub use vapi::Vapi;
@@ -42,6 +42,9 @@ pub enum Parsed {
     /// A delivery to keep without work; `kept` replaces the raw body when that is large and
     /// of no use (audio), else the body is kept as received.
     Record { key: IdempotencyKey, kept: Option<Value> },
+    /// A call with nothing to attach it to in HubSpot (no usable phone, no email): kept and
+    /// listed as recorded, not synced.
+    Unattached(IdempotencyKey),
     /// Acknowledged and not stored: the message's type.
     Ignored(String),
 }

@@ -3,14 +3,14 @@
 //! ignored. The caller is `from_number` on inbound calls and `to_number` on outbound ones.
 
 use callbridge_domain::event::CallStage;
-use callbridge_domain::{DefaultRegion, Email, Event, Sentiment, Source};
+use callbridge_domain::{DefaultRegion, Email, Sentiment, Source};
 use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::call::CallFacts;
 use crate::credential::{Unauthorized, configured, header};
-use crate::{Fields, Parsed, Platform};
+use crate::{CallerNumber, Fields, Parsed, Platform, Unit};
 
 /// Retell's webhook, as configured.
 #[derive(Clone)]
@@ -59,7 +59,9 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
     let (caller_field, ours_field) =
         if facts.outbound { ("to_number", "from_number") } else { ("from_number", "to_number") };
     let number = f.string(call, caller_field, &format!("call.{caller_field}"));
-    let phone = f.phone(number, &format!("call.{caller_field}"), region);
+    let number = CallerNumber::read(number, region);
+    facts.number_withheld = number == CallerNumber::Withheld;
+    let phone = number.phone();
     facts.our_number = f.string(call, ours_field, &format!("call.{ours_field}"));
     // What the agent collected: analysis data first, then dynamic variables.
     let sources = ["call_analysis.custom_analysis_data", "collected_dynamic_variables", "retell_llm_dynamic_variables"];
@@ -77,13 +79,14 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
     let email = lookup(&mut f, &["email", "caller_email", "customer_email"]).and_then(|e| Email::parse(&e).ok());
     let name = lookup(&mut f, &["name", "caller_name", "customer_name"]);
     facts.caller = crate::call::caller(phone, email, name);
-    let start = f.number(call, "start_timestamp", "call.start_timestamp").map(|t| t as i64);
-    let end = f.number(call, "end_timestamp", "call.end_timestamp").map(|t| t as i64);
+    let start = f.instant(call, "start_timestamp", "call.start_timestamp", Unit::Milliseconds);
+    let end = f.instant(call, "end_timestamp", "call.end_timestamp", Unit::Milliseconds);
     facts.started_at_ms = start;
-    facts.duration_ms = f.number(call, "duration_ms", "call.duration_ms").map(|d| d as i64).or(match (start, end) {
-        (Some(s), Some(e)) if e >= s => Some(e - s),
-        _ => None,
-    });
+    facts.duration_ms =
+        f.duration(call, "duration_ms", "call.duration_ms", Unit::Milliseconds).or(match (start, end) {
+            (Some(s), Some(e)) if e >= s => Some(e - s),
+            _ => None,
+        });
     facts.occurred_at_ms = end.or(start);
     if facts.occurred_at_ms.is_none() && f.is_empty() {
         f.error("call.start_timestamp", "the call has no start or end time");
@@ -118,6 +121,5 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
     facts.stated_intent = lookup(&mut f, &["intent"]);
     facts.next_steps = lookup(&mut f, &["next_steps"]);
     facts.appointment = lookup(&mut f, &["appointment", "appointment_start"]);
-    let (call, key) = facts.finish(f, Source::Retell, stage, &event, &format!("call.{caller_field}"))?;
-    Ok(Parsed::Event(Box::new(Event::Call(call)), key))
+    facts.finish(f, Source::Retell, stage, &event)
 }

@@ -3,15 +3,14 @@
 //! assistants, the legacy top-level fields (`transcript`, `recordingUrl`, `summary`). Other
 //! message types are acknowledged and ignored.
 
-use callbridge_domain::time::parse_iso_with_offset;
-use callbridge_domain::{CallStage, DefaultRegion, Email, Event, Sentiment, Source};
+use callbridge_domain::{CallStage, DefaultRegion, Email, Sentiment, Source};
 use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::call::CallFacts;
 use crate::credential::{Unauthorized, check_shared_secret, header};
-use crate::{Fields, Parsed, Platform};
+use crate::{CallerNumber, Fields, Parsed, Platform, Unit};
 
 /// Vapi's webhook, as configured.
 #[derive(Clone)]
@@ -66,7 +65,9 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
     let number = f
         .string(m, "call.customer.number", "message.call.customer.number")
         .or_else(|| f.string(m, "customer.number", "message.customer.number"));
-    let phone = f.phone(number, "message.call.customer.number", region);
+    let number = CallerNumber::read(number, region);
+    facts.number_withheld = number == CallerNumber::Withheld;
+    let phone = number.phone();
     let data = Fields::at(m, "analysis.structuredData").filter(|d| d.is_object()).cloned().unwrap_or(Value::Null);
     let raw_email = f
         .string(m, "call.customer.email", "message.call.customer.email")
@@ -81,24 +82,17 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
         .or_else(|| f.string(&data, "name", "message.analysis.structuredData.name"));
     facts.caller = crate::call::caller(phone, email, name);
 
-    let time = |f: &mut Fields, path: &str, name: &str| -> Option<i64> {
-        f.string(m, path, name).and_then(|s| match parse_iso_with_offset(&s) {
-            Some(ms) => Some(ms),
-            None => {
-                f.error(name, "must be an ISO-8601 date-time");
-                None
-            }
-        })
-    };
-    let started = time(&mut f, "startedAt", "message.startedAt")
-        .or_else(|| time(&mut f, "call.startedAt", "message.call.startedAt"));
-    let ended =
-        time(&mut f, "endedAt", "message.endedAt").or_else(|| time(&mut f, "call.endedAt", "message.call.endedAt"));
-    let timestamp = f.number(m, "timestamp", "message.timestamp").map(|t| t as i64);
+    let started = f
+        .iso_instant(m, "startedAt", "message.startedAt")
+        .or_else(|| f.iso_instant(m, "call.startedAt", "message.call.startedAt"));
+    let ended = f
+        .iso_instant(m, "endedAt", "message.endedAt")
+        .or_else(|| f.iso_instant(m, "call.endedAt", "message.call.endedAt"));
+    let timestamp = f.instant(m, "timestamp", "message.timestamp", Unit::Milliseconds);
     facts.started_at_ms = started;
     facts.duration_ms = match (started, ended) {
         (Some(s), Some(e)) if e >= s => Some(e - s),
-        _ => f.number(m, "durationSeconds", "message.durationSeconds").map(|s| (s * 1000.0) as i64),
+        _ => f.duration(m, "durationSeconds", "message.durationSeconds", Unit::Seconds),
     };
     facts.occurred_at_ms = ended.or(started).or(timestamp);
     if facts.occurred_at_ms.is_none() && f.is_empty() {
@@ -151,9 +145,7 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
         .or_else(|| f.string(&data, "appointment", "message.analysis.structuredData.appointment"));
 
     // The end-of-call report is Vapi's last word on a call, analysis included.
-    let (event, key) =
-        facts.finish(f, Source::Vapi, CallStage::Analyzed, "end-of-call-report", "message.call.customer.number")?;
-    Ok(Parsed::Event(Box::new(Event::Call(event)), key))
+    facts.finish(f, Source::Vapi, CallStage::Analyzed, "end-of-call-report")
 }
 
 /// A string result of a structured output whose name mentions `word`.
@@ -172,7 +164,7 @@ fn structured_output(m: &Value, word: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use callbridge_domain::Intent;
+    use callbridge_domain::{Event, Intent};
     use serde_json::json;
 
     fn report() -> Value {

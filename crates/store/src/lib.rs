@@ -185,6 +185,10 @@ pub trait Queue: Send + Sync {
     async fn renew(&self, job_id: i64, worker: &str, lease: Duration) -> Result<bool> {
         Ok(!self.renew_many(&[job_id], worker, lease).await?.is_empty())
     }
+    /// Hands the running jobs these workers hold back to the queue at once (a graceful
+    /// shutdown): runnable now, not an attempt; their claim count stays, so the next run looks
+    /// up what this one may have written. Returns how many were handed back.
+    async fn release(&self, workers: &[String]) -> Result<u64>;
     /// Records what jobs of one portal wrote and marks them done, all in one transaction.
     async fn settle(&self, settlement: &Settlement) -> Result<()>;
     async fn fail(&self, job_id: i64, error: &str, failure: Failure) -> Result<()>;

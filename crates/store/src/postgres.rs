@@ -247,6 +247,22 @@ impl Queue for PgStore {
         .await?)
     }
 
+    async fn release(&self, workers: &[String]) -> Result<u64> {
+        let n = sqlx::query(
+            "UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, run_at = LEAST(run_at, $1), updated_at = $1
+             WHERE status = 'running' AND locked_by = ANY($2)",
+        )
+        .bind(now_ms())
+        .bind(workers)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&self.pool).await?;
+        }
+        Ok(n)
+    }
+
     async fn settle(&self, s: &Settlement) -> Result<()> {
         let mut tx = self.tx().await?;
         for r in &s.activities {

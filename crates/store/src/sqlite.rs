@@ -359,6 +359,22 @@ impl Queue for SqliteStore {
         Ok(held)
     }
 
+    async fn release(&self, workers: &[String]) -> Result<u64> {
+        let mut tx = self.write().await?;
+        let now = now_ms();
+        let n = sqlx::query(
+            "UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, run_at = MIN(run_at, ?1), updated_at = ?1
+             WHERE status = 'running' AND locked_by IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(now)
+        .bind(serde_json::to_string(workers).unwrap_or_default())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn settle(&self, s: &Settlement) -> Result<()> {
         let mut tx = self.write().await?;
         for r in &s.activities {

@@ -130,6 +130,25 @@ async fn an_expired_lease_makes_the_job_claimable_again() {
 }
 
 #[tokio::test]
+async fn released_jobs_are_claimable_at_once_and_know_they_ran_before() {
+    for (name, s) in backends().await {
+        s.ingest(delivery("k1", "c1")).await.unwrap();
+        s.ingest(delivery("k2", "c2")).await.unwrap();
+        let lease = Duration::from_secs(600);
+        let mine = s.claim_many("w-1", lease, 10).await.unwrap();
+        assert_eq!(mine.len(), 2, "{name}");
+        assert_eq!(s.release(&["w-0".into()]).await.unwrap(), 0, "{name}: only the named workers' jobs");
+        assert_eq!(s.release(&["w-1".into()]).await.unwrap(), 2, "{name}");
+        let again = s.claim_many("w-2", lease, 10).await.unwrap();
+        assert_eq!(again.len(), 2, "{name}: claimable without waiting out the lease");
+        assert!(
+            again.iter().all(|j| j.claims == 2 && j.attempts == 0),
+            "{name}: not an attempt, but not the first run"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_renewed_lease_keeps_the_job_from_other_workers() {
     for (name, s) in backends().await {
         s.ingest(delivery("k", "c")).await.unwrap();

@@ -5,3 +5,38 @@ pub mod demo;
 pub mod replay;
 pub mod sandbox;
 pub mod serve;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use callbridge_store::Store;
+
+use crate::config::{Config, redact_url};
+
+/// How long opening the database may take before the command says where it could not reach.
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens the store for `serve` and `demo`, creating an SQLite file if there is none.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let url = redact_url(&config.database_url);
+    tokio::time::timeout(DATABASE_TIMEOUT, callbridge_store::open(&config.database_url))
+        .await
+        .map_err(|_| anyhow::anyhow!("the database {url} did not answer within {} s", DATABASE_TIMEOUT.as_secs()))?
+        .with_context(|| format!("opening the database {url}"))
+}
+
+/// Opens an existing store for the one-shot commands (`replay`, …): says which database it
+/// uses, and refuses to create an empty one (a mistyped path would look like an empty queue).
+pub async fn open_existing_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let url = &config.database_url;
+    eprintln!("database: {}", redact_url(url));
+    if let Some(path) = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p))
+        && !std::path::Path::new(path).exists()
+    {
+        anyhow::bail!(
+            "no database at {path}: `callbridge serve` creates it; check `database_url` (CALLBRIDGE_DATABASE_URL)"
+        );
+    }
+    open_store(config).await
+}

@@ -1,7 +1,5 @@
 //! `callbridge replay`: queue dead (or finished) events again, by id or all dead ones.
 
-use anyhow::Context;
-
 use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
@@ -15,9 +13,7 @@ pub struct Args {
 
 pub async fn run(config: Config, args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.dead || !args.ids.is_empty(), "name event ids to replay, or pass --dead");
-    let store = callbridge_store::open(&config.database_url)
-        .await
-        .with_context(|| format!("opening the database {}", config.database_url))?;
+    let store = super::open_existing_store(&config).await?;
     let mut ids = args.ids;
     if args.dead {
         ids.extend(store.events(Some("dead"), 100_000).await?.into_iter().map(|e| e.id));

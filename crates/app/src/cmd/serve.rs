@@ -11,9 +11,7 @@ use crate::config::Config;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let token = config.require_hubspot_token()?.clone();
-    let store = callbridge_store::open(&config.database_url)
-        .await
-        .with_context(|| format!("opening the database {}", config.database_url))?;
+    let store = super::open_store(&config).await?;
     let hubspot = Arc::new(hubspot_client_sharing(&config, Credentials::PrivateApp(token), &store));
     // Instances starting together set up properties one at a time (the later ones find
     // everything in place).
@@ -42,10 +40,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, workers = config.workers, "callbridge is serving");
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
+    let grace = config.shutdown_grace_secs;
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down: finishing requests and jobs in flight");
+        let name = terminated().await;
+        tracing::info!(signal = name, grace_secs = grace, "shutting down: finishing requests and jobs in flight");
         signal.cancel();
     });
     App::build(&config, store, hubspot).await.run(listener, shutdown).await
+}
+
+/// Waits for SIGTERM (what systemd, Docker and Kubernetes send) or SIGINT (Ctrl-C); returns
+/// which.
+async fn terminated() -> &'static str {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
 }

@@ -14,7 +14,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use callbridge_domain::{Event, IdempotencyKey, PortalId};
 use callbridge_sources::{Parsed, Platform};
-use callbridge_store::{NewDelivery, now_ms};
+use callbridge_store::{Ingested, NewDelivery, now_ms};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
@@ -60,10 +60,20 @@ async fn receive<P: Platform>(state: &AppState, delivery: Verified<P>) -> Result
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::field("body", format!("is not valid JSON ({e})")))?;
     match platform.parse(&headers, &value, state.region).map_err(|f| ApiError::InvalidPayload(f.errors))? {
-        Parsed::Event(event, key) => accept(state, P::NAME, key, &body, *event).await,
+        Parsed::Event(event, key) => Ok(acknowledge(accept(state, P::NAME, key, &body, *event).await?, None)),
         Parsed::Record { key, kept } => {
             let kept = kept.map(|v| Bytes::from(v.to_string())).unwrap_or(body);
-            record(state, P::NAME, key, &kept).await
+            Ok(acknowledge(record(state, P::NAME, key, &kept).await?, None))
+        }
+        // Nothing to attach it to in HubSpot: kept and listed (`/events?status=recorded`), so
+        // no call is lost silently; a retry by the sender would not help.
+        Parsed::Unattached(key) => {
+            tracing::warn!(
+                event.source = P::NAME,
+                "a call with no usable caller phone or email was recorded, not synced"
+            );
+            let ingested = record(state, P::NAME, key, &body).await?;
+            Ok(acknowledge(ingested, Some("no caller phone or email to attach the call to: kept, not synced")))
         }
         Parsed::Ignored(kind) => {
             state.metrics.ignored.fetch_add(1, Ordering::Relaxed);
@@ -88,7 +98,7 @@ async fn accept(
     key: IdempotencyKey,
     body: &Bytes,
     event: Event,
-) -> Result<Response, ApiError> {
+) -> Result<Ingested, ApiError> {
     let caller_key = event.caller().ordering_key().unwrap_or_else(|| key.to_string());
     let job = JobKind::for_event(event);
     let payload = job.payload().map_err(|e| {
@@ -109,7 +119,7 @@ async fn accept(
 }
 
 /// Keeps a delivery that needs no work (recorded, not queued).
-async fn record(state: &AppState, source: &str, key: IdempotencyKey, body: &Bytes) -> Result<Response, ApiError> {
+async fn record(state: &AppState, source: &str, key: IdempotencyKey, body: &Bytes) -> Result<Ingested, ApiError> {
     let delivery = NewDelivery {
         portal: PortalId::default(),
         source: source.to_string(),
@@ -123,7 +133,7 @@ async fn record(state: &AppState, source: &str, key: IdempotencyKey, body: &Byte
     store(state, source, delivery).await
 }
 
-async fn store(state: &AppState, source: &str, delivery: NewDelivery) -> Result<Response, ApiError> {
+async fn store(state: &AppState, source: &str, delivery: NewDelivery) -> Result<Ingested, ApiError> {
     let queued = delivery.job_kind.is_some();
     let ingested = state.store.ingest(delivery).await.map_err(|e| {
         tracing::error!(error = %e, "storing a delivery failed");
@@ -138,6 +148,20 @@ async fn store(state: &AppState, source: &str, delivery: NewDelivery) -> Result<
             state.wake.notify_one();
         }
     }
-    let status = if ingested.duplicate { "duplicate" } else { "accepted" };
-    Ok(Json(json!({"status": status, "event_id": ingested.inbox_id})).into_response())
+    Ok(ingested)
+}
+
+/// The 200 for a stored delivery: `accepted`, or `duplicate` when it was seen before;
+/// `recorded`, with the reason, when it is kept without work to do.
+fn acknowledge(ingested: Ingested, recorded: Option<&str>) -> Response {
+    let status = match (ingested.duplicate, recorded) {
+        (true, _) => "duplicate",
+        (false, Some(_)) => "recorded",
+        (false, None) => "accepted",
+    };
+    let mut answer = json!({"status": status, "event_id": ingested.inbox_id});
+    if let Some(reason) = recorded {
+        answer["reason"] = json!(reason);
+    }
+    Json(answer).into_response()
 }

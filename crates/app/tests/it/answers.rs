@@ -92,7 +92,7 @@ async fn webhook_answers_and_every_refusal_have_a_stable_shape() {
         ("generic_no_identity", app.booking(&json!({"firstname": "Nobody"})).await),
         (
             "vapi_bad_report",
-            app.vapi(&json!({"message": {"type": "end-of-call-report", "call": {"customer": {"number": "not a number"}}}}))
+            app.vapi(&json!({"message": {"type": "end-of-call-report", "call": {"customer": {"number": "not a number"}}, "timestamp": "inf"}}))
                 .await,
         ),
         ("vapi_no_message", app.vapi(&json!({"hello": "world"})).await),

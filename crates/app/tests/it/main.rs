@@ -8,3 +8,4 @@ mod platforms;
 mod restart;
 mod shared;
 mod upgrade;
+mod validation;

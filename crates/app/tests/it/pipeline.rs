@@ -132,8 +132,8 @@ async fn rejected_deliveries_leave_no_row_behind() {
         ),
         (
             "/webhooks/vapi",
-            r#"{"message": {"type": "end-of-call-report", "call": {"id": "c"}, "endedAt": "2026-01-06T14:05:29Z"}}"#,
-            "message.call.customer.number",
+            r#"{"message": {"type": "end-of-call-report", "call": {"id": "c", "customer": {"number": "+15715550143"}}, "endedAt": "2026-01-06T14:05:29+19:00"}}"#,
+            "message.endedAt",
         ),
         ("/webhooks/generic", r#"{"firstname": "No contact details"}"#, "email"),
         ("/webhooks/generic", r#"{"email": "x@example.com", "meeting_datetime": "Thursday 9am"}"#, "meeting_datetime"),

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-const RETELL_KEY: &str = "retell-test-key";
+pub(crate) const RETELL_KEY: &str = "retell-test-key";
 const ELEVEN_SECRET: &str = "wsec_test_eleven";
 
 fn fixture(path: &str) -> String {
@@ -21,7 +21,7 @@ fn now_ms() -> i64 {
     callbridge_store::now_ms()
 }
 
-async fn app() -> TestApp {
+pub(crate) async fn app() -> TestApp {
     TestApp::start_with(SandboxConfig::default(), |c| {
         c.retell_api_key = Some(secrecy::SecretString::from(RETELL_KEY));
         c.elevenlabs_secret = Some(secrecy::SecretString::from(ELEVEN_SECRET));
@@ -37,7 +37,7 @@ fn eleven_header(body: &str, t: i64, secret: &str) -> String {
     format!("t={t},v0={}", sign(secret, &[t.to_string().as_bytes(), b".", body.as_bytes()]))
 }
 
-async fn retell(app: &TestApp, body: &str) -> (u16, Value) {
+pub(crate) async fn retell(app: &TestApp, body: &str) -> (u16, Value) {
     let h = retell_header(body, now_ms(), RETELL_KEY);
     app.post("/webhooks/retell", None, &[("x-retell-signature", &h)], body).await
 }

@@ -1,5 +1,6 @@
-//! Crash safety: the `callbridge` binary killed with SIGKILL while jobs are queued, then
-//! started again on the same database, ends with every event written exactly once.
+//! Crash safety: the `callbridge` binary killed with SIGKILL while jobs are queued, or stopped
+//! with SIGTERM while jobs run, then started again on the same database, ends with every event
+//! written exactly once.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +15,13 @@ pub fn free_port() -> u16 {
 }
 
 pub fn spawn(sandbox_url: &str, token: &str, database_url: &str, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_callbridge"))
+    spawn_with(sandbox_url, token, database_url, port, &[])
+}
+
+/// `callbridge serve` on `port`, with `extra` settings over the test's.
+pub fn spawn_with(sandbox_url: &str, token: &str, database_url: &str, port: u16, extra: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_callbridge"));
+    command
         .arg("serve")
         .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
         .env("CALLBRIDGE_DATABASE_URL", database_url)
@@ -27,9 +34,11 @@ pub fn spawn(sandbox_url: &str, token: &str, database_url: &str, port: u16) -> C
         .env("CALLBRIDGE_WORKERS", "4")
         .env("CALLBRIDGE_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start callbridge")
+        .stderr(Stdio::null());
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    command.spawn().expect("start callbridge")
 }
 
 pub async fn wait_healthy(http: &reqwest::Client, base: &str) -> Value {
@@ -112,6 +121,80 @@ async fn a_process_killed_with_500_jobs_queued_ends_with_every_event_written_onc
         ids.dedup();
         assert_eq!(ids.len(), 500, "no call was written twice");
         assert_eq!(db.count(callbridge_sandbox::model::Kind::Contact), 100, "one contact per caller");
+    });
+    let _ = std::fs::remove_file(&db);
+}
+
+#[tokio::test]
+async fn sigterm_with_jobs_running_hands_them_back_and_a_restart_finishes_them_at_once_exactly_once() {
+    let sandbox = Sandbox::spawn(SandboxConfig {
+        tier: callbridge_sandbox::Tier::LimitIncrease,
+        faults: Faults { latency_ms: 150, ..Faults::default() },
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    sandbox.set_ten_second_max(Some(100_000));
+    let db = temp_db();
+    let url = database_url(&db).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    // Leases far longer than the test: only the hand-back can make the jobs runnable again.
+    let settings = [("CALLBRIDGE_LEASE_SECS", "600"), ("CALLBRIDGE_SHUTDOWN_GRACE_SECS", "1")];
+    let mut child = spawn_with(&sandbox.base_url(), sandbox.token(), &url, port, &settings);
+    wait_healthy(&http, &base).await;
+    for i in 0..200 {
+        let report = vapi_report(&format!("term-{i}"), &format!("+1415556{:04}", i), "2026-01-06T14:05:00Z");
+        let r = http.post(format!("{base}/webhooks/vapi")).header("x-vapi-secret", VAPI_SECRET).json(&report).send();
+        assert_eq!(r.await.unwrap().status(), 200);
+    }
+    let started = Instant::now();
+    loop {
+        let health = wait_healthy(&http, &base).await;
+        if health["jobs"]["running"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no job started: {health}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = Instant::now();
+    let term = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(term.success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(stopping.elapsed() < Duration::from_secs(20), "callbridge did not stop within its grace period");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "a graceful stop exits 0: {status:?}");
+    let store = callbridge_store::open(&url).await.unwrap();
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.running, 0, "every job held was handed back: {counts:?}");
+    assert!(counts.done < 200, "the stop came too late to test anything: {counts:?}");
+    drop(store);
+
+    let mut child = spawn_with(&sandbox.base_url(), sandbox.token(), &url, port, &settings);
+    let restarted = Instant::now();
+    loop {
+        let health = wait_healthy(&http, &base).await;
+        if health["jobs"]["done"] == 200 {
+            break;
+        }
+        assert!(restarted.elapsed() < Duration::from_secs(60), "not all jobs finished: {health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    sandbox.with_db(|db| {
+        let kind = callbridge_sandbox::model::Kind::Call;
+        let mut ids: Vec<String> =
+            db.live_records(kind).filter_map(|r| r.get("hs_call_external_id").map(String::from)).collect();
+        ids.sort();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!((n, ids.len()), (200, 200), "every call once");
     });
     let _ = std::fs::remove_file(&db);
 }
