@@ -52,8 +52,8 @@ pub struct Config {
     pub retry_max_ms: u64,
     /// How long a claimed job is held before another worker may take it.
     pub lease_secs: u64,
-    /// Jobs claimed at once from which a worker switches to batch endpoints; below it,
-    /// each job takes the single, lowest-latency path.
+    /// Jobs claimed at once from which a worker, before landing them, gathers what is still
+    /// arriving for a moment (fuller batches, fewer requests per event).
     pub batch_min: usize,
     /// Callers a worker claims at once at most (with up to as many more jobs queued behind
     /// them); batch requests still carry at most HubSpot's 100 inputs each.

@@ -4,11 +4,11 @@
 //! attempt or on an error retrying cannot fix. Several loops run concurrently; the queue keeps
 //! each caller's jobs in order and one at a time.
 //!
-//! Sync jobs go to their portal's sync engine in rounds. A loop claims up to `batch_max`
-//! callers' jobs at once. At `batch_min` jobs or more, work is piling up: the loop tops the
-//! claim up with what is still arriving and lands it as one round, through batch endpoints.
-//! Below it the queue is short: each caller's jobs form a round of their own, callers side by
-//! side, at the lowest latency. Jobs a round hands back run in rounds after it.
+//! Sync jobs go to their portal's sync engine in rounds: a claim is one round per portal (a
+//! lone job is a round of one; several callers share each request the round makes). A loop
+//! claims up to `batch_max` callers' jobs at once; at `batch_min` jobs or more work is piling
+//! up, and the loop first tops the claim up with what is still arriving, for fuller batches.
+//! Jobs a round hands back run in rounds after it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -82,13 +82,12 @@ impl Worker {
             let notified = self.wake.notified();
             match self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await {
                 Ok(mut jobs) if !jobs.is_empty() => {
-                    let burst = jobs.len() >= self.config.batch_min.max(2);
-                    if burst {
+                    if jobs.len() >= self.config.batch_min.max(2) {
                         self.top_up(&name, &mut jobs).await;
                     }
                     // The leases of every job held are renewed until they are all recorded.
                     let heartbeat = self.heartbeat(&name, jobs.iter().map(|j| j.id).collect());
-                    self.run(jobs, burst).await;
+                    self.run(jobs).await;
                     heartbeat.abort();
                     continue;
                 }
@@ -136,9 +135,9 @@ impl Worker {
         })
     }
 
-    /// Decodes claimed jobs and dispatches them: sync jobs to their portal's engine, in one
-    /// round per portal for a burst, else one round per caller.
-    async fn run(&self, jobs: Vec<Job>, burst: bool) {
+    /// Decodes claimed jobs and dispatches them: sync jobs to their portal's engine, one
+    /// round per portal.
+    async fn run(&self, jobs: Vec<Job>) {
         let held: HashMap<i64, Job> = jobs.iter().map(|j| (j.id, j.clone())).collect();
         let mut by_portal: BTreeMap<PortalId, Vec<SyncJob>> = BTreeMap::new();
         for job in jobs {
@@ -164,8 +163,7 @@ impl Worker {
                     }
                     return;
                 };
-                let rounds: Vec<Vec<SyncJob>> = if burst { vec![jobs] } else { by_caller(jobs) };
-                join_all(rounds.into_iter().map(|round| self.sync(&portal, round, held))).await;
+                self.sync(&portal, jobs, held).await;
             }
         }))
         .await;
@@ -242,18 +240,6 @@ impl Worker {
         let exp = self.config.retry_base.saturating_mul(1u32 << (attempt - 1).min(20)).min(self.config.retry_max);
         exp / 2 + exp.mul_f64(fastrand::f64() / 2.0)
     }
-}
-
-/// Each caller's jobs (in claim order) as a round of its own.
-fn by_caller(jobs: Vec<SyncJob>) -> Vec<Vec<SyncJob>> {
-    let mut rounds: Vec<Vec<SyncJob>> = Vec::new();
-    for job in jobs {
-        match rounds.iter_mut().find(|r| r[0].caller_key == job.caller_key) {
-            Some(r) => r.push(job),
-            None => rounds.push(vec![job]),
-        }
-    }
-    rounds
 }
 
 fn log_round(report: &RoundReport, started: std::time::Instant) {
