@@ -73,7 +73,8 @@ impl App {
             config.region(),
             config.hubspot_search_per_second as usize,
         );
-        App::with_portals(config, store, Portals::new([Portal { hubspot, engine }])).await
+        App::with_portals(config, store, Portals::new([Portal { hubspot, engine, readiness: Default::default() }]))
+            .await
     }
 
     pub async fn with_portals(config: &Config, store: Arc<dyn Store>, portals: Portals) -> App {
@@ -123,7 +124,21 @@ impl App {
     /// rest are stopped and every job still held goes back to the queue at once, so a restart
     /// (or another instance) resumes them without waiting out a lease.
     pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut loops = self.worker.clone().start(shutdown.clone());
+        // Each portal's setup runs in the background, retried until it succeeds: webhooks are
+        // acknowledged (and jobs wait) even while HubSpot is down or refuses the token.
+        let mut loops: Vec<tokio::task::JoinHandle<()>> = self
+            .state
+            .portals
+            .iter()
+            .map(|portal| {
+                let (portal, stop, store) = (portal.clone(), shutdown.clone(), self.state.store.clone());
+                tokio::spawn(async move {
+                    let (id, hubspot) = (portal.id().to_string(), portal.hubspot.as_ref());
+                    crate::readiness::prepare(id, hubspot, store.as_ref(), &portal.readiness, stop).await
+                })
+            })
+            .collect();
+        loops.extend(self.worker.clone().start(shutdown.clone()));
         let stop = shutdown.clone();
         let router = self.router();
         let mut server = tokio::spawn(async move {
@@ -144,6 +159,8 @@ impl App {
             server.abort();
         }
         if tokio::time::timeout_at(deadline, futures_util::future::join_all(loops.iter_mut())).await.is_err() {
+            // Those that finished have been awaited; stop the others and wait for them to end.
+            loops.retain(|l| !l.is_finished());
             for l in &loops {
                 l.abort();
             }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod jobs;
 pub mod portals;
 pub mod properties;
+pub mod readiness;
 pub mod sync;
 pub mod telemetry;
 pub mod tokens;

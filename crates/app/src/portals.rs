@@ -8,12 +8,15 @@ use std::sync::Arc;
 use callbridge_domain::PortalId;
 use callbridge_hubspot::HubSpotApi;
 
+use crate::readiness::Readiness;
 use crate::sync::Engine;
 
 /// One portal: its HubSpot client and the sync engine bound to it (which knows the portal's id).
 pub struct Portal {
     pub hubspot: Arc<dyn HubSpotApi>,
     pub engine: Engine,
+    /// Whether its token is accepted and its properties in place; its jobs wait until so.
+    pub readiness: Readiness,
 }
 
 impl Portal {

@@ -25,6 +25,9 @@ use crate::jobs::JobKind;
 use crate::portals::{Portal, Portals};
 use crate::sync::{RoundReport, SyncError, SyncJob};
 
+/// How long jobs of a portal that is not ready wait before they are looked at again.
+const NOT_READY_WAIT: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub workers: usize,
@@ -79,6 +82,14 @@ impl Worker {
 
     async fn run_loop(&self, name: String, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
+            // Nothing to claim for while no portal can take work (setup pending, token refused):
+            // claiming only to hand jobs back would load the database for nothing.
+            if !self.portals.iter().any(|p| p.readiness.is_ready()) {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(NOT_READY_WAIT / 5) => continue,
+                }
+            }
             let notified = self.wake.notified();
             match self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await {
                 Ok(mut jobs) if !jobs.is_empty() => {
@@ -163,6 +174,10 @@ impl Worker {
                     }
                     return;
                 };
+                if !portal.readiness.is_ready() {
+                    self.wait(&jobs.iter().map(|j| j.id).collect::<Vec<_>>()).await;
+                    return;
+                }
                 self.sync(&portal, jobs, held).await;
             }
         }))
@@ -185,8 +200,22 @@ impl Worker {
                     if let Err(e) = self.store.settle(landed).await {
                         tracing::error!(error = %e, "recording landed jobs failed; their leases will expire and they will run again");
                     }
+                    let mut unready = Vec::new();
                     for (id, e) in failed {
-                        self.fail(&held[id], e.clone()).await;
+                        match e {
+                            // Only setup can mend it: the portal stops taking work, the job waits.
+                            SyncError::Unready(why) => {
+                                portal.readiness.lose(portal.id().as_str(), why.clone());
+                                unready.push(*id);
+                            }
+                            e => self.fail(&held[id], e.clone()).await,
+                        }
+                    }
+                    if !unready.is_empty() {
+                        // The rest of this claim waits with them.
+                        unready.extend(next.iter().chain(alone).chain(rounds.iter().flatten()).map(|j| j.id));
+                        self.wait(&unready).await;
+                        return;
                     }
                     rounds.extend(alone.iter().cloned().map(|j| vec![j]));
                     if !next.is_empty() {
@@ -200,6 +229,14 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+
+    /// Puts jobs of a portal that is not ready back to wait: not an attempt, so nothing goes
+    /// dead while HubSpot is unreachable or the token is refused.
+    async fn wait(&self, ids: &[i64]) {
+        if let Err(e) = self.store.defer(ids, now_ms() + NOT_READY_WAIT.as_millis() as i64).await {
+            tracing::error!(error = %e, "handing jobs back failed; their leases will expire");
         }
     }
 

@@ -219,6 +219,22 @@ impl Sandbox {
         token
     }
 
+    /// Deactivates a token (as a portal admin can): every request with it gets 401 until
+    /// [`Sandbox::activate_token`].
+    pub fn deactivate_token(&self, token: &str) {
+        let mut auth = self.state.auth.lock();
+        if let Some(info) = auth.tokens.remove(token) {
+            auth.deactivated.insert(token.to_string(), info);
+        }
+    }
+
+    pub fn activate_token(&self, token: &str) {
+        let mut auth = self.state.auth.lock();
+        if let Some(info) = auth.deactivated.remove(token) {
+            auth.tokens.insert(token.to_string(), info);
+        }
+    }
+
     /// Makes an OAuth access token expire now.
     pub fn expire_token(&self, token: &str) {
         if let Some(t) = self.state.auth.lock().tokens.get_mut(token) {

@@ -188,6 +188,9 @@ pub struct AuthCode {
 #[derive(Debug, Default)]
 pub struct Auth {
     pub tokens: HashMap<String, TokenInfo>,
+    /// Tokens a portal admin deactivated (rotated, or the app uninstalled): HubSpot answers
+    /// 401 until they are active again.
+    pub deactivated: HashMap<String, TokenInfo>,
     pub refresh_tokens: HashMap<String, RefreshInfo>,
     pub codes: HashMap<String, AuthCode>,
     /// Set on request: the next access token issued lives this long.

@@ -1007,3 +1007,40 @@ async fn faults_outages_and_storms_answer_as_configured() {
     assert_eq!(api.get("/crm/v3/objects/contacts").await.status, StatusCode::OK);
     assert_eq!(api.sb.stats().total(), 1);
 }
+
+#[tokio::test]
+async fn control_inputs_out_of_range_are_400s_naming_the_field_and_the_sandbox_keeps_serving() {
+    let api = api().await;
+    let control = |path: &str| format!("{}/_sandbox/{path}", api.sb.base_url());
+    for (path, body, field) in [
+        ("outage", json!({"seconds": 1e300}), "seconds"),
+        ("outage", json!({"seconds": -1}), "seconds"),
+        ("storm", json!({"seconds": 1e300}), "seconds"),
+        ("oauth/next-ttl", json!({"seconds": 1e300}), "seconds"),
+    ] {
+        let r = api.http.post(control(path)).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path} {body}");
+        let answer: Value = r.json().await.unwrap();
+        assert!(answer["message"].as_str().unwrap().contains(field), "{path}: {answer}");
+    }
+    for (body, field) in [
+        (json!({"error_rate": 2.0}), "error_rate"),
+        (json!({"error_after_write_rate": -0.5}), "error_after_write_rate"),
+        (json!({"latency_ms": 10_000_000_000_u64}), "latency_ms"),
+    ] {
+        let r = api.http.put(control("faults")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+        let answer: Value = r.json().await.unwrap();
+        assert!(answer["message"].as_str().unwrap().contains(field), "{body}: {answer}");
+    }
+    assert_eq!(api.get("/crm/v3/objects/contacts").await.status, StatusCode::OK, "no fault was set, nothing broke");
+}
+
+#[tokio::test]
+async fn a_deactivated_token_gets_401_until_it_is_active_again() {
+    let api = api().await;
+    api.sb.deactivate_token(&api.token);
+    assert_error(&api.get("/crm/v3/objects/contacts").await, 401, "INVALID_AUTHENTICATION");
+    api.sb.activate_token(&api.token);
+    assert_eq!(api.get("/crm/v3/objects/contacts").await.status, StatusCode::OK);
+}

@@ -189,6 +189,9 @@ pub trait Queue: Send + Sync {
     /// shutdown): runnable now, not an attempt; their claim count stays, so the next run looks
     /// up what this one may have written. Returns how many were handed back.
     async fn release(&self, workers: &[String]) -> Result<u64>;
+    /// Puts claimed jobs back to wait until `run_at` without counting an attempt or a claim:
+    /// their portal cannot take work yet (setup pending, token refused).
+    async fn defer(&self, job_ids: &[i64], run_at: i64) -> Result<()>;
     /// Records what jobs of one portal wrote and marks them done, all in one transaction.
     async fn settle(&self, settlement: &Settlement) -> Result<()>;
     async fn fail(&self, job_id: i64, error: &str, failure: Failure) -> Result<()>;

@@ -263,6 +263,19 @@ impl Queue for PgStore {
         Ok(n)
     }
 
+    async fn defer(&self, job_ids: &[i64], run_at: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, run_at = $1, claims = GREATEST(claims - 1, 0), updated_at = $2
+             WHERE id = ANY($3) AND status = 'running'",
+        )
+        .bind(run_at)
+        .bind(now_ms())
+        .bind(job_ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn settle(&self, s: &Settlement) -> Result<()> {
         let mut tx = self.tx().await?;
         for r in &s.activities {

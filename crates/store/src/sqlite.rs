@@ -375,6 +375,21 @@ impl Queue for SqliteStore {
         Ok(n)
     }
 
+    async fn defer(&self, job_ids: &[i64], run_at: i64) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, run_at = ?1, claims = MAX(claims - 1, 0), updated_at = ?2
+             WHERE id IN (SELECT value FROM json_each(?3)) AND status = 'running'",
+        )
+        .bind(run_at)
+        .bind(now_ms())
+        .bind(serde_json::to_string(job_ids).unwrap_or_default())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn settle(&self, s: &Settlement) -> Result<()> {
         let mut tx = self.write().await?;
         for r in &s.activities {

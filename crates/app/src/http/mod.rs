@@ -91,9 +91,14 @@ pub fn router(state: AppState, sources: Sources) -> Router {
         .with_state(state)
 }
 
+/// Liveness (200 while the process serves) with readiness: each portal's, and `ready` when
+/// every portal can take work.
 async fn health(State(state): State<AppState>) -> Response {
+    let portals: Vec<_> =
+        state.portals.iter().map(|p| json!({"id": p.id(), "readiness": p.readiness.status()})).collect();
+    let ready = state.portals.iter().all(|p| p.readiness.is_ready());
     match state.store.counts().await {
-        Ok(c) => Json(json!({"status": "ok", "jobs": c})).into_response(),
+        Ok(c) => Json(json!({"status": "ok", "ready": ready, "portals": portals, "jobs": c})).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check cannot read the store");
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "degraded", "store": "unavailable"})))

@@ -37,8 +37,10 @@ type Planned = (usize, Map<String, Value>);
 pub(super) fn fail_request(works: &mut [Work], indices: &[usize], e: &HubSpotError) {
     for &i in indices {
         if works[i].open() {
-            works[i].state =
-                if e.is_transient() || indices.len() == 1 { State::Failed(e.clone().into()) } else { State::Alone };
+            works[i].state = match SyncError::from(e.clone()) {
+                SyncError::Permanent(_) if indices.len() > 1 => State::Alone,
+                error => State::Failed(error),
+            };
         }
     }
 }
@@ -46,7 +48,8 @@ pub(super) fn fail_request(works: &mut [Work], indices: &[usize], e: &HubSpotErr
 fn fail_item(work: &mut Work, e: &BatchItemError) {
     let message = format!("HubSpot rejected the input: {} ({})", e.category, e.message);
     work.state = State::Failed(match e.category.as_str() {
-        "VALIDATION_ERROR" | "INVALID_EMAIL" | "PROPERTY_DOESNT_EXIST" => SyncError::Permanent(message),
+        "PROPERTY_DOESNT_EXIST" => SyncError::Unready(message),
+        "VALIDATION_ERROR" | "INVALID_EMAIL" => SyncError::Permanent(message),
         _ => SyncError::Transient(message),
     });
 }

@@ -41,6 +41,10 @@ pub enum SyncError {
     Transient(String),
     #[error("{0}")]
     Permanent(String),
+    /// The portal cannot take work until setup mends it (a refused token, a missing
+    /// property): the job waits, and this is not an attempt.
+    #[error("{0}")]
+    Unready(String),
 }
 
 impl SyncError {
@@ -50,13 +54,23 @@ impl SyncError {
         match self {
             SyncError::Transient(_) => "transient",
             SyncError::Permanent(_) => "permanent",
+            SyncError::Unready(_) => "unready",
         }
     }
 }
 
 impl From<HubSpotError> for SyncError {
     fn from(e: HubSpotError) -> SyncError {
-        if e.is_transient() { SyncError::Transient(e.to_string()) } else { SyncError::Permanent(e.to_string()) }
+        let missing_property = matches!(&e, HubSpotError::Validation { properties, .. }
+            if properties.iter().any(|p| p.code == "PROPERTY_DOESNT_EXIST"));
+        match e {
+            HubSpotError::Unauthorized { .. } | HubSpotError::RefreshRejected { .. } => {
+                SyncError::Unready(crate::readiness::reason(&e))
+            }
+            _ if missing_property => SyncError::Unready(format!("a callbridge property is missing in HubSpot: {e}")),
+            _ if e.is_transient() => SyncError::Transient(e.to_string()),
+            _ => SyncError::Permanent(e.to_string()),
+        }
     }
 }
 

@@ -61,8 +61,18 @@ impl TestApp {
         TestApp::start_with(SandboxConfig::default(), |_| {}).await
     }
 
+    /// The app on a fresh sandbox, once its portal is ready (properties set up, token probed);
+    /// the sandbox's request counts start from there.
     pub async fn start_with(sandbox_config: SandboxConfig, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let sandbox = Sandbox::spawn(sandbox_config).await.unwrap();
+        let app = TestApp::launch(sandbox, tweak).await;
+        app.ready().await;
+        app.sandbox.reset_stats();
+        app
+    }
+
+    /// The app on `sandbox` as it is (down, refusing the token, …), without waiting for it.
+    pub async fn launch(sandbox: RunningSandbox, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let db = temp_db();
         let mut config = config_for(&sandbox, &db);
         config.database_url = database_url(&db).await;
@@ -72,8 +82,6 @@ impl TestApp {
             &config,
             Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
         ));
-        callbridge::properties::setup(hubspot.as_ref()).await.unwrap();
-        sandbox.reset_stats();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
@@ -110,6 +118,20 @@ impl TestApp {
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
         let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `/health` as JSON.
+    pub async fn health(&self) -> Value {
+        self.http.get(format!("{}/health", self.base)).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Waits until every portal is ready.
+    pub async fn ready(&self) {
+        let started = Instant::now();
+        while self.health().await["ready"] != true {
+            assert!(started.elapsed() < Duration::from_secs(60), "never ready: {}", self.health().await);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits until no job is queued or running.

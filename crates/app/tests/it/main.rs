@@ -5,6 +5,7 @@ mod burst;
 mod helpers;
 mod pipeline;
 mod platforms;
+mod readiness;
 mod restart;
 mod shared;
 mod upgrade;

@@ -129,7 +129,7 @@ async fn a_process_killed_with_500_jobs_queued_ends_with_every_event_written_onc
 async fn sigterm_with_jobs_running_hands_them_back_and_a_restart_finishes_them_at_once_exactly_once() {
     let sandbox = Sandbox::spawn(SandboxConfig {
         tier: callbridge_sandbox::Tier::LimitIncrease,
-        faults: Faults { latency_ms: 150, ..Faults::default() },
+        faults: Faults { latency_ms: 300, ..Faults::default() },
         ..SandboxConfig::default()
     })
     .await
@@ -140,8 +140,9 @@ async fn sigterm_with_jobs_running_hands_them_back_and_a_restart_finishes_them_a
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    // Leases far longer than the test: only the hand-back can make the jobs runnable again.
-    let settings = [("CALLBRIDGE_LEASE_SECS", "600"), ("CALLBRIDGE_SHUTDOWN_GRACE_SECS", "1")];
+    // Leases far longer than the test: only the hand-back can make the jobs runnable again. No
+    // grace: the rounds running are stopped at once and their jobs handed back.
+    let settings = [("CALLBRIDGE_LEASE_SECS", "600"), ("CALLBRIDGE_SHUTDOWN_GRACE_SECS", "0")];
     let mut child = spawn_with(&sandbox.base_url(), sandbox.token(), &url, port, &settings);
     wait_healthy(&http, &base).await;
     for i in 0..200 {

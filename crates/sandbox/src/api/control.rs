@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{Body, Shared};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::state::{Faults, State, Tier};
 use crate::{Sandbox, TokenSpec};
 
@@ -64,9 +64,17 @@ async fn get_faults(st: Shared) -> Json<Faults> {
     Json(st.runtime.lock().faults.clone())
 }
 
-async fn put_faults(AxState(st): Shared, Body(faults): Body<Faults>) -> Json<Faults> {
+async fn put_faults(AxState(st): Shared, Body(faults): Body<Faults>) -> ApiResult<Json<Faults>> {
+    for (name, rate) in [("error_rate", faults.error_rate), ("error_after_write_rate", faults.error_after_write_rate)] {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(ApiError::validation(format!("`{name}` must be a share from 0 to 1")));
+        }
+    }
+    if faults.latency_ms > 600_000 || faults.jitter_ms > 600_000 {
+        return Err(ApiError::validation("`latency_ms` and `jitter_ms` must be at most 600000"));
+    }
     sandbox(&st).set_faults(faults.clone());
-    Json(faults)
+    Ok(Json(faults))
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,14 +82,25 @@ struct Seconds {
     seconds: f64,
 }
 
-async fn outage(AxState(st): Shared, Body(s): Body<Seconds>) -> StatusCode {
-    sandbox(&st).outage(Duration::from_secs_f64(s.seconds.max(0.0)));
-    StatusCode::NO_CONTENT
+impl Seconds {
+    /// The duration asked for: a number of seconds from 0 to a day, else a 400 naming it.
+    fn duration(&self) -> ApiResult<Duration> {
+        if (0.0..=86_400.0).contains(&self.seconds) {
+            Ok(Duration::from_secs_f64(self.seconds))
+        } else {
+            Err(ApiError::validation("`seconds` must be a number from 0 to 86400"))
+        }
+    }
 }
 
-async fn storm(AxState(st): Shared, Body(s): Body<Seconds>) -> StatusCode {
-    sandbox(&st).storm(Duration::from_secs_f64(s.seconds.max(0.0)));
-    StatusCode::NO_CONTENT
+async fn outage(AxState(st): Shared, Body(s): Body<Seconds>) -> ApiResult<StatusCode> {
+    sandbox(&st).outage(s.duration()?);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn storm(AxState(st): Shared, Body(s): Body<Seconds>) -> ApiResult<StatusCode> {
+    sandbox(&st).storm(s.duration()?);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,9 +143,9 @@ async fn expire_token(AxState(st): Shared, Body(t): Body<TokenRef>) -> StatusCod
     StatusCode::NO_CONTENT
 }
 
-async fn next_ttl(AxState(st): Shared, Body(s): Body<Seconds>) -> StatusCode {
-    sandbox(&st).set_next_access_ttl(Duration::from_secs_f64(s.seconds.max(0.0)));
-    StatusCode::NO_CONTENT
+async fn next_ttl(AxState(st): Shared, Body(s): Body<Seconds>) -> ApiResult<StatusCode> {
+    sandbox(&st).set_next_access_ttl(s.duration()?);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize)]

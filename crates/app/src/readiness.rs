@@ -1,0 +1,138 @@
+//! Whether a portal can take sync work: its token accepted and callbridge's properties in place.
+//! A portal starts not ready; [`prepare`] sets its properties up and probes it in the background,
+//! backing off (1 s doubling to a minute) while HubSpot is down or refuses the token, and says
+//! why once per change, never once per attempt. Until the portal is ready its jobs wait —
+//! handed back to the queue, not failed — and a round that meets a refused token or a missing
+//! property makes it not ready again, so jobs resume on their own once the cause is fixed.
+
+use std::time::Duration;
+
+use callbridge_hubspot::{HubSpotApi, HubSpotError};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use callbridge_store::Store;
+
+use crate::properties;
+
+/// A portal's readiness, as `/health` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub ready: bool,
+    /// Why not, in words an operator can act on.
+    pub reason: Option<String>,
+}
+
+/// A portal's readiness, shared by the worker, the preparer and `/health`.
+pub struct Readiness {
+    status: Mutex<Status>,
+    /// Woken when the portal stops being ready, so the preparer starts again.
+    lost: Notify,
+}
+
+impl Default for Readiness {
+    fn default() -> Readiness {
+        let reason = Some("setting up callbridge's HubSpot properties".to_string());
+        Readiness { status: Mutex::new(Status { ready: false, reason }), lost: Notify::new() }
+    }
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.status.lock().ready
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().clone()
+    }
+
+    /// Records a new state; logs only when it differs from the last.
+    fn set(&self, portal: &str, ready: bool, reason: Option<String>) {
+        let mut status = self.status.lock();
+        let next = Status { ready, reason };
+        if *status == next {
+            return;
+        }
+        match &next.reason {
+            None => tracing::info!(portal.id = portal, "HubSpot is ready: properties in place, token accepted"),
+            Some(why) => tracing::warn!(portal.id = portal, reason = %why, "HubSpot is not ready; jobs wait"),
+        }
+        *status = next;
+    }
+
+    /// A round met something only setup can mend (a refused token, a missing property).
+    pub fn lose(&self, portal: &str, reason: String) {
+        self.set(portal, false, Some(reason));
+        self.lost.notify_one();
+    }
+}
+
+/// Words for why a portal is not ready.
+pub fn reason(e: &HubSpotError) -> String {
+    match e {
+        HubSpotError::Unauthorized { .. } => {
+            "HubSpot refused the token (401): check hubspot_token (CALLBRIDGE_HUBSPOT_TOKEN)".into()
+        }
+        HubSpotError::RefreshRejected { .. } => "HubSpot rejected the refresh token: reconnect the portal".into(),
+        HubSpotError::MissingScopes { scopes } => format!("the token lacks scopes: {}", scopes.join(", ")),
+        HubSpotError::Transport { .. } | HubSpotError::Unavailable { .. } => "HubSpot is unreachable".into(),
+        other => format!("property setup failed: {other}"),
+    }
+}
+
+/// Keeps a portal ready until `shutdown`: sets its properties up and probes it, retrying with
+/// backoff while that fails, and again whenever a round reports it not ready.
+pub async fn prepare(
+    portal: String,
+    hubspot: &dyn HubSpotApi,
+    store: &dyn Store,
+    readiness: &Readiness,
+    shutdown: CancellationToken,
+) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let attempt = async {
+            // Instances sharing a database set properties up one at a time; the others find
+            // them in place on their next attempt.
+            let Some(_lock) = store.try_exclusive(&format!("setup-properties:{portal}")).await.ok().flatten() else {
+                return Err(None);
+            };
+            properties::setup(hubspot).await.map_err(Some)?;
+            // What the token may do (v3 calls or v1): probed once, then cached by the client.
+            hubspot.capabilities().await.map_err(Some)
+        };
+        let wait = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = attempt => match r {
+                Ok(_) => {
+                    readiness.set(&portal, true, None);
+                    delay = Duration::from_secs(1);
+                    None
+                }
+                // Another instance holds the setup lock: look again soon, it will be done.
+                Err(None) => {
+                    readiness.set(&portal, false, Some("another instance is setting properties up".into()));
+                    Some(Duration::from_millis(250))
+                }
+                Err(Some(e)) => {
+                    readiness.set(&portal, false, Some(reason(&e)));
+                    let d = delay;
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                    Some(d)
+                }
+            },
+        };
+        match wait {
+            Some(d) => tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(d) => {}
+            },
+            None => tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = readiness.lost.notified() => {}
+            },
+        }
+    }
+}
