@@ -54,12 +54,12 @@ pub async fn wait_healthy(http: &reqwest::Client, base: &str) -> Value {
     }
 }
 
-#[tokio::test]
-async fn a_process_killed_with_500_jobs_queued_ends_with_every_event_written_once() {
-    // Slow HubSpot so that the kill lands while work is queued and in flight.
+/// A slow HubSpot sandbox (every request `latency_ms`, limits out of the way) and a database
+/// for drills against the real binary.
+async fn drill_sandbox(latency_ms: u64) -> (callbridge_sandbox::RunningSandbox, std::path::PathBuf, String) {
     let sandbox = Sandbox::spawn(SandboxConfig {
         tier: callbridge_sandbox::Tier::LimitIncrease,
-        faults: Faults { latency_ms: 5, jitter_ms: 5, ..Faults::default() },
+        faults: Faults { latency_ms, jitter_ms: latency_ms.min(5), ..Faults::default() },
         ..SandboxConfig::default()
     })
     .await
@@ -67,6 +67,41 @@ async fn a_process_killed_with_500_jobs_queued_ends_with_every_event_written_onc
     sandbox.set_ten_second_max(Some(100_000));
     let db = temp_db();
     let url = database_url(&db).await;
+    (sandbox, db, url)
+}
+
+/// Waits until `/health` counts `done` jobs, within `limit`.
+async fn wait_done(http: &reqwest::Client, base: &str, done: i64, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let health = wait_healthy(http, base).await;
+        if health["jobs"]["done"] == done {
+            return;
+        }
+        assert!(started.elapsed() < limit, "not all jobs finished: {health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every call in the sandbox, once each: how many there are.
+fn calls_once(sandbox: &callbridge_sandbox::RunningSandbox) -> usize {
+    sandbox.with_db(|db| {
+        let mut ids: Vec<String> = db
+            .live_records(callbridge_sandbox::model::Kind::Call)
+            .filter_map(|r| r.get("hs_call_external_id").map(String::from))
+            .collect();
+        ids.sort();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(n, ids.len(), "no call was written twice");
+        n
+    })
+}
+
+#[tokio::test]
+async fn a_process_killed_with_500_jobs_queued_ends_with_every_event_written_once() {
+    // Slow HubSpot so that the kill lands while work is queued and in flight.
+    let (sandbox, db, url) = drill_sandbox(5).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -101,25 +136,11 @@ async fn a_process_killed_with_500_jobs_queued_ends_with_every_event_written_onc
     assert!(landed_before < 500, "the kill came too late to test anything ({landed_before} landed)");
 
     let mut child = spawn(&sandbox.base_url(), sandbox.token(), &url, port);
-    let started = Instant::now();
-    loop {
-        let health = wait_healthy(&http, &base).await;
-        if health["jobs"]["done"] == 500 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(180), "not all jobs finished: {health}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_done(&http, &base, 500, Duration::from_secs(180)).await;
     child.kill().unwrap();
     child.wait().unwrap();
+    assert_eq!(calls_once(&sandbox), 500, "calls in HubSpot");
     sandbox.with_db(|db| {
-        let kind = callbridge_sandbox::model::Kind::Call;
-        let mut ids: Vec<String> =
-            db.live_records(kind).filter_map(|r| r.get("hs_call_external_id").map(String::from)).collect();
-        assert_eq!(ids.len(), 500, "calls in HubSpot");
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), 500, "no call was written twice");
         assert_eq!(db.count(callbridge_sandbox::model::Kind::Contact), 100, "one contact per caller");
     });
     let _ = std::fs::remove_file(&db);
@@ -127,16 +148,7 @@ async fn a_process_killed_with_500_jobs_queued_ends_with_every_event_written_onc
 
 #[tokio::test]
 async fn sigterm_with_jobs_running_hands_them_back_and_a_restart_finishes_them_at_once_exactly_once() {
-    let sandbox = Sandbox::spawn(SandboxConfig {
-        tier: callbridge_sandbox::Tier::LimitIncrease,
-        faults: Faults { latency_ms: 300, ..Faults::default() },
-        ..SandboxConfig::default()
-    })
-    .await
-    .unwrap();
-    sandbox.set_ten_second_max(Some(100_000));
-    let db = temp_db();
-    let url = database_url(&db).await;
+    let (sandbox, db, url) = drill_sandbox(300).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -177,25 +189,10 @@ async fn sigterm_with_jobs_running_hands_them_back_and_a_restart_finishes_them_a
     drop(store);
 
     let mut child = spawn_with(&sandbox.base_url(), sandbox.token(), &url, port, &settings);
-    let restarted = Instant::now();
-    loop {
-        let health = wait_healthy(&http, &base).await;
-        if health["jobs"]["done"] == 200 {
-            break;
-        }
-        assert!(restarted.elapsed() < Duration::from_secs(60), "not all jobs finished: {health}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Well inside a lease: only the hand-back made them runnable.
+    wait_done(&http, &base, 200, Duration::from_secs(60)).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    sandbox.with_db(|db| {
-        let kind = callbridge_sandbox::model::Kind::Call;
-        let mut ids: Vec<String> =
-            db.live_records(kind).filter_map(|r| r.get("hs_call_external_id").map(String::from)).collect();
-        ids.sort();
-        let n = ids.len();
-        ids.dedup();
-        assert_eq!((n, ids.len()), (200, 200), "every call once");
-    });
+    assert_eq!(calls_once(&sandbox), 200, "every call once");
     let _ = std::fs::remove_file(&db);
 }
