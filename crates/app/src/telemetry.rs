@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 pub fn init(format: &str, default: &str) -> anyhow::Result<()> {
     let filter = match std::env::var("CALLBRIDGE_LOG") {
         Ok(text) => parse_filter(&text)?,
-        Err(_) => EnvFilter::new(default),
+        Err(_) => parse_filter(default)?,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -19,8 +19,18 @@ pub fn init(format: &str, default: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_filter(text: &str) -> anyhow::Result<EnvFilter> {
-    EnvFilter::try_new(text).map_err(|e| anyhow::anyhow!("invalid CALLBRIDGE_LOG filter {text:?}: {e}"))
+/// Dependencies whose own debug and trace output carries what callbridge never logs (phone
+/// numbers being parsed): silenced whatever the filter asks for.
+const SILENCED: [&str; 1] = ["rlibphonenumber=off"];
+
+/// callbridge's log filter from `text` (`CALLBRIDGE_LOG` syntax), with [`SILENCED`] applied.
+pub fn parse_filter(text: &str) -> anyhow::Result<EnvFilter> {
+    let mut filter =
+        EnvFilter::try_new(text).map_err(|e| anyhow::anyhow!("invalid CALLBRIDGE_LOG filter {text:?}: {e}"))?;
+    for directive in SILENCED {
+        filter = filter.add_directive(directive.parse()?);
+    }
+    Ok(filter)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 mod answers;
 mod burst;
 mod helpers;
+mod logs;
 mod pipeline;
 mod platforms;
 mod readiness;
