@@ -110,6 +110,7 @@ impl App {
             },
             wake,
             instance: fastrand::u64(..),
+            streak: Default::default(),
         });
         App { state, sources, worker, grace: Duration::from_secs(config.shutdown_grace_secs) }
     }

@@ -52,6 +52,16 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     /// Tells this worker's loops from another app's in the same process (tests, the demo).
     pub instance: u64,
+    /// Failures retrying can fix, told as one story rather than a line per job per attempt.
+    pub streak: parking_lot::Mutex<Streak>,
+}
+
+/// A run of failures that retrying can fix (HubSpot down or timing out): one line when it
+/// starts, one with the counts when jobs land again.
+#[derive(Debug, Default)]
+pub struct Streak {
+    failed: u64,
+    since: Option<std::time::Instant>,
 }
 
 impl Worker {
@@ -197,6 +207,9 @@ impl Worker {
                 Ok(report) => {
                     let RoundReport { landed, failed, next, alone, .. } = &report;
                     span.in_scope(|| log_round(&report, started));
+                    if !landed.done.is_empty() {
+                        self.landed_again();
+                    }
                     if let Err(e) = self.store.settle(landed).await {
                         tracing::error!(error = %e, "recording landed jobs failed; their leases will expire and they will run again");
                     }
@@ -232,6 +245,19 @@ impl Worker {
         }
     }
 
+    /// Ends a run of failures, if one was going on, with its counts.
+    fn landed_again(&self) {
+        let mut streak = self.streak.lock();
+        if let Some(since) = streak.since.take() {
+            tracing::info!(
+                jobs.failed = streak.failed,
+                duration_ms = since.elapsed().as_millis() as u64,
+                "jobs are landing again after failures"
+            );
+            streak.failed = 0;
+        }
+    }
+
     /// Puts jobs of a portal that is not ready back to wait: not an attempt, so nothing goes
     /// dead while HubSpot is unreachable or the token is refused.
     async fn wait(&self, ids: &[i64]) {
@@ -258,14 +284,25 @@ impl Worker {
                 error.kind = e.kind(),
                 "job is dead; its reason is in GET /events?status=dead; replay it once the cause is fixed"
             ),
-            Failure::RetryAt(at) => tracing::warn!(
-                job.id = job.id,
-                job.kind = %job.kind,
-                job.attempt = attempt,
-                retry.in_ms = at - now_ms(),
-                error.kind = e.kind(),
-                "job failed; will retry"
-            ),
+            Failure::RetryAt(at) => {
+                tracing::debug!(
+                    job.id = job.id,
+                    job.kind = %job.kind,
+                    job.attempt = attempt,
+                    retry.in_ms = at - now_ms(),
+                    error.kind = e.kind(),
+                    "job failed; will retry"
+                );
+                let mut streak = self.streak.lock();
+                if streak.since.is_none() {
+                    streak.since = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        error.kind = e.kind(),
+                        "jobs are failing and will retry (HubSpot unreachable or failing?); a line follows when they land again"
+                    );
+                }
+                streak.failed += 1;
+            }
         }
         if let Err(err) = self.store.fail(job.id, &e.to_string(), failure).await {
             tracing::error!(error = %err, "recording the job's outcome failed; its lease will expire and it will run again");

@@ -177,3 +177,37 @@ pub fn vapi_report(call_id: &str, number: &str, ended_at: &str) -> Value {
         "analysis": {"summary": "Caller booked a visit.", "structuredData": {"caller_name": "Dana Reyes", "sentiment": "positive"}, "successEvaluation": "true"}
     }})
 }
+
+/// Everything logged, in memory (a test that captures logs runs in a process of its own).
+#[derive(Clone, Default)]
+pub struct Captured(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Installs the JSON subscriber with callbridge's own filter over `filter`.
+    pub fn install(filter: &str) -> Captured {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let filter = callbridge::telemetry::parse_filter(filter).unwrap();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(move || writer.clone())
+            .try_init()
+            .expect("this test process logs through one subscriber");
+        captured
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}

@@ -2,39 +2,15 @@
 //! most verbose level (dependencies included), and the test fails on any email, phone number in
 //! any format, token, secret or raw body fragment it finds.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use serde_json::json;
 
 use crate::helpers::*;
 
 /// Everything logged, in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verbose_logs_of_the_scenarios_hold_no_personal_data_or_secrets() {
-    let captured = Captured::default();
-    let writer = captured.clone();
     // The sandbox stands in for HubSpot, whose side of the wire is not callbridge's log.
-    let filter = callbridge::telemetry::parse_filter("trace,callbridge_sandbox=off").unwrap();
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(move || writer.clone())
-        .try_init()
-        .expect("this test process logs through one subscriber");
+    let captured = Captured::install("trace,callbridge_sandbox=off");
 
     let app = TestApp::start().await;
     let mut report = vapi_report("pii-1", "(415) 555-0188", "2026-01-06T14:05:29.771Z");
@@ -55,7 +31,7 @@ async fn verbose_logs_of_the_scenarios_hold_no_personal_data_or_secrets() {
     let token = app.sandbox.token().to_string();
     app.stop().await;
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.lines().count() > 50, "the scenarios were logged verbosely: {} lines", logs.lines().count());
     let targets: std::collections::BTreeSet<String> = logs
         .lines()

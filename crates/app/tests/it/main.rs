@@ -4,6 +4,7 @@ mod answers;
 mod burst;
 mod helpers;
 mod logs;
+mod outage_logs;
 mod pipeline;
 mod platforms;
 mod readiness;
