@@ -56,6 +56,19 @@ pub struct Worker {
     pub streak: parking_lot::Mutex<Streak>,
 }
 
+/// What recording a claimed job's failure needs of it (not its payload).
+struct Held {
+    id: i64,
+    kind: String,
+    attempts: i64,
+}
+
+impl Held {
+    fn of(job: &Job) -> Held {
+        Held { id: job.id, kind: job.kind.clone(), attempts: job.attempts }
+    }
+}
+
 /// A run of failures that retrying can fix (HubSpot down or timing out): one line when it
 /// starts, one with the counts when jobs land again.
 #[derive(Debug, Default)]
@@ -159,7 +172,7 @@ impl Worker {
     /// Decodes claimed jobs and dispatches them: sync jobs to their portal's engine, one
     /// round per portal.
     async fn run(&self, jobs: Vec<Job>) {
-        let held: HashMap<i64, Job> = jobs.iter().map(|j| (j.id, j.clone())).collect();
+        let held: HashMap<i64, Held> = jobs.iter().map(|j| (j.id, Held::of(j))).collect();
         let mut by_portal: BTreeMap<PortalId, Vec<SyncJob>> = BTreeMap::new();
         for job in jobs {
             match JobKind::decode(&job.kind, &job.event_json) {
@@ -171,7 +184,7 @@ impl Worker {
                         caller_key: job.caller_key.clone(),
                     })
                 }
-                Err(e) => self.fail(&job, SyncError::Permanent(e.to_string())).await,
+                Err(e) => self.fail(&Held::of(&job), SyncError::Permanent(e.to_string())).await,
             }
         }
         join_all(by_portal.into_iter().map(|(portal_id, jobs)| {
@@ -196,7 +209,7 @@ impl Worker {
 
     /// Runs a round and the rounds it hands back: each job that must run alone in a round of
     /// its own (one after another: they may share a contact), then those deferred, together.
-    async fn sync(&self, portal: &Portal, first: Vec<SyncJob>, held: &HashMap<i64, Job>) {
+    async fn sync(&self, portal: &Portal, first: Vec<SyncJob>, held: &HashMap<i64, Held>) {
         let mut rounds = VecDeque::from([first]);
         while let Some(round) = rounds.pop_front() {
             let started = std::time::Instant::now();
@@ -268,7 +281,7 @@ impl Worker {
 
     /// Records a failure: a retry at a later time while attempts remain and retrying can
     /// help, else dead with the reason.
-    async fn fail(&self, job: &Job, e: SyncError) {
+    async fn fail(&self, job: &Held, e: SyncError) {
         let attempt = job.attempts as u32 + 1;
         let failure = match &e {
             SyncError::Transient(_) if attempt < self.config.max_attempts => {

@@ -198,16 +198,9 @@ pub trait Queue: Send + Sync {
     /// Queues an event's job again (dead or done); false when there is no such event.
     async fn replay(&self, inbox_id: i64) -> Result<bool>;
     async fn events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>>;
-    /// Jobs by status, or (`next`) the earliest time a queued job becomes runnable; one
-    /// backend method for both, as their statements are the same everywhere.
-    async fn queue_state(&self, next: bool) -> Result<(JobCounts, Option<i64>)>;
-    async fn counts(&self) -> Result<JobCounts> {
-        Ok(self.queue_state(false).await?.0)
-    }
+    async fn counts(&self) -> Result<JobCounts>;
     /// The earliest time a queued job becomes runnable, if any is waiting.
-    async fn next_run_at(&self) -> Result<Option<i64>> {
-        Ok(self.queue_state(true).await?.1)
-    }
+    async fn next_run_at(&self) -> Result<Option<i64>>;
 }
 
 /// What callbridge knows of callers: their normalised phones and emails → contact id, per portal.

@@ -337,8 +337,12 @@ impl Queue for PgStore {
         rows.iter().map(crate::rows::event).collect()
     }
 
-    async fn queue_state(&self, next: bool) -> Result<(JobCounts, Option<i64>)> {
-        crate::rows::queue_state(&self.pool, next).await
+    async fn counts(&self) -> Result<JobCounts> {
+        crate::rows::job_counts(&self.pool).await
+    }
+
+    async fn next_run_at(&self) -> Result<Option<i64>> {
+        crate::rows::next_run_at(&self.pool).await
     }
 }
 

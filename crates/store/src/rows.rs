@@ -35,27 +35,32 @@ where
     })
 }
 
-/// Jobs by status, or when the next queued one is due (`next`): the same statements on
-/// every backend.
-pub(crate) async fn queue_state<'c, DB, E>(db: E, next: bool) -> Result<(JobCounts, Option<i64>)>
+/// Jobs by status: the same statement on every backend.
+pub(crate) async fn job_counts<'c, DB, E>(db: E) -> Result<JobCounts>
 where
     DB: Database,
     E: sqlx::Executor<'c, Database = DB>,
     <DB as Database>::Arguments: sqlx::IntoArguments<DB>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
     for<'a> i64: Decode<'a, DB> + Type<DB>,
-    for<'a> Option<i64>: Decode<'a, DB> + Type<DB>,
     for<'a> String: Decode<'a, DB> + Type<DB>,
 {
-    if next {
-        let at = sqlx::query_scalar::<DB, Option<i64>>("SELECT MIN(run_at) FROM jobs WHERE status = 'queued'")
-            .fetch_one(db)
-            .await?;
-        return Ok((JobCounts::default(), at));
-    }
     let rows = sqlx::query::<DB>("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetch_all(db).await?;
-    Ok((counts(&rows)?, None))
+    counts(&rows)
+}
+
+/// When the next queued job is due: the same statement on every backend.
+pub(crate) async fn next_run_at<'c, DB, E>(db: E) -> Result<Option<i64>>
+where
+    DB: Database,
+    E: sqlx::Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: sqlx::IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> Option<i64>: Decode<'a, DB> + Type<DB>,
+{
+    Ok(sqlx::query_scalar::<DB, Option<i64>>("SELECT MIN(run_at) FROM jobs WHERE status = 'queued'")
+        .fetch_one(db)
+        .await?)
 }
 
 /// `SELECT status, COUNT(*) AS n FROM jobs GROUP BY status`, summed up.

@@ -41,7 +41,7 @@ impl<P: Platform> FromRequest<AppState> for Verified<P> {
             platform.check_headers(&parts.headers).map_err(|u| ApiError::Unauthorized(u.0))?;
             let body = read_body(body).await?;
             platform.check_body(&parts.headers, &body, now_ms()).map_err(|u| ApiError::Unauthorized(u.0))?;
-            Ok(Verified { platform, headers: parts.headers.clone(), body })
+            Ok(Verified { platform, headers: parts.headers, body })
         };
         checked.await.inspect_err(|e| state.metrics.count_rejection(e))
     }
