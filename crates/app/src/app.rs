@@ -14,7 +14,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::http::{AppState, Metrics, Sources, router};
+use crate::http::serve::{ConnectionLimits, Routers};
+use crate::http::{AppState, Intake, Metrics, Sources, overflow_router, router};
 use crate::portals::{Portal, Portals};
 use crate::sync::Engine;
 use crate::worker::{Worker, WorkerConfig};
@@ -24,6 +25,7 @@ pub struct App {
     pub sources: Sources,
     /// How long a shutdown lets requests and rounds in flight finish.
     pub grace: Duration,
+    pub limits: ConnectionLimits,
     pub worker: Arc<Worker>,
 }
 
@@ -88,6 +90,10 @@ impl App {
             region: config.region(),
             admin_token: config.admin_token.clone(),
             metrics: Arc::new(Metrics::default()),
+            intake: Arc::new(Intake::new(
+                config.unverified_body_mib * 1024 * 1024,
+                Duration::from_secs(config.body_timeout_secs),
+            )),
         };
         let sources = Sources {
             vapi: callbridge_sources::Vapi { secret: config.vapi_secret.clone(), hmac: config.vapi_auth == "hmac" },
@@ -112,7 +118,11 @@ impl App {
             instance: fastrand::u64(..),
             streak: Default::default(),
         });
-        App { state, sources, worker, grace: Duration::from_secs(config.shutdown_grace_secs) }
+        let limits = ConnectionLimits {
+            max_connections: config.max_connections,
+            header_timeout: Duration::from_secs(config.header_timeout_secs),
+        };
+        App { state, sources, worker, limits, grace: Duration::from_secs(config.shutdown_grace_secs) }
     }
 
     /// The HTTP service alone (no worker).
@@ -140,11 +150,8 @@ impl App {
             })
             .collect();
         loops.extend(self.worker.clone().start(shutdown.clone()));
-        let stop = shutdown.clone();
-        let router = self.router();
-        let mut server = tokio::spawn(async move {
-            axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
-        });
+        let routers = Routers { full: self.router(), overflow: overflow_router(self.state.clone()) };
+        let mut server = tokio::spawn(crate::http::serve::serve(listener, routers, self.limits, shutdown.clone()));
         let served = tokio::select! {
             r = &mut server => Some(r),
             _ = shutdown.cancelled() => None,
@@ -168,9 +175,6 @@ impl App {
             futures_util::future::join_all(loops).await;
         }
         self.worker.release().await;
-        match served {
-            Some(Ok(Err(e))) => Err(e.into()),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 }

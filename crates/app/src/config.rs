@@ -68,6 +68,15 @@ pub struct Config {
     /// How long a shutdown (SIGTERM, SIGINT) lets requests and jobs in flight finish before
     /// the rest are handed back to the queue.
     pub shutdown_grace_secs: u64,
+    /// Connections served at once; more are answered 503 with `Retry-After` (and `/health`).
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, or an idle connection its next request.
+    pub header_timeout_secs: u64,
+    /// Time a client has to send a body once its headers are in.
+    pub body_timeout_secs: u64,
+    /// Memory, in MiB, that bodies being read and not yet verified may take together; more is
+    /// answered 503 with `Retry-After`.
+    pub unverified_body_mib: usize,
     /// `text` or `json`.
     pub log_format: String,
 }
@@ -98,13 +107,17 @@ impl Default for Config {
             hubspot_retry_secs: 45,
             hubspot_search_per_second: 5,
             shutdown_grace_secs: 10,
+            max_connections: 4096,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            unverified_body_mib: 64,
             log_format: "text".into(),
         }
     }
 }
 
 /// Settings that take whole numbers (environment values are text).
-const NUMERIC: [&str; 10] = [
+const NUMERIC: [&str; 14] = [
     "workers",
     "max_attempts",
     "retry_base_ms",
@@ -115,6 +128,10 @@ const NUMERIC: [&str; 10] = [
     "hubspot_retry_secs",
     "hubspot_search_per_second",
     "shutdown_grace_secs",
+    "max_connections",
+    "header_timeout_secs",
+    "body_timeout_secs",
+    "unverified_body_mib",
 ];
 /// Settings that take text.
 const TEXT: [&str; 14] = [
@@ -287,6 +304,16 @@ impl Config {
         range("retry_base_ms", self.retry_base_ms, 10, 600_000, "the first retry waits 10 ms to 10 minutes")?;
         range("retry_max_ms", self.retry_max_ms, self.retry_base_ms, 86_400_000, "from retry_base_ms to a day")?;
         range("shutdown_grace_secs", self.shutdown_grace_secs, 0, 600, "a shutdown must end")?;
+        range("max_connections", self.max_connections as u64, 16, 1_000_000, "from 16 connections to a million")?;
+        range("header_timeout_secs", self.header_timeout_secs, 1, 300, "headers must arrive, and in time")?;
+        range("body_timeout_secs", self.body_timeout_secs, 1, 600, "a body must arrive, and in time")?;
+        range(
+            "unverified_body_mib",
+            self.unverified_body_mib as u64,
+            2,
+            16_384,
+            "at least one largest body (2 MiB), at most 16 GiB",
+        )?;
         range("hubspot_retry_secs", self.hubspot_retry_secs, 1, 3600, "one request is retried for at most an hour")?;
         if !matches!(self.vapi_auth.as_str(), "secret" | "hmac") {
             return Err(bad("vapi_auth", format!("{:?}: use secret or hmac", self.vapi_auth)));

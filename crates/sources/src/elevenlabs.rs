@@ -24,8 +24,9 @@ pub struct ElevenLabs {
 impl Platform for ElevenLabs {
     const NAME: &'static str = "elevenlabs";
 
-    fn check_headers(&self, _: &HeaderMap) -> Result<(), Unauthorized> {
-        configured(&self.secret).map(drop)
+    fn check_headers(&self, headers: &HeaderMap, now_ms: i64) -> Result<(), Unauthorized> {
+        configured(&self.secret)?;
+        Ok(crate::signature::elevenlabs(header(headers, "elevenlabs-signature"), now_ms / 1000).map(drop)?)
     }
 
     fn check_body(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<(), Unauthorized> {

@@ -23,7 +23,7 @@ pub struct Generic {
 impl Platform for Generic {
     const NAME: &'static str = "generic";
 
-    fn check_headers(&self, headers: &HeaderMap) -> Result<(), Unauthorized> {
+    fn check_headers(&self, headers: &HeaderMap, _now_ms: i64) -> Result<(), Unauthorized> {
         check_shared_secret(self.token.as_ref(), headers, &[])
     }
 

@@ -54,8 +54,9 @@ pub trait Platform: Send + Sync + 'static {
     /// The platform's name in routes, rows and idempotency keys.
     const NAME: &'static str;
 
-    /// What the headers alone prove, checked before the body is read (a shared secret).
-    fn check_headers(&self, headers: &HeaderMap) -> Result<(), Unauthorized>;
+    /// What the headers alone prove, checked before the body is read: a shared secret, or a
+    /// signature header that is present, well-formed and fresh.
+    fn check_headers(&self, headers: &HeaderMap, now_ms: i64) -> Result<(), Unauthorized>;
 
     /// What needs the raw body too (a signature over it), checked before it is parsed.
     fn check_body(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<(), Unauthorized>;

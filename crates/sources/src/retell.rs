@@ -22,8 +22,9 @@ pub struct Retell {
 impl Platform for Retell {
     const NAME: &'static str = "retell";
 
-    fn check_headers(&self, _: &HeaderMap) -> Result<(), Unauthorized> {
-        configured(&self.api_key).map(drop)
+    fn check_headers(&self, headers: &HeaderMap, now_ms: i64) -> Result<(), Unauthorized> {
+        configured(&self.api_key)?;
+        Ok(crate::signature::retell(header(headers, "x-retell-signature"), now_ms).map(drop)?)
     }
 
     fn check_body(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<(), Unauthorized> {

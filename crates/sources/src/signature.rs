@@ -1,6 +1,8 @@
-//! Webhook signatures, checked on the raw body bytes before anything is parsed, with
-//! constant-time comparison. Each failure says which check failed (missing, malformed,
-//! stale, mismatch) and nothing else.
+//! Webhook signatures, in two steps: the header is parsed and its timestamp checked for
+//! freshness as soon as the headers arrive (so a request without a fresh, well-formed
+//! signature is refused before its body is read); then the signature is checked over the raw
+//! body bytes, in constant time, before anything is parsed. Each failure says which check
+//! failed (missing, malformed, stale, mismatch) and nothing else.
 //!
 //! - Retell: `x-retell-signature: v=<ms>,d=<hex>`, HMAC-SHA256(api key, body + ms), 5 minutes.
 //! - ElevenLabs: `ElevenLabs-Signature: t=<s>,v0=<hex>`, HMAC-SHA256(secret, "t.body"), 30 minutes.
@@ -45,60 +47,117 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
 }
 
-/// Checks `expected` (raw digest bytes) against HMAC-SHA256(key, parts…) in constant time.
-fn verify(key: &[u8], parts: &[&[u8]], expected: &[u8]) -> Result<(), SignatureError> {
-    let mut mac = HmacSha256::new_from_slice(key).map_err(|_| SignatureError::Mismatch)?;
-    for p in parts {
-        mac.update(p);
-    }
-    mac.verify_slice(expected).map_err(|_| SignatureError::Mismatch)
+/// A signature header, parsed and checked for freshness: all that can be known of it before
+/// the body arrives. [`Signature::verify`] then checks it over the body.
+#[derive(Debug)]
+pub struct Signature<'h> {
+    timestamp: &'h str,
+    digests: Vec<Vec<u8>>,
+    signed: Signed,
 }
 
-/// Retell's `x-retell-signature`.
-pub fn verify_retell(header: Option<&str>, body: &[u8], api_key: &str, now_ms: i64) -> Result<(), SignatureError> {
+/// What a platform signs.
+#[derive(Debug, Clone, Copy)]
+enum Signed {
+    /// The body, then the timestamp (Retell).
+    BodyTimestamp,
+    /// `"{timestamp}.{body}"` (ElevenLabs, Vapi).
+    TimestampDotBody,
+}
+
+impl Signature<'_> {
+    /// Checks the signature over `body` with `key`, in constant time; any digest that matches
+    /// is accepted.
+    pub fn verify(&self, key: &str, body: &[u8]) -> Result<(), SignatureError> {
+        let ts = self.timestamp.as_bytes();
+        let parts: [&[u8]; 3] = match self.signed {
+            Signed::BodyTimestamp => [body, ts, b""],
+            Signed::TimestampDotBody => [ts, b".", body],
+        };
+        let matches = |digest: &Vec<u8>| {
+            let mut mac = HmacSha256::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
+            for p in parts {
+                mac.update(p);
+            }
+            mac.verify_slice(digest).is_ok()
+        };
+        if self.digests.iter().any(matches) { Ok(()) } else { Err(SignatureError::Mismatch) }
+    }
+}
+
+fn fresh(age_ms: i64, tolerance_ms: i64) -> Result<(), SignatureError> {
+    if age_ms.checked_abs().is_some_and(|a| a <= tolerance_ms) { Ok(()) } else { Err(SignatureError::Stale) }
+}
+
+fn digits(s: &str) -> Option<&str> {
+    Some(s).filter(|t| !t.is_empty() && t.len() <= 18 && t.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Retell's `x-retell-signature: v=<ms>,d=<hex>`, fresh within 5 minutes.
+pub fn retell(header: Option<&str>, now_ms: i64) -> Result<Signature<'_>, SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?.trim();
     let (v, d) = header.split_once(',').ok_or(SignatureError::Malformed)?;
-    let ts = v
-        .strip_prefix("v=")
-        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or(SignatureError::Malformed)?;
+    let ts = v.strip_prefix("v=").and_then(digits).ok_or(SignatureError::Malformed)?;
     let digest =
         d.strip_prefix("d=").filter(|d| d.len() == 64).and_then(hex_decode).ok_or(SignatureError::Malformed)?;
     let ts_ms: i64 = ts.parse().map_err(|_| SignatureError::Malformed)?;
-    if (now_ms - ts_ms).abs() > 300_000 {
-        return Err(SignatureError::Stale);
-    }
-    verify(api_key.as_bytes(), &[body, ts.as_bytes()], &digest)
+    fresh(now_ms - ts_ms, 300_000)?;
+    Ok(Signature { timestamp: ts, digests: vec![digest], signed: Signed::BodyTimestamp })
 }
 
-/// ElevenLabs' `ElevenLabs-Signature`; any `v0=` element that matches is accepted.
-pub fn verify_elevenlabs(header: Option<&str>, body: &[u8], secret: &str, now_s: i64) -> Result<(), SignatureError> {
+/// ElevenLabs' `ElevenLabs-Signature: t=<s>,v0=<hex>[,v0=…]`, fresh within 30 minutes.
+pub fn elevenlabs(header: Option<&str>, now_s: i64) -> Result<Signature<'_>, SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let mut t = None;
-    let mut sigs = Vec::new();
+    let mut digests = Vec::new();
     for part in header.split(',').map(str::trim) {
         if let Some(v) = part.strip_prefix("t=") {
             t = Some(v);
         } else if let Some(v) = part.strip_prefix("v0=") {
-            sigs.push(hex_decode(v).ok_or(SignatureError::Malformed)?);
+            // A header is at most a few kilobytes; more digests than this is not a signature.
+            if digests.len() == 8 {
+                return Err(SignatureError::Malformed);
+            }
+            digests.push(hex_decode(v).ok_or(SignatureError::Malformed)?);
         }
     }
-    let t = t.filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())).ok_or(SignatureError::Malformed)?;
-    if sigs.is_empty() {
+    let t = t.and_then(digits).ok_or(SignatureError::Malformed)?;
+    if digests.is_empty() {
         return Err(SignatureError::Malformed);
     }
     let ts: i64 = t.parse().map_err(|_| SignatureError::Malformed)?;
-    if (now_s - ts).abs() > 1800 {
-        return Err(SignatureError::Stale);
-    }
-    if sigs.iter().any(|s| verify(secret.as_bytes(), &[t.as_bytes(), b".", body], s).is_ok()) {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    fresh((now_s - ts).saturating_mul(1000), 1_800_000)?;
+    Ok(Signature { timestamp: t, digests, signed: Signed::TimestampDotBody })
 }
 
-/// Vapi's HMAC credential with its defaults.
+/// Vapi's HMAC credential: `x-signature` (hex, optional `sha256=`) over `"{x-timestamp}.{body}"`,
+/// the timestamp in seconds or milliseconds, fresh within 5 minutes.
+pub fn vapi<'h>(
+    signature: Option<&'h str>,
+    timestamp: Option<&'h str>,
+    now_ms: i64,
+) -> Result<Signature<'h>, SignatureError> {
+    let signature = signature.ok_or(SignatureError::Missing)?.trim();
+    let timestamp = timestamp.ok_or(SignatureError::Missing)?.trim();
+    let digest = hex_decode(signature.strip_prefix("sha256=").unwrap_or(signature)).ok_or(SignatureError::Malformed)?;
+    let ts: i64 = digits(timestamp).and_then(|t| t.parse().ok()).ok_or(SignatureError::Malformed)?;
+    // The unit is not documented: a value this large is milliseconds.
+    let ts_ms = if ts > 100_000_000_000 { ts } else { ts * 1000 };
+    fresh(now_ms - ts_ms, 300_000)?;
+    Ok(Signature { timestamp, digests: vec![digest], signed: Signed::TimestampDotBody })
+}
+
+/// Retell's signature over `body`.
+pub fn verify_retell(header: Option<&str>, body: &[u8], api_key: &str, now_ms: i64) -> Result<(), SignatureError> {
+    retell(header, now_ms)?.verify(api_key, body)
+}
+
+/// ElevenLabs' signature over `body`.
+pub fn verify_elevenlabs(header: Option<&str>, body: &[u8], secret: &str, now_s: i64) -> Result<(), SignatureError> {
+    elevenlabs(header, now_s)?.verify(secret, body)
+}
+
+/// Vapi's HMAC credential over `body`.
 pub fn verify_vapi_hmac(
     signature: Option<&str>,
     timestamp: Option<&str>,
@@ -106,16 +165,7 @@ pub fn verify_vapi_hmac(
     secret: &str,
     now_ms: i64,
 ) -> Result<(), SignatureError> {
-    let signature = signature.ok_or(SignatureError::Missing)?.trim();
-    let timestamp = timestamp.ok_or(SignatureError::Missing)?.trim();
-    let digest = hex_decode(signature.strip_prefix("sha256=").unwrap_or(signature)).ok_or(SignatureError::Malformed)?;
-    let ts: i64 = timestamp.parse().map_err(|_| SignatureError::Malformed)?;
-    // The unit is not documented: a value this large is milliseconds.
-    let ts_ms = if ts > 100_000_000_000 { ts } else { ts * 1000 };
-    if (now_ms - ts_ms).abs() > 300_000 {
-        return Err(SignatureError::Stale);
-    }
-    verify(secret.as_bytes(), &[timestamp.as_bytes(), b".", body], &digest)
+    vapi(signature, timestamp, now_ms)?.verify(secret, body)
 }
 
 /// Hex HMAC-SHA256 of the parts, for signing test requests and benchmarks.

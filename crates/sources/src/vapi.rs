@@ -25,10 +25,13 @@ pub struct Vapi {
 impl Platform for Vapi {
     const NAME: &'static str = "vapi";
 
-    fn check_headers(&self, headers: &HeaderMap) -> Result<(), Unauthorized> {
+    fn check_headers(&self, headers: &HeaderMap, now_ms: i64) -> Result<(), Unauthorized> {
         match (&self.secret, self.hmac) {
             (None, _) => Err(Unauthorized::NOT_CONFIGURED),
-            (Some(_), true) => Ok(()),
+            (Some(_), true) => {
+                let (signature, timestamp) = (header(headers, "x-signature"), header(headers, "x-timestamp"));
+                Ok(crate::signature::vapi(signature, timestamp, now_ms).map(drop)?)
+            }
             (Some(secret), false) => check_shared_secret(Some(secret), headers, &["x-vapi-secret"]),
         }
     }

@@ -88,6 +88,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         ("callbridge_webhooks_ignored_total".into(), m.ignored.load(Ordering::Relaxed)),
         ("callbridge_webhooks_unauthorized_total".into(), m.rejected_auth.load(Ordering::Relaxed)),
         ("callbridge_webhooks_invalid_total".into(), m.rejected_payload.load(Ordering::Relaxed)),
+        ("callbridge_webhooks_overloaded_total".into(), m.overloaded.load(Ordering::Relaxed)),
         ("callbridge_hubspot_requests_total".into(), client.requests),
         ("callbridge_hubspot_retries_total".into(), client.retries),
         ("callbridge_hubspot_rate_limited_total".into(), client.rate_limited),

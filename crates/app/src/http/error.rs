@@ -2,8 +2,10 @@
 //!
 //! - **4xx says what the sender can fix, by name.** 401 gives the check that failed
 //!   (`missing credential`, `signature does not match`, …) and never echoes what was sent;
-//!   400 lists each bad field with its problem; 404 says what was not found; 413 states the
-//!   body limit.
+//!   400 lists each bad field with its problem; 404 says what was not found; 408 and 413
+//!   state the time and size limits.
+//! - **Overload is a 503 with `Retry-After`**, answered at once: callbridge never queues
+//!   work it has not stored in memory it has not got.
 //! - **5xx shows no internals.** It says only whether to retry (`"retry": true`); the cause
 //!   is logged once, where it happened, by kind — never a phone, email, token or body.
 //!
@@ -15,6 +17,9 @@ use axum::response::{IntoResponse, Response};
 use callbridge_sources::FieldError;
 use serde_json::json;
 
+/// What an overloaded answer asks the sender to wait, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
 #[derive(Debug)]
 pub enum ApiError {
     /// 401: a credential is missing or wrong; the reason names the check that failed.
@@ -25,6 +30,10 @@ pub enum ApiError {
     NotFound(&'static str),
     /// 413: the body is larger than the limit, in bytes.
     TooLarge { limit: usize },
+    /// 408: the body did not arrive within the time limit, in seconds.
+    BodyTimeout { secs: u64 },
+    /// 503 with `Retry-After`: too much is in flight (connections, unverified bodies).
+    Overloaded,
     /// 502: HubSpot answered with an error; the reason is safe to show an operator.
     Upstream(String),
     /// 503: storage is unavailable; the sender should retry.
@@ -54,6 +63,15 @@ impl IntoResponse for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": "payload_too_large", "reason": format!("the body is over the limit of {limit} bytes"), "limit_bytes": limit}),
             ),
+            ApiError::BodyTimeout { secs } => (
+                StatusCode::REQUEST_TIMEOUT,
+                json!({"error": "request_timeout", "reason": format!("the body did not arrive within {secs} s")}),
+            ),
+            ApiError::Overloaded => {
+                let body = json!({"error": "overloaded", "reason": "too many requests in flight; retry shortly", "retry": true});
+                let retry_after = [(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())];
+                return (StatusCode::SERVICE_UNAVAILABLE, retry_after, Json(body)).into_response();
+            }
             ApiError::Upstream(reason) => (StatusCode::BAD_GATEWAY, json!({"error": "hubspot", "reason": reason})),
             ApiError::Unavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, json!({"error": "storage_unavailable", "retry": true}))

@@ -1,10 +1,13 @@
 //! The HTTP surface: webhooks ([`webhooks`]; acknowledged only after the delivery is
-//! committed), liveness, and the admin API ([`admin`]) behind its token. Handlers are thin:
+//! committed), liveness, and the admin API ([`admin`]) behind its token, served within the
+//! bounds of [`serve`] (connections, headers) and [`intake`] (bodies). Handlers are thin:
 //! check the credential, parse into a domain event, store, answer. Every error is an
 //! [`ApiError`], whose module states what a 4xx says and that a 5xx shows no internals.
 
 mod admin;
 mod error;
+pub mod intake;
+pub mod serve;
 mod webhooks;
 
 use std::sync::Arc;
@@ -23,8 +26,8 @@ use secrecy::SecretString;
 use serde_json::json;
 use tokio::sync::Notify;
 
-pub use error::ApiError;
-pub use webhooks::BODY_LIMIT;
+pub use error::{ApiError, RETRY_AFTER_SECS};
+pub use intake::{BODY_LIMIT, Intake};
 
 #[derive(Default)]
 pub struct Metrics {
@@ -33,15 +36,17 @@ pub struct Metrics {
     pub ignored: AtomicU64,
     pub rejected_auth: AtomicU64,
     pub rejected_payload: AtomicU64,
+    pub overloaded: AtomicU64,
 }
 
 impl Metrics {
     fn count_rejection(&self, e: &ApiError) {
         match e {
             ApiError::Unauthorized(_) => self.rejected_auth.fetch_add(1, Ordering::Relaxed),
-            ApiError::InvalidPayload(_) | ApiError::TooLarge { .. } => {
+            ApiError::InvalidPayload(_) | ApiError::TooLarge { .. } | ApiError::BodyTimeout { .. } => {
                 self.rejected_payload.fetch_add(1, Ordering::Relaxed)
             }
+            ApiError::Overloaded => self.overloaded.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
     }
@@ -55,6 +60,7 @@ pub struct AppState {
     pub region: DefaultRegion,
     pub admin_token: Option<SecretString>,
     pub metrics: Arc<Metrics>,
+    pub intake: Arc<Intake>,
 }
 
 /// The platforms whose webhooks are served, as configured.
@@ -89,6 +95,11 @@ pub fn router(state: AppState, sources: Sources) -> Router {
         .merge(admin)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// What a connection over the cap is served ([`serve`]): `/health`, and 503 for the rest.
+pub fn overflow_router(state: AppState) -> Router {
+    Router::new().route("/health", get(health)).fallback(|| async { ApiError::Overloaded }).with_state(state)
 }
 
 /// Liveness (200 while the process serves) with readiness: each portal's, and `ready` when

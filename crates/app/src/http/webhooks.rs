@@ -1,6 +1,7 @@
 //! Webhooks in, one handler for every platform ([`webhook`]). Its [`Verified`] extractor
-//! checks the platform's header credential before the body is read, reads the body up to
-//! [`BODY_LIMIT`], and checks its signature on the raw bytes before anything is parsed; the
+//! checks the platform's header credential before the body is read, reads the body within
+//! the bounds of [`super::intake`], and checks its signature on the raw bytes before anything
+//! is parsed (the body's share of the unverified budget is given back then); the
 //! handler parses, stores the event with its job in one commit, and only then answers — 200
 //! `accepted`, or `duplicate` for a delivery seen before (which changes nothing).
 
@@ -20,9 +21,6 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState};
 use crate::jobs::JobKind;
 
-/// Largest webhook body accepted.
-pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
-
 /// A delivery whose credentials checked out, for the platform `P` its route carries (an
 /// `Extension`): its headers and raw body.
 pub struct Verified<P> {
@@ -38,10 +36,10 @@ impl<P: Platform> FromRequest<AppState> for Verified<P> {
         let (parts, body) = request.into_parts();
         let checked = async {
             let platform = parts.extensions.get::<Arc<P>>().cloned().ok_or(ApiError::Internal)?;
-            platform.check_headers(&parts.headers).map_err(|u| ApiError::Unauthorized(u.0))?;
-            let body = read_body(body).await?;
-            platform.check_body(&parts.headers, &body, now_ms()).map_err(|u| ApiError::Unauthorized(u.0))?;
-            Ok(Verified { platform, headers: parts.headers, body })
+            platform.check_headers(&parts.headers, now_ms()).map_err(|u| ApiError::Unauthorized(u.0))?;
+            let body = state.intake.read(&parts.headers, body).await?;
+            platform.check_body(&parts.headers, &body.bytes, now_ms()).map_err(|u| ApiError::Unauthorized(u.0))?;
+            Ok(Verified { platform, headers: parts.headers, body: body.bytes })
         };
         checked.await.inspect_err(|e| state.metrics.count_rejection(e))
     }
@@ -80,15 +78,6 @@ async fn receive<P: Platform>(state: &AppState, delivery: Verified<P>) -> Result
             Ok(Json(json!({"status": "ignored", "type": kind})).into_response())
         }
     }
-}
-
-/// The body, up to [`BODY_LIMIT`].
-async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
-        let too_large = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-            .any(|e| e.is::<http_body_util::LengthLimitError>());
-        if too_large { ApiError::TooLarge { limit: BODY_LIMIT } } else { ApiError::field("body", "could not be read") }
-    })
 }
 
 /// Stores the delivery and the job that lands its event in one commit, then answers.
