@@ -45,14 +45,14 @@ pub struct SearchRequest {
     pub filter_groups: Vec<FilterGroup>,
     #[serde(default)]
     pub sorts: Vec<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::java::field::opt_string")]
     pub query: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::java::field::strings")]
     pub properties: Vec<String>,
-    #[serde(default)]
-    pub limit: Option<Value>,
-    #[serde(default)]
-    pub after: Option<Value>,
+    #[serde(default, deserialize_with = "crate::api::java::field::opt_int")]
+    pub limit: Option<i64>,
+    #[serde(default, deserialize_with = "crate::api::java::field::opt_string")]
+    pub after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,11 +66,11 @@ pub struct FilterGroup {
 pub struct Filter {
     pub property_name: String,
     pub operator: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::java::field::opt_string_value")]
     pub value: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::java::field::opt_string_value")]
     pub high_value: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::java::field::opt_string_values")]
     pub values: Option<Vec<Value>>,
 }
 
@@ -134,23 +134,18 @@ pub fn search(db: &Db, kind: Kind, req: &SearchRequest, limits: &SearchLimits, n
     if req.query.as_deref().is_some_and(|q| q.chars().count() > 3000) {
         return Err(ApiError::validation("The query is longer than 3000 characters"));
     }
-    let limit = match &req.limit {
-        None | Some(Value::Null) => 10,
-        Some(v) => text(v).parse::<usize>().map_err(|_| ApiError::validation("limit must be a whole number"))?,
+    let limit = match req.limit {
+        None => 10,
+        Some(n) => usize::try_from(n).map_err(|_| ApiError::validation("limit must not be negative"))?,
     };
     if limit > limits.max_page_size {
         return Err(ApiError::validation(format!("limit must be at most {}", limits.max_page_size)));
     }
-    let after = match &req.after {
-        None | Some(Value::Null) => 0,
-        Some(v) => {
-            let t = text(v);
-            if t.is_empty() {
-                0
-            } else {
-                t.parse::<usize>().map_err(|_| ApiError::validation("after must be a whole number"))?
-            }
-        }
+    let after = match req.after.as_deref().map(str::trim) {
+        None | Some("") => 0,
+        Some(t) => t
+            .parse::<usize>()
+            .map_err(|_| ApiError::validation("after must be a paging cursor from a previous page"))?,
     };
     if after + limit > limits.max_results {
         return Err(ApiError::validation(format!(

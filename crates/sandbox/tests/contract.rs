@@ -1044,3 +1044,100 @@ async fn a_deactivated_token_gets_401_until_it_is_active_again() {
     api.sb.activate_token(&api.token);
     assert_eq!(api.get("/crm/v3/objects/contacts").await.status, StatusCode::OK);
 }
+
+// --- input types, as HubSpot's specs type them and Jackson reads them ---
+
+#[tokio::test]
+async fn inputs_that_do_not_fit_their_documented_type_are_one_400_in_hubspots_words() {
+    let api = api().await;
+    let id = api.contact(json!({"email": "typed@example.com"})).await;
+    let refused = [
+        ("/crm/v3/objects/contacts/batch/archive", json!({"inputs": [{"id": {}}]}), "from Object value"),
+        ("/crm/v3/objects/contacts/batch/read", json!({"inputs": [{"id": [1]}]}), "from Array value"),
+        (
+            "/crm/v3/objects/contacts/batch/update",
+            json!({"inputs": [{"id": id, "properties": {"firstname": "Ann"}}, {"id": id, "properties": {"lastname": {"a": 1}}}]}),
+            "from Object value",
+        ),
+        ("/crm/v3/objects/contacts", json!({"properties": {"firstname": ["Ann"]}}), "from Array value"),
+        ("/crm/v3/objects/contacts/search", json!({"limit": 3_000_000_000u64}), "out of range of int"),
+        (
+            "/crm/v4/associations/contacts/calls/batch/read",
+            json!({"inputs": [{"id": {"nested": true}}]}),
+            "from Object value",
+        ),
+    ];
+    for (path, body, says) in refused {
+        let r = api.post(path, body).await;
+        assert_error(&r, 400, "VALIDATION_ERROR");
+        let message = r.body["message"].as_str().unwrap();
+        assert!(message.starts_with("Invalid input JSON on line 1, column "), "{path}: {message}");
+        assert!(message.contains(says), "{path}: {message}");
+        assert!(r.body.get("results").is_none(), "{path}: one 400, not per input: {}", r.body);
+    }
+    // Nothing of the refused batch update was written, not even its valid first input.
+    let r = api.get(&format!("/crm/v3/objects/contacts/{id}?properties=firstname")).await;
+    assert_eq!(r.body["properties"]["firstname"], Value::Null, "{}", r.body);
+
+    // Where a string belongs, numbers and booleans are taken as their text, as HubSpot does.
+    let r =
+        api.post("/crm/v3/objects/contacts", json!({"properties": {"email": "n@example.com", "firstname": 7}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["properties"]["firstname"], "7");
+    let numeric_id: u64 = id.parse().unwrap();
+    let r = api.post("/crm/v3/objects/contacts/batch/read", json!({"inputs": [{"id": numeric_id}]})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // Query parameters keep their types too, and no answer speaks Rust.
+    for path in [
+        format!("/crm/v3/objects/contacts/{id}?archived=maybe"),
+        "/crm/v3/objects/contacts?limit=3000000000".to_string(),
+        "/crm/v3/objects/contacts?limit=ten".to_string(),
+        "/crm/v3/objects/contacts?archived=1".to_string(),
+    ] {
+        let r = api.get(&path).await;
+        assert_error(&r, 400, "VALIDATION_ERROR");
+        let message = r.body["message"].as_str().unwrap();
+        assert!(message.contains("Invalid value for query parameter"), "{path}: {message}");
+    }
+    let r = api
+        .post(
+            "/crm/v4/associations/contacts/calls/batch/create",
+            json!({"inputs": [{"from": {"id": id}, "to": {"id": "1"}, "types": [{"associationTypeId": "x"}]}]}),
+        )
+        .await;
+    assert_error(&r, 400, "VALIDATION_ERROR");
+    let message = r.body["message"].as_str().unwrap();
+    for rust in ["expected u32", "invalid type", "expected a string", "missing field"] {
+        assert!(!message.contains(rust), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn association_ids_are_strings_in_every_answer_as_the_v4_spec_types_them() {
+    let api = api().await;
+    let contact = api.contact(json!({"email": "assoc-types@example.com"})).await;
+    let call = api.post("/crm/v3/objects/calls", json!({"properties": {"hs_timestamp": "2026-01-01T00:00:00Z"}})).await;
+    let call = call.body["id"].as_str().unwrap().to_string();
+    let r = api
+        .call(Method::PUT, &format!("/crm/v4/objects/calls/{call}/associations/default/contacts/{contact}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for result in r.body["results"].as_array().unwrap() {
+        assert!(result["from"]["id"].is_string() && result["to"]["id"].is_string(), "{result}");
+    }
+    let r = api
+        .call(
+            Method::PUT,
+            &format!("/crm/v4/objects/calls/{call}/associations/contacts/{contact}"),
+            Some(json!([{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 194}])),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.body["fromObjectId"].is_string() && r.body["toObjectId"].is_string(), "{}", r.body);
+    let r = api.get(&format!("/crm/v4/objects/calls/{call}/associations/contacts")).await;
+    assert!(r.body["results"][0]["toObjectId"].is_string(), "{}", r.body);
+    let r = api.post("/crm/v4/associations/calls/contacts/batch/read", json!({"inputs": [{"id": call}]})).await;
+    assert!(r.body["results"][0]["from"]["id"].is_string(), "{}", r.body);
+    assert!(r.body["results"][0]["to"][0]["toObjectId"].is_string(), "{}", r.body);
+}

@@ -101,13 +101,14 @@ pub async fn associate_default(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Spec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::opt_string")]
     pub association_category: Option<String>,
+    #[serde(deserialize_with = "super::java::field::type_id")]
     pub association_type_id: u32,
 }
 
 fn labels_between(from: Kind, a: u64, to: Kind, b: u64) -> Value {
-    json!({"fromObjectTypeId": from.type_id(), "fromObjectId": a, "toObjectTypeId": to.type_id(), "toObjectId": b, "labels": []})
+    json!({"fromObjectTypeId": from.type_id(), "fromObjectId": a.to_string(), "toObjectTypeId": to.type_id(), "toObjectId": b.to_string(), "labels": []})
 }
 
 fn associate_with_specs(db: &mut Db, from: Kind, a: u64, to: Kind, b: u64, specs: &[Spec]) -> ApiResult<()> {
@@ -165,8 +166,8 @@ pub async fn list(
     q: Query,
 ) -> ApiResult<Json<Value>> {
     let (from, to) = (kind(&from_type)?, kind(&to_type)?);
-    let limit = q.number("limit")?.unwrap_or(500).min(500);
-    let after = q.number("after")?.unwrap_or(0);
+    let limit = q.int32("limit", 1)?.unwrap_or(500).min(500);
+    let after = q.int32("after", 0)?.unwrap_or(0);
     let db = st.db.lock();
     let a = existing(&db, from, parse_id(&from_id)?)?;
     let all = db.associations((from, a), to);
@@ -200,6 +201,7 @@ pub struct Pair {
 
 #[derive(Debug, Deserialize)]
 pub struct IdObj {
+    #[serde(deserialize_with = "super::java::field::id")]
     pub id: Value,
 }
 
@@ -279,6 +281,7 @@ pub async fn batch_default(
 
 #[derive(Debug, Deserialize)]
 pub struct ReadInput {
+    #[serde(deserialize_with = "super::java::field::id")]
     pub id: Value,
 }
 

@@ -31,29 +31,31 @@ type NewRecord = (Write, Vec<(Kind, AssocInput)>);
 #[serde(rename_all = "camelCase")]
 pub struct Batch<T> {
     pub inputs: Vec<T>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::strings")]
     pub properties: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::strings")]
     pub properties_with_history: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::opt_string")]
     pub id_property: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IdInput {
+    #[serde(deserialize_with = "super::java::field::id")]
     pub id: Value,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateInput {
+    #[serde(deserialize_with = "super::java::field::id")]
     pub id: Value,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::properties")]
     pub properties: Map<String, Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::opt_string")]
     pub id_property: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::opt_string")]
     pub object_write_trace_id: Option<String>,
 }
 
@@ -179,7 +181,7 @@ pub async fn read(
     let kind = kind(&object_type)?;
     check_size(batch.inputs.len())?;
     let started = now_ms();
-    let archived = q.flag("archived");
+    let archived = q.boolean("archived")?;
     let db = st.db.lock();
     let mut results = Vec::new();
     let mut missing = Vec::new();

@@ -87,11 +87,11 @@ pub struct EngagementInput {
 pub struct EngagementHead {
     #[serde(rename = "type")]
     pub engagement_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::opt_long_value")]
     pub timestamp: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::opt_long_value")]
     pub owner_id: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::opt_boolean")]
     pub active: Option<bool>,
 }
 
@@ -219,7 +219,7 @@ pub async fn associated(
             "The sandbox lists engagements of CONTACT records, not {object_type}"
         )));
     }
-    let limit = q.number("limit")?.unwrap_or(100).clamp(1, 100);
+    let limit = q.int32("limit", 1)?.unwrap_or(100).clamp(1, 100);
     let offset = q.one("offset").and_then(|o| o.parse::<u64>().ok()).unwrap_or(0);
     let db = st.db.lock();
     if db.record(Kind::Contact, object_id).is_none() {

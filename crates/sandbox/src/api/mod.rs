@@ -10,7 +10,6 @@ use axum::http::request::Parts;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::gate;
@@ -21,6 +20,7 @@ mod assoc;
 mod batch;
 mod control;
 mod engagements;
+pub mod java;
 mod oauth;
 pub(crate) mod objects;
 mod props;
@@ -28,7 +28,7 @@ mod scheduler;
 
 pub type Shared = axum::extract::State<Arc<State>>;
 
-/// A JSON body parsed with HubSpot's 400 on malformed input.
+/// A JSON body read as HubSpot reads it ([`java`]): one 400 for whatever does not fit.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
@@ -36,8 +36,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError::bad_json(e.body_text()))?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(ApiError::bad_json)?;
-        serde_json::from_value(value).map(Body).map_err(ApiError::bad_json)
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_json("No content to map due to end-of-input"));
+        }
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| java::invalid_json(&e))
     }
 }
 
@@ -72,14 +74,31 @@ impl Query {
             .collect()
     }
 
-    pub fn flag(&self, key: &str) -> bool {
-        self.one(key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    /// A `boolean` parameter (absent: false); anything but `true` or `false` is a 400.
+    pub fn boolean(&self, key: &str) -> Result<bool, ApiError> {
+        match self.one(key) {
+            None => Ok(false),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+            Some(v) => Err(ApiError::validation(format!(
+                "Invalid value for query parameter {key}: \"{v}\" is not a boolean (true or false)"
+            ))),
+        }
     }
 
-    pub fn number(&self, key: &str) -> Result<Option<usize>, ApiError> {
-        self.one(key)
-            .map(|v| v.parse::<usize>().map_err(|_| ApiError::validation(format!("{key} must be a whole number"))))
-            .transpose()
+    /// An `int32` parameter at least `min`; anything else is a 400.
+    pub fn int32(&self, key: &str, min: i32) -> Result<Option<usize>, ApiError> {
+        let Some(v) = self.one(key) else { return Ok(None) };
+        match v.trim().parse::<i64>() {
+            Ok(n) if n >= i64::from(min) && n <= i64::from(i32::MAX) => Ok(Some(n as usize)),
+            Ok(n) => Err(ApiError::validation(format!(
+                "Invalid value for query parameter {key}: {n} is outside {min} to {}",
+                i32::MAX
+            ))),
+            Err(_) => Err(ApiError::validation(format!(
+                "Invalid value for query parameter {key}: \"{v}\" is not an int32 number"
+            ))),
+        }
     }
 }
 

@@ -19,12 +19,20 @@ use crate::util::{iso, now_ms};
 
 #[derive(Debug, Deserialize)]
 pub struct ObjectInput {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::properties")]
     pub properties: Map<String, Value>,
     #[serde(default)]
-    pub associations: Vec<Value>,
-    #[serde(default, rename = "objectWriteTraceId")]
+    pub associations: Vec<AssociationInput>,
+    #[serde(default, rename = "objectWriteTraceId", deserialize_with = "super::java::field::opt_string")]
     pub object_write_trace_id: Option<String>,
+}
+
+/// An inline association: `{"to": {"id"}, "types": [{"associationCategory", "associationTypeId"}]}`.
+#[derive(Debug, Deserialize)]
+pub struct AssociationInput {
+    pub to: super::assoc::IdObj,
+    #[serde(default)]
+    pub types: Vec<super::assoc::Spec>,
 }
 
 /// Reads an id that HubSpot accepts as a string or a number.
@@ -42,29 +50,25 @@ pub fn association_target(from: Kind, type_id: u32) -> Option<Kind> {
 }
 
 /// Parses inline associations (`[{"to":{"id"},"types":[{"associationCategory","associationTypeId"}]}]`).
-pub fn parse_associations(from: Kind, raw: &[Value]) -> ApiResult<Vec<(Kind, AssocInput)>> {
+pub fn parse_associations(from: Kind, raw: &[AssociationInput]) -> ApiResult<Vec<(Kind, AssocInput)>> {
     let mut out = Vec::new();
     for (i, a) in raw.iter().enumerate() {
-        let to =
-            a.get("to").and_then(|t| t.get("id")).and_then(id_text).and_then(|s| s.parse::<u64>().ok()).ok_or_else(
-                || ApiError::validation(format!("associations[{i}].to.id is required and must be a record id")),
-            )?;
-        let types = a.get("types").and_then(Value::as_array).filter(|t| !t.is_empty()).ok_or_else(|| {
-            ApiError::validation(format!("associations[{i}].types must list at least one association type"))
+        let to = id_text(&a.to.id).and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| {
+            ApiError::validation(format!("associations[{i}].to.id is required and must be a record id"))
         })?;
+        if a.types.is_empty() {
+            return Err(ApiError::validation(format!(
+                "associations[{i}].types must list at least one association type"
+            )));
+        }
         let mut target = None;
         let mut type_ids = Vec::new();
-        for t in types {
-            let category = t.get("associationCategory").and_then(Value::as_str).unwrap_or("HUBSPOT_DEFINED");
+        for t in &a.types {
+            let category = t.association_category.as_deref().unwrap_or("HUBSPOT_DEFINED");
             if !matches!(category, "HUBSPOT_DEFINED" | "USER_DEFINED" | "INTEGRATOR_DEFINED") {
                 return Err(ApiError::validation(format!("associations[{i}]: unknown associationCategory {category}")));
             }
-            let id = t
-                .get("associationTypeId")
-                .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
-                .ok_or_else(|| {
-                    ApiError::validation(format!("associations[{i}].types[].associationTypeId is required"))
-                })? as u32;
+            let id = t.association_type_id;
             let kind = association_target(from, id).ok_or_else(|| {
                 ApiError::validation(format!("{id} is not a valid association type id from {}", from.plural()))
                     .with("subCategory", json!("crm.associations.INVALID_ASSOCIATION_TYPE"))
@@ -116,7 +120,7 @@ pub async fn create(
 pub async fn read(st: Shared, Path((object_type, id)): Path<(String, String)>, q: Query) -> ApiResult<Json<Value>> {
     let kind = kind(&object_type)?;
     let db = st.db.lock();
-    let record = if q.flag("archived") {
+    let record = if q.boolean("archived")? {
         id.parse::<u64>().ok().and_then(|id| db.table(kind).records.get(&id)).filter(|r| r.archived)
     } else {
         db.find(kind, q.one("idProperty"), &id, true)?.and_then(|id| db.record(kind, id))
@@ -186,7 +190,7 @@ pub async fn archive(st: Shared, Path((object_type, id)): Path<(String, String)>
 
 pub async fn list(st: Shared, Path(object_type): Path<String>, q: Query) -> ApiResult<Json<Value>> {
     let kind = kind(&object_type)?;
-    let limit = q.number("limit")?.unwrap_or(10);
+    let limit = q.int32("limit", 1)?.unwrap_or(10);
     if limit > 100 {
         return Err(ApiError::validation("limit must be at most 100"));
     }
@@ -194,7 +198,7 @@ pub async fn list(st: Shared, Path(object_type): Path<String>, q: Query) -> ApiR
         .one("after")
         .map(|a| a.parse::<u64>().map_err(|_| ApiError::validation("after must be a record id")))
         .transpose()?;
-    let archived = q.flag("archived");
+    let archived = q.boolean("archived")?;
     let db = st.db.lock();
     let mut page: Vec<&Record> = db
         .table(kind)
@@ -226,7 +230,9 @@ pub async fn search(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MergeInput {
+    #[serde(deserialize_with = "super::java::field::id")]
     pub primary_object_id: Value,
+    #[serde(deserialize_with = "super::java::field::id")]
     pub object_id_to_merge: Value,
 }
 

@@ -27,13 +27,13 @@ pub struct PropertyCreate {
     pub description: Option<String>,
     #[serde(default)]
     pub options: Vec<OptionInput>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::boolean")]
     pub has_unique_value: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::boolean")]
     pub hidden: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::boolean")]
     pub form_field: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::opt_int")]
     pub display_order: Option<i64>,
 }
 
@@ -42,9 +42,9 @@ pub struct PropertyCreate {
 pub struct OptionInput {
     pub label: String,
     pub value: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::boolean")]
     pub hidden: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::java::field::opt_int")]
     pub display_order: Option<i64>,
     #[serde(default)]
     pub description: Option<String>,
@@ -83,7 +83,7 @@ fn group_json(g: &GroupDef) -> Value {
 
 pub async fn list(st: Shared, Path(object_type): Path<String>, q: Query) -> ApiResult<Json<Value>> {
     let kind = kind(&object_type)?;
-    let archived = q.flag("archived");
+    let archived = q.boolean("archived")?;
     let only = q.list("properties");
     let db = st.db.lock();
     let results: Vec<Value> = db

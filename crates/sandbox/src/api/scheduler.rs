@@ -130,7 +130,7 @@ fn slots(st: &State, busy: &[(i64, i64)], duration: i64, from: i64, to: i64) -> 
 
 pub async fn availability(st: Shared, Path(slug): Path<String>, q: Query) -> ApiResult<Json<Value>> {
     check_slug(&slug)?;
-    let month_offset = q.number("monthOffset")?.unwrap_or(0) as i64;
+    let month_offset = q.int32("monthOffset", 0)?.unwrap_or(0) as i64;
     let now = now_ms();
     let horizon = now + WEEKS_TO_ADVERTISE * 7 * 86_400_000;
     let window = 30 * 86_400_000;
@@ -163,6 +163,7 @@ pub struct BookInput {
     pub last_name: String,
     pub email: String,
     pub start_time: Value,
+    #[serde(deserialize_with = "super::java::field::long")]
     pub duration: i64,
     #[serde(default)]
     pub guest_emails: Vec<String>,
