@@ -193,6 +193,21 @@ impl Config {
 
     /// Loads defaults, the file if given, then `vars` (the `CALLBRIDGE_*` environment).
     pub fn load_from(file: Option<&Path>, vars: &std::collections::HashMap<String, String>) -> anyhow::Result<Config> {
+        let text = match file {
+            Some(path) => Some((
+                std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?,
+                path.display().to_string(),
+            )),
+            None => None,
+        };
+        Config::from_text(text.as_ref().map(|(t, p)| (t.as_str(), p.as_str())), vars)
+    }
+
+    /// Defaults, then `file` (a TOML file's text and its name for messages), then `vars`.
+    pub fn from_text(
+        file: Option<(&str, &str)>,
+        vars: &std::collections::HashMap<String, String>,
+    ) -> anyhow::Result<Config> {
         let env = |k: &str| vars.get(k).cloned();
         let var_name = |k: &str| format!("CALLBRIDGE_{}", k.to_ascii_uppercase());
         for name in vars.keys().filter(|k| k.starts_with("CALLBRIDGE_") && !OTHER_VARIABLES.contains(&k.as_str())) {
@@ -202,11 +217,8 @@ impl Config {
             }
         }
         let mut table = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                text.parse::<toml::Table>()
-                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+            Some((text, name)) => {
+                text.parse::<toml::Table>().with_context(|| format!("config file {name} is not valid TOML"))?
             }
             None => toml::Table::new(),
         };

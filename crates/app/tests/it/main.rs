@@ -3,6 +3,7 @@
 mod answers;
 mod bounds;
 mod burst;
+mod fuzz_regressions;
 mod helpers;
 mod logs;
 mod outage_logs;

@@ -1,0 +1,127 @@
+//! The invariants every untrusted input keeps, whatever its bytes: the fuzz targets
+//! (`fuzz/`, `scripts/fuzz.sh`) run them on millions of generated inputs, and the regression
+//! test runs them on every input the fuzzer ever found failing (`fuzz/regressions/<target>/`).
+//! [`check`] runs the target a name picks; each panics when an invariant breaks.
+//!
+//! | target | input | invariants |
+//! |---|---|---|
+//! | `vapi`, `retell`, `elevenlabs`, `generic` | an optional `Idempotency-Key` line, then a body | the parser never panics; a refusal names a field; an accepted event is stored as its job and reads back the same; keys are never empty |
+//! | `signatures` | a header line, then a body | no arbitrary header verifies; a properly signed one does, over that body only |
+//! | `phone_email` | text | a number that parses is E.164 and parses again to itself, masked never whole; an email parses again to itself |
+//! | `config` | TOML, then after a NUL `KEY=VALUE` lines | loading never panics |
+
+use std::collections::HashMap;
+
+use callbridge_domain::{DefaultRegion, Email, PhoneE164};
+use callbridge_sources::signature::{self, SignatureError, sign};
+use callbridge_sources::{ElevenLabs, Generic, Parsed, Platform, Retell, Vapi};
+use http::HeaderMap;
+use serde_json::Value;
+
+use crate::jobs::JobKind;
+
+/// Every target, by name.
+pub const TARGETS: [&str; 7] = ["vapi", "retell", "elevenlabs", "generic", "signatures", "phone_email", "config"];
+
+/// Runs the invariants of `target` on `data`; panics when one breaks. An unknown target is a
+/// panic too, so a misnamed regression directory cannot pass unnoticed.
+pub fn check(target: &str, data: &[u8]) {
+    match target {
+        "vapi" => webhook(&Vapi { secret: None, hmac: false }, data),
+        "retell" => webhook(&Retell { api_key: None }, data),
+        "elevenlabs" => webhook(&ElevenLabs { secret: None }, data),
+        "generic" => webhook(&Generic { token: None }, data),
+        "signatures" => signatures(data),
+        "phone_email" => phone_email(data),
+        "config" => config(data),
+        other => panic!("no fuzz target is called {other:?}"),
+    }
+}
+
+fn webhook<P: Platform>(platform: &P, data: &[u8]) {
+    // The first line may carry an `Idempotency-Key` header; the rest is the body.
+    let (header, body) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (&b""[..], data),
+    };
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_bytes(header) {
+        headers.insert("idempotency-key", v);
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(body) else { return };
+    let region = DefaultRegion::parse("US").expect("US is a region");
+    match platform.parse(&headers, &value, region) {
+        Ok(Parsed::Event(event, key)) => {
+            assert!(!key.to_string().is_empty(), "an idempotency key is never empty");
+            let job = JobKind::for_event(*event.clone());
+            let payload = job.payload().expect("an accepted event can be stored");
+            let back = JobKind::decode(job.name(), &payload).expect("a stored job reads back");
+            assert_eq!(back.event(), *event, "a stored event reads back the same");
+        }
+        Ok(Parsed::Record { key, .. } | Parsed::Unattached(key)) => {
+            assert!(!key.to_string().is_empty(), "an idempotency key is never empty");
+        }
+        Ok(Parsed::Ignored(_)) => {}
+        Err(fields) => assert!(!fields.errors.is_empty(), "a refusal names at least one field"),
+    }
+}
+
+const KEY: &str = "fuzz-key";
+const NOW_MS: i64 = 1_767_708_331_902;
+
+fn signatures(data: &[u8]) {
+    let (header, body) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (String::from_utf8_lossy(&data[..i]).into_owned(), &data[i + 1..]),
+        None => (String::from_utf8_lossy(data).into_owned(), &b""[..]),
+    };
+    let (ts_text, _) = header.split_once(',').unwrap_or((&header, ""));
+
+    // Arbitrary headers: any outcome but a panic; a match means the fuzzer found the HMAC.
+    let retell = signature::verify_retell(Some(&header), body, KEY, NOW_MS);
+    assert_ne!(retell, Ok(()), "an arbitrary Retell header verified");
+    let eleven = signature::verify_elevenlabs(Some(&header), body, KEY, NOW_MS / 1000);
+    assert_ne!(eleven, Ok(()), "an arbitrary ElevenLabs header verified");
+    let vapi = signature::verify_vapi_hmac(Some(&header), Some(ts_text), body, KEY, NOW_MS);
+    assert_ne!(vapi, Ok(()), "an arbitrary Vapi signature verified");
+
+    // A header signed properly over this body verifies; over another body it does not.
+    let ts = (NOW_MS - 1000).to_string();
+    let good = format!("v={ts},d={}", sign(KEY, &[body, ts.as_bytes()]));
+    assert_eq!(signature::verify_retell(Some(&good), body, KEY, NOW_MS), Ok(()));
+    let mut other = body.to_vec();
+    other.push(b'!');
+    assert_eq!(signature::verify_retell(Some(&good), &other, KEY, NOW_MS), Err(SignatureError::Mismatch));
+    let secs = (NOW_MS / 1000 - 1).to_string();
+    let good = format!("t={secs},v0={}", sign(KEY, &[secs.as_bytes(), b".", body]));
+    assert_eq!(signature::verify_elevenlabs(Some(&good), body, KEY, NOW_MS / 1000), Ok(()));
+}
+
+fn phone_email(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    for region in ["US", "GB", "DE"] {
+        let region = DefaultRegion::parse(region).expect("a known region");
+        if let Ok(phone) = PhoneE164::parse(text, region) {
+            let e164 = phone.as_str();
+            assert!(e164.starts_with('+') && e164[1..].bytes().all(|b| b.is_ascii_digit()), "{e164}");
+            assert_eq!(PhoneE164::parse(e164, region).map(|p| p.as_str().to_string()), Ok(e164.to_string()));
+            assert_ne!(phone.masked(), e164, "a masked number hides digits");
+            assert!(!phone.search_values().is_empty());
+        }
+    }
+    if let Ok(email) = Email::parse(text) {
+        assert_eq!(Email::parse(email.as_str()).map(|e| e.as_str().to_string()), Ok(email.as_str().to_string()));
+    }
+}
+
+fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    // The TOML file, then after a NUL one `KEY=VALUE` variable per line.
+    let (toml, vars) = text.split_once('\0').unwrap_or((text, ""));
+    let vars: HashMap<String, String> = vars
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (format!("CALLBRIDGE_{}", k.trim().to_ascii_uppercase()), v.to_string()))
+        .collect();
+    let _ = crate::config::Config::from_text(Some((toml, "fuzz.toml")), &vars);
+    let _ = crate::config::Config::from_text(None, &vars);
+}

@@ -1,0 +1,4 @@
+//! `elevenlabs`: the invariants of `callbridge::invariants` on generated inputs.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| callbridge::invariants::check("elevenlabs", data));

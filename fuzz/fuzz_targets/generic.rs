@@ -1,0 +1,4 @@
+//! `generic`: the invariants of `callbridge::invariants` on generated inputs.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| callbridge::invariants::check("generic", data));

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Fuzzes every parser and verifier with libFuzzer (cargo fuzz, nightly toolchain):
+#   bash scripts/fuzz.sh [RUNS] [TARGET...]     (default: 1000000 inputs, every target)
+# Corpora start from the voice platforms' sample payloads (../shared/fixtures/voice when
+# present) and grow under target/fuzz/corpus/. A failing input is saved by libFuzzer under
+# fuzz/artifacts/<target>/; copy it to fuzz/regressions/<target>/ so the normal test suite
+# (crates/app/tests/it/fuzz_regressions.rs) keeps checking it. Prints a line per target:
+# inputs run, and whether it failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${1:-1000000}"
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  targets=(vapi retell elevenlabs generic signatures phone_email config)
+fi
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+fixtures="$(cd .. && pwd)/shared/fixtures/voice"
+(cd fuzz && cargo +nightly fuzz build --target-dir ../target/fuzz)
+for t in "${targets[@]}"; do
+  corpus="target/fuzz/corpus/$t"
+  mkdir -p "$corpus" "fuzz/artifacts/$t"
+  case "$t" in
+    vapi|retell|elevenlabs|generic)
+      if [ -d "$fixtures/$t" ]; then find "$fixtures/$t" -name '*.json' -exec cp {} "$corpus/" \; ; fi
+      dict=(-dict=fuzz/dict/webhooks.dict) ;;
+    *) dict=() ;;
+  esac
+  [ -d "fuzz/regressions/$t" ] && cp fuzz/regressions/"$t"/* "$corpus/" 2>/dev/null || true
+  log="target/fuzz/$t.log"
+  status=ok
+  (cd fuzz && cargo +nightly fuzz run --target-dir ../target/fuzz "$t" "../$corpus" -- \
+      -runs="$runs" -max_len=65536 -rss_limit_mb=4096 -artifact_prefix="artifacts/$t/" \
+      "${dict[@]/#-dict=/-dict=../}") >"$log" 2>&1 || status=FAILED
+  done_runs=$(grep -Eo 'Done [0-9]+ runs' "$log" | grep -Eo '[0-9]+' | tail -1 || true)
+  echo "$t: ${done_runs:-?} inputs, $status (log: $log)"
+done
