@@ -99,7 +99,21 @@ impl App {
             vapi: callbridge_sources::Vapi { secret: config.vapi_secret.clone(), hmac: config.vapi_auth == "hmac" },
             retell: callbridge_sources::Retell { api_key: config.retell_api_key.clone() },
             elevenlabs: callbridge_sources::ElevenLabs { secret: config.elevenlabs_secret.clone() },
-            generic: callbridge_sources::Generic { token: config.generic_token.clone() },
+            generic: callbridge_sources::Generic { token: config.generic_token.clone(), ..Default::default() },
+            named: config
+                .generic
+                .iter()
+                .map(|(name, endpoint)| {
+                    let map = callbridge_sources::generic::BookingMap::with(&endpoint.paths())
+                        .expect("validated with the configuration");
+                    let generic = callbridge_sources::Generic {
+                        token: endpoint.token.clone().or_else(|| config.generic_token.clone()),
+                        map: Arc::new(map),
+                        contacts_only: endpoint.contacts_only,
+                    };
+                    (name.clone(), generic)
+                })
+                .collect(),
         };
         let worker = Arc::new(Worker {
             portals,

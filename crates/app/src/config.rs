@@ -5,6 +5,7 @@
 //! guarantees. Secrets are `SecretString`s and are never printed; a database URL is shown
 //! without its password ([`redact_url`]).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -79,6 +80,47 @@ pub struct Config {
     pub unverified_body_mib: usize,
     /// `text` or `json`.
     pub log_format: String,
+    /// Named booking webhooks (`[generic.NAME]` in the file), each at `/webhooks/generic/NAME`.
+    pub generic: BTreeMap<String, GenericEndpoint>,
+}
+
+/// A named booking webhook: its own token, field mapping and whether it takes contacts only.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenericEndpoint {
+    /// The environment variable holding this endpoint's Bearer token (else `generic_token`).
+    pub token_env: Option<String>,
+    /// Bookings without a meeting time land as contacts instead of being refused.
+    pub contacts_only: bool,
+    /// Booking field → the path (or paths, tried in order) it is read from.
+    pub map: BTreeMap<String, Paths>,
+    /// The token `token_env` names, read when the configuration is loaded.
+    #[serde(skip)]
+    pub token: Option<SecretString>,
+}
+
+/// One path or several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Paths {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl GenericEndpoint {
+    /// The mapping as field → paths.
+    pub fn paths(&self) -> BTreeMap<String, Vec<String>> {
+        self.map
+            .iter()
+            .map(|(k, p)| {
+                let paths = match p {
+                    Paths::One(p) => vec![p.clone()],
+                    Paths::Many(ps) => ps.clone(),
+                };
+                (k.clone(), paths)
+            })
+            .collect()
+    }
 }
 
 impl Default for Config {
@@ -112,6 +154,7 @@ impl Default for Config {
             body_timeout_secs: 30,
             unverified_body_mib: 64,
             log_format: "text".into(),
+            generic: BTreeMap::new(),
         }
     }
 }
@@ -187,7 +230,8 @@ pub fn redact_url(url: &str) -> String {
 impl Config {
     /// Loads defaults, the file if given, then the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-        let vars = std::env::vars().filter(|(k, _)| k.starts_with("CALLBRIDGE_")).collect();
+        // All of them: a named endpoint's `token_env` may name any variable.
+        let vars = std::env::vars().collect();
         Config::load_from(file, &vars)
     }
 
@@ -210,18 +254,28 @@ impl Config {
     ) -> anyhow::Result<Config> {
         let env = |k: &str| vars.get(k).cloned();
         let var_name = |k: &str| format!("CALLBRIDGE_{}", k.to_ascii_uppercase());
-        for name in vars.keys().filter(|k| k.starts_with("CALLBRIDGE_") && !OTHER_VARIABLES.contains(&k.as_str())) {
-            if !TEXT.iter().chain(&NUMERIC).any(|k| var_name(k) == *name) {
-                let hint = did_you_mean(name, TEXT.iter().chain(&NUMERIC).map(|k| var_name(k)));
-                bail!("unknown environment variable `{name}`{hint}");
-            }
-        }
         let mut table = match file {
             Some((text, name)) => {
                 text.parse::<toml::Table>().with_context(|| format!("config file {name} is not valid TOML"))?
             }
             None => toml::Table::new(),
         };
+        // Variables the file names for secrets (`generic.NAME.token_env`) are its own, not unknown.
+        let named: Vec<&str> = table
+            .get("generic")
+            .and_then(toml::Value::as_table)
+            .into_iter()
+            .flat_map(|t| t.values())
+            .filter_map(|e| e.get("token_env").and_then(toml::Value::as_str))
+            .collect();
+        for name in vars.keys().filter(|k| {
+            k.starts_with("CALLBRIDGE_") && !OTHER_VARIABLES.contains(&k.as_str()) && !named.contains(&k.as_str())
+        }) {
+            if !TEXT.iter().chain(&NUMERIC).any(|k| var_name(k) == *name) {
+                let hint = did_you_mean(name, TEXT.iter().chain(&NUMERIC).map(|k| var_name(k)));
+                bail!("unknown environment variable `{name}`{hint}");
+            }
+        }
         for key in TEXT.into_iter().chain(NUMERIC) {
             let var = format!("CALLBRIDGE_{}", key.to_ascii_uppercase());
             let Some(value) = env(&var) else { continue };
@@ -234,11 +288,15 @@ impl Config {
             };
             table.insert(key.to_string(), value);
         }
-        if let Some(unknown) = table.keys().find(|k| !TEXT.contains(&k.as_str()) && !NUMERIC.contains(&k.as_str())) {
+        let tables = ["generic"];
+        if let Some(unknown) = table
+            .keys()
+            .find(|k| !TEXT.contains(&k.as_str()) && !NUMERIC.contains(&k.as_str()) && !tables.contains(&k.as_str()))
+        {
             let hint = did_you_mean(unknown, TEXT.iter().chain(&NUMERIC).map(|k| k.to_string()));
             bail!("unknown setting `{unknown}` in the config file{hint}");
         }
-        let config: Config = match toml::Value::Table(table.clone()).try_into() {
+        let mut config: Config = match toml::Value::Table(table.clone()).try_into() {
             Ok(c) => c,
             Err(e) => {
                 // serde names an unknown key but not the key of a mistyped value: find it.
@@ -254,6 +312,14 @@ impl Config {
                 }
             }
         };
+        for (name, endpoint) in &mut config.generic {
+            if let Some(var) = &endpoint.token_env {
+                let token = vars.get(var).filter(|t| !t.is_empty()).ok_or_else(|| {
+                    anyhow::anyhow!("invalid setting `generic.{name}.token_env`: the variable {var} is not set")
+                })?;
+                endpoint.token = Some(SecretString::from(token.clone()));
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -329,6 +395,14 @@ impl Config {
         range("hubspot_retry_secs", self.hubspot_retry_secs, 1, 3600, "one request is retried for at most an hour")?;
         if !matches!(self.vapi_auth.as_str(), "secret" | "hmac") {
             return Err(bad("vapi_auth", format!("{:?}: use secret or hmac", self.vapi_auth)));
+        }
+        for (name, endpoint) in &self.generic {
+            let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_';
+            if name.is_empty() || !name.bytes().all(plain) {
+                bail!("invalid setting `generic.{name}`: an endpoint's name is lowercase letters, digits, - and _");
+            }
+            callbridge_sources::generic::BookingMap::with(&endpoint.paths())
+                .map_err(|e| anyhow::anyhow!("invalid setting `generic.{name}.map`: {e}"))?;
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(bad("log_format", format!("{:?}: use text or json", self.log_format)));

@@ -16,7 +16,6 @@ use callbridge_domain::{DefaultRegion, Email, PhoneE164};
 use callbridge_sources::signature::{self, SignatureError, sign};
 use callbridge_sources::{ElevenLabs, Generic, Parsed, Platform, Retell, Vapi};
 use http::HeaderMap;
-use serde_json::Value;
 
 use crate::jobs::JobKind;
 
@@ -30,7 +29,7 @@ pub fn check(target: &str, data: &[u8]) {
         "vapi" => webhook(&Vapi { secret: None, hmac: false }, data),
         "retell" => webhook(&Retell { api_key: None }, data),
         "elevenlabs" => webhook(&ElevenLabs { secret: None }, data),
-        "generic" => webhook(&Generic { token: None }, data),
+        "generic" => webhook(&Generic::default(), data),
         "signatures" => signatures(data),
         "phone_email" => phone_email(data),
         "config" => config(data),
@@ -48,7 +47,7 @@ fn webhook<P: Platform>(platform: &P, data: &[u8]) {
     if let Ok(v) = http::HeaderValue::from_bytes(header) {
         headers.insert("idempotency-key", v);
     }
-    let Ok(value) = serde_json::from_slice::<Value>(body) else { return };
+    let Ok(value) = platform.decode(&headers, body) else { return };
     let region = DefaultRegion::parse("US").expect("US is a region");
     match platform.parse(&headers, &value, region) {
         Ok(Parsed::Event(event, key)) => {

@@ -81,9 +81,50 @@ impl Fields {
         self.errors.push(FieldError { field: field.to_string(), problem: problem.into() });
     }
 
-    /// A value at a dotted path (`message.call.id`), relative to `root` named `prefix`.
+    /// The value at a path, or `None` when it is absent or null. A path is dotted keys with
+    /// array indices: `message.call.id`, `transcript[0].text`, `items[2]`. It is the one path
+    /// language of callbridge: parsers and configured field mappings both use it.
     pub fn at<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
-        path.split('.').try_fold(root, |v, key| v.get(key)).filter(|v| !v.is_null())
+        let mut v = root;
+        for part in path.split('.') {
+            let (key, mut indices) = match part.find('[') {
+                Some(i) => (&part[..i], &part[i..]),
+                None => (part, ""),
+            };
+            if !key.is_empty() {
+                v = v.get(key)?;
+            }
+            while let Some(rest) = indices.strip_prefix('[') {
+                let (index, tail) = rest.split_once(']')?;
+                v = v.get(index.parse::<usize>().ok()?)?;
+                indices = tail;
+            }
+            if !indices.is_empty() {
+                return None;
+            }
+        }
+        Some(v).filter(|v| !v.is_null())
+    }
+
+    /// Whether `path` is well-formed in that language (for checking configured mappings).
+    pub fn valid_path(path: &str) -> bool {
+        !path.is_empty()
+            && path.split('.').all(|part| {
+                let (key, mut indices) = match part.find('[') {
+                    Some(i) => (&part[..i], &part[i..]),
+                    None => (part, ""),
+                };
+                if (key.is_empty() && indices.is_empty()) || key.contains(']') {
+                    return false;
+                }
+                while let Some(rest) = indices.strip_prefix('[') {
+                    match rest.split_once(']') {
+                        Some((i, tail)) if !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()) => indices = tail,
+                        _ => return false,
+                    }
+                }
+                indices.is_empty()
+            })
     }
 
     /// An optional string; present with another type is an error. Empty counts as absent.
@@ -96,6 +137,12 @@ impl Fields {
                 None
             }
         }
+    }
+
+    /// The first of `paths` that holds a value, read as [`Fields::string`] reads it.
+    pub fn first_string(&mut self, root: &Value, paths: &[String], name: &str) -> Option<String> {
+        let path = paths.iter().find(|p| Fields::at(root, p).is_some())?;
+        self.string(root, path, name)
     }
 
     /// An optional finite number (JSON number, or a string holding one); `inf`, `NaN` and
@@ -210,5 +257,27 @@ mod tests {
             assert_eq!(CallerNumber::read(Some(raw.into()), region), CallerNumber::Withheld, "{raw}");
         }
         assert!(CallerNumber::read(Some("(415) 555-0100".into()), region).phone().is_some());
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn paths_are_dotted_keys_with_array_indices() {
+        let v = json!({"a": {"b": [{"c": 1}, {"c": 2}]}, "n": null, "list": [[5, 6]]});
+        assert_eq!(Fields::at(&v, "a.b[1].c"), Some(&json!(2)));
+        assert_eq!(Fields::at(&v, "list[0][1]"), Some(&json!(6)));
+        assert_eq!(Fields::at(&v, "a.b[7].c"), None);
+        assert_eq!(Fields::at(&v, "n"), None, "null is absent");
+        assert_eq!(Fields::at(&v, "a.b[x]"), None);
+        for good in ["a", "a.b[1].c", "list[0][1]", "x_y.z-1"] {
+            assert!(Fields::valid_path(good), "{good}");
+        }
+        for bad in ["", "a..b", "a[", "a[]", "a[1", "a[-1]", "a]b", "a[1]x"] {
+            assert!(!Fields::valid_path(bad), "{bad}");
+        }
     }
 }

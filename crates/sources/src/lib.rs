@@ -49,6 +49,15 @@ pub enum Parsed {
     Ignored(String),
 }
 
+/// A JSON body, or the 400 that says it is not one.
+pub fn decode_json(body: &[u8]) -> Result<Value, Fields> {
+    serde_json::from_slice(body).map_err(|e| {
+        let mut f = Fields::default();
+        f.error("body", format!("is not valid JSON ({e})"));
+        f
+    })
+}
+
 /// A platform whose webhooks callbridge takes.
 pub trait Platform: Send + Sync + 'static {
     /// The platform's name in routes, rows and idempotency keys.
@@ -60,6 +69,11 @@ pub trait Platform: Send + Sync + 'static {
 
     /// What needs the raw body too (a signature over it), checked before it is parsed.
     fn check_body(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<(), Unauthorized>;
+
+    /// The body as JSON (the default), or as whatever else the platform's senders send.
+    fn decode(&self, _headers: &HeaderMap, body: &[u8]) -> Result<Value, Fields> {
+        decode_json(body)
+    }
 
     /// The payload as a canonical event, or every problem with it.
     fn parse(&self, headers: &HeaderMap, body: &Value, region: DefaultRegion) -> Result<Parsed, Fields>;

@@ -70,12 +70,17 @@ pub struct Sources {
     pub retell: Retell,
     pub elevenlabs: ElevenLabs,
     pub generic: Generic,
+    /// The named booking webhooks, each at `/webhooks/generic/{name}`.
+    pub named: Vec<(String, Generic)>,
 }
 
 /// `POST /webhooks/{P::NAME}`, served by the one webhook handler with `platform` attached.
 fn webhook_route<P: Platform>(platform: P) -> Router<AppState> {
-    Router::new()
-        .route(&format!("/webhooks/{}", P::NAME), post(webhooks::webhook::<P>).layer(Extension(Arc::new(platform))))
+    webhook_route_at(&format!("/webhooks/{}", P::NAME), platform)
+}
+
+fn webhook_route_at<P: Platform>(path: &str, platform: P) -> Router<AppState> {
+    Router::new().route(path, post(webhooks::webhook::<P>).layer(Extension(Arc::new(platform))))
 }
 
 pub fn router(state: AppState, sources: Sources) -> Router {
@@ -86,7 +91,11 @@ pub fn router(state: AppState, sources: Sources) -> Router {
         .route("/setup-properties", post(admin::setup_properties))
         .route("/metrics", get(admin::metrics))
         .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
-    Router::new()
+    let mut router = Router::new();
+    for (name, generic) in sources.named {
+        router = router.merge(webhook_route_at(&format!("/webhooks/generic/{name}"), generic));
+    }
+    router
         .route("/health", get(health))
         .merge(webhook_route(sources.generic))
         .merge(webhook_route(sources.vapi))

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use callbridge_domain::{Event, IdempotencyKey, PortalId};
 use callbridge_sources::{Parsed, Platform};
 use callbridge_store::{Ingested, NewDelivery, now_ms};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::jobs::JobKind;
@@ -55,8 +55,7 @@ pub async fn webhook<P: Platform>(State(state): State<AppState>, delivery: Verif
 
 async fn receive<P: Platform>(state: &AppState, delivery: Verified<P>) -> Result<Response, ApiError> {
     let Verified { platform, headers, body } = delivery;
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::field("body", format!("is not valid JSON ({e})")))?;
+    let value = platform.decode(&headers, &body).map_err(|f| ApiError::InvalidPayload(f.errors))?;
     match platform.parse(&headers, &value, state.region).map_err(|f| ApiError::InvalidPayload(f.errors))? {
         Parsed::Event(event, key) => Ok(acknowledge(accept(state, P::NAME, key, &body, *event).await?, None)),
         Parsed::Record { key, kept } => {

@@ -1,6 +1,7 @@
 //! Integration tests: the real app on port 0 with the HubSpot sandbox in-process.
 
 mod answers;
+mod bookings;
 mod bounds;
 mod burst;
 mod fuzz_regressions;

@@ -89,7 +89,8 @@ async fn a_delivery_repeated_five_times_lands_once() {
 #[tokio::test]
 async fn one_caller_in_two_phone_formats_is_one_contact() {
     let app = TestApp::start().await;
-    app.booking(&json!({"phone": "(415) 555-0100", "firstname": "Ada"})).await;
+    app.booking(&json!({"phone": "(415) 555-0100", "firstname": "Ada", "meeting_datetime": "2026-01-09T10:00:00Z"}))
+        .await;
     app.settle().await;
     app.vapi(&vapi_report("call-2", "+1 415-555-0100", "2026-01-07T10:00:00Z")).await;
     app.settle().await;
