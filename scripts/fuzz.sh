@@ -23,7 +23,12 @@ for t in "${targets[@]}"; do
   case "$t" in
     vapi|retell|elevenlabs|generic)
       if [ -d "$fixtures/$t" ]; then find "$fixtures/$t" -name '*.json' -exec cp {} "$corpus/" \; ; fi
-      dict=(-dict=fuzz/dict/webhooks.dict) ;;
+      dict=(-dict=fuzz/dict/webhooks.dict)
+      if [ "$t" = generic ]; then
+        # Zapier's shapes: a form body (a first line starting `form`) and an array of one.
+        printf 'form\ncaller_email=a%%40example.com&contact__first_name=Ann&start_time=2026-01-08T09%%3A00%%3A00Z\n' >"$corpus/seed-form"
+        printf 'zap-1\n[{"contact__email":"a@example.com","meeting_time":"2026-01-08T09:00:00Z"}]\n' >"$corpus/seed-wrapped"
+      fi ;;
     *) dict=() ;;
   esac
   [ -d "fuzz/regressions/$t" ] && cp fuzz/regressions/"$t"/* "$corpus/" 2>/dev/null || true

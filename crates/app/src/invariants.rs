@@ -5,7 +5,7 @@
 //!
 //! | target | input | invariants |
 //! |---|---|---|
-//! | `vapi`, `retell`, `elevenlabs`, `generic` | an optional `Idempotency-Key` line, then a body | the parser never panics; a refusal names a field; an accepted event is stored as its job and reads back the same; keys are never empty |
+//! | `vapi`, `retell`, `elevenlabs`, `generic` | an optional `Idempotency-Key` line (one starting `form` also sends the body form-encoded), then a body | the parser never panics; a refusal names a field; an accepted event is stored as its job and reads back the same; keys are never empty |
 //! | `signatures` | a header line, then a body | no arbitrary header verifies; a properly signed one does, over that body only |
 //! | `phone_email` | text | a number that parses is E.164 and parses again to itself, masked never whole; an email parses again to itself |
 //! | `config` | TOML, then after a NUL `KEY=VALUE` lines | loading never panics |
@@ -46,6 +46,10 @@ fn webhook<P: Platform>(platform: &P, data: &[u8]) {
     let mut headers = HeaderMap::new();
     if let Ok(v) = http::HeaderValue::from_bytes(header) {
         headers.insert("idempotency-key", v);
+    }
+    // A first line starting `form` sends the body form-encoded, as Zapier does.
+    if header.starts_with(b"form") {
+        headers.insert("content-type", http::HeaderValue::from_static("application/x-www-form-urlencoded"));
     }
     let Ok(value) = platform.decode(&headers, body) else { return };
     let region = DefaultRegion::parse("US").expect("US is a region");
