@@ -14,6 +14,7 @@ pub mod invariants;
 pub mod jobs;
 pub mod portals;
 pub mod properties;
+pub mod pull;
 pub mod readiness;
 pub mod sync;
 pub mod telemetry;

@@ -166,6 +166,15 @@ pub struct StoredTokens {
     pub scopes: Vec<String>,
 }
 
+/// A pulled source's session: the token it sends (a JWT, most often), when that expires (from
+/// the JWT's `exp`, when it has one) and when it was obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSession {
+    pub token: String,
+    pub expires_at_ms: Option<i64>,
+    pub logged_in_at_ms: i64,
+}
+
 /// The inbox and the job queue.
 #[async_trait]
 pub trait Queue: Send + Sync {
@@ -230,6 +239,9 @@ pub trait Activities: Send + Sync {
 pub trait Credentials: Send + Sync {
     async fn load_tokens(&self, portal: &PortalId) -> Result<Option<StoredTokens>>;
     async fn save_tokens(&self, portal: &PortalId, tokens: &StoredTokens) -> Result<()>;
+    /// The session a pulled source last logged in to.
+    async fn load_session(&self, portal: &PortalId, source: &str) -> Result<Option<SourceSession>>;
+    async fn save_session(&self, portal: &PortalId, source: &str, session: &SourceSession) -> Result<()>;
 }
 
 /// What instances sharing one database coordinate through: exclusive work, HubSpot's

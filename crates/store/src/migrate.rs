@@ -14,13 +14,17 @@ macro_rules! migration {
     };
 }
 
-pub(crate) const SQLITE: &[Migration] =
-    &[migration!(1, "sqlite", "0001_initial.sql"), migration!(2, "sqlite", "0002_portals.sql")];
+pub(crate) const SQLITE: &[Migration] = &[
+    migration!(1, "sqlite", "0001_initial.sql"),
+    migration!(2, "sqlite", "0002_portals.sql"),
+    migration!(3, "sqlite", "0003_source_sessions.sql"),
+];
 
 pub(crate) const POSTGRES: &[Migration] = &[
     migration!(1, "postgres", "0001_initial.sql"),
     migration!(2, "postgres", "0002_shared_budget.sql"),
     migration!(3, "postgres", "0003_portals.sql"),
+    migration!(4, "postgres", "0004_source_sessions.sql"),
 ];
 
 #[cfg(test)]

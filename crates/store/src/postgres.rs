@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::{
     Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, EventRow, Failure, Ingested, Job,
-    JobCounts, ListedActivity, NewDelivery, PortalId, Queue, Result, Settlement, StoredTokens, now_ms,
+    JobCounts, ListedActivity, NewDelivery, PortalId, Queue, Result, Settlement, SourceSession, StoredTokens, now_ms,
 };
 
 /// The channel new jobs are announced on.
@@ -457,6 +457,38 @@ impl Credentials for PgStore {
         .bind(t.scopes.join(" "))
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    async fn load_session(&self, portal: &PortalId, source: &str) -> Result<Option<SourceSession>> {
+        let row = sqlx::query(
+            "SELECT token, expires_at, logged_in_at FROM source_sessions WHERE portal = $1 AND source = $2",
+        )
+        .bind(portal.as_str())
+        .bind(source)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| SourceSession {
+            token: r.get("token"),
+            expires_at_ms: r.get("expires_at"),
+            logged_in_at_ms: r.get("logged_in_at"),
+        }))
+    }
+
+    async fn save_session(&self, portal: &PortalId, source: &str, session: &SourceSession) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO source_sessions (portal, source, token, expires_at, logged_in_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (portal, source) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at,
+               logged_in_at = excluded.logged_in_at",
+        )
+        .bind(portal.as_str())
+        .bind(source)
+        .bind(&session.token)
+        .bind(session.expires_at_ms)
+        .bind(session.logged_in_at_ms)
+        .execute(&self.pool)
+        .await?;
+
         Ok(())
     }
 }

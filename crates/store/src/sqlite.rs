@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, EventRow, Failure, Ingested, Job,
-    JobCounts, ListedActivity, NewDelivery, PortalId, Queue, Result, Settlement, StoreError, StoredTokens, now_ms,
+    JobCounts, ListedActivity, NewDelivery, PortalId, Queue, Result, Settlement, SourceSession, StoreError,
+    StoredTokens, now_ms,
 };
 
 /// Deliveries a single group commit takes at most.
@@ -575,6 +576,38 @@ impl Credentials for SqliteStore {
         .bind(t.expires_at_ms)
         .bind(t.hub_id.map(|h| h as i64))
         .bind(t.scopes.join(" "))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_session(&self, portal: &PortalId, source: &str) -> Result<Option<SourceSession>> {
+        let row =
+            sqlx::query("SELECT token, expires_at, logged_in_at FROM source_sessions WHERE portal = ? AND source = ?")
+                .bind(portal.as_str())
+                .bind(source)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| SourceSession {
+            token: r.get("token"),
+            expires_at_ms: r.get("expires_at"),
+            logged_in_at_ms: r.get("logged_in_at"),
+        }))
+    }
+
+    async fn save_session(&self, portal: &PortalId, source: &str, session: &SourceSession) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO source_sessions (portal, source, token, expires_at, logged_in_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (portal, source) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at,
+               logged_in_at = excluded.logged_in_at",
+        )
+        .bind(portal.as_str())
+        .bind(source)
+        .bind(&session.token)
+        .bind(session.expires_at_ms)
+        .bind(session.logged_in_at_ms)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -312,6 +312,20 @@ async fn caller_index_sync_state_activities_and_tokens_round_trip() {
         let loaded = s.load_tokens(&p).await.unwrap().unwrap();
         assert_eq!((loaded.refresh_token.as_str(), loaded.scopes.len(), loaded.hub_id), ("rt", 2, Some(9)), "{name}");
         assert!(s.load_tokens(&portal("other")).await.unwrap().is_none(), "{name}: tokens are the portal's own");
+
+        let session = callbridge_store::SourceSession {
+            token: "jwt-1".into(),
+            expires_at_ms: Some(7_000),
+            logged_in_at_ms: 1_000,
+        };
+        assert_eq!(s.load_session(&p, "goodcall").await.unwrap(), None, "{name}");
+        s.save_session(&p, "goodcall", &session).await.unwrap();
+        let renewed =
+            callbridge_store::SourceSession { token: "jwt-2".into(), expires_at_ms: None, logged_in_at_ms: 2_000 };
+        s.save_session(&p, "goodcall", &renewed).await.unwrap();
+        assert_eq!(s.load_session(&p, "goodcall").await.unwrap(), Some(renewed), "{name}: the newest session wins");
+        assert_eq!(s.load_session(&p, "other-source").await.unwrap(), None, "{name}: sessions are per source");
+        assert_eq!(s.load_session(&portal("other"), "goodcall").await.unwrap(), None, "{name}: and per portal");
     }
 }
 
