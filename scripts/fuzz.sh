@@ -12,7 +12,7 @@ runs="${1:-1000000}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(vapi retell elevenlabs generic signatures phone_email config)
+  targets=(vapi retell elevenlabs generic pulled signatures phone_email config)
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 fixtures="$(cd .. && pwd)/shared/fixtures/voice"
@@ -21,9 +21,12 @@ for t in "${targets[@]}"; do
   corpus="target/fuzz/corpus/$t"
   mkdir -p "$corpus" "fuzz/artifacts/$t"
   case "$t" in
-    vapi|retell|elevenlabs|generic)
+    vapi|retell|elevenlabs|generic|pulled)
       if [ -d "$fixtures/$t" ]; then find "$fixtures/$t" -name '*.json' -exec cp {} "$corpus/" \; ; fi
       dict=(-dict=fuzz/dict/webhooks.dict)
+      if [ "$t" = pulled ]; then
+        printf '{"id":7,"started_at":"2026-03-02T15:04:00Z","caller":{"phone":"(571) 830-8515","name":"Dana"},"duration":95,"transcript":[{"speaker":"caller","text":"hi"}],"answers":[{"q":"Address","a":"12 Elm"}]}' >"$corpus/seed-record"
+      fi
       if [ "$t" = generic ]; then
         # Zapier's shapes: a form body (a first line starting `form`) and an array of one.
         printf 'form\ncaller_email=a%%40example.com&contact__first_name=Ann&start_time=2026-01-08T09%%3A00%%3A00Z\n' >"$corpus/seed-form"

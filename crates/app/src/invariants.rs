@@ -6,6 +6,7 @@
 //! | target | input | invariants |
 //! |---|---|---|
 //! | `vapi`, `retell`, `elevenlabs`, `generic` | an optional `Idempotency-Key` line (one starting `form` also sends the body form-encoded), then a body | the parser never panics; a refusal names a field; an accepted event is stored as its job and reads back the same; keys are never empty |
+//! | `pulled` | a polled call record | as the webhooks, through a mapping that uses every field |
 //! | `signatures` | a header line, then a body | no arbitrary header verifies; a properly signed one does, over that body only |
 //! | `phone_email` | text | a number that parses is E.164 and parses again to itself, masked never whole; an email parses again to itself |
 //! | `config` | TOML, then after a NUL `KEY=VALUE` lines | loading never panics |
@@ -20,7 +21,8 @@ use http::HeaderMap;
 use crate::jobs::JobKind;
 
 /// Every target, by name.
-pub const TARGETS: [&str; 7] = ["vapi", "retell", "elevenlabs", "generic", "signatures", "phone_email", "config"];
+pub const TARGETS: [&str; 8] =
+    ["vapi", "retell", "elevenlabs", "generic", "pulled", "signatures", "phone_email", "config"];
 
 /// Runs the invariants of `target` on `data`; panics when one breaks. An unknown target is a
 /// panic too, so a misnamed regression directory cannot pass unnoticed.
@@ -30,6 +32,7 @@ pub fn check(target: &str, data: &[u8]) {
         "retell" => webhook(&Retell { api_key: None }, data),
         "elevenlabs" => webhook(&ElevenLabs { secret: None }, data),
         "generic" => webhook(&Generic::default(), data),
+        "pulled" => pulled(data),
         "signatures" => signatures(data),
         "phone_email" => phone_email(data),
         "config" => config(data),
@@ -65,6 +68,46 @@ fn webhook<P: Platform>(platform: &P, data: &[u8]) {
             assert!(!key.to_string().is_empty(), "an idempotency key is never empty");
         }
         Ok(Parsed::Ignored(_)) => {}
+        Err(fields) => assert!(!fields.errors.is_empty(), "a refusal names at least one field"),
+    }
+}
+
+/// A polled record through a mapping that reads every field, with the webhooks' invariants.
+fn pulled(data: &[u8]) {
+    use callbridge_sources::pulled::{CallMap, TimeFormat, parse_record};
+    let Ok(record) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    let path = |p: &str| Some(p.to_string());
+    let map = CallMap {
+        id: "id".into(),
+        started_at: "started_at".into(),
+        time_format: if data.len().is_multiple_of(2) { TimeFormat::Rfc3339 } else { TimeFormat::EpochSeconds },
+        caller_phone: path("caller.phone"),
+        caller_name: path("caller.name"),
+        email: path("caller.email"),
+        duration: path("duration"),
+        direction: path("direction"),
+        our_number: path("line"),
+        summary: path("summary"),
+        transcript: path("transcript"),
+        turn_speaker: path("speaker"),
+        turn_text: path("text"),
+        recording_url: path("recording"),
+        outcome: path("outcome"),
+        answers: path("answers"),
+        question: path("q"),
+        answer: path("a"),
+    };
+    let region = DefaultRegion::parse("US").expect("US is a region");
+    let source = callbridge_domain::Source::named("fuzzed");
+    match parse_record(&record, &map, source, region) {
+        Ok(Parsed::Event(event, key)) => {
+            assert!(!key.to_string().is_empty(), "an idempotency key is never empty");
+            let job = JobKind::for_event(*event.clone());
+            let payload = job.payload().expect("an accepted event can be stored");
+            let back = JobKind::decode(job.name(), &payload).expect("a stored job reads back");
+            assert_eq!(back.event(), *event, "a stored event reads back the same");
+        }
+        Ok(_) => {}
         Err(fields) => assert!(!fields.errors.is_empty(), "a refusal names at least one field"),
     }
 }

@@ -6,24 +6,28 @@ use serde::{Deserialize, Serialize};
 use crate::email::Email;
 use crate::phone::PhoneE164;
 
-/// Where an event came from; stable snake_case names are stored in rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Where an event came from; stable snake_case names are stored in rows. A pulled source
+/// (a receptionist polled through its web app) carries the name it is configured under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
     Vapi,
     Retell,
-    #[serde(rename = "elevenlabs")]
     ElevenLabs,
     Generic,
+    Pulled(&'static str),
 }
 
 impl Source {
+    /// The built-in sources, by name.
+    pub const BUILT_IN: [Source; 4] = [Source::Vapi, Source::Retell, Source::ElevenLabs, Source::Generic];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Vapi => "vapi",
             Source::Retell => "retell",
             Source::ElevenLabs => "elevenlabs",
             Source::Generic => "generic",
+            Source::Pulled(name) => name,
         }
     }
 
@@ -33,7 +37,44 @@ impl Source {
             Source::Retell => "Retell",
             Source::ElevenLabs => "ElevenLabs",
             Source::Generic => "Booking webhook",
+            Source::Pulled(name) => name,
         }
+    }
+
+    /// The source a stored name stands for: a built-in one, else a pulled source of that name.
+    /// Names are few (those configured), so each distinct one is kept for the process's life.
+    pub fn named(name: &str) -> Source {
+        if let Some(s) = Source::BUILT_IN.into_iter().find(|s| s.as_str() == name) {
+            return s;
+        }
+        static NAMES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+            std::sync::OnceLock::new();
+        let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        let interned = match names.get(name) {
+            Some(n) => *n,
+            None => {
+                let n: &'static str = Box::leak(name.to_string().into_boxed_str());
+                names.insert(n);
+                n
+            }
+        };
+        Source::Pulled(interned)
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Source {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Source, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        if name.is_empty() {
+            return Err(serde::de::Error::custom("a source has a name"));
+        }
+        Ok(Source::named(&name))
     }
 }
 
@@ -219,6 +260,9 @@ pub struct CallEvent {
     /// call is attached by the caller's email instead.
     #[serde(default)]
     pub number_withheld: bool,
+    /// What a receptionist captured: each question with the caller's answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<(String, String)>,
 }
 
 /// A booking from the generic webhook.
@@ -272,5 +316,24 @@ mod tests {
         assert_eq!((c.first_name.as_deref(), c.last_name.as_deref()), (Some("Dana"), Some("Maria Reyes")));
         let c = Caller { first_name: Some("D".into()), ..Caller::default() }.with_full_name("Dana Reyes");
         assert_eq!(c.first_name.as_deref(), Some("D"));
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_stored_by_name_and_a_pulled_one_keeps_its_own() {
+        for s in Source::BUILT_IN {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<Source>(&json).unwrap(), s);
+        }
+        assert_eq!(serde_json::to_string(&Source::ElevenLabs).unwrap(), "\"elevenlabs\"");
+        let pulled: Source = serde_json::from_str("\"goodcall\"").unwrap();
+        assert_eq!(pulled, Source::named("goodcall"));
+        assert_eq!((pulled.as_str(), pulled.label()), ("goodcall", "goodcall"));
+        assert!(std::ptr::eq(Source::named("goodcall").as_str(), pulled.as_str()), "interned once");
+        assert!(serde_json::from_str::<Source>("\"\"").is_err());
     }
 }

@@ -240,6 +240,9 @@ pub fn call_properties(e: &CallEvent) -> Map<String, Value> {
     if let Some(n) = &e.next_steps {
         section("Next steps", n);
     }
+    for (question, answer) in &e.answers {
+        section(question, answer);
+    }
     if let Some(t) = &e.transcript {
         section("Transcript (excerpt)", &transcript_excerpt(t, 1200));
     }
@@ -534,6 +537,7 @@ mod tests {
             next_steps: None,
             appointment: None,
             number_withheld: false,
+            answers: Vec::new(),
         }
     }
 

@@ -42,6 +42,8 @@ pub struct CallFacts {
     pub appointment: Option<String>,
     /// The payload's caller number was no usable number.
     pub number_withheld: bool,
+    /// Questions the receptionist asked, with the caller's answers.
+    pub answers: Vec<(String, String)>,
 }
 
 impl CallFacts {
@@ -85,6 +87,7 @@ impl CallFacts {
             next_steps: self.next_steps,
             appointment: self.appointment,
             number_withheld: self.number_withheld,
+            answers: self.answers,
         };
         Ok(Parsed::Event(Box::new(Event::Call(event)), key))
     }
