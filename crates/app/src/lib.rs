@@ -10,6 +10,7 @@ pub mod cli;
 mod cmd;
 pub mod config;
 pub mod http;
+pub mod inbox;
 pub mod invariants;
 pub mod jobs;
 pub mod portals;

@@ -288,9 +288,17 @@ pub trait Coordination: Send + Sync {
 }
 
 /// Everything callbridge stores; what the app holds as `Arc<dyn Store>`.
-pub trait Store: Queue + CallerIndex + Activities + Credentials + Coordination {}
+pub trait Store: Queue + CallerIndex + Activities + Credentials + Coordination + Marks {}
 
-impl<T: Queue + CallerIndex + Activities + Credentials + Coordination> Store for T {}
+impl<T: Queue + CallerIndex + Activities + Credentials + Coordination + Marks> Store for T {}
+
+/// How far each pulled source has been read (its high-water mark, epoch milliseconds).
+#[async_trait]
+pub trait Marks: Send + Sync {
+    async fn load_mark(&self, portal: &PortalId, source: &str) -> Result<Option<i64>>;
+    /// Moves the mark to `ms` if that is later; never back.
+    async fn advance_mark(&self, portal: &PortalId, source: &str, ms: i64) -> Result<()>;
+}
 
 /// Opens the store a URL names: `sqlite://callbridge.db`, `sqlite::memory:`, or
 /// `postgres://user@host/db` for several instances sharing work.

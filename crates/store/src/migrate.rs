@@ -18,6 +18,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     migration!(1, "sqlite", "0001_initial.sql"),
     migration!(2, "sqlite", "0002_portals.sql"),
     migration!(3, "sqlite", "0003_source_sessions.sql"),
+    migration!(4, "sqlite", "0004_source_marks.sql"),
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -25,6 +26,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(2, "postgres", "0002_shared_budget.sql"),
     migration!(3, "postgres", "0003_portals.sql"),
     migration!(4, "postgres", "0004_source_sessions.sql"),
+    migration!(5, "postgres", "0005_source_marks.sql"),
 ];
 
 #[cfg(test)]

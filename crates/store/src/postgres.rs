@@ -626,3 +626,28 @@ impl Coordination for PgStore {
         });
     }
 }
+
+#[async_trait]
+impl crate::Marks for PgStore {
+    async fn load_mark(&self, portal: &PortalId, source: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT high_water FROM source_marks WHERE portal = $1 AND source = $2")
+            .bind(portal.as_str())
+            .bind(source)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get("high_water")))
+    }
+
+    async fn advance_mark(&self, portal: &PortalId, source: &str, ms: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO source_marks (portal, source, high_water) VALUES ($1, $2, $3)
+             ON CONFLICT (portal, source) DO UPDATE SET high_water = GREATEST(source_marks.high_water, excluded.high_water)",
+        )
+        .bind(portal.as_str())
+        .bind(source)
+        .bind(ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

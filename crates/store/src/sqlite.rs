@@ -628,3 +628,30 @@ impl Coordination for SqliteStore {
         })))
     }
 }
+
+#[async_trait]
+impl crate::Marks for SqliteStore {
+    async fn load_mark(&self, portal: &PortalId, source: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT high_water FROM source_marks WHERE portal = ? AND source = ?")
+            .bind(portal.as_str())
+            .bind(source)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get("high_water")))
+    }
+
+    async fn advance_mark(&self, portal: &PortalId, source: &str, ms: i64) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO source_marks (portal, source, high_water) VALUES (?, ?, ?)
+             ON CONFLICT (portal, source) DO UPDATE SET high_water = MAX(source_marks.high_water, excluded.high_water)",
+        )
+        .bind(portal.as_str())
+        .bind(source)
+        .bind(ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -326,6 +326,14 @@ async fn caller_index_sync_state_activities_and_tokens_round_trip() {
         assert_eq!(s.load_session(&p, "goodcall").await.unwrap(), Some(renewed), "{name}: the newest session wins");
         assert_eq!(s.load_session(&p, "other-source").await.unwrap(), None, "{name}: sessions are per source");
         assert_eq!(s.load_session(&portal("other"), "goodcall").await.unwrap(), None, "{name}: and per portal");
+
+        assert_eq!(s.load_mark(&p, "goodcall").await.unwrap(), None, "{name}");
+        s.advance_mark(&p, "goodcall", 5_000).await.unwrap();
+        s.advance_mark(&p, "goodcall", 3_000).await.unwrap();
+        assert_eq!(s.load_mark(&p, "goodcall").await.unwrap(), Some(5_000), "{name}: a mark never moves back");
+        s.advance_mark(&p, "goodcall", 9_000).await.unwrap();
+        assert_eq!(s.load_mark(&p, "goodcall").await.unwrap(), Some(9_000), "{name}");
+        assert_eq!(s.load_mark(&portal("other"), "goodcall").await.unwrap(), None, "{name}: marks are per portal");
     }
 }
 

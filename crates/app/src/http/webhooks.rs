@@ -19,7 +19,6 @@ use callbridge_store::{Ingested, NewDelivery, now_ms};
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use crate::jobs::JobKind;
 
 /// A delivery whose credentials checked out, for the platform `P` its route carries (an
 /// `Extension`): its headers and raw body.
@@ -87,38 +86,16 @@ async fn accept(
     body: &Bytes,
     event: Event,
 ) -> Result<Ingested, ApiError> {
-    let caller_key = event.caller().ordering_key().unwrap_or_else(|| key.to_string());
-    let job = JobKind::for_event(event);
-    let payload = job.payload().map_err(|e| {
+    let delivery = crate::inbox::with_job(PortalId::default(), source, key, body.to_vec(), event).map_err(|e| {
         tracing::error!(error.kind = "serialise", event.source = source, "an event could not be stored: {e}");
         ApiError::Internal
     })?;
-    let delivery = NewDelivery {
-        portal: PortalId::default(),
-        source: source.to_string(),
-        idempotency_key: key,
-        raw_body: body.to_vec(),
-        event_json: payload,
-        job_kind: Some(job.name()),
-        caller_key,
-        received_at_ms: now_ms(),
-    };
     store(state, source, delivery).await
 }
 
 /// Keeps a delivery that needs no work (recorded, not queued).
 async fn record(state: &AppState, source: &str, key: IdempotencyKey, body: &Bytes) -> Result<Ingested, ApiError> {
-    let delivery = NewDelivery {
-        portal: PortalId::default(),
-        source: source.to_string(),
-        caller_key: key.to_string(),
-        idempotency_key: key,
-        raw_body: body.to_vec(),
-        event_json: "null".into(),
-        job_kind: None,
-        received_at_ms: now_ms(),
-    };
-    store(state, source, delivery).await
+    store(state, source, crate::inbox::recorded(PortalId::default(), source, key, body.to_vec())).await
 }
 
 async fn store(state: &AppState, source: &str, delivery: NewDelivery) -> Result<Ingested, ApiError> {

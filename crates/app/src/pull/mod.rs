@@ -1,8 +1,11 @@
 //! Pull sources: receptionist platforms with no webhooks, read through the API their own web
 //! app uses. [`session`] owns logging in and keeping the login fresh (a static token, or a
 //! CSRF login whose JWT is renewed before it expires, with a cooldown after a failure), kept in
-//! the store across restarts.
+//! the store across restarts; [`poll`] runs a source over its window, page by page, storing
+//! each page and advancing the source's mark before the next.
 
+pub mod poll;
 pub mod session;
 
+pub use poll::{ListRequest, Paging, PullError, PullSource, RunReport, run};
 pub use session::{Credential, CsrfLogin, SessionConfig, SessionError, SessionKeeper, SessionStatus, Strategy};

@@ -10,6 +10,7 @@ mod logs;
 mod outage_logs;
 mod pipeline;
 mod platforms;
+mod pull_poll;
 mod pull_session;
 mod readiness;
 mod restart;

@@ -1,0 +1,45 @@
+//! What goes into the inbox, built in one place: a delivery with the job that lands its event
+//! (stored in one commit), or a delivery kept without work (recorded). Webhooks and pull
+//! sources both store through it.
+
+use callbridge_domain::{Event, IdempotencyKey, PortalId};
+use callbridge_store::{NewDelivery, now_ms};
+
+use crate::jobs::JobKind;
+
+/// The delivery of `event` with its job; the caller's key orders it behind that caller's
+/// earlier events.
+pub fn with_job(
+    portal: PortalId,
+    source: &str,
+    key: IdempotencyKey,
+    raw_body: Vec<u8>,
+    event: Event,
+) -> Result<NewDelivery, serde_json::Error> {
+    let caller_key = event.caller().ordering_key().unwrap_or_else(|| key.to_string());
+    let job = JobKind::for_event(event);
+    Ok(NewDelivery {
+        portal,
+        source: source.to_string(),
+        idempotency_key: key,
+        raw_body,
+        event_json: job.payload()?,
+        job_kind: Some(job.name()),
+        caller_key,
+        received_at_ms: now_ms(),
+    })
+}
+
+/// A delivery kept without work (listed as recorded).
+pub fn recorded(portal: PortalId, source: &str, key: IdempotencyKey, raw_body: Vec<u8>) -> NewDelivery {
+    NewDelivery {
+        portal,
+        source: source.to_string(),
+        caller_key: key.to_string(),
+        idempotency_key: key,
+        raw_body,
+        event_json: "null".into(),
+        job_kind: None,
+        received_at_ms: now_ms(),
+    }
+}

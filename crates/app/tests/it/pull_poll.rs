@@ -1,0 +1,196 @@
+//! Runs of a pulled source against a fake receptionist that pages its calls, checks the
+//! session cookie and `Origin`, and throws a 429 and a 500 midway: every call is stored once,
+//! a record without an id is rejected and counted, an overlapping re-poll stores nothing new,
+//! and a run that stops midway resumes from its mark.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use callbridge::pull::{Credential, ListRequest, Paging, PullSource, SessionConfig, SessionKeeper, Strategy, run};
+use callbridge_domain::{DefaultRegion, PortalId};
+use callbridge_sources::pulled::{CallMap, TimeFormat};
+use callbridge_store::Store;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+const ORIGIN: &str = "https://ai.receptionist.example";
+const TOKEN: &str = "session-token";
+const NOW_MS: i64 = 1_780_000_000_000;
+const CALLS: usize = 25;
+const PAGE: usize = 10;
+
+#[derive(Default)]
+struct Fake {
+    requests: AtomicU64,
+    /// Page numbers asked for, in order.
+    pages: parking_lot::Mutex<Vec<u64>>,
+    throttled: AtomicBool,
+    failed_once: AtomicBool,
+    /// Page 2 always fails while set.
+    page_two_down: AtomicBool,
+}
+
+/// The receptionist's calls, oldest first, one a minute before `NOW_MS`, and one record
+/// without an id.
+fn all_calls() -> Vec<Value> {
+    let mut calls: Vec<Value> = (0..CALLS)
+        .map(|i| {
+            let started = callbridge_domain::time::iso_ms(NOW_MS - (CALLS - i) as i64 * 60_000);
+            json!({"id": format!("gc-{i}"), "started_at": started, "caller": {"phone": format!("(571) 830-{:04}", 8500 + i)},
+                   "summary": "Asked about a quote", "qa": [{"question": "Address", "answer": format!("{i} Elm St")}]})
+        })
+        .collect();
+    calls.insert(12, json!({"started_at": callbridge_domain::time::iso_ms(NOW_MS - 60_000), "summary": "no id"}));
+    calls
+}
+
+async fn calls(State(fake): State<Arc<Fake>>, headers: HeaderMap, Query(q): Query<Vec<(String, String)>>) -> Response {
+    fake.requests.fetch_add(1, Ordering::SeqCst);
+    let cookie_ok = headers.get("cookie").and_then(|v| v.to_str().ok()) == Some(&format!("token={TOKEN}"));
+    if !cookie_ok || headers.get("origin").and_then(|v| v.to_str().ok()) != Some(ORIGIN) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let page: u64 = get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let from = get("from").and_then(|f| f.parse::<jiff::Timestamp>().ok()).map(|t| t.as_millisecond()).unwrap();
+    fake.pages.lock().push(page);
+    if page == 2 && (fake.page_two_down.load(Ordering::SeqCst) || !fake.throttled.swap(true, Ordering::SeqCst)) {
+        return if fake.page_two_down.load(Ordering::SeqCst) {
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        } else {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")]).into_response()
+        };
+    }
+    if page == 3 && !fake.failed_once.swap(true, Ordering::SeqCst) {
+        return StatusCode::BAD_GATEWAY.into_response();
+    }
+    let in_window: Vec<Value> = all_calls()
+        .into_iter()
+        .filter(|c| {
+            let at = c["started_at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap().as_millisecond();
+            at >= from
+        })
+        .collect();
+    let start = ((page - 1) as usize * PAGE).min(in_window.len());
+    let end = (start + PAGE).min(in_window.len());
+    Json(json!({"data": {"calls": in_window[start..end]}, "total": in_window.len()})).into_response()
+}
+
+async fn fake() -> (String, Arc<Fake>) {
+    let fake = Arc::new(Fake::default());
+    let app = Router::new().route("/v0/calls", get(calls)).with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, fake)
+}
+
+fn source(base: &str, store: Arc<dyn Store>) -> PullSource {
+    let session = SessionConfig {
+        source: "receptionist".into(),
+        portal: PortalId::default(),
+        base_url: base.to_string(),
+        origin: Some(ORIGIN.into()),
+        strategy: Strategy::Static(SecretString::from(TOKEN)),
+        send_as: Credential::Cookie("token".into()),
+        refresh_window: Duration::from_secs(7 * 86_400),
+        cooldown: Duration::from_secs(3600),
+    };
+    let path = |p: &str| Some(p.to_string());
+    PullSource {
+        name: "receptionist".into(),
+        portal: PortalId::default(),
+        base_url: base.to_string(),
+        list: ListRequest {
+            post: false,
+            path: "/v0/calls".into(),
+            start_param: "from".into(),
+            end_param: Some("to".into()),
+            time_format: TimeFormat::Rfc3339,
+            paging: Paging::Page { param: "page".into(), first: 1 },
+            page_size: Some(("limit".into(), PAGE as u64)),
+            records: "data.calls".into(),
+        },
+        map: CallMap {
+            id: "id".into(),
+            started_at: "started_at".into(),
+            time_format: TimeFormat::Rfc3339,
+            caller_phone: path("caller.phone"),
+            caller_name: None,
+            email: None,
+            duration: None,
+            direction: None,
+            our_number: None,
+            summary: path("summary"),
+            transcript: None,
+            turn_speaker: None,
+            turn_text: None,
+            recording_url: None,
+            outcome: None,
+            answers: path("qa"),
+            question: path("question"),
+            answer: path("answer"),
+        },
+        overlap: Duration::from_secs(3600),
+        first_window: Duration::from_secs(2 * 3600),
+        max_records: 100,
+        tries: 4,
+        session: SessionKeeper::new(session, reqwest::Client::new(), store),
+    }
+}
+
+async fn store() -> Arc<dyn Store> {
+    let db = crate::helpers::temp_db();
+    let url = crate::helpers::database_url(&db).await;
+    callbridge_store::open(&url).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_run_reads_every_page_through_a_429_and_a_500_and_stores_each_call_once() {
+    let (base, fake) = fake().await;
+    let store = store().await;
+    let source = source(&base, store.clone());
+    let wake = Notify::new();
+    let report = run(&source, &store, &wake, DefaultRegion::default(), NOW_MS).await.unwrap();
+    assert_eq!((report.pages, report.seen, report.new, report.rejected), (3, 26, 25, 1), "{report:?}");
+    assert_eq!(report.failed, None);
+    assert_eq!(*fake.pages.lock(), vec![1, 2, 2, 3, 3], "each page once more after its 429 or 500, none skipped");
+    assert_eq!(store.counts().await.unwrap().queued, 25, "one job per call");
+    let recorded = store.events(Some("recorded"), 10).await.unwrap();
+    assert_eq!(recorded.len(), 1, "the record without an id is kept where an operator sees it");
+
+    // The next run overlaps the last: it sees the same calls and stores nothing new.
+    let again = run(&source, &store, &wake, DefaultRegion::default(), NOW_MS + 300_000).await.unwrap();
+    assert_eq!((again.new, again.known), (0, 26), "{again:?}");
+    assert_eq!(store.counts().await.unwrap().queued, 25);
+}
+
+#[tokio::test]
+async fn a_run_that_stops_midway_resumes_from_its_mark_and_skips_nothing() {
+    let (base, fake) = fake().await;
+    fake.page_two_down.store(true, Ordering::SeqCst);
+    let store = store().await;
+    let source = source(&base, store.clone());
+    let wake = Notify::new();
+    let first = run(&source, &store, &wake, DefaultRegion::default(), NOW_MS).await.unwrap();
+    assert_eq!((first.pages, first.new), (1, 10), "{first:?}");
+    assert!(first.failed.as_deref().is_some_and(|f| f.contains("failed 4 times")), "{first:?}");
+    let mark = store.load_mark(&PortalId::default(), "receptionist").await.unwrap().unwrap();
+    assert_eq!(mark, NOW_MS - 16 * 60_000, "the mark is the newest call of the stored page");
+
+    fake.page_two_down.store(false, Ordering::SeqCst);
+    let second = run(&source, &store, &wake, DefaultRegion::default(), NOW_MS + 60_000).await.unwrap();
+    assert_eq!(second.failed, None, "{second:?}");
+    assert_eq!(
+        store.counts().await.unwrap().queued,
+        25,
+        "every call once: the resumed run overlapped, it skipped none"
+    );
+}
