@@ -90,6 +90,13 @@ impl App {
             region: config.region(),
             admin_token: config.admin_token.clone(),
             metrics: Arc::new(Metrics::default()),
+            pulls: Arc::new(
+                config
+                    .pull_sources
+                    .iter()
+                    .map(|r| Arc::new(crate::pull::runner::Runner::new(r.clone(), store.clone())))
+                    .collect(),
+            ),
             intake: Arc::new(Intake::new(
                 config.unverified_body_mib * 1024 * 1024,
                 Duration::from_secs(config.body_timeout_secs),
@@ -164,6 +171,10 @@ impl App {
             })
             .collect();
         loops.extend(self.worker.clone().start(shutdown.clone()));
+        for runner in self.state.pulls.iter() {
+            let (store, wake) = (self.state.store.clone(), self.state.wake.clone());
+            loops.push(tokio::spawn(runner.clone().schedule(store, wake, self.state.region, shutdown.clone())));
+        }
         let routers = Routers { full: self.router(), overflow: overflow_router(self.state.clone()) };
         let mut server = tokio::spawn(crate::http::serve::serve(listener, routers, self.limits, shutdown.clone()));
         let served = tokio::select! {

@@ -30,6 +30,8 @@ pub enum Command {
     Probe,
     /// Queue dead (or finished) events again.
     Replay(crate::cmd::replay::Args),
+    /// Run a pulled source now and print its report.
+    SyncNow(crate::cmd::sync_now::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -49,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::SetupProperties => crate::cmd::admin::setup_properties(config).await,
             Command::Probe => crate::cmd::admin::probe(config).await,
             Command::Replay(args) => crate::cmd::replay::run(config, args).await,
+            Command::SyncNow(args) => crate::cmd::sync_now::run(config, args).await,
             Command::Sandbox(_) => unreachable!("handled above"),
         }
     })

@@ -82,6 +82,11 @@ pub struct Config {
     pub log_format: String,
     /// Named booking webhooks (`[generic.NAME]` in the file), each at `/webhooks/generic/NAME`.
     pub generic: BTreeMap<String, GenericEndpoint>,
+    /// Pull sources (`[pull.NAME]` in the file): receptionists polled through their web app.
+    pub pull: BTreeMap<String, crate::pull::settings::PullSettings>,
+    /// The pull sources resolved, with their secrets read from the environment.
+    #[serde(skip)]
+    pub pull_sources: Vec<crate::pull::settings::Resolved>,
 }
 
 /// A named booking webhook: its own token, field mapping and whether it takes contacts only.
@@ -155,6 +160,8 @@ impl Default for Config {
             unverified_body_mib: 64,
             log_format: "text".into(),
             generic: BTreeMap::new(),
+            pull: BTreeMap::new(),
+            pull_sources: Vec::new(),
         }
     }
 }
@@ -260,14 +267,15 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        // Variables the file names for secrets (`generic.NAME.token_env`) are its own, not unknown.
-        let named: Vec<&str> = table
-            .get("generic")
-            .and_then(toml::Value::as_table)
-            .into_iter()
-            .flat_map(|t| t.values())
-            .filter_map(|e| e.get("token_env").and_then(toml::Value::as_str))
-            .collect();
+        // Variables the file names for secrets (`generic.NAME.token_env`, `pull.NAME.auth.*_env`)
+        // are its own, not unknown.
+        let sections =
+            |name: &str| table.get(name).and_then(toml::Value::as_table).into_iter().flat_map(|t| t.values());
+        let mut named: Vec<&str> =
+            sections("generic").filter_map(|e| e.get("token_env").and_then(toml::Value::as_str)).collect();
+        named.extend(sections("pull").filter_map(|e| e.get("auth")).flat_map(|a| {
+            ["token_env", "user_env", "password_env"].into_iter().filter_map(|k| a.get(k).and_then(toml::Value::as_str))
+        }));
         for name in vars.keys().filter(|k| {
             k.starts_with("CALLBRIDGE_") && !OTHER_VARIABLES.contains(&k.as_str()) && !named.contains(&k.as_str())
         }) {
@@ -288,7 +296,7 @@ impl Config {
             };
             table.insert(key.to_string(), value);
         }
-        let tables = ["generic"];
+        let tables = ["generic", "pull"];
         if let Some(unknown) = table
             .keys()
             .find(|k| !TEXT.contains(&k.as_str()) && !NUMERIC.contains(&k.as_str()) && !tables.contains(&k.as_str()))
@@ -319,6 +327,10 @@ impl Config {
                 })?;
                 endpoint.token = Some(SecretString::from(token.clone()));
             }
+        }
+        for (name, settings) in &config.pull {
+            let resolved = settings.resolve(name, vars).map_err(|e| anyhow::anyhow!("invalid setting {e}"))?;
+            config.pull_sources.push(resolved);
         }
         config.validate()?;
         Ok(config)

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod replay;
 pub mod sandbox;
 pub mod serve;
+pub mod sync_now;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! The admin API behind its Bearer token ([`require_admin`], a middleware on every route
-//! here): deliveries and their jobs, replay, the HubSpot probe, property setup and metrics.
+//! here): deliveries and their jobs, replay, the HubSpot probe, property setup, metrics, and
+//! pull sources (`sync-now`, their sessions' status and a login on demand).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,4 +102,62 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     let body: String = lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct SourceQuery {
+    source: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// The pulled source a request names (or the only one).
+fn runner<'a>(state: &'a AppState, q: &SourceQuery) -> Result<&'a Arc<crate::pull::runner::Runner>, ApiError> {
+    match &q.source {
+        Some(name) => {
+            state.pulls.iter().find(|r| r.name() == name).ok_or(ApiError::NotFound("no pull source of this name"))
+        }
+        None if state.pulls.len() == 1 => Ok(&state.pulls[0]),
+        None if state.pulls.is_empty() => Err(ApiError::NotFound("no pull source is configured")),
+        None => Err(ApiError::field("source", "names the pull source (several are configured)")),
+    }
+}
+
+/// `POST /sync-now?source=`: a run now, or the one going; its report.
+pub async fn sync_now(State(state): State<AppState>, Query(q): Query<SourceQuery>) -> Result<Response, ApiError> {
+    let runner = runner(&state, &q)?;
+    match runner.run_now(&state.store, &state.wake, state.region).await {
+        Ok(report) => Ok(Json(json!({"source": runner.name(), "report": report})).into_response()),
+        Err(crate::pull::PullError::AlreadyRunning) => {
+            Err(ApiError::Upstream("a run is still going after two minutes; ask again later".into()))
+        }
+        Err(crate::pull::PullError::Store(_)) => Err(ApiError::Unavailable),
+    }
+}
+
+/// `GET /token/status`: each pulled source's session, never its token.
+pub async fn token_status(State(state): State<AppState>) -> Response {
+    let mut sources = Vec::new();
+    for r in state.pulls.iter() {
+        sources.push(r.source.session.status(callbridge_store::now_ms()).await);
+    }
+    Json(json!({"sources": sources})).into_response()
+}
+
+/// `POST /token/refresh?source=[&force=true]`: log in now; during a cooldown only when forced.
+pub async fn token_refresh(State(state): State<AppState>, Query(q): Query<SourceQuery>) -> Result<Response, ApiError> {
+    let runner = runner(&state, &q)?;
+    let session = &runner.source.session;
+    let now = callbridge_store::now_ms();
+    match session.refresh(now, q.force).await {
+        Ok(()) => Ok(Json(json!({"source": runner.name(), "status": session.status(now).await})).into_response()),
+        Err(crate::pull::SessionError::Cooldown { until_ms }) => Err(ApiError::field(
+            "force",
+            format!(
+                "a login failed recently; the cooldown ends in {} s (pass force=true to try now)",
+                (until_ms - now).max(0) / 1000
+            ),
+        )),
+        Err(e) => Err(ApiError::Upstream(e.to_string())),
+    }
 }

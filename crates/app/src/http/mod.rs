@@ -61,6 +61,8 @@ pub struct AppState {
     pub admin_token: Option<SecretString>,
     pub metrics: Arc<Metrics>,
     pub intake: Arc<Intake>,
+    /// The pulled sources, with their schedules' last outcomes.
+    pub pulls: Arc<Vec<Arc<crate::pull::runner::Runner>>>,
 }
 
 /// The platforms whose webhooks are served, as configured.
@@ -90,6 +92,9 @@ pub fn router(state: AppState, sources: Sources) -> Router {
         .route("/probe", get(admin::probe))
         .route("/setup-properties", post(admin::setup_properties))
         .route("/metrics", get(admin::metrics))
+        .route("/sync-now", post(admin::sync_now))
+        .route("/token/status", get(admin::token_status))
+        .route("/token/refresh", post(admin::token_refresh))
         .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
     let mut router = Router::new();
     for (name, generic) in sources.named {
@@ -118,7 +123,11 @@ async fn health(State(state): State<AppState>) -> Response {
         state.portals.iter().map(|p| json!({"id": p.id(), "readiness": p.readiness.status()})).collect();
     let ready = state.portals.iter().all(|p| p.readiness.is_ready());
     match state.store.counts().await {
-        Ok(c) => Json(json!({"status": "ok", "ready": ready, "portals": portals, "jobs": c})).into_response(),
+        Ok(c) => {
+            let sources: Vec<_> = state.pulls.iter().map(|r| r.health()).collect();
+            Json(json!({"status": "ok", "ready": ready, "portals": portals, "jobs": c, "sources": sources}))
+                .into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "health check cannot read the store");
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "degraded", "store": "unavailable"})))

@@ -166,6 +166,28 @@ impl SessionKeeper {
         self.renew(&mut state, login, now_ms).await
     }
 
+    /// Logs in now (a static token: nothing to do). Inside a cooldown only when `force`d.
+    pub async fn refresh(&self, now_ms: i64, force: bool) -> Result<(), SessionError> {
+        let Strategy::Login(login) = &self.config.strategy else { return Ok(()) };
+        let mut state = self.state.lock().await;
+        self.load(&mut state).await;
+        if let Some(until_ms) = state.cooldown_until_ms.filter(|&c| c > now_ms) {
+            if !force {
+                return Err(SessionError::Cooldown { until_ms });
+            }
+            state.cooldown_until_ms = None;
+        }
+        // Without the old session, a failed login is an error here; the old one is kept.
+        let had = state.session.take();
+        match self.renew(&mut state, login, now_ms).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                state.session = had;
+                Err(e)
+            }
+        }
+    }
+
     /// `request` with the credential and the origin headers.
     pub fn authorize(&self, request: reqwest::RequestBuilder, token: &SecretString) -> reqwest::RequestBuilder {
         let request = match &self.config.send_as {

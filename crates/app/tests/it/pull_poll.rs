@@ -194,3 +194,68 @@ async fn a_run_that_stops_midway_resumes_from_its_mark_and_skips_nothing() {
         "every call once: the resumed run overlapped, it skipped none"
     );
 }
+
+#[tokio::test]
+async fn a_configured_source_is_polled_at_start_lands_in_hubspot_once_and_answers_sync_now() {
+    let (base, _fake) = fake().await;
+    let settings: callbridge::pull::settings::PullSettings = toml::from_str(&format!(
+        r#"base_url = "{base}"
+           origin = "{ORIGIN}"
+           auth.token_env = "RECEPTIONIST_TOKEN"
+           auth.send_as = "cookie:token"
+           list.path = "/v0/calls"
+           list.start_param = "from"
+           list.end_param = "to"
+           list.page_size_param = "limit"
+           list.page_size = {PAGE}
+           list.records = "data.calls"
+           map.id = "id"
+           map.started_at = "started_at"
+           map.caller_phone = "caller.phone"
+           map.summary = "summary"
+           map.answers = "qa"
+           map.question = "question"
+           map.answer = "answer""#
+    ))
+    .unwrap();
+    let vars = std::collections::HashMap::from([("RECEPTIONIST_TOKEN".to_string(), TOKEN.to_string())]);
+    let mut resolved = settings.resolve("receptionist", &vars).unwrap();
+    // The fake's calls are dated around NOW_MS; a first run reaches back to them.
+    resolved.first_window = Duration::from_secs(((callbridge_store::now_ms() - NOW_MS) / 1000 + 7200) as u64);
+    let app = crate::helpers::TestApp::start_with(callbridge_sandbox::SandboxConfig::default(), |c| {
+        c.pull_sources = vec![resolved];
+    })
+    .await;
+    app.settle().await;
+    let wait = std::time::Instant::now();
+    while app.records("calls").len() < CALLS && wait.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.settle().await;
+    }
+    let calls = app.records("calls");
+    assert_eq!(calls.len(), CALLS, "every polled call lands once");
+    let body = crate::helpers::prop(&calls[0], "hs_call_body").unwrap_or_default().to_string();
+    assert!(body.contains("<strong>Address:</strong>"), "the receptionist's answers are in the body: {body}");
+
+    let health = app.health().await;
+    assert_eq!(health["sources"][0]["source"], "receptionist", "{health}");
+    assert!(health["sources"][0]["last_success_at_ms"].is_i64(), "{health}");
+
+    let r = app
+        .http
+        .post(format!("{}/sync-now?source=receptionist", app.base))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["report"]["new"], 0, "a re-poll lands nothing new: {report}");
+    app.settle().await;
+    assert_eq!(app.records("calls").len(), CALLS);
+    let (status, tokens) = app.admin_get("/token/status").await;
+    assert_eq!(status, 200);
+    assert_eq!(tokens["sources"][0]["strategy"], "static_token");
+    assert!(!tokens.to_string().contains(TOKEN), "the status never shows the token");
+    app.stop().await;
+}
