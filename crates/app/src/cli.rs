@@ -32,6 +32,8 @@ pub enum Command {
     Replay(crate::cmd::replay::Args),
     /// Run a pulled source now and print its report.
     SyncNow(crate::cmd::sync_now::Args),
+    /// Read a pulled source's calls over a past window, page by page.
+    Backfill(crate::cmd::backfill::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -52,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Probe => crate::cmd::admin::probe(config).await,
             Command::Replay(args) => crate::cmd::replay::run(config, args).await,
             Command::SyncNow(args) => crate::cmd::sync_now::run(config, args).await,
+            Command::Backfill(args) => crate::cmd::backfill::run(config, args).await,
             Command::Sandbox(_) => unreachable!("handled above"),
         }
     })

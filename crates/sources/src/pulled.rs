@@ -120,7 +120,8 @@ pub fn parse_record(record: &Value, map: &CallMap, source: Source, region: Defau
         TimeFormat::EpochSeconds => f.instant(record, &map.started_at, &map.started_at, Unit::Seconds),
         TimeFormat::EpochMillis => f.instant(record, &map.started_at, &map.started_at, Unit::Milliseconds),
     };
-    if started.is_none() && Fields::at(record, &map.started_at).is_none() {
+    // Absent, empty or unusable: the record has no start time, and the refusal says so.
+    if started.is_none() && !f.errors.iter().any(|e| e.field == map.started_at) {
         f.error(&map.started_at, "is required (when the call started)");
     }
     let number = CallerNumber::read(text(&mut f, &map.caller_phone, "caller_phone"), region);

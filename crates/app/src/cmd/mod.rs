@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod admin;
+pub mod backfill;
 pub mod demo;
 pub mod replay;
 pub mod sandbox;

@@ -11,5 +11,5 @@ pub mod runner;
 pub mod session;
 pub mod settings;
 
-pub use poll::{ListRequest, Paging, PullError, PullSource, RunReport, run};
+pub use poll::{ListRequest, Paging, PullError, PullSource, RunReport, Window, run, run_window};
 pub use session::{Credential, CsrfLogin, SessionConfig, SessionError, SessionKeeper, SessionStatus, Strategy};

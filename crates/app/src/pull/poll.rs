@@ -86,7 +86,15 @@ pub enum PullError {
     Store(String),
 }
 
-/// One run over [mark − overlap, now].
+/// The span a run reads, and at most how many records.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub max_records: usize,
+}
+
+/// One run over [mark − overlap, now] (a first run: [now − first window, now]).
 pub async fn run(
     source: &PullSource,
     store: &Arc<dyn Store>,
@@ -94,17 +102,32 @@ pub async fn run(
     region: DefaultRegion,
     now_ms: i64,
 ) -> Result<RunReport, PullError> {
+    let store_err = |e: callbridge_store::StoreError| PullError::Store(e.to_string());
+    let mark = store.load_mark(&source.portal, &source.name).await.map_err(store_err)?;
+    let from_ms = match mark {
+        Some(m) => m - source.overlap.as_millis() as i64,
+        None => now_ms - source.first_window.as_millis() as i64,
+    };
+    let window = Window { from_ms, to_ms: now_ms, max_records: source.max_records };
+    run_window(source, store, wake, region, window, &|_| {}).await
+}
+
+/// One run over `window` (a backfill names its own), telling `progress` after every page.
+pub async fn run_window(
+    source: &PullSource,
+    store: &Arc<dyn Store>,
+    wake: &Notify,
+    region: DefaultRegion,
+    window: Window,
+    progress: &(dyn Fn(&RunReport) + Sync),
+) -> Result<RunReport, PullError> {
     let started = Instant::now();
     let store_err = |e: callbridge_store::StoreError| PullError::Store(e.to_string());
     let lock = format!("pull:{}:{}", source.portal, source.name);
     let Some(_exclusive) = store.try_exclusive(&lock).await.map_err(store_err)? else {
         return Err(PullError::AlreadyRunning);
     };
-    let mark = store.load_mark(&source.portal, &source.name).await.map_err(store_err)?;
-    let from_ms = match mark {
-        Some(m) => m - source.overlap.as_millis() as i64,
-        None => now_ms - source.first_window.as_millis() as i64,
-    };
+    let (from_ms, now_ms) = (window.from_ms, window.to_ms);
     let platform = Source::named(&source.name);
     let mut report = RunReport::default();
     let mut page = Page::First;
@@ -153,10 +176,12 @@ pub async fn run(
         if let Some(ms) = newest {
             store.advance_mark(&source.portal, &source.name, ms).await.map_err(store_err)?;
         }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        progress(&report);
         // A short page is the last one; so is an empty one, or the run's cap.
         let short = source.list.page_size.as_ref().is_some_and(|(_, size)| (records.len() as u64) < *size);
         page = match next_page(&source.list.paging, &page, &answer, records.len()) {
-            Some(next) if !records.is_empty() && !short && (report.seen as usize) < source.max_records => next,
+            Some(next) if !records.is_empty() && !short && (report.seen as usize) < window.max_records => next,
             _ => break,
         };
     }

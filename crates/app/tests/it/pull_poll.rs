@@ -35,6 +35,8 @@ struct Fake {
     failed_once: AtomicBool,
     /// Page 2 always fails while set.
     page_two_down: AtomicBool,
+    /// Each answer waits this long.
+    delay_ms: AtomicU64,
 }
 
 /// The receptionist's calls, oldest first, one a minute before `NOW_MS`, and one record
@@ -53,6 +55,7 @@ fn all_calls() -> Vec<Value> {
 
 async fn calls(State(fake): State<Arc<Fake>>, headers: HeaderMap, Query(q): Query<Vec<(String, String)>>) -> Response {
     fake.requests.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(fake.delay_ms.load(Ordering::SeqCst))).await;
     let cookie_ok = headers.get("cookie").and_then(|v| v.to_str().ok()) == Some(&format!("token={TOKEN}"));
     if !cookie_ok || headers.get("origin").and_then(|v| v.to_str().ok()) != Some(ORIGIN) {
         return StatusCode::UNAUTHORIZED.into_response();
@@ -258,4 +261,95 @@ async fn a_configured_source_is_polled_at_start_lands_in_hubspot_once_and_answer
     assert_eq!(tokens["sources"][0]["strategy"], "static_token");
     assert!(!tokens.to_string().contains(TOKEN), "the status never shows the token");
     app.stop().await;
+}
+
+fn resolved(base: &str) -> callbridge::pull::settings::Resolved {
+    let settings: callbridge::pull::settings::PullSettings = toml::from_str(&settings_toml(base)).unwrap();
+    let vars = std::collections::HashMap::from([("RECEPTIONIST_TOKEN".to_string(), TOKEN.to_string())]);
+    let mut resolved = settings.resolve("receptionist", &vars).unwrap();
+    resolved.first_window = Duration::from_secs(((callbridge_store::now_ms() - NOW_MS) / 1000 + 7200) as u64);
+    resolved
+}
+
+fn settings_toml(base: &str) -> String {
+    format!(
+        r#"base_url = "{base}"
+           origin = "{ORIGIN}"
+           auth.token_env = "RECEPTIONIST_TOKEN"
+           auth.send_as = "cookie:token"
+           list.path = "/v0/calls"
+           list.start_param = "from"
+           list.end_param = "to"
+           list.page_size_param = "limit"
+           list.page_size = {PAGE}
+           list.records = "data.calls"
+           map.id = "id"
+           map.started_at = "started_at"
+           map.caller_phone = "caller.phone""#
+    )
+}
+
+#[tokio::test]
+async fn sync_now_during_a_run_waits_for_it_and_answers_its_report() {
+    let (base, fake) = fake().await;
+    fake.delay_ms.store(150, Ordering::SeqCst);
+    let store = store().await;
+    let runner = Arc::new(callbridge::pull::runner::Runner::new(resolved(&base), store.clone()));
+    let wake = Arc::new(Notify::new());
+    let scheduled = tokio::spawn({
+        let (runner, store, wake) = (runner.clone(), store.clone(), wake.clone());
+        async move { runner.run_now(&store, &wake, DefaultRegion::default()).await.unwrap() }
+    });
+    // Once the scheduled run holds the source, ask for one.
+    while fake.requests.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let asked = runner.run_now(&store, &wake, DefaultRegion::default()).await.unwrap();
+    let ran = scheduled.await.unwrap();
+    assert_eq!(asked, ran, "sync-now answered the report of the run it waited for");
+    assert_eq!(asked.new, 25);
+    assert_eq!(fake.requests.load(Ordering::SeqCst), 5, "one run's requests, not two");
+}
+
+#[tokio::test]
+async fn backfill_walks_a_past_window_and_a_second_backfill_stores_nothing_new() {
+    let (base, _fake) = fake().await;
+    let db = crate::helpers::temp_db();
+    let url = crate::helpers::database_url(&db).await;
+    drop(callbridge_store::open(&url).await.unwrap());
+    let config = std::env::temp_dir().join(format!("callbridge-backfill-{:x}.toml", fastrand::u64(..)));
+    std::fs::write(&config, format!("[pull.receptionist]\n{}", settings_toml(&base))).unwrap();
+    let since = callbridge_domain::time::iso_ms(NOW_MS - 3 * 3_600_000);
+    let until = callbridge_domain::time::iso_ms(NOW_MS + 60_000);
+    // The fake answers on this test's runtime: the command is awaited, never blocked on.
+    let backfill = || async {
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "backfill",
+                "--source",
+                "receptionist",
+                "--since",
+                &since,
+                "--until",
+                &until,
+            ])
+            .env("CALLBRIDGE_DATABASE_URL", &url)
+            .env("RECEPTIONIST_TOKEN", TOKEN)
+            .env("CALLBRIDGE_LOG", "warn")
+            .kill_on_drop(true)
+            .output();
+        tokio::time::timeout(Duration::from_secs(60), run).await.expect("the backfill ends").unwrap()
+    };
+    let first = backfill().await;
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let report: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(report["report"]["new"], 25, "{report}");
+    assert_eq!(report["report"]["rejected"], 1, "{report}");
+    let second = backfill().await;
+    let report: Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!((report["report"]["new"].as_u64(), report["report"]["known"].as_u64()), (Some(0), Some(26)), "{report}");
+    let store = callbridge_store::open(&url).await.unwrap();
+    assert_eq!(store.counts().await.unwrap().queued, 25);
 }
