@@ -201,30 +201,10 @@ async fn a_run_that_stops_midway_resumes_from_its_mark_and_skips_nothing() {
 #[tokio::test]
 async fn a_configured_source_is_polled_at_start_lands_in_hubspot_once_and_answers_sync_now() {
     let (base, _fake) = fake().await;
-    let settings: callbridge::pull::settings::PullSettings = toml::from_str(&format!(
-        r#"base_url = "{base}"
-           origin = "{ORIGIN}"
-           auth.token_env = "RECEPTIONIST_TOKEN"
-           auth.send_as = "cookie:token"
-           list.path = "/v0/calls"
-           list.start_param = "from"
-           list.end_param = "to"
-           list.page_size_param = "limit"
-           list.page_size = {PAGE}
-           list.records = "data.calls"
-           map.id = "id"
-           map.started_at = "started_at"
-           map.caller_phone = "caller.phone"
-           map.summary = "summary"
-           map.answers = "qa"
-           map.question = "question"
-           map.answer = "answer""#
-    ))
-    .unwrap();
-    let vars = std::collections::HashMap::from([("RECEPTIONIST_TOKEN".to_string(), TOKEN.to_string())]);
-    let mut resolved = settings.resolve("receptionist", &vars).unwrap();
-    // The fake's calls are dated around NOW_MS; a first run reaches back to them.
-    resolved.first_window = Duration::from_secs(((callbridge_store::now_ms() - NOW_MS) / 1000 + 7200) as u64);
+    let mut resolved = resolved(&base);
+    resolved.map.summary = Some("summary".into());
+    (resolved.map.answers, resolved.map.question, resolved.map.answer) =
+        (Some("qa".into()), Some("question".into()), Some("answer".into()));
     let app = crate::helpers::TestApp::start_with(callbridge_sandbox::SandboxConfig::default(), |c| {
         c.pull_sources = vec![resolved];
     })
