@@ -49,6 +49,10 @@ pub struct Args {
     /// Drain while the burst arrives, instead of from a queued backlog.
     #[arg(long)]
     live: bool,
+    /// The burst comes from a receptionist with no webhooks, read by a backfill (a pulled
+    /// source, page by page), instead of as Vapi webhooks.
+    #[arg(long)]
+    pull: bool,
 }
 
 /// Sends every call of the burst as a Vapi webhook, `connections` at a time.
@@ -142,7 +146,25 @@ async fn drain(args: Args) -> anyhow::Result<()> {
     let url = format!("http://{}/webhooks/vapi", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     let app = App::build(&config, store.clone(), hubspot).await;
-    let (started, app) = if args.live {
+    let mut pulled = None;
+    let (started, app) = if args.pull {
+        // A backfill of the receptionist's window, while the workers drain what it stores.
+        let (base, receptionist) = crate::receptionist::serve(&b).await?;
+        let runner = callbridge::pull::runner::Runner::new(crate::receptionist::source(&base)?, store.clone());
+        let started = Instant::now();
+        let wake = app.state.wake.clone();
+        let app = tokio::spawn(app.run(listener, shutdown.clone()));
+        let first = b.calls.iter().map(|c| c.ended_at_ms).min().unwrap_or(0) - 3_600_000;
+        let window = callbridge::pull::Window {
+            from_ms: first,
+            to_ms: callbridge_store::now_ms() + 86_400_000,
+            max_records: usize::MAX,
+        };
+        let report =
+            callbridge::pull::run_window(&runner.source, &store, &wake, config.region(), window, &|_| {}).await?;
+        pulled = Some((report, receptionist.requests.load(Ordering::Relaxed), started.elapsed()));
+        (started, app)
+    } else if args.live {
         // Live: the workers drain while the burst arrives; timed from the first delivery.
         let started = Instant::now();
         let app = tokio::spawn(app.run(listener, shutdown.clone()));
@@ -224,7 +246,16 @@ async fn drain(args: Args) -> anyhow::Result<()> {
         total as f64 / b.calls.len() as f64
     );
     println!("429s: {}", stats.with_status(429));
-    if args.live {
+    if let Some((report, requests, read)) = &pulled {
+        println!(
+            "backfill: {} pages, {} records ({} new), {requests} requests to the receptionist, read in {:.2} s",
+            report.pages,
+            report.seen,
+            report.new,
+            read.as_secs_f64()
+        );
+        println!("drain (backfill: from its first page to the last call landed in HubSpot): {secs:.2} s");
+    } else if args.live {
         println!(
             "drain (live: from the first delivery, while the burst arrives, to the last call landed): {secs:.2} s"
         );

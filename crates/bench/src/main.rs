@@ -8,6 +8,7 @@ mod drain;
 mod ingest;
 mod multi;
 mod platforms;
+mod receptionist;
 mod sandbox;
 mod stats;
 

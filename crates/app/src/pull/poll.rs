@@ -142,6 +142,7 @@ pub async fn run_window(
         report.pages += 1;
         let records = Fields::at(&answer, &source.list.records).and_then(Value::as_array).cloned().unwrap_or_default();
         let mut newest = None;
+        let mut deliveries = Vec::with_capacity(records.len());
         for record in &records {
             report.seen += 1;
             let raw = serde_json::to_vec(record).unwrap_or_default();
@@ -164,13 +165,34 @@ pub async fn run_window(
                     crate::inbox::recorded(source.portal.clone(), &source.name, key, raw)
                 }
             };
-            let queued = delivery.job_kind.is_some();
-            let ingested = store.ingest(delivery).await.map_err(store_err)?;
-            if ingested.duplicate {
-                report.known += 1;
-            } else if queued {
-                report.new += 1;
-                wake.notify_one();
+            deliveries.push(delivery);
+        }
+        // The page is stored at once: one caller's calls in their order, callers side by side,
+        // so the store's group commit takes the page in a few transactions, not one a record.
+        let mut by_caller: Vec<(String, Vec<callbridge_store::NewDelivery>)> = Vec::new();
+        for d in deliveries {
+            match by_caller.iter_mut().find(|(k, _)| *k == d.caller_key) {
+                Some((_, list)) => list.push(d),
+                None => by_caller.push((d.caller_key.clone(), vec![d])),
+            }
+        }
+        let stored = futures_util::future::join_all(by_caller.into_iter().map(|(_, list)| async move {
+            let mut outcomes = Vec::with_capacity(list.len());
+            for d in list {
+                let queued = d.job_kind.is_some();
+                outcomes.push(store.ingest(d).await.map(|i| (i.duplicate, queued)));
+            }
+            outcomes
+        }))
+        .await;
+        for outcome in stored.into_iter().flatten() {
+            match outcome.map_err(store_err)? {
+                (true, _) => report.known += 1,
+                (false, true) => {
+                    report.new += 1;
+                    wake.notify_one();
+                }
+                (false, false) => {}
             }
         }
         if let Some(ms) = newest {
