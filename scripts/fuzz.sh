@@ -11,10 +11,10 @@ cd "$(dirname "$0")/.."
 runs="${1:-1000000}"
 shift || true
 targets=("$@")
-if [ ${#targets[@]} -eq 0 ]; then
-  targets=(vapi retell elevenlabs generic pulled signatures phone_email config)
-fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <(cd fuzz && cargo +nightly fuzz list)
+fi
 fixtures="$(cd .. && pwd)/shared/fixtures/voice"
 (cd fuzz && cargo +nightly fuzz build --target-dir ../target/fuzz)
 for t in "${targets[@]}"; do

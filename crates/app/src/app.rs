@@ -177,17 +177,14 @@ impl App {
         }
         let routers = Routers { full: self.router(), overflow: overflow_router(self.state.clone()) };
         let mut server = tokio::spawn(crate::http::serve::serve(listener, routers, self.limits, shutdown.clone()));
-        let served = tokio::select! {
-            r = &mut server => Some(r),
-            _ = shutdown.cancelled() => None,
-        };
+        // The server ends only once shutdown is asked for (or if it fails); either way, all stops.
+        tokio::select! {
+            _ = &mut server => {}
+            () = shutdown.cancelled() => {}
+        }
         shutdown.cancel();
         let deadline = tokio::time::Instant::now() + self.grace;
-        let served = match served {
-            Some(r) => Some(r),
-            None => tokio::time::timeout_at(deadline, &mut server).await.ok(),
-        };
-        if served.is_none() {
+        if !server.is_finished() && tokio::time::timeout_at(deadline, &mut server).await.is_err() {
             tracing::warn!("requests still in flight at the end of the grace period were cut off");
             server.abort();
         }

@@ -104,6 +104,12 @@ pub struct GenericEndpoint {
     pub token: Option<SecretString>,
 }
 
+/// Whether `name` can name a section that becomes a route and a key: lowercase letters,
+/// digits, `-` and `_`, not empty.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 /// One path or several.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -409,8 +415,7 @@ impl Config {
             return Err(bad("vapi_auth", format!("{:?}: use secret or hmac", self.vapi_auth)));
         }
         for (name, endpoint) in &self.generic {
-            let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_';
-            if name.is_empty() || !name.bytes().all(plain) {
+            if !is_plain_name(name) {
                 bail!("invalid setting `generic.{name}`: an endpoint's name is lowercase letters, digits, - and _");
             }
             callbridge_sources::generic::BookingMap::with(&endpoint.paths())

@@ -63,6 +63,42 @@ impl CallerNumber {
     }
 }
 
+/// One step of a path.
+enum Step<'p> {
+    Key(&'p str),
+    Index(usize),
+}
+
+/// Reads `path` step by step, handing each to `visit`; false as soon as a step is malformed or
+/// `visit` says stop. Each dotted part is a key (no brackets), indices (`[0]`, digits only), or
+/// a key followed by indices.
+fn walk<'p>(path: &'p str, mut visit: impl FnMut(Step<'p>) -> bool) -> bool {
+    for part in path.split('.') {
+        let (key, mut indices) = part.find('[').map_or((part, ""), |i| part.split_at(i));
+        if (key.is_empty() && indices.is_empty()) || key.contains(']') {
+            return false;
+        }
+        if !key.is_empty() && !visit(Step::Key(key)) {
+            return false;
+        }
+        while let Some(rest) = indices.strip_prefix('[') {
+            let Some((index, tail)) = rest.split_once(']') else { return false };
+            if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+                return false;
+            }
+            let Ok(index) = index.parse() else { return false };
+            if !visit(Step::Index(index)) {
+                return false;
+            }
+            indices = tail;
+        }
+        if !indices.is_empty() {
+            return false;
+        }
+    }
+    true
+}
+
 /// One problem with one field of a payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
@@ -81,50 +117,25 @@ impl Fields {
         self.errors.push(FieldError { field: field.to_string(), problem: problem.into() });
     }
 
-    /// The value at a path, or `None` when it is absent or null. A path is dotted keys with
-    /// array indices: `message.call.id`, `transcript[0].text`, `items[2]`. It is the one path
-    /// language of callbridge: parsers and configured field mappings both use it.
+    /// The value at a path, or `None` when it is absent or null (or the path is malformed). A
+    /// path is dotted keys with array indices: `message.call.id`, `transcript[0].text`,
+    /// `items[2]`. It is the one path language of callbridge: parsers and configured field
+    /// mappings both use it.
     pub fn at<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
         let mut v = root;
-        for part in path.split('.') {
-            let (key, mut indices) = match part.find('[') {
-                Some(i) => (&part[..i], &part[i..]),
-                None => (part, ""),
+        let found = walk(path, |step| {
+            let next = match step {
+                Step::Key(key) => v.get(key),
+                Step::Index(i) => v.get(i),
             };
-            if !key.is_empty() {
-                v = v.get(key)?;
-            }
-            while let Some(rest) = indices.strip_prefix('[') {
-                let (index, tail) = rest.split_once(']')?;
-                v = v.get(index.parse::<usize>().ok()?)?;
-                indices = tail;
-            }
-            if !indices.is_empty() {
-                return None;
-            }
-        }
-        Some(v).filter(|v| !v.is_null())
+            next.map(|n| v = n).is_some()
+        });
+        Some(v).filter(|v| found && !v.is_null())
     }
 
     /// Whether `path` is well-formed in that language (for checking configured mappings).
     pub fn valid_path(path: &str) -> bool {
-        !path.is_empty()
-            && path.split('.').all(|part| {
-                let (key, mut indices) = match part.find('[') {
-                    Some(i) => (&part[..i], &part[i..]),
-                    None => (part, ""),
-                };
-                if (key.is_empty() && indices.is_empty()) || key.contains(']') {
-                    return false;
-                }
-                while let Some(rest) = indices.strip_prefix('[') {
-                    match rest.split_once(']') {
-                        Some((i, tail)) if !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()) => indices = tail,
-                        _ => return false,
-                    }
-                }
-                indices.is_empty()
-            })
+        walk(path, |_| true)
     }
 
     /// An optional string; present with another type is an error. Empty counts as absent.

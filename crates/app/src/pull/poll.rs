@@ -102,7 +102,6 @@ pub async fn run(
     region: DefaultRegion,
     now_ms: i64,
 ) -> Result<RunReport, PullError> {
-    let store_err = |e: callbridge_store::StoreError| PullError::Store(e.to_string());
     let mark = store.load_mark(&source.portal, &source.name).await.map_err(store_err)?;
     let from_ms = match mark {
         Some(m) => m - source.overlap.as_millis() as i64,
@@ -122,7 +121,6 @@ pub async fn run_window(
     progress: &(dyn Fn(&RunReport) + Sync),
 ) -> Result<RunReport, PullError> {
     let started = Instant::now();
-    let store_err = |e: callbridge_store::StoreError| PullError::Store(e.to_string());
     let lock = format!("pull:{}:{}", source.portal, source.name);
     let Some(_exclusive) = store.try_exclusive(&lock).await.map_err(store_err)? else {
         return Err(PullError::AlreadyRunning);
@@ -169,14 +167,16 @@ pub async fn run_window(
         }
         // The page is stored at once: one caller's calls in their order, callers side by side,
         // so the store's group commit takes the page in a few transactions, not one a record.
-        let mut by_caller: Vec<(String, Vec<callbridge_store::NewDelivery>)> = Vec::new();
+        let mut by_caller: Vec<Vec<callbridge_store::NewDelivery>> = Vec::new();
+        let mut lane: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for d in deliveries {
-            match by_caller.iter_mut().find(|(k, _)| *k == d.caller_key) {
-                Some((_, list)) => list.push(d),
-                None => by_caller.push((d.caller_key.clone(), vec![d])),
-            }
+            let i = *lane.entry(d.caller_key.clone()).or_insert_with(|| {
+                by_caller.push(Vec::new());
+                by_caller.len() - 1
+            });
+            by_caller[i].push(d);
         }
-        let stored = futures_util::future::join_all(by_caller.into_iter().map(|(_, list)| async move {
+        let stored = futures_util::future::join_all(by_caller.into_iter().map(|list| async move {
             let mut outcomes = Vec::with_capacity(list.len());
             for d in list {
                 let queued = d.job_kind.is_some();
@@ -209,6 +209,10 @@ pub async fn run_window(
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+fn store_err(e: callbridge_store::StoreError) -> PullError {
+    PullError::Store(e.to_string())
 }
 
 fn event_start(event: &callbridge_domain::Event) -> Option<i64> {
@@ -277,7 +281,7 @@ async fn fetch(source: &PullSource, page: &Page, from_ms: i64, to_ms: i64, seen:
         _ => {}
     }
     let url = format!("{}{}", source.base_url.trim_end_matches('/'), list.path);
-    let http = reqwest::Client::new();
+    let http = source.session.http();
     let mut relogged = false;
     let mut backoff = Duration::from_millis(200);
     let mut token = source.session.token(callbridge_store::now_ms()).await.map_err(|e| e.to_string())?;

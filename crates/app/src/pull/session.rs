@@ -139,10 +139,7 @@ impl SessionKeeper {
         };
         let mut state = self.state.lock().await;
         self.load(&mut state).await;
-        let window = self.config.refresh_window.as_millis() as i64;
-        if let Some(s) = &state.session
-            && s.expires_at_ms.is_none_or(|e| e - now_ms > window)
-        {
+        if let Some(s) = state.session.as_ref().filter(|s| valid_at(s, now_ms + self.window_ms())) {
             return Ok(SecretString::from(s.token.clone()));
         }
         self.renew(&mut state, login, now_ms).await
@@ -188,6 +185,11 @@ impl SessionKeeper {
         }
     }
 
+    /// The client the platform is reached with (its connections are kept between requests).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// `request` with the credential and the origin headers.
     pub fn authorize(&self, request: reqwest::RequestBuilder, token: &SecretString) -> reqwest::RequestBuilder {
         let request = match &self.config.send_as {
@@ -202,19 +204,23 @@ impl SessionKeeper {
         self.load(&mut state).await;
         let is_static = matches!(self.config.strategy, Strategy::Static(_));
         let session = state.session.as_ref();
-        let window = self.config.refresh_window.as_millis() as i64;
         SessionStatus {
             source: self.config.source.clone(),
             strategy: if is_static { "static_token" } else { "csrf_login" },
-            logged_in: is_static || session.is_some_and(|s| s.expires_at_ms.is_none_or(|e| e > now_ms)),
+            logged_in: is_static || session.is_some_and(|s| valid_at(s, now_ms)),
             expires_at_ms: session.and_then(|s| s.expires_at_ms),
-            next_refresh_at_ms: session.and_then(|s| s.expires_at_ms).map(|e| e - window),
+            next_refresh_at_ms: session.and_then(|s| s.expires_at_ms).map(|e| e - self.window_ms()),
             last_login_at_ms: session.map(|s| s.logged_in_at_ms),
             last_failure_at_ms: state.last_failure_at_ms,
             last_failure: state.last_failure.clone(),
             cooldown_until_ms: state.cooldown_until_ms.filter(|&c| c > now_ms),
             logins: state.logins,
         }
+    }
+
+    /// How long before its expiry a session is renewed, in milliseconds.
+    fn window_ms(&self) -> i64 {
+        self.config.refresh_window.as_millis() as i64
     }
 
     /// The stored session, read once.
@@ -235,9 +241,8 @@ impl SessionKeeper {
     /// Logs in (outside a cooldown) and keeps the session; after a failure, the old session
     /// while it lasts.
     async fn renew(&self, state: &mut State, login: &CsrfLogin, now_ms: i64) -> Result<SecretString, SessionError> {
-        let still_valid = |s: &SourceSession| s.expires_at_ms.is_none_or(|e| e > now_ms);
         if let Some(until_ms) = state.cooldown_until_ms.filter(|&c| c > now_ms) {
-            return match state.session.as_ref().filter(|s| still_valid(s)) {
+            return match state.session.as_ref().filter(|s| valid_at(s, now_ms)) {
                 Some(s) => Ok(SecretString::from(s.token.clone())),
                 None => Err(SessionError::Cooldown { until_ms }),
             };
@@ -261,7 +266,7 @@ impl SessionKeeper {
                 state.last_failure_at_ms = Some(now_ms);
                 state.last_failure = Some(e.to_string());
                 state.cooldown_until_ms = Some(until_ms);
-                match state.session.as_ref().filter(|s| still_valid(s)) {
+                match state.session.as_ref().filter(|s| valid_at(s, now_ms)) {
                     Some(s) => Ok(SecretString::from(s.token.clone())),
                     None => Err(e),
                 }
@@ -323,6 +328,11 @@ impl SessionKeeper {
         .filter(|t| !t.is_empty())
         .ok_or_else(|| SessionError::Refused("the login answer held no session where configured".into()))
     }
+}
+
+/// Whether `session` is still good at `at_ms` (one without a known expiry always is).
+fn valid_at(session: &SourceSession, at_ms: i64) -> bool {
+    session.expires_at_ms.is_none_or(|e| e > at_ms)
 }
 
 /// The cookies an answer sets: each `Set-Cookie`'s name and value (attributes dropped).

@@ -170,8 +170,7 @@ impl PullSettings {
     /// setting (`pull.NAME.auth.password_env`).
     pub fn resolve(&self, name: &str, vars: &HashMap<String, String>) -> Result<Resolved, String> {
         let at = |key: &str| format!("pull.{name}.{key}");
-        let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_';
-        if name.is_empty() || !name.bytes().all(plain) {
+        if !crate::config::is_plain_name(name) {
             return Err(format!("`pull.{name}`: a source's name is lowercase letters, digits, - and _"));
         }
         if Source::BUILT_IN.iter().any(|s| s.as_str() == name) {

@@ -41,6 +41,11 @@ pub async fn database_url(db: &std::path::Path) -> String {
     }
 }
 
+/// A fresh, migrated store on the test's database (see [`database_url`]).
+pub async fn fresh_store() -> Arc<dyn Store> {
+    callbridge_store::open(&database_url(&temp_db()).await).await.unwrap()
+}
+
 pub fn config_for(sandbox: &RunningSandbox, db: &std::path::Path) -> Config {
     Config {
         database_url: format!("sqlite://{}", db.display()),

@@ -149,16 +149,10 @@ fn source(base: &str, store: Arc<dyn Store>) -> PullSource {
     }
 }
 
-async fn store() -> Arc<dyn Store> {
-    let db = crate::helpers::temp_db();
-    let url = crate::helpers::database_url(&db).await;
-    callbridge_store::open(&url).await.unwrap()
-}
-
 #[tokio::test]
 async fn a_run_reads_every_page_through_a_429_and_a_500_and_stores_each_call_once() {
     let (base, fake) = fake().await;
-    let store = store().await;
+    let store = crate::helpers::fresh_store().await;
     let source = source(&base, store.clone());
     let wake = Notify::new();
     let report = run(&source, &store, &wake, DefaultRegion::default(), NOW_MS).await.unwrap();
@@ -179,7 +173,7 @@ async fn a_run_reads_every_page_through_a_429_and_a_500_and_stores_each_call_onc
 async fn a_run_that_stops_midway_resumes_from_its_mark_and_skips_nothing() {
     let (base, fake) = fake().await;
     fake.page_two_down.store(true, Ordering::SeqCst);
-    let store = store().await;
+    let store = crate::helpers::fresh_store().await;
     let source = source(&base, store.clone());
     let wake = Notify::new();
     let first = run(&source, &store, &wake, DefaultRegion::default(), NOW_MS).await.unwrap();
@@ -279,7 +273,7 @@ fn settings_toml(base: &str) -> String {
 async fn sync_now_during_a_run_waits_for_it_and_answers_its_report() {
     let (base, fake) = fake().await;
     fake.delay_ms.store(150, Ordering::SeqCst);
-    let store = store().await;
+    let store = crate::helpers::fresh_store().await;
     let runner = Arc::new(callbridge::pull::runner::Runner::new(resolved(&base), store.clone()));
     let wake = Arc::new(Notify::new());
     let scheduled = tokio::spawn({

@@ -14,7 +14,6 @@ use axum::{Json, Router};
 use base64::Engine;
 use callbridge::pull::{Credential, CsrfLogin, SessionConfig, SessionError, SessionKeeper, Strategy};
 use callbridge_domain::PortalId;
-use callbridge_store::Store;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
@@ -114,11 +113,6 @@ fn config(base: &str, password: &str) -> SessionConfig {
     }
 }
 
-async fn store() -> Arc<dyn Store> {
-    let db = crate::helpers::temp_db();
-    callbridge_store::open(&format!("sqlite://{}", db.display())).await.unwrap()
-}
-
 async fn list_calls(keeper: &SessionKeeper, base: &str, token: &SecretString) -> StatusCode {
     let request = keeper.authorize(reqwest::Client::new().get(format!("{base}/v0/calls")), token);
     request.send().await.unwrap().status()
@@ -127,7 +121,7 @@ async fn list_calls(keeper: &SessionKeeper, base: &str, token: &SecretString) ->
 #[tokio::test]
 async fn one_csrf_login_serves_every_caller_and_survives_a_restart() {
     let (base, fake) = fake().await;
-    let store = store().await;
+    let store = crate::helpers::fresh_store().await;
     let keeper = Arc::new(SessionKeeper::new(config(&base, PASSWORD), reqwest::Client::new(), store.clone()));
     let waiting: Vec<_> = (0..10)
         .map(|_| {
@@ -157,7 +151,8 @@ async fn one_csrf_login_serves_every_caller_and_survives_a_restart() {
 #[tokio::test]
 async fn a_session_inside_the_refresh_window_is_renewed_exactly_once() {
     let (base, fake) = fake().await;
-    let keeper = SessionKeeper::new(config(&base, PASSWORD), reqwest::Client::new(), store().await);
+    let keeper =
+        SessionKeeper::new(config(&base, PASSWORD), reqwest::Client::new(), crate::helpers::fresh_store().await);
     let first = keeper.token(NOW_MS).await.unwrap();
     // 54 days later, 6 remain of the 60: inside the 7-day window.
     let later = NOW_MS + 54 * DAY_MS;
@@ -173,7 +168,11 @@ async fn a_session_inside_the_refresh_window_is_renewed_exactly_once() {
 #[tokio::test]
 async fn a_wrong_password_is_tried_once_per_cooldown_and_never_shown() {
     let (base, fake) = fake().await;
-    let keeper = SessionKeeper::new(config(&base, "wrong password"), reqwest::Client::new(), store().await);
+    let keeper = SessionKeeper::new(
+        config(&base, "wrong password"),
+        reqwest::Client::new(),
+        crate::helpers::fresh_store().await,
+    );
     let e = keeper.token(NOW_MS).await.unwrap_err();
     assert_eq!(e, SessionError::Refused("the login answered 401".into()));
     for minutes in [1, 10, 59] {
@@ -192,7 +191,11 @@ async fn a_wrong_password_is_tried_once_per_cooldown_and_never_shown() {
 #[tokio::test]
 async fn a_refused_session_is_one_login_however_many_callers_saw_the_401() {
     let (base, fake) = fake().await;
-    let keeper = Arc::new(SessionKeeper::new(config(&base, PASSWORD), reqwest::Client::new(), store().await));
+    let keeper = Arc::new(SessionKeeper::new(
+        config(&base, PASSWORD),
+        reqwest::Client::new(),
+        crate::helpers::fresh_store().await,
+    ));
     let old = keeper.token(NOW_MS).await.unwrap();
     // The platform ends the session on its side.
     *fake.current.lock() = "revoked".into();
@@ -218,7 +221,7 @@ async fn a_static_token_is_sent_as_configured_and_a_refusal_is_the_operators_to_
     *fake.current.lock() = "static-token-1".into();
     let mut config = config(&base, PASSWORD);
     config.strategy = Strategy::Static(SecretString::from("static-token-1"));
-    let keeper = SessionKeeper::new(config, reqwest::Client::new(), store().await);
+    let keeper = SessionKeeper::new(config, reqwest::Client::new(), crate::helpers::fresh_store().await);
     let token = keeper.token(NOW_MS).await.unwrap();
     assert_eq!(list_calls(&keeper, &base, &token).await, StatusCode::OK);
     assert_eq!(fake.logins.load(Ordering::SeqCst), 0, "a static token never logs in");

@@ -13,8 +13,8 @@
 
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -80,8 +80,7 @@ fn scalar<'de, D: Deserializer<'de>>(d: D, target: &'static str) -> Result<Scala
 }
 
 /// A string, as Jackson reads one: numbers and booleans become their text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JString(pub String);
 
 impl<'de> Deserialize<'de> for JString {
