@@ -95,11 +95,35 @@ impl Worker {
     }
 
     /// Hands the jobs the loops still hold back to the queue (after they were stopped).
+    ///
+    /// A loop stopped mid-claim may leave that claim's write to land just after a first
+    /// hand-back, and a hand-back may fail on a busy database; so passes repeat, a moment
+    /// apart, until one finds nothing left to hand back (at most `RELEASE_PASSES`).
     pub async fn release(&self) {
-        match self.store.release(&self.names()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(jobs = n, "handed unfinished jobs back to the queue"),
-            Err(e) => tracing::error!(error = %e, "handing jobs back failed; their leases will expire"),
+        const RELEASE_PASSES: u32 = 10;
+        let names = self.names();
+        let mut handed = 0;
+        let mut passes = 0;
+        loop {
+            passes += 1;
+            match self.store.release(&names).await {
+                Ok(0) if passes > 1 => break,
+                Ok(n) => handed += n,
+                Err(e) if passes < RELEASE_PASSES => {
+                    tracing::warn!(error = %e, "handing jobs back failed; trying again")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "handing jobs back failed; their leases will expire");
+                    return;
+                }
+            }
+            if passes == RELEASE_PASSES {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if handed > 0 {
+            tracing::info!(jobs = handed, passes, "handed unfinished jobs back to the queue");
         }
     }
 

@@ -14,6 +14,18 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Where the callbridge serving on `port` writes its log (every start on that port appends).
+fn child_log_path(port: u16) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("callbridge-test-{}-{port}.log", std::process::id()))
+}
+
+/// The last lines the callbridge on `port` logged, for a failure's message.
+pub fn child_log(port: u16) -> String {
+    let log = std::fs::read_to_string(child_log_path(port)).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
 pub fn spawn(sandbox_url: &str, token: &str, database_url: &str, port: u16) -> Child {
     spawn_with(sandbox_url, token, database_url, port, &[])
 }
@@ -32,9 +44,9 @@ pub fn spawn_with(sandbox_url: &str, token: &str, database_url: &str, port: u16,
         .env("CALLBRIDGE_GENERIC_TOKEN", GENERIC_TOKEN)
         .env("CALLBRIDGE_LEASE_SECS", "2")
         .env("CALLBRIDGE_WORKERS", "4")
-        .env("CALLBRIDGE_LOG", "warn")
+        .env("CALLBRIDGE_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(child_log_path(port)).unwrap());
     for (k, v) in extra {
         command.env(k, v);
     }
@@ -144,6 +156,7 @@ async fn a_process_killed_with_500_jobs_queued_ends_with_every_event_written_onc
         assert_eq!(db.count(callbridge_sandbox::model::Kind::Contact), 100, "one contact per caller");
     });
     let _ = std::fs::remove_file(&db);
+    let _ = std::fs::remove_file(child_log_path(port));
 }
 
 #[tokio::test]
@@ -184,7 +197,7 @@ async fn sigterm_with_jobs_running_hands_them_back_and_a_restart_finishes_them_a
     assert!(status.success(), "a graceful stop exits 0: {status:?}");
     let store = callbridge_store::open(&url).await.unwrap();
     let counts = store.counts().await.unwrap();
-    assert_eq!(counts.running, 0, "every job held was handed back: {counts:?}");
+    assert_eq!(counts.running, 0, "every job held was handed back: {counts:?}\n{}", child_log(port));
     assert!(counts.done < 200, "the stop came too late to test anything: {counts:?}");
     drop(store);
 
@@ -195,4 +208,5 @@ async fn sigterm_with_jobs_running_hands_them_back_and_a_restart_finishes_them_a
     child.wait().unwrap();
     assert_eq!(calls_once(&sandbox), 200, "every call once");
     let _ = std::fs::remove_file(&db);
+    let _ = std::fs::remove_file(child_log_path(port));
 }
