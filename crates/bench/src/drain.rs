@@ -159,6 +159,7 @@ async fn drain(args: Args) -> anyhow::Result<()> {
             from_ms: first,
             to_ms: callbridge_store::now_ms() + 86_400_000,
             max_records: usize::MAX,
+            replace: false,
         };
         let report =
             callbridge::pull::run_window(&runner.source, &store, &wake, config.region(), window, &|_| {}).await?;

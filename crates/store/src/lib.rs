@@ -204,8 +204,11 @@ pub trait Queue: Send + Sync {
     /// Records what jobs of one portal wrote and marks them done, all in one transaction.
     async fn settle(&self, settlement: &Settlement) -> Result<()>;
     async fn fail(&self, job_id: i64, error: &str, failure: Failure) -> Result<()>;
-    /// Queues an event's job again (dead or done); false when there is no such event.
-    async fn replay(&self, inbox_id: i64) -> Result<bool>;
+    /// Queues an event's job again (dead or done); false when there is no such event. With
+    /// `event_json`, the job's payload becomes it first (a re-read of the same call in today's
+    /// format), also for a job still queued; true then when the job will run with it (a
+    /// running job keeps what it read).
+    async fn replay(&self, inbox_id: i64, event_json: Option<&str>) -> Result<bool>;
     async fn events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>>;
     async fn counts(&self) -> Result<JobCounts>;
     /// The earliest time a queued job becomes runnable, if any is waiting.
@@ -313,21 +316,41 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 }
 
 /// Held while work that must run once at a time runs (a poll, a dedup sweep, property
-/// setup); released when dropped.
+/// setup). [`Exclusive::release`] gives it back and returns once another taker can have it;
+/// dropping it gives it back in the background (on a database, a moment later).
 pub struct Exclusive {
-    release: Option<Box<dyn FnOnce() + Send>>,
+    release: Option<Release>,
 }
 
+type Release = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
+
 impl Exclusive {
-    pub fn new(release: impl FnOnce() + Send + 'static) -> Exclusive {
-        Exclusive { release: Some(Box::new(release)) }
+    pub fn new<F>(release: impl FnOnce() -> F + Send + 'static) -> Exclusive
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        Exclusive { release: Some(Box::new(move || Box::pin(release()))) }
+    }
+
+    /// Gives the lock back; once this returns, the next `try_exclusive` can take it.
+    pub async fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            release().await;
+        }
     }
 }
 
 impl Drop for Exclusive {
     fn drop(&mut self) {
         if let Some(release) = self.release.take() {
-            release();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(release());
+                }
+                // No runtime left: a lock held in memory goes now; one held by a database
+                // connection goes when the connection closes.
+                Err(_) => drop(release()),
+            }
         }
     }
 }

@@ -306,20 +306,34 @@ impl Queue for PgStore {
         Ok(())
     }
 
-    async fn replay(&self, inbox_id: i64) -> Result<bool> {
+    async fn replay(&self, inbox_id: i64, event_json: Option<&str>) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let mut rewritten = 0;
+        if let Some(event) = event_json {
+            rewritten = sqlx::query(
+                "UPDATE inbox SET event = $1 WHERE id = $2
+                   AND EXISTS (SELECT 1 FROM jobs WHERE inbox_id = inbox.id AND status IN ('queued', 'dead', 'done'))",
+            )
+            .bind(event)
+            .bind(inbox_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
         let changed = sqlx::query(
             "UPDATE jobs SET status = 'queued', attempts = 0, claims = 0, run_at = $1, last_error = NULL, updated_at = $1
              WHERE inbox_id = $2 AND status IN ('dead', 'done')",
         )
         .bind(now_ms())
         .bind(inbox_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         if changed > 0 {
             sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&self.pool).await?;
         }
-        Ok(changed > 0)
+        Ok(changed > 0 || rewritten > 0)
     }
 
     async fn events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>> {
@@ -504,15 +518,12 @@ impl Coordination for PgStore {
             return Ok(None);
         }
         let name = name.to_string();
-        Ok(Some(crate::Exclusive::new(move || {
-            tokio::spawn(async move {
-                if let Err(e) =
-                    sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(&name).execute(&mut *conn).await
-                {
-                    tracing::warn!(error = %e, "releasing an advisory lock failed; it goes with the connection");
-                    conn.close_on_drop();
-                }
-            });
+        Ok(Some(crate::Exclusive::new(move || async move {
+            if let Err(e) = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(&name).execute(&mut *conn).await
+            {
+                tracing::warn!(error = %e, "releasing an advisory lock failed; it goes with the connection");
+                conn.close_on_drop();
+            }
         })))
     }
 

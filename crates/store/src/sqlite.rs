@@ -427,8 +427,20 @@ impl Queue for SqliteStore {
         Ok(())
     }
 
-    async fn replay(&self, inbox_id: i64) -> Result<bool> {
+    async fn replay(&self, inbox_id: i64, event_json: Option<&str>) -> Result<bool> {
         let mut tx = self.write().await?;
+        let mut rewritten = 0;
+        if let Some(event) = event_json {
+            rewritten = sqlx::query(
+                "UPDATE inbox SET event = ? WHERE id = ?
+                   AND EXISTS (SELECT 1 FROM jobs WHERE inbox_id = inbox.id AND status IN ('queued', 'dead', 'done'))",
+            )
+            .bind(event)
+            .bind(inbox_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
         let changed = sqlx::query(
             "UPDATE jobs SET status = 'queued', attempts = 0, claims = 0, run_at = ?, last_error = NULL, updated_at = ?
              WHERE inbox_id = ? AND status IN ('dead', 'done')",
@@ -440,7 +452,7 @@ impl Queue for SqliteStore {
         .await?
         .rows_affected();
         tx.commit().await?;
-        Ok(changed > 0)
+        Ok(changed > 0 || rewritten > 0)
     }
 
     async fn events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>> {
@@ -625,6 +637,7 @@ impl Coordination for SqliteStore {
         let (set, name) = (self.held.clone(), name.to_string());
         Ok(Some(crate::Exclusive::new(move || {
             set.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+            std::future::ready(())
         })))
     }
 }

@@ -111,7 +111,7 @@ async fn failed_jobs_retry_later_then_die_and_can_be_replayed() {
         assert_eq!(dead.len(), 1, "{name}");
         assert_eq!(dead[0].last_error.as_deref(), Some("gave up"), "{name}");
         assert_eq!(dead[0].attempts, 2, "{name}");
-        assert!(s.replay(ingested.inbox_id).await.unwrap(), "{name}");
+        assert!(s.replay(ingested.inbox_id, None).await.unwrap(), "{name}");
         let again = s.claim("w", lease).await.unwrap().unwrap();
         assert_eq!(again.attempts, 0, "{name}");
     }
@@ -167,7 +167,10 @@ async fn exclusive_work_runs_once_at_a_time() {
         assert!(first.is_some(), "{name}");
         assert!(s.try_exclusive("dedup-sweep").await.unwrap().is_none(), "{name}: a second taker is refused");
         assert!(s.try_exclusive("poll:goodcall").await.unwrap().is_some(), "{name}: other work is not blocked");
-        drop(first);
+        first.unwrap().release().await;
+        let again = s.try_exclusive("dedup-sweep").await.unwrap();
+        assert!(again.is_some(), "{name}: once release returns, the next taker has it");
+        drop(again);
         let started = std::time::Instant::now();
         loop {
             if s.try_exclusive("dedup-sweep").await.unwrap().is_some() {

@@ -20,7 +20,7 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<()> {
     }
     let mut queued = 0;
     for id in &ids {
-        if store.replay(*id).await? {
+        if store.replay(*id, None).await? {
             queued += 1;
         } else {
             eprintln!("event {id}: no finished or dead event with this id");

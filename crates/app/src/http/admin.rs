@@ -50,7 +50,7 @@ pub async fn events(State(state): State<AppState>, Query(q): Query<EventsQuery>)
 }
 
 pub async fn replay(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response, ApiError> {
-    if !state.store.replay(id).await.map_err(|_| ApiError::Unavailable)? {
+    if !state.store.replay(id, None).await.map_err(|_| ApiError::Unavailable)? {
         return Err(ApiError::NotFound("no finished or dead event with this id"));
     }
     state.wake.notify_one();

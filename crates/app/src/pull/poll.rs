@@ -73,6 +73,13 @@ pub struct RunReport {
     pub new: u64,
     pub known: u64,
     pub rejected: u64,
+    /// Calls already stored whose activity is rendered again in place (a backfill with
+    /// `--replace-activities`).
+    pub replaced: u64,
+    /// The earliest and the latest call start seen (epoch ms): how far through its window a
+    /// run is, whichever way the platform pages.
+    pub earliest_ms: Option<i64>,
+    pub latest_ms: Option<i64>,
     /// Why the run stopped early, if it did.
     pub failed: Option<String>,
     pub duration_ms: u64,
@@ -92,6 +99,9 @@ pub struct Window {
     pub from_ms: i64,
     pub to_ms: i64,
     pub max_records: usize,
+    /// Calls already stored are read again in today's format and their jobs queued again, so
+    /// each activity is updated in place (found by the platform's call id), never doubled.
+    pub replace: bool,
 }
 
 /// One run over [mark − overlap, now] (a first run: [now − first window, now]).
@@ -107,7 +117,7 @@ pub async fn run(
         Some(m) => m - source.overlap.as_millis() as i64,
         None => now_ms - source.first_window.as_millis() as i64,
     };
-    let window = Window { from_ms, to_ms: now_ms, max_records: source.max_records };
+    let window = Window { from_ms, to_ms: now_ms, max_records: source.max_records, replace: false };
     run_window(source, store, wake, region, window, &|_| {}).await
 }
 
@@ -120,11 +130,26 @@ pub async fn run_window(
     window: Window,
     progress: &(dyn Fn(&RunReport) + Sync),
 ) -> Result<RunReport, PullError> {
-    let started = Instant::now();
     let lock = format!("pull:{}:{}", source.portal, source.name);
-    let Some(_exclusive) = store.try_exclusive(&lock).await.map_err(store_err)? else {
+    let Some(exclusive) = store.try_exclusive(&lock).await.map_err(store_err)? else {
         return Err(PullError::AlreadyRunning);
     };
+    let outcome = run_held(source, store, wake, region, window, progress).await;
+    // Given back before the outcome is told, so a run asked for next can take the source.
+    exclusive.release().await;
+    outcome
+}
+
+/// The run itself, while this instance holds the source.
+async fn run_held(
+    source: &PullSource,
+    store: &Arc<dyn Store>,
+    wake: &Notify,
+    region: DefaultRegion,
+    window: Window,
+    progress: &(dyn Fn(&RunReport) + Sync),
+) -> Result<RunReport, PullError> {
+    let started = Instant::now();
     let (from_ms, now_ms) = (window.from_ms, window.to_ms);
     let platform = Source::named(&source.name);
     let mut report = RunReport::default();
@@ -146,7 +171,13 @@ pub async fn run_window(
             let raw = serde_json::to_vec(record).unwrap_or_default();
             let delivery = match parse_record(record, &source.map, platform, region) {
                 Ok(Parsed::Event(event, key)) => {
-                    newest = newest.max(event_start(&event));
+                    let start = event_start(&event);
+                    newest = newest.max(start);
+                    report.earliest_ms = match (report.earliest_ms, start) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    report.latest_ms = report.latest_ms.max(start);
                     crate::inbox::with_job(source.portal.clone(), &source.name, key, raw, *event)
                         .map_err(|e| PullError::Store(e.to_string()))?
                 }
@@ -180,19 +211,36 @@ pub async fn run_window(
             let mut outcomes = Vec::with_capacity(list.len());
             for d in list {
                 let queued = d.job_kind.is_some();
-                outcomes.push(store.ingest(d).await.map(|i| (i.duplicate, queued)));
+                let event = (window.replace && queued).then(|| d.event_json.clone());
+                let outcome = match store.ingest(d).await {
+                    Ok(i) if i.duplicate => match event {
+                        Some(event) => {
+                            store.replay(i.inbox_id, Some(&event)).await.map(|r| Stored::Known { replaced: r })
+                        }
+                        None => Ok(Stored::Known { replaced: false }),
+                    },
+                    Ok(_) => Ok(if queued { Stored::New } else { Stored::Recorded }),
+                    Err(e) => Err(e),
+                };
+                outcomes.push(outcome);
             }
             outcomes
         }))
         .await;
         for outcome in stored.into_iter().flatten() {
             match outcome.map_err(store_err)? {
-                (true, _) => report.known += 1,
-                (false, true) => {
+                Stored::Known { replaced } => {
+                    report.known += 1;
+                    if replaced {
+                        report.replaced += 1;
+                        wake.notify_one();
+                    }
+                }
+                Stored::New => {
                     report.new += 1;
                     wake.notify_one();
                 }
-                (false, false) => {}
+                Stored::Recorded => {}
             }
         }
         if let Some(ms) = newest {
@@ -209,6 +257,16 @@ pub async fn run_window(
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// What storing one record did.
+enum Stored {
+    /// A call with its job.
+    New,
+    /// A record kept without a job (rejected, or not a call).
+    Recorded,
+    /// Seen before; `replaced` when its job was queued again to render it anew.
+    Known { replaced: bool },
 }
 
 fn store_err(e: callbridge_store::StoreError) -> PullError {

@@ -302,7 +302,9 @@ async fn backfill_walks_a_past_window_and_a_second_backfill_stores_nothing_new()
     let since = callbridge_domain::time::iso_ms(NOW_MS - 3 * 3_600_000);
     let until = callbridge_domain::time::iso_ms(NOW_MS + 60_000);
     // The fake answers on this test's runtime: the command is awaited, never blocked on.
-    let backfill = || async {
+    let (config_ref, since_ref, until_ref, url_ref) = (&config, &since, &until, &url);
+    let backfill = |replace: bool| async move {
+        let (config, since, until, url) = (config_ref, since_ref, until_ref, url_ref);
         let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
             .args([
                 "--config",
@@ -311,25 +313,95 @@ async fn backfill_walks_a_past_window_and_a_second_backfill_stores_nothing_new()
                 "--source",
                 "receptionist",
                 "--since",
-                &since,
+                since,
                 "--until",
-                &until,
+                until,
             ])
-            .env("CALLBRIDGE_DATABASE_URL", &url)
+            .args(replace.then_some("--replace-activities"))
+            .env("CALLBRIDGE_DATABASE_URL", url)
             .env("RECEPTIONIST_TOKEN", TOKEN)
             .env("CALLBRIDGE_LOG", "warn")
             .kill_on_drop(true)
             .output();
         tokio::time::timeout(Duration::from_secs(60), run).await.expect("the backfill ends").unwrap()
     };
-    let first = backfill().await;
+    let first = backfill(false).await;
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let report: Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(report["report"]["new"], 25, "{report}");
     assert_eq!(report["report"]["rejected"], 1, "{report}");
-    let second = backfill().await;
+    let second = backfill(false).await;
     let report: Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!((report["report"]["new"].as_u64(), report["report"]["known"].as_u64()), (Some(0), Some(26)), "{report}");
+    assert_eq!(report["report"]["replaced"], 0, "{report}");
+    // Asked to replace, the calls' jobs take today's reading of each call (not yet run here).
+    let third = backfill(true).await;
+    assert!(third.status.success(), "{}", String::from_utf8_lossy(&third.stderr));
+    let report: Value = serde_json::from_slice(&third.stdout).unwrap();
+    assert_eq!(
+        (report["report"]["new"].as_u64(), report["report"]["replaced"].as_u64()),
+        (Some(0), Some(25)),
+        "{report}"
+    );
     let store = callbridge_store::open(&url).await.unwrap();
-    assert_eq!(store.counts().await.unwrap().queued, 25);
+    assert_eq!(store.counts().await.unwrap().queued, 25, "never a second job");
+}
+
+#[tokio::test]
+async fn replacing_activities_renders_each_call_again_in_place_and_never_twice() {
+    let (base, _fake) = fake().await;
+    let app = crate::helpers::TestApp::start_with(callbridge_sandbox::SandboxConfig::default(), |_| {}).await;
+    let source = source(&base, app.store.clone());
+    let window = |replace| callbridge::pull::Window {
+        from_ms: NOW_MS - 3 * 3_600_000,
+        to_ms: NOW_MS + 60_000,
+        max_records: usize::MAX,
+        replace,
+    };
+    let wake = Notify::new();
+    let first =
+        callbridge::pull::run_window(&source, &app.store, &wake, DefaultRegion::default(), window(false), &|_| {})
+            .await
+            .unwrap();
+    assert_eq!(first.new, CALLS as u64, "{first:?}");
+    assert_eq!((first.earliest_ms, first.latest_ms), (Some(NOW_MS - 25 * 60_000), Some(NOW_MS - 60_000)));
+    app.settle().await;
+    let calls = app.records("calls");
+    assert_eq!(calls.len(), CALLS);
+    // An activity as an older release rendered it.
+    let id = calls[0]["id"].as_str().unwrap().to_string();
+    let rendered = crate::helpers::prop(&calls[0], "hs_call_body").unwrap().to_string();
+    let r = app
+        .http
+        .patch(format!("{}/crm/v3/objects/calls/{id}", app.sandbox.base_url()))
+        .bearer_auth(app.sandbox.token())
+        .json(&json!({"properties": {"hs_call_body": "an older format"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Without the flag a backfill changes nothing; with it, every known call runs again.
+    let plain =
+        callbridge::pull::run_window(&source, &app.store, &wake, DefaultRegion::default(), window(false), &|_| {})
+            .await
+            .unwrap();
+    assert_eq!((plain.known, plain.replaced), (CALLS as u64 + 1, 0), "{plain:?}");
+    app.settle().await;
+    let body = |app: &crate::helpers::TestApp| {
+        let calls = app.records("calls");
+        let call = calls.iter().find(|c| c["id"] == id.as_str()).cloned().unwrap();
+        crate::helpers::prop(&call, "hs_call_body").unwrap().to_string()
+    };
+    assert_eq!(body(&app), "an older format");
+    let replaced =
+        callbridge::pull::run_window(&source, &app.store, &wake, DefaultRegion::default(), window(true), &|_| {})
+            .await
+            .unwrap();
+    assert_eq!((replaced.new, replaced.replaced), (0, CALLS as u64), "{replaced:?}");
+    app.settle().await;
+    assert_eq!(app.records("calls").len(), CALLS, "updated in place: never a second activity");
+    assert_eq!(body(&app), rendered, "rendered again in today's format");
+    assert_eq!(app.store.activities().await.unwrap().len(), CALLS);
+    app.stop().await;
 }
