@@ -1,6 +1,6 @@
-//! Crash safety: the `callbridge` binary killed with SIGKILL while jobs are queued, or stopped
-//! with SIGTERM while jobs run, then started again on the same database, ends with every event
-//! written exactly once.
+//! Crash safety: the `callbridge` binary killed with SIGKILL while jobs are queued or while a
+//! pulled source is being paged, or stopped with SIGTERM while jobs run, then started again on
+//! the same database, ends with every event written exactly once.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +32,11 @@ pub fn spawn(sandbox_url: &str, token: &str, database_url: &str, port: u16) -> C
 
 /// `callbridge serve` on `port`, with `extra` settings over the test's.
 pub fn spawn_with(sandbox_url: &str, token: &str, database_url: &str, port: u16, extra: &[(&str, &str)]) -> Child {
+    serve_command(sandbox_url, token, database_url, port, extra).spawn().expect("start callbridge")
+}
+
+/// The command [`spawn_with`] starts, for a drill that adds to it.
+fn serve_command(sandbox_url: &str, token: &str, database_url: &str, port: u16, extra: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_callbridge"));
     command
         .arg("serve")
@@ -50,7 +55,7 @@ pub fn spawn_with(sandbox_url: &str, token: &str, database_url: &str, port: u16,
     for (k, v) in extra {
         command.env(k, v);
     }
-    command.spawn().expect("start callbridge")
+    command
 }
 
 pub async fn wait_healthy(http: &reqwest::Client, base: &str) -> Value {
@@ -208,5 +213,126 @@ async fn sigterm_with_jobs_running_hands_them_back_and_a_restart_finishes_them_a
     child.wait().unwrap();
     assert_eq!(calls_once(&sandbox), 200, "every call once");
     let _ = std::fs::remove_file(&db);
+    let _ = std::fs::remove_file(child_log_path(port));
+}
+
+/// A receptionist for the pull drill: `PULLED` calls over the last three hours, oldest first,
+/// ten a page, each page answered after `PAGE_DELAY_MS`; it notes each request's window start.
+#[derive(Default)]
+struct Receptionist {
+    now_ms: i64,
+    requests: std::sync::atomic::AtomicUsize,
+    froms: parking_lot::Mutex<Vec<i64>>,
+}
+
+const PULLED: usize = 120;
+const PULLED_EVERY_MS: i64 = 90_000;
+const PAGE_DELAY_MS: u64 = 150;
+
+impl Receptionist {
+    fn started_at(&self, i: usize) -> i64 {
+        self.now_ms - (PULLED - i) as i64 * PULLED_EVERY_MS
+    }
+}
+
+async fn receptionist_calls(
+    axum::extract::State(r): axum::extract::State<std::sync::Arc<Receptionist>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> axum::Json<Value> {
+    r.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let from = q["from"].parse::<jiff::Timestamp>().unwrap().as_millisecond();
+    r.froms.lock().push(from);
+    tokio::time::sleep(Duration::from_millis(PAGE_DELAY_MS)).await;
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let in_window: Vec<Value> = (0..PULLED)
+        .filter(|i| r.started_at(*i) >= from)
+        .map(|i| {
+            serde_json::json!({"id": format!("pulled-{i}"), "started_at": callbridge_domain::time::iso_ms(r.started_at(i)),
+                               "caller": {"phone": format!("(415) 555-{:04}", 3000 + i)}})
+        })
+        .collect();
+    let start = ((page - 1) * 10).min(in_window.len());
+    axum::Json(serde_json::json!({"calls": in_window[start..(start + 10).min(in_window.len())]}))
+}
+
+#[tokio::test]
+async fn a_process_killed_while_paging_a_pulled_source_resumes_from_its_mark_and_lands_every_call_once() {
+    use std::sync::atomic::Ordering;
+    let receptionist = std::sync::Arc::new(Receptionist { now_ms: callbridge_store::now_ms(), ..Default::default() });
+    let app =
+        axum::Router::new().route("/v0/calls", axum::routing::get(receptionist_calls)).with_state(receptionist.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receptionist_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = std::env::temp_dir().join(format!("callbridge-pull-drill-{:x}.toml", fastrand::u64(..)));
+    std::fs::write(
+        &config,
+        format!(
+            r#"[pull.receptionist]
+               base_url = "{receptionist_url}"
+               overlap_secs = 600
+               first_window_secs = 14400
+               auth.token_env = "RECEPTIONIST_TOKEN"
+               auth.send_as = "header:authorization"
+               list.path = "/v0/calls"
+               list.start_param = "from"
+               list.page_size_param = "limit"
+               list.page_size = 10
+               list.records = "calls"
+               map.id = "id"
+               map.started_at = "started_at"
+               map.caller_phone = "caller.phone""#
+        ),
+    )
+    .unwrap();
+    let (sandbox, db, url) = drill_sandbox(5).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let start = || {
+        serve_command(&sandbox.base_url(), sandbox.token(), &url, port, &[("RECEPTIONIST_TOKEN", "Bearer t")])
+            .arg("--config")
+            .arg(&config)
+            .spawn()
+            .expect("start callbridge")
+    };
+
+    // The first run pages the receptionist at start; kill it once some pages are in.
+    let mut child = start();
+    let started = Instant::now();
+    while receptionist.requests.load(Ordering::SeqCst) < 5 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no pages asked for\n{}", child_log(port));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pages_before = receptionist.requests.load(Ordering::SeqCst);
+    assert!(pages_before < PULLED / 10, "the kill came after the run ended ({pages_before} pages)");
+    let store = callbridge_store::open(&url).await.unwrap();
+    let mark = store.load_mark(&callbridge_domain::PortalId::default(), "receptionist").await.unwrap();
+    let stored_before = store.counts().await.unwrap();
+    drop(store);
+    let mark = mark.expect("the pages stored before the kill moved the mark");
+    assert!(mark >= receptionist.started_at(0) && mark < receptionist.started_at(PULLED - 1), "a mark midway");
+
+    // Started again: the run at start resumes from the mark (less the overlap), not from the
+    // first window, and every call lands once.
+    let mut child = start();
+    wait_done(&http, &base, PULLED as i64, Duration::from_secs(120)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Every request of a run names the run's window start: the first run's, then the resumed one's.
+    let froms = receptionist.froms.lock().clone();
+    let first_from = froms[0];
+    assert!(first_from <= receptionist.started_at(0), "the first run read its first window");
+    assert!(froms.contains(&(mark - 600_000)), "the second run starts at the mark less the overlap: {froms:?}");
+    assert!(froms.iter().all(|f| *f == first_from || *f == mark - 600_000), "no other window: {froms:?}");
+    assert_eq!(calls_once(&sandbox), PULLED, "every pulled call in HubSpot, once ({stored_before:?} stored before)");
+    let store = callbridge_store::open(&url).await.unwrap();
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.done, PULLED as i64, "one job per call: {counts:?}");
+    drop(store);
+    let _ = std::fs::remove_file(&db);
+    let _ = std::fs::remove_file(&config);
     let _ = std::fs::remove_file(child_log_path(port));
 }
