@@ -31,6 +31,9 @@ pub struct Runner {
     pub interval: Duration,
     outcome: parking_lot::Mutex<Outcome>,
     finished: Notify,
+    /// Held by this instance's run until its outcome is recorded: a `sync-now` that finds it
+    /// held waits for that outcome, never for a lock another instance holds.
+    running: tokio::sync::Mutex<()>,
 }
 
 impl Runner {
@@ -52,6 +55,7 @@ impl Runner {
             interval: resolved.interval,
             outcome: Default::default(),
             finished: Notify::new(),
+            running: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -70,20 +74,27 @@ impl Runner {
         let started = Instant::now();
         loop {
             let finished = self.finished.notified();
+            let Ok(_ours) = self.running.try_lock() else {
+                // This instance's run is going: its outcome is recorded before it lets go.
+                let left = WAIT_FOR_RUNNING.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    return Err(PullError::AlreadyRunning);
+                }
+                let _ = tokio::time::timeout(left, finished).await;
+                if let Some(report) = self.report_since(asked) {
+                    return Ok(report);
+                }
+                continue;
+            };
             match run(&self.source, store, wake, region, now_ms()).await {
                 Ok(report) => {
                     self.record(Ok(&report));
                     return Ok(report);
                 }
+                // Another instance's run: retried each second while the wait lasts.
                 Err(PullError::AlreadyRunning) if started.elapsed() < WAIT_FOR_RUNNING => {
-                    // Ours ends with a notification; another instance's is retried each second.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), finished).await;
-                    let outcome = self.outcome.lock().clone();
-                    if let (Some(at), Some(report)) = (outcome.last_run_at_ms, outcome.last_report)
-                        && at >= asked
-                    {
-                        return Ok(report);
-                    }
+                    drop(_ours);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(e) => {
                     if e != PullError::AlreadyRunning {
@@ -92,6 +103,15 @@ impl Runner {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// The last run's report, if that run was recorded at or after `asked`.
+    fn report_since(&self, asked: i64) -> Option<RunReport> {
+        let outcome = self.outcome.lock().clone();
+        match (outcome.last_run_at_ms, outcome.last_report) {
+            (Some(at), Some(report)) if at >= asked => Some(report),
+            _ => None,
         }
     }
 
