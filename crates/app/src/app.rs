@@ -101,6 +101,14 @@ impl App {
                 config.unverified_body_mib * 1024 * 1024,
                 Duration::from_secs(config.body_timeout_secs),
             )),
+            tools: Arc::new(crate::tools::Tools {
+                store: store.clone(),
+                portals: portals.clone(),
+                hours: config.business().expect("validated with the configuration"),
+                deadline: Duration::from_millis(config.tool_deadline_ms),
+                region: config.region(),
+                wake: wake.clone(),
+            }),
         };
         let sources = Sources {
             vapi: callbridge_sources::Vapi { secret: config.vapi_secret.clone(), hmac: config.vapi_auth == "hmac" },
@@ -121,6 +129,10 @@ impl App {
                     (name.clone(), generic)
                 })
                 .collect(),
+            elevenlabs_tools: callbridge_sources::SharedSecret {
+                secret: config.elevenlabs_tool_secret.clone(),
+                headers: &["x-callbridge-secret"],
+            },
         };
         let worker = Arc::new(Worker {
             portals,

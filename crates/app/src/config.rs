@@ -80,6 +80,21 @@ pub struct Config {
     pub unverified_body_mib: usize,
     /// `text` or `json`.
     pub log_format: String,
+    /// The secret header (`x-callbridge-secret`, or a Bearer token) ElevenLabs server tools send.
+    pub elevenlabs_tool_secret: Option<SecretString>,
+    /// How long a booking tool waits for HubSpot before it answers "booked" anyway (the write
+    /// completes from the queue).
+    pub tool_deadline_ms: u64,
+    /// Business hours for availability and bookings: the zone (IANA), the days (`mon-fri`, or
+    /// `mon,wed,fri`), the hours (`09:00-17:00`), slot length, buffer around bookings, how far
+    /// ahead and how soon slots are offered.
+    pub business_time_zone: String,
+    pub business_days: String,
+    pub business_hours: String,
+    pub slot_minutes: u64,
+    pub slot_buffer_minutes: u64,
+    pub booking_horizon_days: u64,
+    pub booking_notice_minutes: u64,
     /// Named booking webhooks (`[generic.NAME]` in the file), each at `/webhooks/generic/NAME`.
     pub generic: BTreeMap<String, GenericEndpoint>,
     /// Pull sources (`[pull.NAME]` in the file): receptionists polled through their web app.
@@ -165,6 +180,15 @@ impl Default for Config {
             body_timeout_secs: 30,
             unverified_body_mib: 64,
             log_format: "text".into(),
+            elevenlabs_tool_secret: None,
+            tool_deadline_ms: 2000,
+            business_time_zone: "America/New_York".into(),
+            business_days: "mon-fri".into(),
+            business_hours: "09:00-17:00".into(),
+            slot_minutes: 30,
+            slot_buffer_minutes: 0,
+            booking_horizon_days: 14,
+            booking_notice_minutes: 60,
             generic: BTreeMap::new(),
             pull: BTreeMap::new(),
             pull_sources: Vec::new(),
@@ -173,7 +197,7 @@ impl Default for Config {
 }
 
 /// Settings that take whole numbers (environment values are text).
-const NUMERIC: [&str; 14] = [
+const NUMERIC: [&str; 19] = [
     "workers",
     "max_attempts",
     "retry_base_ms",
@@ -188,9 +212,14 @@ const NUMERIC: [&str; 14] = [
     "header_timeout_secs",
     "body_timeout_secs",
     "unverified_body_mib",
+    "tool_deadline_ms",
+    "slot_minutes",
+    "slot_buffer_minutes",
+    "booking_horizon_days",
+    "booking_notice_minutes",
 ];
 /// Settings that take text.
-const TEXT: [&str; 14] = [
+const TEXT: [&str; 18] = [
     "listen",
     "database_url",
     "hubspot_base_url",
@@ -205,6 +234,10 @@ const TEXT: [&str; 14] = [
     "generic_token",
     "default_region",
     "log_format",
+    "elevenlabs_tool_secret",
+    "business_time_zone",
+    "business_days",
+    "business_hours",
 ];
 
 /// `CALLBRIDGE_*` variables that are not settings: the log filter, and the test and sandbox
@@ -342,6 +375,60 @@ impl Config {
         Ok(config)
     }
 
+    /// The business hours the tools offer and book, from the `business_*` and slot settings;
+    /// a bad one is named.
+    pub fn business(&self) -> Result<callbridge_domain::availability::BusinessHours, (&'static str, String)> {
+        use jiff::civil::{Time, Weekday};
+        let zone = jiff::tz::TimeZone::get(&self.business_time_zone).map_err(|_| {
+            (
+                "business_time_zone",
+                format!("{:?} is not an IANA time zone like America/New_York", self.business_time_zone),
+            )
+        })?;
+        const DAYS: [(&str, Weekday); 7] = [
+            ("mon", Weekday::Monday),
+            ("tue", Weekday::Tuesday),
+            ("wed", Weekday::Wednesday),
+            ("thu", Weekday::Thursday),
+            ("fri", Weekday::Friday),
+            ("sat", Weekday::Saturday),
+            ("sun", Weekday::Sunday),
+        ];
+        let bad_days = || ("business_days", format!("{:?}: use mon-fri, or days like mon,wed,fri", self.business_days));
+        let day = |d: &str| DAYS.iter().position(|(n, _)| *n == d.trim().to_ascii_lowercase()).ok_or_else(bad_days);
+        let mut days = Vec::new();
+        for part in self.business_days.split(',') {
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (day(a)?, day(b)?);
+                    if a > b {
+                        return Err(bad_days());
+                    }
+                    days.extend(DAYS[a..=b].iter().map(|(_, w)| *w));
+                }
+                None => days.push(DAYS[day(part)?].1),
+            }
+        }
+        let bad_hours =
+            || ("business_hours", format!("{:?}: use opening-closing like 09:00-17:00", self.business_hours));
+        let (open, close) = self.business_hours.split_once('-').ok_or_else(bad_hours)?;
+        let time = |t: &str| t.trim().parse::<Time>().map_err(|_| bad_hours());
+        let (open, close) = (time(open)?, time(close)?);
+        if open >= close {
+            return Err(bad_hours());
+        }
+        Ok(callbridge_domain::availability::BusinessHours {
+            zone,
+            days,
+            open,
+            close,
+            slot_minutes: self.slot_minutes as i64,
+            buffer_minutes: self.slot_buffer_minutes as i64,
+            horizon_days: self.booking_horizon_days as i64,
+            min_notice_minutes: self.booking_notice_minutes as i64,
+        })
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         let bad = |key: &str, why: String| {
             anyhow::anyhow!("invalid setting `{key}` (CALLBRIDGE_{}): {why}", key.to_ascii_uppercase())
@@ -411,6 +498,12 @@ impl Config {
             "at least one largest body (2 MiB), at most 16 GiB",
         )?;
         range("hubspot_retry_secs", self.hubspot_retry_secs, 1, 3600, "one request is retried for at most an hour")?;
+        range("tool_deadline_ms", self.tool_deadline_ms, 100, 30_000, "agents time tools out; answer well inside")?;
+        range("slot_minutes", self.slot_minutes, 5, 480, "from five minutes to a working day")?;
+        range("slot_buffer_minutes", self.slot_buffer_minutes, 0, 240, "at most four hours around a booking")?;
+        range("booking_horizon_days", self.booking_horizon_days, 1, 365, "from a day to a year ahead")?;
+        range("booking_notice_minutes", self.booking_notice_minutes, 0, 10_080, "at most a week's notice")?;
+        self.business().map_err(|(key, why)| bad(key, why))?;
         if !matches!(self.vapi_auth.as_str(), "secret" | "hmac") {
             return Err(bad("vapi_auth", format!("{:?}: use secret or hmac", self.vapi_auth)));
         }

@@ -17,7 +17,18 @@ pub fn with_job(
     event: Event,
 ) -> Result<NewDelivery, serde_json::Error> {
     let caller_key = event.caller().ordering_key().unwrap_or_else(|| key.to_string());
-    let job = JobKind::for_event(event);
+    for_job(portal, source, key, raw_body, JobKind::for_event(event), caller_key)
+}
+
+/// The delivery of any job, ordered behind `caller_key`'s earlier jobs.
+pub fn for_job(
+    portal: PortalId,
+    source: &str,
+    key: IdempotencyKey,
+    raw_body: Vec<u8>,
+    job: JobKind,
+    caller_key: String,
+) -> Result<NewDelivery, serde_json::Error> {
     Ok(NewDelivery {
         portal,
         source: source.to_string(),

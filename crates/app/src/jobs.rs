@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `sync_call` | [`SyncCall`]: a call event | the sync engine, batched with others |
 //! | `sync_booking` | [`SyncBooking`]: a booking | the sync engine, batched with others |
+//! | `update_meeting` | [`UpdateMeeting`]: a booking's key | [`crate::meetings`]: its meeting (and the contact's next meeting) made to match the booking as recorded |
 //!
 //! Payloads of the sync kinds are the canonical event as JSON (`{"kind":"call",…}`), the shape
 //! rows have held since the first release, so queued jobs written by it still decode.
@@ -21,6 +22,17 @@ pub struct SyncCall(pub CallEvent);
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncBooking(pub BookingEvent);
 
+/// Carries a booking's change (a reschedule, a cancel) to its meeting in HubSpot: the
+/// meeting is made to match the booking as recorded then, so running it twice changes nothing.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UpdateMeeting {
+    pub booking_key: String,
+}
+
+impl UpdateMeeting {
+    pub const NAME: &'static str = "update_meeting";
+}
+
 impl SyncCall {
     pub const NAME: &'static str = "sync_call";
 }
@@ -34,6 +46,7 @@ impl SyncBooking {
 pub enum JobKind {
     SyncCall(SyncCall),
     SyncBooking(SyncBooking),
+    UpdateMeeting(UpdateMeeting),
 }
 
 /// Why a stored job cannot be run: retrying cannot fix it.
@@ -59,6 +72,7 @@ impl JobKind {
         match self {
             JobKind::SyncCall(_) => SyncCall::NAME,
             JobKind::SyncBooking(_) => SyncBooking::NAME,
+            JobKind::UpdateMeeting(_) => UpdateMeeting::NAME,
         }
     }
 
@@ -73,11 +87,16 @@ impl JobKind {
         match self {
             JobKind::SyncCall(SyncCall(c)) => serde_json::to_string(&Stored::Call(c)),
             JobKind::SyncBooking(SyncBooking(b)) => serde_json::to_string(&Stored::Booking(b)),
+            JobKind::UpdateMeeting(u) => serde_json::to_string(u),
         }
     }
 
     /// A row's kind and payload as a typed job.
     pub fn decode(name: &str, payload: &str) -> Result<JobKind, DecodeError> {
+        if name == UpdateMeeting::NAME {
+            let bad = |e: serde_json::Error| DecodeError::Payload { kind: UpdateMeeting::NAME, reason: e.to_string() };
+            return serde_json::from_str(payload).map(JobKind::UpdateMeeting).map_err(bad);
+        }
         let kind = match name {
             SyncCall::NAME => SyncCall::NAME,
             SyncBooking::NAME => SyncBooking::NAME,
@@ -91,11 +110,12 @@ impl JobKind {
         }
     }
 
-    /// The event a sync job lands.
-    pub fn event(&self) -> Event {
+    /// The event a sync job lands (`None` for a job that is not a sync).
+    pub fn event(&self) -> Option<Event> {
         match self {
-            JobKind::SyncCall(SyncCall(c)) => Event::Call(c.clone()),
-            JobKind::SyncBooking(SyncBooking(b)) => Event::Booking(b.clone()),
+            JobKind::SyncCall(SyncCall(c)) => Some(Event::Call(c.clone())),
+            JobKind::SyncBooking(SyncBooking(b)) => Some(Event::Booking(b.clone())),
+            JobKind::UpdateMeeting(_) => None,
         }
     }
 }
@@ -115,6 +135,8 @@ mod tests {
             lifecycle_stage: None,
             received_at_ms: 1,
             booking_key: "k".into(),
+            duration_ms: None,
+            notes: None,
         }
     }
 

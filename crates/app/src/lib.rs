@@ -13,6 +13,7 @@ pub mod http;
 pub mod inbox;
 pub mod invariants;
 pub mod jobs;
+pub mod meetings;
 pub mod portals;
 pub mod properties;
 pub mod pull;
@@ -20,6 +21,7 @@ pub mod readiness;
 pub mod sync;
 pub mod telemetry;
 pub mod tokens;
+pub mod tools;
 pub mod worker;
 
 pub use app::App;

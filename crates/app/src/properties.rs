@@ -97,6 +97,28 @@ pub fn definitions() -> Vec<(ObjectType, PropertySpec)> {
             },
         ),
         (
+            c,
+            PropertySpec {
+                prop_type: "datetime".into(),
+                field_type: "date".into(),
+                ..text(
+                    PROP_NEXT_MEETING_AT,
+                    "Next meeting (callbridge)",
+                    "When the caller's next booked meeting starts",
+                )
+            },
+        ),
+        (c, text(PROP_NEXT_MEETING_TYPE, "Next meeting type (callbridge)", "What the caller's next meeting is")),
+        (
+            c,
+            choice(
+                PROP_NEXT_MEETING_OUTCOME,
+                "Next meeting outcome (callbridge)",
+                "Whether the caller's next meeting stands, moved or was called off",
+                &["SCHEDULED", "RESCHEDULED", "CANCELED"],
+            ),
+        ),
+        (
             ObjectType::Meetings,
             text(PROP_MEETING_EVENT_ID, "callbridge event", "The booking this meeting was made from"),
         ),

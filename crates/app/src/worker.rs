@@ -198,12 +198,15 @@ impl Worker {
     async fn run(&self, jobs: Vec<Job>) {
         let held: HashMap<i64, Held> = jobs.iter().map(|j| (j.id, Held::of(j))).collect();
         let mut by_portal: BTreeMap<PortalId, Vec<SyncJob>> = BTreeMap::new();
+        let mut changes = Vec::new();
         for job in jobs {
             match JobKind::decode(&job.kind, &job.event_json) {
-                Ok(kind @ (JobKind::SyncCall(_) | JobKind::SyncBooking(_))) => {
+                Ok(JobKind::UpdateMeeting(u)) => changes.push((job.id, job.portal.clone(), u)),
+                Ok(kind) => {
+                    let Some(event) = kind.event() else { continue };
                     by_portal.entry(job.portal.clone()).or_default().push(SyncJob {
                         id: job.id,
-                        event: kind.event(),
+                        event,
                         retrying: job.claims > 1 || job.attempts > 0,
                         caller_key: job.caller_key.clone(),
                     })
@@ -229,6 +232,37 @@ impl Worker {
             }
         }))
         .await;
+        // After the rounds: a booking claimed with its change is in HubSpot by now.
+        for (id, portal_id, change) in changes {
+            self.update_meeting(&held[&id], &portal_id, &change).await;
+        }
+    }
+
+    /// Runs an `update_meeting` job and records its outcome.
+    async fn update_meeting(&self, job: &Held, portal_id: &PortalId, change: &crate::jobs::UpdateMeeting) {
+        let Some(portal) = self.portals.get(portal_id).cloned() else {
+            return self.fail(job, SyncError::Transient(format!("portal {portal_id} is not configured here"))).await;
+        };
+        if !portal.readiness.is_ready() {
+            return self.wait(&[job.id]).await;
+        }
+        match crate::meetings::apply(self.store.as_ref(), &portal, change).await {
+            Ok(()) => {
+                let settled = callbridge_store::Settlement {
+                    portal: portal_id.clone(),
+                    done: vec![job.id],
+                    ..Default::default()
+                };
+                if let Err(e) = self.store.settle(&settled).await {
+                    tracing::error!(error = %e, "recording a meeting update failed; it will run again");
+                }
+            }
+            Err(SyncError::Unready(why)) => {
+                portal.readiness.lose(portal_id.as_str(), why);
+                self.wait(&[job.id]).await;
+            }
+            Err(e) => self.fail(job, e).await,
+        }
     }
 
     /// Runs a round and the rounds it hands back: each job that must run alone in a round of

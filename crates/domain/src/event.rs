@@ -278,6 +278,12 @@ pub struct BookingEvent {
     pub received_at_ms: i64,
     /// What identifies this booking across deliveries.
     pub booking_key: String,
+    /// The meeting's length (absent: the default half hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    /// What the caller or the agent said it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

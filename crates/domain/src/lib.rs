@@ -2,6 +2,7 @@
 //! outside (phones, emails), and the planner that turns an event plus what is known of a
 //! contact into the CRM writes to make. No I/O.
 
+pub mod availability;
 pub mod email;
 pub mod event;
 pub mod ids;

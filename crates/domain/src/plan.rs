@@ -25,6 +25,11 @@ pub const PROP_SOURCE_PLATFORM: &str = "callbridge_source_platform";
 pub const PROP_PHONE_E164: &str = "callbridge_phone_e164";
 /// On meetings: what identifies the booking that made it.
 pub const PROP_MEETING_EVENT_ID: &str = "callbridge_event_id";
+/// On contacts: the next meeting callbridge booked (start, type, outcome), for workflows to
+/// trigger on; moved by a reschedule, cleared by a cancel.
+pub const PROP_NEXT_MEETING_AT: &str = "callbridge_next_meeting_at";
+pub const PROP_NEXT_MEETING_TYPE: &str = "callbridge_next_meeting_type";
+pub const PROP_NEXT_MEETING_OUTCOME: &str = "callbridge_next_meeting_outcome";
 
 /// Contact properties the planner reads before writing.
 pub const CONTACT_READ: [&str; 9] = [
@@ -103,11 +108,15 @@ impl ContactWish {
     }
 
     pub fn for_booking(b: &BookingEvent) -> ContactWish {
+        let context = match b.meeting_at_ms {
+            Some(at) => next_meeting(at, b.meeting_type.as_deref().unwrap_or("Meeting"), "SCHEDULED"),
+            None => Vec::new(),
+        };
         ContactWish {
             caller: b.caller.clone(),
             lifecycle_stage: b.lifecycle_stage.clone(),
             lead_source: b.lead_source.clone(),
-            context: Vec::new(),
+            context,
         }
     }
 }
@@ -291,28 +300,57 @@ pub const DEFAULT_MEETING_MS: i64 = 30 * 60 * 1000;
 /// The meeting's properties for a booking (`None` without a time).
 pub fn meeting_properties(b: &BookingEvent) -> Option<Map<String, Value>> {
     let start = b.meeting_at_ms?;
+    let end = start + b.duration_ms.filter(|d| *d > 0).unwrap_or(DEFAULT_MEETING_MS);
     let kind = b.meeting_type.clone().unwrap_or_else(|| "Meeting".into());
     let who = b
         .caller
         .display_name()
         .or_else(|| b.caller.email.as_ref().map(|e| e.to_string()))
         .unwrap_or_else(|| "caller".into());
+    let mut out = meeting_times(start, end, "SCHEDULED", &meeting_body(b, &[]));
+    out.insert("hs_meeting_title".into(), json!(format!("{kind} with {who}")));
+    out.insert(PROP_MEETING_EVENT_ID.into(), json!(b.booking_key));
+    Some(out)
+}
+
+/// A meeting's body: how it was booked, what it is about, then what happened to it since
+/// (a line each). A change renders it again from the booking, so the body is the same
+/// however many times a change is carried out.
+pub fn meeting_body(b: &BookingEvent, history: &[String]) -> String {
     let mut body = format!(
         "<p>Booked through callbridge{}.</p>",
         b.lead_source.as_ref().map(|s| format!(" (lead source: {})", escape(s))).unwrap_or_default()
     );
+    if let Some(notes) = b.notes.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+        body.push_str(&format!("<p>Notes: {}</p>", escape(&truncate(notes, 2000))));
+    }
     if let Some(at) = &b.meeting_at {
         body.push_str(&format!("<p>Requested time as given: {}</p>", escape(at)));
     }
+    for line in history {
+        body.push_str(&format!("<p>{}</p>", escape(line)));
+    }
+    body
+}
+
+/// A meeting's times, outcome and body: what a reschedule or a cancel writes.
+pub fn meeting_times(start_ms: i64, end_ms: i64, outcome: &str, body: &str) -> Map<String, Value> {
     let mut out = Map::new();
-    out.insert("hs_timestamp".into(), json!(crate::time::iso_ms(start)));
-    out.insert("hs_meeting_title".into(), json!(format!("{kind} with {who}")));
+    out.insert("hs_timestamp".into(), json!(crate::time::iso_ms(start_ms)));
+    out.insert("hs_meeting_start_time".into(), json!(crate::time::iso_ms(start_ms)));
+    out.insert("hs_meeting_end_time".into(), json!(crate::time::iso_ms(end_ms)));
+    out.insert("hs_meeting_outcome".into(), json!(outcome));
     out.insert("hs_meeting_body".into(), json!(body));
-    out.insert("hs_meeting_start_time".into(), json!(crate::time::iso_ms(start)));
-    out.insert("hs_meeting_end_time".into(), json!(crate::time::iso_ms(start + DEFAULT_MEETING_MS)));
-    out.insert("hs_meeting_outcome".into(), json!("SCHEDULED"));
-    out.insert(PROP_MEETING_EVENT_ID.into(), json!(b.booking_key));
-    Some(out)
+    out
+}
+
+/// The contact's next-meeting properties for a meeting at `start_ms` (empty values clear them).
+pub fn next_meeting(start_ms: i64, kind: &str, outcome: &str) -> Vec<(String, String)> {
+    vec![
+        (PROP_NEXT_MEETING_AT.to_string(), crate::time::iso_ms(start_ms)),
+        (PROP_NEXT_MEETING_TYPE.to_string(), kind.to_string()),
+        (PROP_NEXT_MEETING_OUTCOME.to_string(), outcome.to_string()),
+    ]
 }
 
 /// A contact's current property values (non-empty ones).
@@ -565,6 +603,8 @@ mod tests {
             lifecycle_stage: Some("lead".into()),
             received_at_ms: 1,
             booking_key: key.into(),
+            duration_ms: None,
+            notes: None,
         })
     }
 

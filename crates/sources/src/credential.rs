@@ -44,6 +44,23 @@ pub fn check_shared_secret(
     }
 }
 
+/// An endpoint's shared secret, sent as a Bearer token or in one of `headers` (an ElevenLabs
+/// server tool's secret header).
+#[derive(Clone)]
+pub struct SharedSecret {
+    pub secret: Option<SecretString>,
+    pub headers: &'static [&'static str],
+}
+
+impl crate::Guard for SharedSecret {
+    fn check_headers(&self, headers: &HeaderMap, _now_ms: i64) -> Result<(), Unauthorized> {
+        check_shared_secret(self.secret.as_ref(), headers, self.headers)
+    }
+    fn check_body(&self, _: &HeaderMap, _: &[u8], _: i64) -> Result<(), Unauthorized> {
+        Ok(())
+    }
+}
+
 /// A header's value as text, if present and printable.
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())

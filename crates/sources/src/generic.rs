@@ -27,7 +27,7 @@ use crate::credential::{Unauthorized, check_shared_secret, header};
 use crate::{Fields, Parsed, Platform};
 
 /// The fields a booking is read from, with the paths tried for each by default.
-pub const BOOKING_FIELDS: [(&str, &[&str]); 8] = [
+pub const BOOKING_FIELDS: [(&str, &[&str]); 9] = [
     (
         "email",
         &[
@@ -65,6 +65,7 @@ pub const BOOKING_FIELDS: [(&str, &[&str]); 8] = [
     ),
     ("lead_source", &["lead_source", "leadSource", "source"]),
     ("lifecycle_stage", &["lifecycle_stage", "lifecyclestage"]),
+    ("notes", &["notes", "note", "comments", "description"]),
 ];
 
 /// Where each booking field is read from.
@@ -245,6 +246,7 @@ pub fn parse_with(
         }
     });
     let lead_source = f.first_string(body, map.paths("lead_source"), "lead_source");
+    let notes = f.first_string(body, map.paths("notes"), "notes");
     let lifecycle_stage = f.first_string(body, map.paths("lifecycle_stage"), "lifecycle_stage").and_then(|raw| {
         let value: String = raw.to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
         if LIFECYCLE_ORDER.contains(&value.as_str()) {
@@ -312,6 +314,8 @@ pub fn parse_with(
             lifecycle_stage,
             received_at_ms: now_ms(),
             booking_key,
+            duration_ms: None,
+            notes,
         },
         idempotency,
     ))

@@ -29,7 +29,7 @@ use callbridge_domain::{DefaultRegion, Event, IdempotencyKey};
 use http::HeaderMap;
 use serde_json::Value;
 
-pub use credential::Unauthorized;
+pub use credential::{SharedSecret, Unauthorized};
 pub use elevenlabs::ElevenLabs;
 pub use fields::{CallerNumber, FieldError, Fields, Unit};
 pub use generic::Generic;
@@ -58,6 +58,23 @@ pub fn decode_json(body: &[u8]) -> Result<Value, Fields> {
         f.error("body", format!("is not valid JSON ({e})"));
         f
     })
+}
+
+/// What a request must prove before callbridge acts on it: every platform's webhook
+/// credentials, and the shared secret of an endpoint that is not a webhook (an ElevenLabs
+/// server tool).
+pub trait Guard: Send + Sync + 'static {
+    fn check_headers(&self, headers: &HeaderMap, now_ms: i64) -> Result<(), Unauthorized>;
+    fn check_body(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<(), Unauthorized>;
+}
+
+impl<P: Platform> Guard for P {
+    fn check_headers(&self, headers: &HeaderMap, now_ms: i64) -> Result<(), Unauthorized> {
+        Platform::check_headers(self, headers, now_ms)
+    }
+    fn check_body(&self, headers: &HeaderMap, body: &[u8], now_ms: i64) -> Result<(), Unauthorized> {
+        Platform::check_body(self, headers, body, now_ms)
+    }
 }
 
 /// A platform whose webhooks callbridge takes.

@@ -22,9 +22,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+pub use bookings::{Booked, Booking, BookingChange, BookingStatus, Bookings};
 pub use callbridge_domain::{IdempotencyKey, PortalId};
 use serde::Serialize;
 
+pub mod bookings;
 mod migrate;
 pub mod postgres;
 mod rows;
@@ -180,6 +182,8 @@ pub struct SourceSession {
 pub trait Queue: Send + Sync {
     /// Stores a delivery and enqueues its job in one durable transaction.
     async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested>;
+    /// The state of a delivery's job (`queued`, `running`, `done`, `dead`), if it has one.
+    async fn job_status(&self, inbox_id: i64) -> Result<Option<String>>;
     /// Claims runnable jobs of any portal: up to `max` callers' oldest (if none of theirs
     /// runs) and, for `max` above one, up to `max` more queued behind them that are due, so a
     /// batch can land a caller's jobs together. A caller's jobs come back in order (by id).
@@ -291,9 +295,9 @@ pub trait Coordination: Send + Sync {
 }
 
 /// Everything callbridge stores; what the app holds as `Arc<dyn Store>`.
-pub trait Store: Queue + CallerIndex + Activities + Credentials + Coordination + Marks {}
+pub trait Store: Queue + CallerIndex + Activities + Credentials + Coordination + Marks + Bookings {}
 
-impl<T: Queue + CallerIndex + Activities + Credentials + Coordination + Marks> Store for T {}
+impl<T: Queue + CallerIndex + Activities + Credentials + Coordination + Marks + Bookings> Store for T {}
 
 /// How far each pulled source has been read (its high-water mark, epoch milliseconds).
 #[async_trait]

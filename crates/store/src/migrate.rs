@@ -19,6 +19,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     migration!(2, "sqlite", "0002_portals.sql"),
     migration!(3, "sqlite", "0003_source_sessions.sql"),
     migration!(4, "sqlite", "0004_source_marks.sql"),
+    migration!(5, "sqlite", "0005_bookings.sql"),
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -27,6 +28,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(3, "postgres", "0003_portals.sql"),
     migration!(4, "postgres", "0004_source_sessions.sql"),
     migration!(5, "postgres", "0005_source_marks.sql"),
+    migration!(6, "postgres", "0006_bookings.sql"),
 ];
 
 #[cfg(test)]

@@ -137,44 +137,16 @@ fn claim_sql(candidates: &str) -> String {
 impl Queue for PgStore {
     async fn ingest(&self, d: NewDelivery) -> Result<Ingested> {
         let mut tx = self.tx().await?;
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, event) VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id",
-        )
-        .bind(d.portal.as_str())
-        .bind(&d.source)
-        .bind(d.idempotency_key.as_str())
-        .bind(d.received_at_ms)
-        .bind(&d.raw_body)
-        .bind(&d.event_json)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let out = match inserted {
-            Some(id) => {
-                if let Some(kind) = d.job_kind {
-                    sqlx::query("INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5, $5)")
-                        .bind(id)
-                        .bind(d.portal.as_str())
-                        .bind(kind)
-                        .bind(&d.caller_key)
-                        .bind(d.received_at_ms)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut *tx).await?;
-                }
-                Ingested { inbox_id: id, duplicate: false }
-            }
-            None => {
-                let id: i64 = sqlx::query_scalar("SELECT id FROM inbox WHERE portal = $1 AND idempotency_key = $2")
-                    .bind(d.portal.as_str())
-                    .bind(d.idempotency_key.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                Ingested { inbox_id: id, duplicate: true }
-            }
-        };
+        let out = insert_delivery(&mut tx, &d).await?;
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn job_status(&self, inbox_id: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT status FROM jobs WHERE inbox_id = $1")
+            .bind(inbox_id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn claim_many(&self, worker: &str, lease: Duration, max: usize) -> Result<Vec<Job>> {
@@ -660,5 +632,189 @@ impl crate::Marks for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+type PgTx = Transaction<'static, Postgres>;
+
+/// Stores one delivery (and its job) inside `tx`: the path of work that must commit with
+/// other rows (a booking and its job).
+async fn insert_delivery(tx: &mut PgTx, d: &NewDelivery) -> Result<crate::Ingested> {
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, event) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id",
+    )
+    .bind(d.portal.as_str())
+    .bind(&d.source)
+    .bind(d.idempotency_key.as_str())
+    .bind(d.received_at_ms)
+    .bind(&d.raw_body)
+    .bind(&d.event_json)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(id) = inserted {
+        if let Some(kind) = d.job_kind {
+            sqlx::query("INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(id)
+                .bind(d.portal.as_str())
+                .bind(kind)
+                .bind(&d.caller_key)
+                .bind(d.received_at_ms)
+                .bind(d.received_at_ms)
+                .bind(d.received_at_ms)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
+        }
+        return Ok(crate::Ingested { inbox_id: id, duplicate: false });
+    }
+    let id: i64 = sqlx::query_scalar("SELECT id FROM inbox WHERE portal = $1 AND idempotency_key = $2")
+        .bind(d.portal.as_str())
+        .bind(d.idempotency_key.as_str())
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(crate::Ingested { inbox_id: id, duplicate: true })
+}
+
+async fn insert_booking(tx: &mut PgTx, b: &crate::Booking) -> Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO bookings (portal, booking_key, source, phone, email, caller_name, meeting_type, notes, start_ms, end_ms, status, history, caller_key, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (portal, booking_key) DO NOTHING",
+    )
+    .bind(b.portal.as_str())
+    .bind(&b.key)
+    .bind(&b.source)
+    .bind(&b.phone)
+    .bind(&b.email)
+    .bind(&b.name)
+    .bind(&b.meeting_type)
+    .bind(&b.notes)
+    .bind(b.start_ms)
+    .bind(b.end_ms)
+    .bind(b.status.as_str())
+    .bind(serde_json::to_string(&b.history).unwrap_or_else(|_| "[]".into()))
+    .bind(&b.caller_key)
+    .bind(b.created_at_ms)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn booking_in(tx: &mut PgTx, portal: &PortalId, key: &str) -> Result<Option<crate::Booking>> {
+    let sql = format!("SELECT {} FROM bookings WHERE portal = $1 AND booking_key = $2", crate::bookings::COLUMNS);
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(portal.as_str()).bind(key).fetch_optional(&mut **tx).await?;
+    row.as_ref().map(crate::bookings::from_row).transpose()
+}
+
+#[async_trait]
+impl crate::Bookings for PgStore {
+    async fn book(&self, booking: &crate::Booking, delivery: NewDelivery) -> Result<crate::Booked> {
+        let mut tx = self.tx().await?;
+        if let Some(existing) = booking_in(&mut tx, &booking.portal, &booking.key).await? {
+            tx.commit().await?;
+            return Ok(crate::Booked::Existing(Box::new(existing)));
+        }
+        let sql = format!(
+            "SELECT {} FROM bookings WHERE portal = $1 AND status <> 'CANCELED' AND start_ms < $2 AND end_ms > $3 ORDER BY start_ms",
+            crate::bookings::COLUMNS
+        );
+        let taken = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(booking.portal.as_str())
+            .bind(booking.end_ms)
+            .bind(booking.start_ms)
+            .fetch_all(&mut *tx)
+            .await?;
+        if !taken.is_empty() {
+            let taken = taken.iter().map(crate::bookings::from_row).collect::<Result<Vec<_>>>()?;
+            tx.commit().await?;
+            return Ok(crate::Booked::Taken(taken));
+        }
+        insert_booking(&mut tx, booking).await?;
+        let ingested = insert_delivery(&mut tx, &delivery).await?;
+        tx.commit().await?;
+        Ok(crate::Booked::New(ingested.inbox_id))
+    }
+
+    async fn record_booking(&self, booking: &crate::Booking) -> Result<()> {
+        let mut tx = self.tx().await?;
+        insert_booking(&mut tx, booking).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn booking(&self, portal: &PortalId, key: &str) -> Result<Option<crate::Booking>> {
+        let sql = format!("SELECT {} FROM bookings WHERE portal = $1 AND booking_key = $2", crate::bookings::COLUMNS);
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(portal.as_str()).bind(key).fetch_optional(&self.pool).await?;
+        row.as_ref().map(crate::bookings::from_row).transpose()
+    }
+
+    async fn bookings_between(&self, portal: &PortalId, from_ms: i64, to_ms: i64) -> Result<Vec<crate::Booking>> {
+        let sql = format!(
+            "SELECT {} FROM bookings WHERE portal = $1 AND status <> 'CANCELED' AND start_ms < $2 AND end_ms > $3 ORDER BY start_ms",
+            crate::bookings::COLUMNS
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(portal.as_str())
+            .bind(to_ms)
+            .bind(from_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(crate::bookings::from_row).collect()
+    }
+
+    async fn caller_bookings(
+        &self,
+        portal: &PortalId,
+        phone: Option<&str>,
+        email: Option<&str>,
+        from_ms: i64,
+    ) -> Result<Vec<crate::Booking>> {
+        let sql = format!(
+            "SELECT {} FROM bookings WHERE portal = $1 AND status <> 'CANCELED' AND end_ms > $2 AND (phone = $3 OR email = $4) ORDER BY start_ms",
+            crate::bookings::COLUMNS
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(portal.as_str())
+            .bind(from_ms)
+            .bind(phone)
+            .bind(email)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(crate::bookings::from_row).collect()
+    }
+
+    async fn change_booking(
+        &self,
+        portal: &PortalId,
+        key: &str,
+        change: &crate::BookingChange,
+        delivery: NewDelivery,
+    ) -> Result<Option<crate::Booking>> {
+        let mut tx = self.tx().await?;
+        let Some(mut booking) = booking_in(&mut tx, portal, key).await? else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        if !insert_delivery(&mut tx, &delivery).await?.duplicate {
+            booking.start_ms = change.start_ms;
+            booking.end_ms = change.end_ms;
+            booking.status = change.status;
+            booking.history.push(change.line.clone());
+            sqlx::query("UPDATE bookings SET start_ms = $1, end_ms = $2, status = $3, history = $4, updated_at = $5 WHERE portal = $6 AND booking_key = $7")
+                .bind(booking.start_ms)
+                .bind(booking.end_ms)
+                .bind(booking.status.as_str())
+                .bind(serde_json::to_string(&booking.history).unwrap_or_else(|_| "[]".into()))
+                .bind(now_ms())
+                .bind(portal.as_str())
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(booking))
     }
 }

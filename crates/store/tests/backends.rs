@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge_store::{
-    Activity, ActivityRecord, Failure, IdempotencyKey, NewDelivery, PortalId, Settlement, Store, now_ms,
+    Activity, ActivityRecord, Booked, Booking, BookingChange, BookingStatus, Failure, IdempotencyKey, NewDelivery,
+    PortalId, Settlement, Store, now_ms,
 };
 
 /// Every backend to test, by name.
@@ -469,5 +470,94 @@ async fn a_database_of_the_first_schema_is_carried_forward_into_the_default_port
         assert!(jobs.iter().all(|j| j.portal == p && j.kind.starts_with("sync_")), "{name}");
         assert_eq!(jobs.len(), 4, "{name}: the caller's two calls come together, in order");
         let _ = std::fs::remove_file(&path);
+    }
+}
+
+fn booking(key: &str, phone: &str, start_ms: i64, minutes: i64) -> Booking {
+    Booking {
+        portal: PortalId::default(),
+        key: key.into(),
+        source: "vapi".into(),
+        phone: Some(phone.into()),
+        email: None,
+        name: Some("Dana Reyes".into()),
+        meeting_type: Some("Consultation".into()),
+        notes: None,
+        start_ms,
+        end_ms: start_ms + minutes * 60_000,
+        status: BookingStatus::Scheduled,
+        history: Vec::new(),
+        caller_key: phone.into(),
+        created_at_ms: now_ms(),
+    }
+}
+
+#[tokio::test]
+async fn a_slot_is_booked_once_with_its_job_and_a_taken_slot_writes_nothing() {
+    for (name, s) in backends().await {
+        let at = 1_900_000_000_000;
+        let first = booking("vapi:c1:1", "+14155550100", at, 30);
+        assert!(
+            matches!(s.book(&first, delivery("vapi:c1:1", "+14155550100")).await.unwrap(), Booked::New(_)),
+            "{name}"
+        );
+        // The same key again (a retried tool call): the same booking, nothing new.
+        let again = s.book(&first, delivery("vapi:c1:1", "+14155550100")).await.unwrap();
+        assert_eq!(
+            again,
+            Booked::Existing(Box::new(s.booking(&PortalId::default(), "vapi:c1:1").await.unwrap().unwrap())),
+            "{name}"
+        );
+        // Another caller a quarter of an hour in: taken, and nothing stored for it.
+        let clash = booking("vapi:c2:1", "+14155550111", at + 15 * 60_000, 30);
+        match s.book(&clash, delivery("vapi:c2:1", "+14155550111")).await.unwrap() {
+            Booked::Taken(by) => {
+                assert_eq!(by.iter().map(|b| b.key.as_str()).collect::<Vec<_>>(), ["vapi:c1:1"], "{name}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(s.booking(&PortalId::default(), "vapi:c2:1").await.unwrap().is_none(), "{name}");
+        assert_eq!(s.counts().await.unwrap().queued, 1, "{name}: one job, for the first booking");
+        // Right after it: free.
+        let next = booking("vapi:c2:2", "+14155550111", at + 30 * 60_000, 30);
+        assert!(
+            matches!(s.book(&next, delivery("vapi:c2:2", "+14155550111")).await.unwrap(), Booked::New(_)),
+            "{name}"
+        );
+        let between = s.bookings_between(&PortalId::default(), at, at + 3_600_000).await.unwrap();
+        assert_eq!(between.len(), 2, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_change_applies_once_with_its_job_and_a_cancelled_booking_frees_its_slot() {
+    for (name, s) in backends().await {
+        let at = 1_900_000_000_000;
+        let portal = PortalId::default();
+        s.book(&booking("k", "+14155550100", at, 30), delivery("k", "+14155550100")).await.unwrap();
+        let moved = BookingChange {
+            start_ms: at + 3_600_000,
+            end_ms: at + 5_400_000,
+            status: BookingStatus::Rescheduled,
+            line: "moved".into(),
+        };
+        for _ in 0..2 {
+            let b = s.change_booking(&portal, "k", &moved, delivery("k:move", "+14155550100")).await.unwrap().unwrap();
+            assert_eq!(
+                (b.start_ms, b.status, b.history.len()),
+                (at + 3_600_000, BookingStatus::Rescheduled, 1),
+                "{name}"
+            );
+        }
+        assert_eq!(s.counts().await.unwrap().queued, 2, "{name}: the booking's job and the change's, once");
+        let mine = s.caller_bookings(&portal, Some("+14155550100"), None, at).await.unwrap();
+        assert_eq!(mine.len(), 1, "{name}");
+        let cancel = BookingChange { status: BookingStatus::Canceled, line: "cancelled".into(), ..moved };
+        s.change_booking(&portal, "k", &cancel, delivery("k:cancel", "+14155550100")).await.unwrap().unwrap();
+        assert!(s.caller_bookings(&portal, Some("+14155550100"), None, at).await.unwrap().is_empty(), "{name}");
+        assert!(s.bookings_between(&portal, at, at + 7_200_000).await.unwrap().is_empty(), "{name}: the slot is free");
+        assert!(s.change_booking(&portal, "nope", &cancel, delivery("x", "y")).await.unwrap().is_none(), "{name}");
+        let b = s.booking(&portal, "k").await.unwrap().unwrap();
+        assert_eq!(b.history, ["moved", "cancelled"], "{name}");
     }
 }

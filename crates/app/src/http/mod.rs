@@ -8,6 +8,7 @@ mod admin;
 mod error;
 pub mod intake;
 pub mod serve;
+mod tools;
 mod webhooks;
 
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub intake: Arc<Intake>,
     /// The pulled sources, with their schedules' last outcomes.
     pub pulls: Arc<Vec<Arc<crate::pull::runner::Runner>>>,
+    /// The mid-call tools.
+    pub tools: Arc<crate::tools::Tools>,
 }
 
 /// The platforms whose webhooks are served, as configured.
@@ -74,6 +77,8 @@ pub struct Sources {
     pub generic: Generic,
     /// The named booking webhooks, each at `/webhooks/generic/{name}`.
     pub named: Vec<(String, Generic)>,
+    /// The secret ElevenLabs server tools send.
+    pub elevenlabs_tools: callbridge_sources::SharedSecret,
 }
 
 /// `POST /webhooks/{P::NAME}`, served by the one webhook handler with `platform` attached.
@@ -103,9 +108,15 @@ pub fn router(state: AppState, sources: Sources) -> Router {
     router
         .route("/health", get(health))
         .merge(webhook_route(sources.generic))
-        .merge(webhook_route(sources.vapi))
-        .merge(webhook_route(sources.retell))
+        .merge(webhook_route(sources.vapi.clone()))
+        .merge(webhook_route(sources.retell.clone()))
         .merge(webhook_route(sources.elevenlabs))
+        .route("/tools/vapi", post(tools::vapi).layer(Extension(Arc::new(sources.vapi))))
+        .route("/tools/retell/{name}", post(tools::retell).layer(Extension(Arc::new(sources.retell))))
+        .route(
+            "/tools/elevenlabs/{name}",
+            post(tools::elevenlabs).get(tools::elevenlabs).layer(Extension(Arc::new(sources.elevenlabs_tools))),
+        )
         .merge(admin)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

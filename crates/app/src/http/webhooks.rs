@@ -14,21 +14,21 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use callbridge_domain::{Event, IdempotencyKey, PortalId};
-use callbridge_sources::{Parsed, Platform};
+use callbridge_sources::{Guard, Parsed, Platform};
 use callbridge_store::{Ingested, NewDelivery, now_ms};
 use serde_json::json;
 
 use super::{ApiError, AppState};
 
-/// A delivery whose credentials checked out, for the platform `P` its route carries (an
-/// `Extension`): its headers and raw body.
+/// A request whose credentials checked out, for the platform (or guard) `P` its route carries
+/// (an `Extension`): its headers and raw body.
 pub struct Verified<P> {
-    platform: Arc<P>,
-    headers: HeaderMap,
-    body: Bytes,
+    pub platform: Arc<P>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
-impl<P: Platform> FromRequest<AppState> for Verified<P> {
+impl<P: Guard> FromRequest<AppState> for Verified<P> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
@@ -86,11 +86,24 @@ async fn accept(
     body: &Bytes,
     event: Event,
 ) -> Result<Ingested, ApiError> {
+    let booking = match &event {
+        Event::Booking(b) => crate::tools::booking_of(&PortalId::default(), source, b),
+        Event::Call(_) => None,
+    };
     let delivery = crate::inbox::with_job(PortalId::default(), source, key, body.to_vec(), event).map_err(|e| {
         tracing::error!(error.kind = "serialise", event.source = source, "an event could not be stored: {e}");
         ApiError::Internal
     })?;
-    store(state, source, delivery).await
+    let ingested = store(state, source, delivery).await?;
+    // A booked time is kept where the tools see it (availability, reschedule, cancel). On a
+    // redelivery too: a failure here is mended by the sender's retry.
+    if let Some(booking) = booking {
+        state.store.record_booking(&booking).await.map_err(|e| {
+            tracing::error!(error = %e, "recording a booking failed");
+            ApiError::Unavailable
+        })?;
+    }
+    Ok(ingested)
 }
 
 /// Keeps a delivery that needs no work (recorded, not queued).

@@ -420,6 +420,8 @@ mod tests {
             lifecycle_stage: None,
             received_at_ms: 0,
             booking_key: format!("b{id}"),
+            duration_ms: None,
+            notes: None,
         });
         Work::new(SyncJob { id, event, retrying: false, caller_key: "k".into() })
     }

@@ -15,5 +15,6 @@ mod pull_session;
 mod readiness;
 mod restart;
 mod shared;
+mod tools;
 mod upgrade;
 mod validation;
