@@ -133,6 +133,59 @@ fn claim_sql(candidates: &str) -> String {
     )
 }
 
+/// Hands back the followers claimed past a gap in their caller's order. `SKIP LOCKED` skips a
+/// job another transaction holds a lock on at that moment (a lease being expired, a renewal),
+/// and would then take the jobs behind it: a caller's later booking could land before an
+/// earlier one. Those behind a job of theirs this claim does not hold are queued again (not a
+/// claim) for the next claim to take in order.
+async fn keep_callers_in_order(tx: &mut PgTx, rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<sqlx::postgres::PgRow>> {
+    use std::collections::{HashMap, HashSet};
+    let mut claimed: HashMap<(String, String), Vec<i64>> = HashMap::new();
+    for r in &rows {
+        claimed.entry((r.try_get("portal")?, r.try_get("caller_key")?)).or_default().push(r.try_get("id")?);
+    }
+    let (portals, callers): (Vec<String>, Vec<String>) = claimed.keys().cloned().unzip();
+    let open: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT id, portal, caller_key FROM jobs
+         WHERE (portal, caller_key) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) AND status IN ('queued', 'running')",
+    )
+    .bind(&portals)
+    .bind(&callers)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut open_by: HashMap<(String, String), Vec<i64>> = HashMap::new();
+    for (id, portal, caller) in open {
+        open_by.entry((portal, caller)).or_default().push(id);
+    }
+    let mut back: HashSet<i64> = HashSet::new();
+    for (caller, ids) in &claimed {
+        let held: HashSet<i64> = ids.iter().copied().collect();
+        let mut all = open_by.remove(caller).unwrap_or_default();
+        all.sort_unstable();
+        // The first open job of the caller's that this claim does not hold: what follows waits.
+        if let Some(gap) = all.iter().find(|id| !held.contains(id)) {
+            back.extend(ids.iter().filter(|id| *id > gap));
+        }
+    }
+    if back.is_empty() {
+        return Ok(rows);
+    }
+    let back_ids: Vec<i64> = back.iter().copied().collect();
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, claims = GREATEST(claims - 1, 0) WHERE id = ANY($1)",
+    )
+    .bind(&back_ids)
+    .execute(&mut **tx)
+    .await?;
+    let mut kept = Vec::with_capacity(rows.len());
+    for r in rows {
+        if !back.contains(&r.try_get::<i64, _>("id")?) {
+            kept.push(r);
+        }
+    }
+    Ok(kept)
+}
+
 #[async_trait]
 impl Queue for PgStore {
     async fn ingest(&self, d: NewDelivery) -> Result<Ingested> {
@@ -196,6 +249,7 @@ impl Queue for PgStore {
             .fetch_all(&mut *tx)
             .await?;
             rows.extend(followers);
+            rows = keep_callers_in_order(&mut tx, rows).await?;
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.try_get("inbox_id")).collect::<std::result::Result<_, _>>()?;
         let inbox = sqlx::query("SELECT id, source, idempotency_key, event FROM inbox WHERE id = ANY($1)")

@@ -561,3 +561,33 @@ async fn a_change_applies_once_with_its_job_and_a_cancelled_booking_frees_its_sl
         assert_eq!(b.history, ["moved", "cancelled"], "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_claim_never_takes_a_callers_job_past_one_it_could_not_lock() {
+    let Ok(admin) = std::env::var("CALLBRIDGE_TEST_DATABASE_URL") else {
+        eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let url = callbridge_store::test_support::fresh_postgres_database(&admin).await.unwrap();
+    let s = callbridge_store::open(&url).await.unwrap();
+    let mut inbox = Vec::new();
+    for key in ["a1", "a2", "a3"] {
+        inbox.push(s.ingest(delivery(key, "alice")).await.unwrap().inbox_id);
+    }
+    // Another transaction holds the second job's row for a moment (as a lease expiry or a
+    // renewal does): SKIP LOCKED passes it by, and the third must not be taken without it.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM jobs WHERE inbox_id = $1 FOR UPDATE")
+        .bind(inbox[1])
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let claimed = s.claim_many("w", Duration::from_secs(60), 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|j| j.inbox_id).collect::<Vec<_>>(), [inbox[0]], "only what comes before the gap");
+    other.rollback().await.unwrap();
+    done(&s, &[claimed[0].id]).await;
+    let rest = s.claim_many("w", Duration::from_secs(60), 10).await.unwrap();
+    assert_eq!(rest.iter().map(|j| j.inbox_id).collect::<Vec<_>>(), [inbox[1], inbox[2]], "then the rest, in order");
+    assert_eq!(rest[1].claims, 1, "handing a job back is not a claim");
+}
