@@ -11,6 +11,7 @@ mod platforms;
 mod receptionist;
 mod sandbox;
 mod stats;
+mod tools;
 
 #[derive(Debug, Parser)]
 #[command(name = "callbridge-bench")]
@@ -33,6 +34,8 @@ enum Bench {
     Drain(drain::Args),
     /// Several instances on PostgreSQL: acknowledgements with 1 and 3, shared budget use.
     Multi(multi::Args),
+    /// Mid-call tools: answer latency with 50 agents looking up, asking availability and booking.
+    Tools(tools::Args),
     /// Serve the webhook routes without a worker, for an outside load generator.
     IngestServer {
         #[arg(long, default_value = "127.0.0.1:18080")]
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Platforms(args) => platforms::run(args),
         Bench::Drain(args) => drain::run(args),
         Bench::Multi(args) => multi::run(args),
+        Bench::Tools(args) => tools::run(args),
         Bench::IngestServer { listen } => ingest::serve(&listen),
     }
 }

@@ -184,6 +184,9 @@ pub trait Queue: Send + Sync {
     async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested>;
     /// The state of a delivery's job (`queued`, `running`, `done`, `dead`), if it has one.
     async fn job_status(&self, inbox_id: i64) -> Result<Option<String>>;
+    /// The newest events (as stored) queued for any of these callers, newest first: what
+    /// callbridge itself knows of a caller, without asking HubSpot.
+    async fn caller_events(&self, portal: &PortalId, caller_keys: &[String], limit: i64) -> Result<Vec<String>>;
     /// Claims runnable jobs of any portal: up to `max` callers' oldest (if none of theirs
     /// runs) and, for `max` above one, up to `max` more queued behind them that are due, so a
     /// batch can land a caller's jobs together. A caller's jobs come back in order (by id).

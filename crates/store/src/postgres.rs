@@ -202,6 +202,18 @@ impl Queue for PgStore {
             .await?)
     }
 
+    async fn caller_events(&self, portal: &PortalId, caller_keys: &[String], limit: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT i.event FROM jobs j JOIN inbox i ON i.id = j.inbox_id
+             WHERE j.portal = $1 AND j.caller_key = ANY($2) ORDER BY j.id DESC LIMIT $3",
+        )
+        .bind(portal.as_str())
+        .bind(caller_keys)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn claim_many(&self, worker: &str, lease: Duration, max: usize) -> Result<Vec<Job>> {
         let now = now_ms();
         sqlx::query("UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, updated_at = $1 WHERE status = 'running' AND lease_until < $1")

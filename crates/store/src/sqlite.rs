@@ -291,6 +291,18 @@ impl Queue for SqliteStore {
             .await?)
     }
 
+    async fn caller_events(&self, portal: &PortalId, caller_keys: &[String], limit: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT i.event FROM jobs j JOIN inbox i ON i.id = j.inbox_id
+             WHERE j.portal = ? AND j.caller_key IN (SELECT value FROM json_each(?)) ORDER BY j.id DESC LIMIT ?",
+        )
+        .bind(portal.as_str())
+        .bind(serde_json::to_string(caller_keys).unwrap_or_default())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn claim_many(&self, worker: &str, lease: Duration, max: usize) -> Result<Vec<Job>> {
         let now = now_ms();
         let mut tx = self.write().await?;

@@ -33,6 +33,13 @@ use crate::portals::Portals;
 /// How many slots an answer offers.
 const SLOTS_OFFERED: usize = 3;
 
+/// A booking's job still queued this long after it was recorded waits behind a backlog.
+const PICKUP_LIMIT: Duration = Duration::from_millis(100);
+
+/// The longest `lookup_caller` waits for its one HubSpot read before it answers from what
+/// callbridge knows.
+const LOOKUP_READ_LIMIT: Duration = Duration::from_millis(250);
+
 /// One tool call, whatever platform sent it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolCall {
@@ -96,37 +103,44 @@ impl Tools {
         }
         let upcoming = self.upcoming(portal, &caller).await?;
         let meetings: Vec<Value> = upcoming.iter().map(|b| self.meeting_json(b, None)).collect();
+        // callbridge's own records first: the caller's latest events, as stored.
+        let keys: Vec<String> =
+            [caller.phone.as_ref().map(|p| format!("phone:{p}")), caller.email.as_ref().map(|e| format!("email:{e}"))]
+                .into_iter()
+                .flatten()
+                .collect();
+        let events: Vec<Event> = self
+            .store
+            .caller_events(portal, &keys, 20)
+            .await
+            .map_err(store_failed)?
+            .iter()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect();
+        let mut name = events.iter().find_map(|e| e.caller().display_name());
+        let last_call = events.iter().find_map(|e| match e {
+            Event::Call(c) => Some(c),
+            Event::Booking(_) => None,
+        });
+        let mut summary = last_call.and_then(|c| c.summary.clone());
+        let mut sentiment = last_call.and_then(|c| c.sentiment).map(|s| s.as_str().to_string());
         let contact = self.store.known_contact(portal, &caller.keys()).await.map_err(store_failed)?;
-        let Some(contact) = contact else {
+        if contact.is_none() && events.is_empty() {
             let text = "This caller is not known yet.".to_string();
             return Ok(Answer { text, data: json!({"known": false, "upcoming_meetings": meetings}) });
+        }
+        // One HubSpot read at most, and only for a contact callbridge has no calls of (known
+        // through the caller index alone); bounded, so a busy budget never holds the caller up.
+        if let (Some(id), None) = (contact, &name) {
+            let read = self.read_contact(portal, id);
+            if let Ok(Some(found)) = tokio::time::timeout(LOOKUP_READ_LIMIT, read).await {
+                (name, summary, sentiment) = (found.0.or(name), summary.or(found.1), sentiment.or(found.2));
+            }
+        }
+        let mut text = match &name {
+            Some(n) => format!("Returning caller {n}."),
+            None => "A returning caller.".to_string(),
         };
-        // One HubSpot read: the name and the last call's context callbridge keeps on the contact.
-        let props = [
-            "firstname",
-            "lastname",
-            callbridge_domain::plan::PROP_LAST_CALL_SUMMARY,
-            callbridge_domain::plan::PROP_LAST_SENTIMENT,
-            callbridge_domain::plan::PROP_LAST_CALL_AT,
-        ];
-        let record = match self.portals.get(portal) {
-            Some(p) => p.hubspot.batch_read(ObjectType::Contacts, &[contact.to_string()], None, &props).await.ok(),
-            None => None,
-        };
-        let got = |k: &str| {
-            record
-                .as_ref()
-                .and_then(|r| r.results.first())
-                .and_then(|o| o.properties.get(k))
-                .and_then(|v| v.as_ref())
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let name = [got("firstname"), got("lastname")].into_iter().flatten().collect::<Vec<_>>().join(" ");
-        let summary = got(callbridge_domain::plan::PROP_LAST_CALL_SUMMARY);
-        let sentiment = got(callbridge_domain::plan::PROP_LAST_SENTIMENT);
-        let mut text =
-            if name.is_empty() { "A returning caller.".to_string() } else { format!("Returning caller {name}.") };
         if let Some(s) = &summary {
             text.push_str(&format!(" Last call: {}", one_line(s, 300)));
             if let Some(f) = &sentiment {
@@ -139,9 +153,27 @@ impl Tools {
         }
         Ok(Answer {
             text,
-            data: json!({"known": true, "contact_id": contact.to_string(), "name": name, "last_call_summary": summary,
-                         "last_call_sentiment": sentiment, "upcoming_meetings": meetings}),
+            data: json!({"known": true, "contact_id": contact.map(|c| c.to_string()), "name": name,
+                         "last_call_summary": summary, "last_call_sentiment": sentiment, "upcoming_meetings": meetings}),
         })
+    }
+
+    /// A contact's name and last-call context from HubSpot (one read).
+    async fn read_contact(
+        &self,
+        portal: &PortalId,
+        id: u64,
+    ) -> Option<(Option<String>, Option<String>, Option<String>)> {
+        use callbridge_domain::plan::{PROP_LAST_CALL_SUMMARY, PROP_LAST_SENTIMENT};
+        let hubspot = &self.portals.get(portal)?.hubspot;
+        let props = ["firstname", "lastname", PROP_LAST_CALL_SUMMARY, PROP_LAST_SENTIMENT];
+        let record = hubspot.batch_read(ObjectType::Contacts, &[id.to_string()], None, &props).await.ok()?;
+        let object = record.results.into_iter().next()?;
+        let got = |k: &str| {
+            object.properties.get(k).and_then(|v| v.as_ref()).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+        };
+        let name = [got("firstname"), got("lastname")].into_iter().flatten().collect::<Vec<_>>().join(" ");
+        Some(((!name.is_empty()).then_some(name), got(PROP_LAST_CALL_SUMMARY), got(PROP_LAST_SENTIMENT)))
     }
 
     async fn check_availability(&self, portal: &PortalId, call: &ToolCall) -> Outcome {
@@ -374,19 +406,22 @@ impl Tools {
         })
     }
 
-    /// Waits (at most the deadline) for a booking's job to land; true when it has.
+    /// Waits for a booking's job to land, at most the deadline, and never behind a backlog:
+    /// a job no worker has picked up soon after it was queued waits behind others, so the
+    /// agent is answered at once. True when it landed.
     async fn wait_for(&self, inbox_id: i64) -> bool {
-        let deadline = tokio::time::Instant::now() + self.deadline;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.deadline;
         loop {
-            if let Ok(Some(status)) = self.store.job_status(inbox_id).await
-                && status == "done"
-            {
-                return true;
+            match self.store.job_status(inbox_id).await.ok().flatten().as_deref() {
+                Some("done") => return true,
+                Some("queued") if started.elapsed() >= PICKUP_LIMIT => return false,
+                _ => {}
             }
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

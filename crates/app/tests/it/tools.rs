@@ -269,3 +269,23 @@ async fn a_returning_caller_is_greeted_with_context_and_a_webhook_booking_can_be
     assert_eq!(prop(&meetings(&app)[0], "hs_meeting_outcome"), Some("CANCELED"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_caller_known_only_by_the_index_costs_one_hubspot_read() {
+    let app = app().await;
+    let mut contact = serde_json::Map::new();
+    contact.insert("firstname".into(), json!("Lee"));
+    contact.insert("lastname".into(), json!("Park"));
+    contact.insert("phone".into(), json!("+14155550166"));
+    let id = app.sandbox.seed("contacts", &[contact]).unwrap()[0];
+    app.store
+        .remember_contact(&callbridge_domain::PortalId::default(), &["phone:+14155550166".into()], id)
+        .await
+        .unwrap();
+    app.sandbox.reset_stats();
+    let (_, answer) = eleven_tool(&app, "lookup_caller", &json!({"system__caller_id": "+1 415 555 0166"})).await;
+    assert_eq!(answer["result"], "Returning caller Lee Park.", "{answer}");
+    assert_eq!(answer["contact_id"], id.to_string());
+    assert_eq!(app.sandbox.stats().total(), 1, "one read");
+    app.stop().await;
+}
