@@ -262,6 +262,16 @@ impl Db {
                 write.values.push((name.clone(), text));
                 continue;
             }
+            // An owner property takes the id of an owner of the account, and nothing else.
+            if name == "hubspot_owner_id" && !self.owners.iter().any(|o| o.id == text.trim()) {
+                let ids: Vec<&str> = self.owners.iter().map(|o| o.id.as_str()).collect();
+                errors.push(PropError::new(
+                    name,
+                    "INVALID_OPTION",
+                    format!("{} was not one of the allowed options: [{}]", text.trim(), ids.join(", ")),
+                ));
+                continue;
+            }
             match check_value(def, &text) {
                 Ok(v) => write.values.push((name.clone(), v)),
                 Err(e) => errors.push(e),

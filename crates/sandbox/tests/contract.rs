@@ -421,12 +421,32 @@ async fn invalid_property_values_get_hubspots_validation_errors() {
         r.body["message"].as_str().unwrap().contains("champion was not one of the allowed options: [subscriber, lead,")
     );
 
+    // An owner property takes an owner of the account: another id is refused, naming it.
+    for (kind, props) in [
+        ("contacts", json!({"properties": {"hubspot_owner_id": "75009999"}})),
+        ("tasks", json!({"properties": {"hubspot_owner_id": "75009999", "hs_timestamp": "2026-01-01T00:00:00Z"}})),
+    ] {
+        let r = api.post(&format!("/crm/v3/objects/{kind}"), props).await;
+        assert_error(&r, 400, "VALIDATION_ERROR");
+        assert_eq!(r.body["errors"][0]["code"], "INVALID_OPTION", "{kind}");
+        assert!(r.body["message"].as_str().unwrap().contains("75009999 was not one of the allowed options"), "{kind}");
+    }
+
     let r = api.post("/crm/v3/objects/contacts", json!({"properties": {"email": "not an email"}})).await;
     assert_eq!(r.body["errors"][0]["code"], "INVALID_EMAIL");
     let r = api.post("/crm/v3/objects/contacts", json!({"properties": {"createdate": "2020-01-01"}})).await;
     assert_eq!(r.body["errors"][0]["code"], "READ_ONLY_VALUE");
     // Nothing was written by any of them.
     assert_eq!(api.sb.with_db(|db| db.count(callbridge_sandbox::model::Kind::Contact)), 0);
+    // An owner of the account is accepted.
+    let owner = api.get("/crm/v3/owners").await.body["results"][0]["id"].as_str().unwrap().to_string();
+    let ok = api
+        .post(
+            "/crm/v3/objects/contacts",
+            json!({"properties": {"email": "owned@example.com", "hubspot_owner_id": owner}}),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{:?}", ok.body);
 
     let r = api.post("/crm/v3/objects/contacts", json!({"properties": "nope"})).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
