@@ -585,6 +585,18 @@ mod tests {
     }
 
     #[test]
+    fn business_hours_read_ranges_and_lists_of_days() {
+        use jiff::civil::Weekday::*;
+        let c =
+            load(&[("CALLBRIDGE_BUSINESS_DAYS", "mon-wed,sat"), ("CALLBRIDGE_BUSINESS_HOURS", "08:30-12:00")], None)
+                .unwrap();
+        let hours = c.business().unwrap();
+        assert_eq!(hours.days, [Monday, Tuesday, Wednesday, Saturday]);
+        assert_eq!((hours.open.hour(), hours.open.minute(), hours.close.hour()), (8, 30, 12));
+        assert_eq!(hours.zone.iana_name(), Some("America/New_York"));
+    }
+
+    #[test]
     fn settings_that_would_break_guarantees_are_refused_by_name() {
         for (var, value, key) in [
             ("CALLBRIDGE_LEASE_SECS", "0", "`lease_secs`"),
@@ -592,6 +604,13 @@ mod tests {
             ("CALLBRIDGE_RETRY_BASE_MS", "0", "`retry_base_ms`"),
             ("CALLBRIDGE_HUBSPOT_RETRY_SECS", "0", "`hubspot_retry_secs`"),
             ("CALLBRIDGE_DEFAULT_REGION", "QQ", "`default_region`"),
+            ("CALLBRIDGE_TOOL_DEADLINE_MS", "10", "`tool_deadline_ms`"),
+            ("CALLBRIDGE_BUSINESS_TIME_ZONE", "Mars/Olympus", "`business_time_zone`"),
+            ("CALLBRIDGE_BUSINESS_DAYS", "fri-mon", "`business_days`"),
+            ("CALLBRIDGE_BUSINESS_DAYS", "weekdays", "`business_days`"),
+            ("CALLBRIDGE_BUSINESS_HOURS", "17:00-09:00", "`business_hours`"),
+            ("CALLBRIDGE_BUSINESS_HOURS", "nine to five", "`business_hours`"),
+            ("CALLBRIDGE_SLOT_MINUTES", "1", "`slot_minutes`"),
         ] {
             let e = load(&[(var, value)], None).unwrap_err().to_string();
             assert!(e.contains(key), "{var}={value}: {e}");

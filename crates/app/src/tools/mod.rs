@@ -217,7 +217,7 @@ impl Tools {
         if let Some(existing) = self.store.booking(portal, &booking_key).await.map_err(store_failed)? {
             return Ok(self.booked_answer(&existing, &zone, None));
         }
-        if !self.hours.admits(start, duration) || start < now + self.hours.min_notice_minutes * 60_000 {
+        if !self.bookable(start, duration, now) {
             return refuse(format!(
                 "that time is not open. {}",
                 self.alternatives(portal, start, duration, &zone).await?
@@ -288,8 +288,7 @@ impl Tools {
             if start == booking.start_ms {
                 return Ok(self.booked_answer(&booking, &zone, None));
             }
-            let open = self.hours.admits(start, duration)
-                && start >= now + self.hours.min_notice_minutes * 60_000
+            let open = self.bookable(start, duration, now)
                 && self
                     .store
                     .bookings_between(portal, start, start + duration)
@@ -337,6 +336,11 @@ impl Tools {
             });
         }
         Ok(self.booked_answer(&changed, &zone, None))
+    }
+
+    /// Whether business hours take a meeting of `duration` at `start`, with the notice kept.
+    fn bookable(&self, start: i64, duration: i64, now: i64) -> bool {
+        self.hours.admits(start, duration) && start >= now + self.hours.min_notice_minutes * 60_000
     }
 
     /// The booking a change is about: the one named (`booking_id`), else the caller's next.
