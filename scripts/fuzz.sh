@@ -32,6 +32,12 @@ for t in "${targets[@]}"; do
         printf 'form\ncaller_email=a%%40example.com&contact__first_name=Ann&start_time=2026-01-08T09%%3A00%%3A00Z\n' >"$corpus/seed-form"
         printf 'zap-1\n[{"contact__email":"a@example.com","meeting_time":"2026-01-08T09:00:00Z"}]\n' >"$corpus/seed-wrapped"
       fi ;;
+    tool_calls)
+      for f in vapi/tool-calls.request.constructed.json retell/custom-function.request.constructed.json \
+               elevenlabs/server-tool.book_meeting.request-body-constructed.json; do
+        [ -f "$fixtures/$f" ] && cp "$fixtures/$f" "$corpus/"
+      done
+      dict=(-dict=fuzz/dict/webhooks.dict) ;;
     *) dict=() ;;
   esac
   [ -d "fuzz/regressions/$t" ] && cp fuzz/regressions/"$t"/* "$corpus/" 2>/dev/null || true

@@ -10,6 +10,7 @@
 //! | `signatures` | a header line, then a body | no arbitrary header verifies; a properly signed one does, over that body only |
 //! | `phone_email` | text | a number that parses is E.164 and parses again to itself, masked never whole; an email parses again to itself |
 //! | `config` | TOML, then after a NUL `KEY=VALUE` lines | loading never panics |
+//! | `tool_calls` | a tool request body | each platform's reader never panics; a refusal names a field; every Vapi call keeps its place, and every answer is one line |
 
 use std::collections::HashMap;
 
@@ -21,8 +22,8 @@ use http::HeaderMap;
 use crate::jobs::JobKind;
 
 /// Every target, by name.
-pub const TARGETS: [&str; 8] =
-    ["vapi", "retell", "elevenlabs", "generic", "pulled", "signatures", "phone_email", "config"];
+pub const TARGETS: [&str; 9] =
+    ["vapi", "retell", "elevenlabs", "generic", "pulled", "signatures", "phone_email", "config", "tool_calls"];
 
 /// Runs the invariants of `target` on `data`; panics when one breaks. An unknown target is a
 /// panic too, so a misnamed regression directory cannot pass unnoticed.
@@ -36,7 +37,50 @@ pub fn check(target: &str, data: &[u8]) {
         "signatures" => signatures(data),
         "phone_email" => phone_email(data),
         "config" => config(data),
+        "tool_calls" => tool_calls(data),
         other => panic!("no fuzz target is called {other:?}"),
+    }
+}
+
+fn tool_calls(data: &[u8]) {
+    use crate::tools::frames;
+    use crate::tools::{Answer, ToolError};
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    match frames::vapi(&body) {
+        Ok(calls) => {
+            assert!(calls.len() <= frames::MAX_CALLS, "a message holds at most {} calls", frames::MAX_CALLS);
+            // Whatever the arguments said, each call's answer keeps its place and one line.
+            let outcomes: Vec<_> = calls
+                .iter()
+                .enumerate()
+                .map(|(i, (id, call))| {
+                    let text = format!("{}\n{}", call.name, call.args);
+                    let outcome = if i % 2 == 0 {
+                        Ok(Answer { text, data: serde_json::Value::Null })
+                    } else {
+                        Err(ToolError(text))
+                    };
+                    (id.clone(), call.name.clone(), outcome)
+                })
+                .collect();
+            let answer = frames::vapi_answer(&outcomes);
+            let results = answer["results"].as_array().expect("results are a list");
+            assert_eq!(results.len(), calls.len(), "one result per call");
+            for (r, (id, _)) in results.iter().zip(&calls) {
+                assert_eq!(r["toolCallId"].as_str(), Some(id.as_str()), "results in call order");
+                let line = r["result"].as_str().or(r["error"].as_str()).expect("a result or an error");
+                assert!(!line.contains('\n'), "one line");
+            }
+        }
+        Err(u) => assert!(!u.field.is_empty(), "a refusal names a field"),
+    }
+    match frames::retell("book_meeting", &body) {
+        Ok(call) => assert!(call.args.is_object(), "arguments are an object"),
+        Err(u) => assert!(!u.field.is_empty(), "a refusal names a field"),
+    }
+    match frames::elevenlabs("book_meeting", Some(&body), &[]) {
+        Ok(call) => assert!(call.args.is_object(), "arguments are an object"),
+        Err(u) => assert!(!u.field.is_empty(), "a refusal names a field"),
     }
 }
 
