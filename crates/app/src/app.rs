@@ -74,6 +74,7 @@ impl App {
             hubspot.clone(),
             config.region(),
             config.hubspot_search_per_second as usize,
+            config.plan_rules().expect("validated with the configuration"),
         );
         App::with_portals(config, store, Portals::new([Portal { hubspot, engine, readiness: Default::default() }]))
             .await
@@ -178,7 +179,8 @@ impl App {
                 let (portal, stop, store) = (portal.clone(), shutdown.clone(), self.state.store.clone());
                 tokio::spawn(async move {
                     let (id, hubspot) = (portal.id().to_string(), portal.hubspot.as_ref());
-                    crate::readiness::prepare(id, hubspot, store.as_ref(), &portal.readiness, stop).await
+                    let rules = portal.engine.rules();
+                    crate::readiness::prepare(id, hubspot, store.as_ref(), rules, &portal.readiness, stop).await
                 })
             })
             .collect();

@@ -95,6 +95,10 @@ pub struct Config {
     pub slot_buffer_minutes: u64,
     pub booking_horizon_days: u64,
     pub booking_notice_minutes: u64,
+    /// A call's intent → the contact's lead status: `intent=OPTION` pairs, comma separated
+    /// (`book=IN_PROGRESS,cancel=BAD_TIMING`); empty writes no lead status. Each option must
+    /// be one the portal's `hs_lead_status` has: the portal is not ready until it is.
+    pub lead_status_map: String,
     /// Named booking webhooks (`[generic.NAME]` in the file), each at `/webhooks/generic/NAME`.
     pub generic: BTreeMap<String, GenericEndpoint>,
     /// Pull sources (`[pull.NAME]` in the file): receptionists polled through their web app.
@@ -189,6 +193,7 @@ impl Default for Config {
             slot_buffer_minutes: 0,
             booking_horizon_days: 14,
             booking_notice_minutes: 60,
+            lead_status_map: "book=IN_PROGRESS,reschedule=IN_PROGRESS,cancel=BAD_TIMING".into(),
             generic: BTreeMap::new(),
             pull: BTreeMap::new(),
             pull_sources: Vec::new(),
@@ -219,7 +224,7 @@ const NUMERIC: [&str; 19] = [
     "booking_notice_minutes",
 ];
 /// Settings that take text.
-const TEXT: [&str; 18] = [
+const TEXT: [&str; 19] = [
     "listen",
     "database_url",
     "hubspot_base_url",
@@ -238,6 +243,7 @@ const TEXT: [&str; 18] = [
     "business_time_zone",
     "business_days",
     "business_hours",
+    "lead_status_map",
 ];
 
 /// `CALLBRIDGE_*` variables that are not settings: the log filter, and the test and sandbox
@@ -429,6 +435,25 @@ impl Config {
         })
     }
 
+    /// The planner's rules from the settings (the lead status mapping).
+    pub fn plan_rules(&self) -> Result<callbridge_domain::plan::PlanRules, String> {
+        use callbridge_domain::Intent;
+        let mut lead_status = Vec::new();
+        for pair in self.lead_status_map.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let names = Intent::ALL.map(Intent::as_str).join(", ");
+            let (intent, option) =
+                pair.split_once('=').ok_or_else(|| format!("{pair:?} is not intent=OPTION (intents: {names})"))?;
+            let intent =
+                Intent::parse(intent).ok_or_else(|| format!("{:?} is not an intent ({names})", intent.trim()))?;
+            let option = option.trim();
+            if option.is_empty() {
+                return Err(format!("{pair:?} names no lead status option"));
+            }
+            lead_status.push((intent, option.to_string()));
+        }
+        Ok(callbridge_domain::plan::PlanRules { lead_status })
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         let bad = |key: &str, why: String| {
             anyhow::anyhow!("invalid setting `{key}` (CALLBRIDGE_{}): {why}", key.to_ascii_uppercase())
@@ -504,6 +529,7 @@ impl Config {
         range("booking_horizon_days", self.booking_horizon_days, 1, 365, "from a day to a year ahead")?;
         range("booking_notice_minutes", self.booking_notice_minutes, 0, 10_080, "at most a week's notice")?;
         self.business().map_err(|(key, why)| bad(key, why))?;
+        self.plan_rules().map_err(|why| bad("lead_status_map", why))?;
         if !matches!(self.vapi_auth.as_str(), "secret" | "hmac") {
             return Err(bad("vapi_auth", format!("{:?}: use secret or hmac", self.vapi_auth)));
         }
@@ -611,6 +637,8 @@ mod tests {
             ("CALLBRIDGE_BUSINESS_HOURS", "17:00-09:00", "`business_hours`"),
             ("CALLBRIDGE_BUSINESS_HOURS", "nine to five", "`business_hours`"),
             ("CALLBRIDGE_SLOT_MINUTES", "1", "`slot_minutes`"),
+            ("CALLBRIDGE_LEAD_STATUS_MAP", "book", "`lead_status_map`"),
+            ("CALLBRIDGE_LEAD_STATUS_MAP", "shout=OPEN", "`lead_status_map`"),
         ] {
             let e = load(&[(var, value)], None).unwrap_err().to_string();
             assert!(e.contains(key), "{var}={value}: {e}");

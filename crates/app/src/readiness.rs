@@ -88,6 +88,7 @@ pub async fn prepare(
     portal: String,
     hubspot: &dyn HubSpotApi,
     store: &dyn Store,
+    rules: &callbridge_domain::plan::PlanRules,
     readiness: &Readiness,
     shutdown: CancellationToken,
 ) {
@@ -99,9 +100,10 @@ pub async fn prepare(
             let Some(_lock) = store.try_exclusive(&format!("setup-properties:{portal}")).await.ok().flatten() else {
                 return Err(None);
             };
-            properties::setup(hubspot).await.map_err(Some)?;
+            properties::setup(hubspot).await.map_err(|e| Some(reason(&e)))?;
+            lead_statuses_exist(hubspot, rules).await.map_err(Some)?;
             // What the token may do (v3 calls or v1): probed once, then cached by the client.
-            hubspot.capabilities().await.map_err(Some)
+            hubspot.capabilities().await.map_err(|e| Some(reason(&e)))
         };
         let wait = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -116,8 +118,8 @@ pub async fn prepare(
                     readiness.set(&portal, false, Some("another instance is setting properties up".into()));
                     Some(Duration::from_millis(250))
                 }
-                Err(Some(e)) => {
-                    readiness.set(&portal, false, Some(reason(&e)));
+                Err(Some(why)) => {
+                    readiness.set(&portal, false, Some(why));
                     let d = delay;
                     delay = (delay * 2).min(Duration::from_secs(60));
                     Some(d)
@@ -134,5 +136,30 @@ pub async fn prepare(
                 _ = readiness.lost.notified() => {}
             },
         }
+    }
+}
+
+/// Every lead status the mapping sets is an option the portal's `hs_lead_status` has: a
+/// mapping to an option it lacks would fail every call that sets it, so the portal is not ready
+/// (with the reason) until the mapping or the portal is mended.
+async fn lead_statuses_exist(
+    hubspot: &dyn HubSpotApi,
+    rules: &callbridge_domain::plan::PlanRules,
+) -> Result<(), String> {
+    if rules.lead_status.is_empty() {
+        return Ok(());
+    }
+    let options = hubspot
+        .property_options(callbridge_hubspot::ObjectType::Contacts, callbridge_domain::plan::PROP_LEAD_STATUS)
+        .await
+        .map_err(|e| reason(&e))?
+        .unwrap_or_default();
+    match rules.lead_status.iter().find(|(_, o)| !options.contains(o)) {
+        None => Ok(()),
+        Some((intent, option)) => Err(format!(
+            "lead_status_map: {}={option}, but {option} is not an option of the portal's hs_lead_status ({})",
+            intent.as_str(),
+            options.join(", ")
+        )),
     }
 }

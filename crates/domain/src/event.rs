@@ -176,6 +176,12 @@ pub enum Intent {
 }
 
 impl Intent {
+    pub const ALL: [Intent; 5] = [Intent::Book, Intent::Reschedule, Intent::Cancel, Intent::Complaint, Intent::Inquiry];
+
+    pub fn parse(s: &str) -> Option<Intent> {
+        Intent::ALL.into_iter().find(|i| i.as_str() == s.trim().to_ascii_lowercase())
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Intent::Book => "book",

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::event::{BookingEvent, CallEvent, Caller, Direction, Event};
+use crate::event::{BookingEvent, CallEvent, Caller, Direction, Event, Intent};
 
 /// callbridge's property group and contact properties (created by `setup-properties`).
 pub const GROUP: &str = "callbridge";
@@ -32,7 +32,7 @@ pub const PROP_NEXT_MEETING_TYPE: &str = "callbridge_next_meeting_type";
 pub const PROP_NEXT_MEETING_OUTCOME: &str = "callbridge_next_meeting_outcome";
 
 /// Contact properties the planner reads before writing.
-pub const CONTACT_READ: [&str; 9] = [
+pub const CONTACT_READ: [&str; 10] = [
     "email",
     "firstname",
     "lastname",
@@ -42,6 +42,7 @@ pub const CONTACT_READ: [&str; 9] = [
     PROP_LEAD_SOURCE,
     PROP_LAST_CALL_AT,
     PROP_PHONE_E164,
+    PROP_LEAD_STATUS,
 ];
 
 /// HubSpot's lifecycle stages in order (DOC:contacts).
@@ -67,6 +68,22 @@ pub fn is_older_than_last_call(event_ms: i64, last_synced_ms: Option<i64>) -> bo
     last_synced_ms.is_some_and(|last| event_ms < last)
 }
 
+/// A portal's rules for what a call sets beyond the caller's own fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanRules {
+    /// The call's intent → the contact's `hs_lead_status` (an option the portal has).
+    pub lead_status: Vec<(Intent, String)>,
+}
+
+impl PlanRules {
+    pub fn lead_status_for(&self, intent: Intent) -> Option<&str> {
+        self.lead_status.iter().find(|(i, _)| *i == intent).map(|(_, v)| v.as_str())
+    }
+}
+
+/// HubSpot's lead status property.
+pub const PROP_LEAD_STATUS: &str = "hs_lead_status";
+
 /// What an event wants on the contact.
 #[derive(Debug, Clone, Default)]
 pub struct ContactWish {
@@ -78,9 +95,12 @@ pub struct ContactWish {
 }
 
 impl ContactWish {
-    pub fn for_call(e: &CallEvent, newest: bool) -> ContactWish {
+    pub fn for_call(e: &CallEvent, newest: bool, rules: &PlanRules) -> ContactWish {
         let mut context = Vec::new();
         if newest {
+            if let Some(status) = e.intent.and_then(|i| rules.lead_status_for(i)) {
+                context.push((PROP_LEAD_STATUS.to_string(), status.to_string()));
+            }
             context.push((PROP_LAST_CALL_AT.to_string(), crate::time::iso_ms(e.occurred_at_ms)));
             context.push((PROP_SOURCE_PLATFORM.to_string(), e.source.as_str().to_string()));
             if let Some(s) = &e.summary {
@@ -436,6 +456,7 @@ pub fn plan_caller(
     contact: Option<(u64, &Values)>,
     last_call_at: Option<i64>,
     events: &[PlannedEvent<'_>],
+    rules: &PlanRules,
 ) -> CallerPlan {
     let mut current: Values = contact.map(|(_, v)| v.clone()).unwrap_or_default();
     let mut last = last_call_at;
@@ -456,7 +477,7 @@ pub fn plan_caller(
                     Some(l) => Some(ActivityOp::UpdateCall { logged: l.clone(), properties: call_properties(c) }),
                     None => Some(ActivityOp::LogCall { external_id: call_identity(c), properties: call_properties(c) }),
                 };
-                (ContactWish::for_call(c, newest), activity, newest)
+                (ContactWish::for_call(c, newest, rules), activity, newest)
             }
             Event::Booking(b) => {
                 let activity = match (e.logged, meeting_properties(b)) {
@@ -489,7 +510,7 @@ pub fn plan_caller(
 mod tests {
     use super::*;
     use crate::email::Email;
-    use crate::event::{Intent, Sentiment, Source};
+    use crate::event::{Sentiment, Source};
     use crate::phone::{DefaultRegion, PhoneE164};
 
     fn caller() -> Caller {
@@ -550,8 +571,26 @@ mod tests {
         assert!(!is_older_than_last_call(2_000, Some(2_000)));
         assert!(!is_older_than_last_call(1_000, None));
         let event = call();
-        assert!(ContactWish::for_call(&event, false).context.is_empty());
-        assert!(!ContactWish::for_call(&event, true).context.is_empty());
+        assert!(ContactWish::for_call(&event, false, &PlanRules::default()).context.is_empty());
+        assert!(!ContactWish::for_call(&event, true, &PlanRules::default()).context.is_empty());
+    }
+
+    #[test]
+    fn the_newest_calls_intent_sets_the_lead_status_through_the_mapping_only() {
+        let rules = PlanRules { lead_status: vec![(Intent::Book, "IN_PROGRESS".into())] };
+        let booking = CallEvent { intent: Some(Intent::Book), ..call() };
+        let lead = |e: &CallEvent, newest: bool, r: &PlanRules| {
+            ContactWish::for_call(e, newest, r).context.into_iter().find(|(k, _)| k == PROP_LEAD_STATUS).map(|(_, v)| v)
+        };
+        assert_eq!(lead(&booking, true, &rules).as_deref(), Some("IN_PROGRESS"));
+        assert_eq!(lead(&booking, false, &rules), None, "an older call never sets it");
+        assert_eq!(lead(&booking, true, &PlanRules::default()), None, "no mapping, no write");
+        let inquiry = CallEvent { intent: Some(Intent::Inquiry), ..call() };
+        assert_eq!(lead(&inquiry, true, &rules), None, "an intent the mapping leaves out writes nothing");
+        // Already at that status: nothing to write.
+        let current: Values = [(PROP_LEAD_STATUS.to_string(), "IN_PROGRESS".to_string())].into();
+        let wish = ContactWish::for_call(&booking, true, &rules);
+        assert!(!contact_update(&current, &wish).contains_key(PROP_LEAD_STATUS));
     }
 
     fn call() -> CallEvent {
@@ -612,7 +651,7 @@ mod tests {
     fn a_new_caller_gets_one_contact_and_an_activity_per_event() {
         let (a, b) = (Event::Call(call()), booking("b1", Some(1_767_708_400_000)));
         let events = [PlannedEvent { event: &a, logged: None }, PlannedEvent { event: &b, logged: None }];
-        let plan = plan_caller(None, None, &events);
+        let plan = plan_caller(None, None, &events, &PlanRules::default());
         let Some(ContactOp::Create { properties }) = &plan.contact else { panic!("{plan:?}") };
         assert_eq!(properties["email"], "dana@example.com");
         assert_eq!(properties["lifecyclestage"], "lead", "the booking's stage joins the call's contact write");
@@ -638,7 +677,8 @@ mod tests {
             (PROP_LEAD_SOURCE, "Website"),
             ("lifecyclestage", "customer"),
         ]);
-        let plan = plan_caller(Some((7, &current)), None, &[PlannedEvent { event: &e, logged: None }]);
+        let plan =
+            plan_caller(Some((7, &current)), None, &[PlannedEvent { event: &e, logged: None }], &PlanRules::default());
         assert_eq!(plan.contact, None);
         assert_eq!(plan.activities, [None], "a booking without a time makes no meeting");
     }
@@ -649,11 +689,21 @@ mod tests {
         ended.stage = crate::event::CallStage::Ended;
         let analyzed_logged = Logged { hubspot_id: 55, stage: 3, legacy: false };
         let e = Event::Call(ended.clone());
-        let plan = plan_caller(None, None, &[PlannedEvent { event: &e, logged: Some(&analyzed_logged) }]);
+        let plan = plan_caller(
+            None,
+            None,
+            &[PlannedEvent { event: &e, logged: Some(&analyzed_logged) }],
+            &PlanRules::default(),
+        );
         assert_eq!(plan.activities, [None]);
         assert_eq!(plan.newest, [false], "a superseded event does not touch the contact's context");
         let started_logged = Logged { hubspot_id: 55, stage: 1, legacy: true };
-        let plan = plan_caller(None, None, &[PlannedEvent { event: &e, logged: Some(&started_logged) }]);
+        let plan = plan_caller(
+            None,
+            None,
+            &[PlannedEvent { event: &e, logged: Some(&started_logged) }],
+            &PlanRules::default(),
+        );
         assert!(
             matches!(&plan.activities[0], Some(ActivityOp::UpdateCall { logged, .. }) if logged.hubspot_id == 55 && logged.legacy)
         );
@@ -663,7 +713,12 @@ mod tests {
     fn an_older_call_is_logged_but_leaves_the_newer_context() {
         let e = Event::Call(call());
         let current = current(&[("email", "dana@example.com")]);
-        let plan = plan_caller(Some((9, &current)), Some(i64::MAX), &[PlannedEvent { event: &e, logged: None }]);
+        let plan = plan_caller(
+            Some((9, &current)),
+            Some(i64::MAX),
+            &[PlannedEvent { event: &e, logged: None }],
+            &PlanRules::default(),
+        );
         assert!(matches!(plan.activities[0], Some(ActivityOp::LogCall { .. })));
         assert_eq!(plan.newest, [false]);
         let Some(ContactOp::Update { properties, .. }) = plan.contact else { panic!() };

@@ -36,6 +36,8 @@ pub trait HubSpotApi: Send + Sync {
     async fn update_call_engagement(&self, id: u64, metadata: Value) -> R<()>;
     async fn contact_engagements(&self, contact: u64) -> R<Vec<Value>>;
     async fn property_names(&self, t: ObjectType) -> R<Vec<String>>;
+    /// The option values of an enumeration property; `None` when it does not exist.
+    async fn property_options(&self, t: ObjectType, name: &str) -> R<Option<Vec<String>>>;
     async fn group_names(&self, t: ObjectType) -> R<Vec<String>>;
     async fn create_group(&self, t: ObjectType, name: &str, label: &str) -> R<bool>;
     async fn create_property(&self, t: ObjectType, spec: &PropertySpec) -> R<bool>;
@@ -88,6 +90,9 @@ impl HubSpotApi for HubSpotClient {
     }
     async fn property_names(&self, t: ObjectType) -> R<Vec<String>> {
         HubSpotClient::property_names(self, t).await
+    }
+    async fn property_options(&self, t: ObjectType, name: &str) -> R<Option<Vec<String>>> {
+        HubSpotClient::property_options(self, t, name).await
     }
     async fn group_names(&self, t: ObjectType) -> R<Vec<String>> {
         HubSpotClient::group_names(self, t).await

@@ -211,6 +211,8 @@ pub struct Engine {
     region: DefaultRegion,
     /// Packs phone lookups of every round in flight into full searches.
     phones: Arc<PhoneFinder>,
+    /// What a call sets beyond the caller's fields (the lead status mapping).
+    rules: plan::PlanRules,
 }
 
 impl Engine {
@@ -222,13 +224,18 @@ impl Engine {
         hubspot: Arc<dyn HubSpotApi>,
         region: DefaultRegion,
         searches_at_once: usize,
+        rules: plan::PlanRules,
     ) -> Engine {
         let phones = PhoneFinder::new(hubspot.clone(), searches_at_once);
-        Engine { portal, store, hubspot, region, phones }
+        Engine { portal, store, hubspot, region, phones, rules }
     }
 
     pub fn portal(&self) -> &PortalId {
         &self.portal
+    }
+
+    pub fn rules(&self) -> &plan::PlanRules {
+        &self.rules
     }
 
     /// Lands one round of jobs; see the module docs. An `Err` means the store failed: none of
@@ -316,7 +323,7 @@ impl Engine {
                 .iter()
                 .map(|&i| PlannedEvent { event: &works[i].job.event, logged: works[i].logged.as_ref() })
                 .collect();
-            let caller_plan = plan::plan_caller(found.as_ref().map(|(id, v)| (*id, v)), last, &events);
+            let caller_plan = plan::plan_caller(found.as_ref().map(|(id, v)| (*id, v)), last, &events, &self.rules);
             for ((&i, activity), newest) in members.iter().zip(caller_plan.activities).zip(caller_plan.newest) {
                 works[i].activity = activity;
                 works[i].newest = newest;

@@ -66,3 +66,32 @@ async fn a_refused_token_makes_jobs_wait_and_they_land_once_it_is_accepted_again
     assert_eq!(app.records("calls").len(), 3);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_calls_intent_sets_the_lead_status_and_a_mapping_to_an_option_the_portal_lacks_holds_jobs() {
+    // The default mapping: a booking call moves the lead to In Progress.
+    let app = TestApp::start().await;
+    let (status, _) = app.vapi(&vapi_report("lead-1", "+14155550171", "2026-01-06T14:05:00Z")).await;
+    assert_eq!(status, 200);
+    app.settle().await;
+    let contact = &app.records("contacts")[0];
+    assert_eq!(prop(contact, "callbridge_last_intent"), Some("book"));
+    assert_eq!(prop(contact, "hs_lead_status"), Some("IN_PROGRESS"));
+    app.stop().await;
+
+    // A target the portal does not have: not ready, saying which; the call waits, not dead.
+    let sandbox = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let app = TestApp::launch(sandbox, |c| c.lead_status_map = "book=HOT_LEAD".into()).await;
+    let health = until(&app, "the reason shows", |h| {
+        h["portals"][0]["readiness"]["reason"].as_str().is_some_and(|r| r.starts_with("lead_status_map: book=HOT_LEAD"))
+    })
+    .await;
+    assert_eq!(health["ready"], false);
+    let (status, _) = app.vapi(&vapi_report("lead-2", "+14155550172", "2026-01-06T14:05:00Z")).await;
+    assert_eq!(status, 200, "still acknowledged");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = app.store.counts().await.unwrap();
+    assert_eq!((counts.queued, counts.dead), (1, 0), "the call waits: {counts:?}");
+    assert!(app.records("calls").is_empty());
+    app.stop().await;
+}

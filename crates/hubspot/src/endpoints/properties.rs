@@ -16,6 +16,22 @@ impl HubSpotClient {
             .unwrap_or_default())
     }
 
+    /// The option values of an enumeration property; `None` when the property does not exist.
+    pub async fn property_options(&self, t: ObjectType, name: &str) -> Result<Option<Vec<String>>, HubSpotError> {
+        match self.execute(Call::new(Method::GET, format!("{}/{name}", self.paths.properties(t)))).await {
+            Ok(v) => Ok(Some(
+                v.get("options")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter().filter_map(|o| o.get("value").and_then(Value::as_str).map(String::from)).collect()
+                    })
+                    .unwrap_or_default(),
+            )),
+            Err(HubSpotError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn group_names(&self, t: ObjectType) -> Result<Vec<String>, HubSpotError> {
         let v = self.execute(Call::new(Method::GET, format!("{}/groups", self.paths.properties(t)))).await?;
         Ok(v.get("results")
