@@ -99,6 +99,9 @@ pub struct Config {
     /// (`book=IN_PROGRESS,cancel=BAD_TIMING`); empty writes no lead status. Each option must
     /// be one the portal's `hs_lead_status` has: the portal is not ready until it is.
     pub lead_status_map: String,
+    /// The HubSpot owner id a call's task goes to when its contact has no owner (else the
+    /// task is unassigned).
+    pub task_owner_id: Option<String>,
     /// Named booking webhooks (`[generic.NAME]` in the file), each at `/webhooks/generic/NAME`.
     pub generic: BTreeMap<String, GenericEndpoint>,
     /// Pull sources (`[pull.NAME]` in the file): receptionists polled through their web app.
@@ -194,6 +197,7 @@ impl Default for Config {
             booking_horizon_days: 14,
             booking_notice_minutes: 60,
             lead_status_map: "book=IN_PROGRESS,reschedule=IN_PROGRESS,cancel=BAD_TIMING".into(),
+            task_owner_id: None,
             generic: BTreeMap::new(),
             pull: BTreeMap::new(),
             pull_sources: Vec::new(),
@@ -224,7 +228,7 @@ const NUMERIC: [&str; 19] = [
     "booking_notice_minutes",
 ];
 /// Settings that take text.
-const TEXT: [&str; 19] = [
+const TEXT: [&str; 20] = [
     "listen",
     "database_url",
     "hubspot_base_url",
@@ -244,6 +248,7 @@ const TEXT: [&str; 19] = [
     "business_days",
     "business_hours",
     "lead_status_map",
+    "task_owner_id",
 ];
 
 /// `CALLBRIDGE_*` variables that are not settings: the log filter, and the test and sandbox
@@ -436,22 +441,29 @@ impl Config {
     }
 
     /// The planner's rules from the settings (the lead status mapping).
-    pub fn plan_rules(&self) -> Result<callbridge_domain::plan::PlanRules, String> {
+    pub fn plan_rules(&self) -> Result<callbridge_domain::plan::PlanRules, (&'static str, String)> {
         use callbridge_domain::Intent;
         let mut lead_status = Vec::new();
         for pair in self.lead_status_map.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let names = Intent::ALL.map(Intent::as_str).join(", ");
+            let bad = |why: String| ("lead_status_map", why);
             let (intent, option) =
-                pair.split_once('=').ok_or_else(|| format!("{pair:?} is not intent=OPTION (intents: {names})"))?;
+                pair.split_once('=').ok_or_else(|| bad(format!("{pair:?} is not intent=OPTION (intents: {names})")))?;
             let intent =
-                Intent::parse(intent).ok_or_else(|| format!("{:?} is not an intent ({names})", intent.trim()))?;
+                Intent::parse(intent).ok_or_else(|| bad(format!("{:?} is not an intent ({names})", intent.trim())))?;
             let option = option.trim();
             if option.is_empty() {
-                return Err(format!("{pair:?} names no lead status option"));
+                return Err(bad(format!("{pair:?} names no lead status option")));
             }
             lead_status.push((intent, option.to_string()));
         }
-        Ok(callbridge_domain::plan::PlanRules { lead_status })
+        let task_owner = self.task_owner_id.as_deref().map(str::trim).filter(|o| !o.is_empty());
+        if let Some(owner) = task_owner
+            && !owner.chars().all(|c| c.is_ascii_digit())
+        {
+            return Err(("task_owner_id", format!("{owner:?} is not a HubSpot owner id (digits)")));
+        }
+        Ok(callbridge_domain::plan::PlanRules { lead_status, task_owner: task_owner.map(String::from) })
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -529,7 +541,7 @@ impl Config {
         range("booking_horizon_days", self.booking_horizon_days, 1, 365, "from a day to a year ahead")?;
         range("booking_notice_minutes", self.booking_notice_minutes, 0, 10_080, "at most a week's notice")?;
         self.business().map_err(|(key, why)| bad(key, why))?;
-        self.plan_rules().map_err(|why| bad("lead_status_map", why))?;
+        self.plan_rules().map_err(|(key, why)| bad(key, why))?;
         if !matches!(self.vapi_auth.as_str(), "secret" | "hmac") {
             return Err(bad("vapi_auth", format!("{:?}: use secret or hmac", self.vapi_auth)));
         }
@@ -639,6 +651,7 @@ mod tests {
             ("CALLBRIDGE_SLOT_MINUTES", "1", "`slot_minutes`"),
             ("CALLBRIDGE_LEAD_STATUS_MAP", "book", "`lead_status_map`"),
             ("CALLBRIDGE_LEAD_STATUS_MAP", "shout=OPEN", "`lead_status_map`"),
+            ("CALLBRIDGE_TASK_OWNER_ID", "alex@example.com", "`task_owner_id`"),
         ] {
             let e = load(&[(var, value)], None).unwrap_err().to_string();
             assert!(e.contains(key), "{var}={value}: {e}");

@@ -78,7 +78,7 @@ pub fn definitions() -> Vec<(ObjectType, PropertySpec)> {
                 PROP_LAST_INTENT,
                 "Last AI call intent",
                 "What the caller wanted",
-                &["book", "reschedule", "cancel", "complaint", "inquiry"],
+                &["book", "reschedule", "cancel", "complaint", "inquiry", "urgent", "callback"],
             ),
         ),
         (
@@ -122,6 +122,7 @@ pub fn definitions() -> Vec<(ObjectType, PropertySpec)> {
             ObjectType::Meetings,
             text(PROP_MEETING_EVENT_ID, "callbridge event", "The booking this meeting was made from"),
         ),
+        (ObjectType::Tasks, text(PROP_MEETING_EVENT_ID, "callbridge event", "The call this task was made for")),
     ]
 }
 
@@ -130,12 +131,38 @@ pub struct SetupReport {
     pub created_groups: Vec<String>,
     pub created_properties: Vec<String>,
     pub existing_properties: Vec<String>,
+    /// Existing choice properties that gained options.
+    pub updated_properties: Vec<String>,
+}
+
+/// Adds the options `spec` has and the property lacks, keeping the options it has; true when
+/// it changed.
+async fn add_missing_options(
+    client: &dyn HubSpotApi,
+    t: ObjectType,
+    spec: &PropertySpec,
+) -> Result<bool, HubSpotError> {
+    let Some(have) = client.property_options(t, &spec.name).await? else { return Ok(false) };
+    if spec.options.iter().all(|o| have.contains(&o.value)) {
+        return Ok(false);
+    }
+    let mut options = spec.options.clone();
+    for (i, value) in have.iter().filter(|v| !spec.options.iter().any(|o| &o.value == *v)).enumerate() {
+        options.push(PropertyOption {
+            label: value.clone(),
+            value: value.clone(),
+            display_order: (spec.options.len() + i) as i64,
+            hidden: false,
+        });
+    }
+    client.update_property_options(t, &spec.name, &options).await?;
+    Ok(true)
 }
 
 /// Creates what is missing and reports what it did.
 pub async fn setup(client: &dyn HubSpotApi) -> Result<SetupReport, HubSpotError> {
     let mut report = SetupReport::default();
-    for t in [ObjectType::Contacts, ObjectType::Meetings] {
+    for t in [ObjectType::Contacts, ObjectType::Meetings, ObjectType::Tasks] {
         if !client.group_names(t).await?.iter().any(|g| g == GROUP)
             && client.create_group(t, GROUP, "callbridge").await?
         {
@@ -145,6 +172,10 @@ pub async fn setup(client: &dyn HubSpotApi) -> Result<SetupReport, HubSpotError>
         for (_, spec) in definitions().into_iter().filter(|(ot, _)| *ot == t) {
             let name = format!("{}.{}", t.as_str(), spec.name);
             if existing.contains(&spec.name) || !client.create_property(t, &spec).await? {
+                // A choice property from an earlier release gains the options added since.
+                if !spec.options.is_empty() && add_missing_options(client, t, &spec).await? {
+                    report.updated_properties.push(name.clone());
+                }
                 report.existing_properties.push(name);
             } else {
                 report.created_properties.push(name);

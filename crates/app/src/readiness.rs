@@ -101,7 +101,7 @@ pub async fn prepare(
                 return Err(None);
             };
             properties::setup(hubspot).await.map_err(|e| Some(reason(&e)))?;
-            lead_statuses_exist(hubspot, rules).await.map_err(Some)?;
+            rules_fit_the_portal(hubspot, rules).await.map_err(Some)?;
             // What the token may do (v3 calls or v1): probed once, then cached by the client.
             hubspot.capabilities().await.map_err(|e| Some(reason(&e)))
         };
@@ -139,13 +139,18 @@ pub async fn prepare(
     }
 }
 
-/// Every lead status the mapping sets is an option the portal's `hs_lead_status` has: a
-/// mapping to an option it lacks would fail every call that sets it, so the portal is not ready
-/// (with the reason) until the mapping or the portal is mended.
-async fn lead_statuses_exist(
+/// The default task owner is an owner of the account, and every lead status the mapping sets
+/// is an option the portal's `hs_lead_status` has: either would fail every call that uses it,
+/// so the portal is not ready (with the reason) until the setting or the portal is mended.
+async fn rules_fit_the_portal(
     hubspot: &dyn HubSpotApi,
     rules: &callbridge_domain::plan::PlanRules,
 ) -> Result<(), String> {
+    if let Some(owner) = &rules.task_owner
+        && !hubspot.owner_exists(owner).await.map_err(|e| reason(&e))?
+    {
+        return Err(format!("task_owner_id: {owner} is not an owner of this HubSpot account"));
+    }
     if rules.lead_status.is_empty() {
         return Ok(());
     }

@@ -173,10 +173,20 @@ pub enum Intent {
     Cancel,
     Complaint,
     Inquiry,
+    Urgent,
+    Callback,
 }
 
 impl Intent {
-    pub const ALL: [Intent; 5] = [Intent::Book, Intent::Reschedule, Intent::Cancel, Intent::Complaint, Intent::Inquiry];
+    pub const ALL: [Intent; 7] = [
+        Intent::Book,
+        Intent::Reschedule,
+        Intent::Cancel,
+        Intent::Complaint,
+        Intent::Inquiry,
+        Intent::Urgent,
+        Intent::Callback,
+    ];
 
     pub fn parse(s: &str) -> Option<Intent> {
         Intent::ALL.into_iter().find(|i| i.as_str() == s.trim().to_ascii_lowercase())
@@ -189,6 +199,8 @@ impl Intent {
             Intent::Cancel => "cancel",
             Intent::Complaint => "complaint",
             Intent::Inquiry => "inquiry",
+            Intent::Urgent => "urgent",
+            Intent::Callback => "callback",
         }
     }
 
@@ -200,11 +212,15 @@ impl Intent {
         let any = |words: &[&str]| words.iter().any(|w| t.contains(w));
         if any(&["complain", "unacceptable", "terrible service", "refund", "speak to a manager", "very disappointed"]) {
             Some(Intent::Complaint)
+        } else if any(&["emergency", "urgent", "asap", "right away", "flooding", "no heat", "gas leak", "burst pipe"]) {
+            Some(Intent::Urgent)
         } else if any(&["reschedul", "move my appointment", "different time", "push it back", "change my appointment"])
         {
             Some(Intent::Reschedule)
         } else if any(&["cancel"]) {
             Some(Intent::Cancel)
+        } else if any(&["call me back", "call back", "callback", "return my call", "have someone call"]) {
+            Some(Intent::Callback)
         } else if any(&[
             "book",
             "appointment",
@@ -319,6 +335,8 @@ mod tests {
         assert_eq!(Intent::infer("Please cancel my appointment"), Some(Intent::Cancel));
         assert_eq!(Intent::infer("This is unacceptable, cancel everything"), Some(Intent::Complaint));
         assert_eq!(Intent::infer("What are your hours?"), Some(Intent::Inquiry));
+        assert_eq!(Intent::infer("The basement is flooding, I need someone right away"), Some(Intent::Urgent));
+        assert_eq!(Intent::infer("Can you have someone call me back about the quote?"), Some(Intent::Callback));
         assert_eq!(Intent::infer("  "), None);
     }
 

@@ -32,7 +32,7 @@ pub const PROP_NEXT_MEETING_TYPE: &str = "callbridge_next_meeting_type";
 pub const PROP_NEXT_MEETING_OUTCOME: &str = "callbridge_next_meeting_outcome";
 
 /// Contact properties the planner reads before writing.
-pub const CONTACT_READ: [&str; 10] = [
+pub const CONTACT_READ: [&str; 11] = [
     "email",
     "firstname",
     "lastname",
@@ -43,6 +43,7 @@ pub const CONTACT_READ: [&str; 10] = [
     PROP_LAST_CALL_AT,
     PROP_PHONE_E164,
     PROP_LEAD_STATUS,
+    PROP_OWNER,
 ];
 
 /// HubSpot's lifecycle stages in order (DOC:contacts).
@@ -73,6 +74,8 @@ pub fn is_older_than_last_call(event_ms: i64, last_synced_ms: Option<i64>) -> bo
 pub struct PlanRules {
     /// The call's intent → the contact's `hs_lead_status` (an option the portal has).
     pub lead_status: Vec<(Intent, String)>,
+    /// Who a call's task goes to when its contact has no owner.
+    pub task_owner: Option<String>,
 }
 
 impl PlanRules {
@@ -83,6 +86,54 @@ impl PlanRules {
 
 /// HubSpot's lead status property.
 pub const PROP_LEAD_STATUS: &str = "hs_lead_status";
+/// The contact's owner.
+pub const PROP_OWNER: &str = "hubspot_owner_id";
+/// The kind of activity row that records a call's task.
+pub const KIND_TASK: &str = "task";
+
+/// The task a call makes for a rep: a complaint, an urgent matter, a callback asked for, or a
+/// reschedule without a new time — one per call, due by urgency from the call's time, for the
+/// contact's owner (else `rules.task_owner`), stamped with the call's identity.
+pub fn task_properties(c: &CallEvent, owner: Option<&str>, rules: &PlanRules) -> Option<Map<String, Value>> {
+    const HOUR: i64 = 3_600_000;
+    let (what, due_in, priority) = match c.intent? {
+        Intent::Urgent => ("Urgent", HOUR, "HIGH"),
+        Intent::Complaint => ("Complaint", 4 * HOUR, "HIGH"),
+        Intent::Callback => ("Call back", 24 * HOUR, "MEDIUM"),
+        Intent::Reschedule if c.appointment.is_none() => ("Reschedule (no new time agreed)", 24 * HOUR, "MEDIUM"),
+        _ => return None,
+    };
+    let who = c
+        .caller
+        .display_name()
+        .or_else(|| c.caller.phone.as_ref().map(|p| p.as_str().to_string()))
+        .or_else(|| c.caller.email.as_ref().map(|e| e.as_str().to_string()))
+        .unwrap_or_else(|| "caller".into());
+    let mut body = format!("<p>From a {} call.</p>", c.source.label());
+    if let Some(s) = &c.summary {
+        body.push_str(&format!("<p>{}</p>", escape(&truncate(s, 2000))));
+    }
+    if let Some(n) = &c.next_steps {
+        body.push_str(&format!("<p>Next steps: {}</p>", escape(&truncate(n, 2000))));
+    }
+    let mut out = Map::new();
+    out.insert("hs_task_subject".into(), json!(format!("{what}: {who}")));
+    out.insert("hs_task_body".into(), json!(body));
+    out.insert("hs_timestamp".into(), json!(crate::time::iso_ms(c.occurred_at_ms + due_in)));
+    out.insert("hs_task_priority".into(), json!(priority));
+    out.insert("hs_task_status".into(), json!("NOT_STARTED"));
+    out.insert("hs_task_type".into(), json!("CALL"));
+    if let Some(owner) = owner.or(rules.task_owner.as_deref()).filter(|o| !o.trim().is_empty()) {
+        out.insert(PROP_OWNER.into(), json!(owner));
+    }
+    out.insert(PROP_MEETING_EVENT_ID.into(), json!(task_identity(c)));
+    Some(out)
+}
+
+/// What identifies a call's task in HubSpot (its `callbridge_event_id`).
+pub fn task_identity(c: &CallEvent) -> String {
+    format!("task:{}", call_identity(c))
+}
 
 /// What an event wants on the contact.
 #[derive(Debug, Clone, Default)]
@@ -577,7 +628,7 @@ mod tests {
 
     #[test]
     fn the_newest_calls_intent_sets_the_lead_status_through_the_mapping_only() {
-        let rules = PlanRules { lead_status: vec![(Intent::Book, "IN_PROGRESS".into())] };
+        let rules = PlanRules { lead_status: vec![(Intent::Book, "IN_PROGRESS".into())], ..PlanRules::default() };
         let booking = CallEvent { intent: Some(Intent::Book), ..call() };
         let lead = |e: &CallEvent, newest: bool, r: &PlanRules| {
             ContactWish::for_call(e, newest, r).context.into_iter().find(|(k, _)| k == PROP_LEAD_STATUS).map(|(_, v)| v)
@@ -591,6 +642,28 @@ mod tests {
         let current: Values = [(PROP_LEAD_STATUS.to_string(), "IN_PROGRESS".to_string())].into();
         let wish = ContactWish::for_call(&booking, true, &rules);
         assert!(!contact_update(&current, &wish).contains_key(PROP_LEAD_STATUS));
+    }
+
+    #[test]
+    fn a_complaint_urgent_callback_or_open_reschedule_makes_one_task_due_by_urgency() {
+        let rules = PlanRules { task_owner: Some("75000002".into()), ..PlanRules::default() };
+        let at = call().occurred_at_ms;
+        let task = |intent, appointment: Option<&str>, owner: Option<&str>| {
+            let c = CallEvent { intent: Some(intent), appointment: appointment.map(String::from), ..call() };
+            task_properties(&c, owner, &rules)
+        };
+        let urgent = task(Intent::Urgent, None, Some("75000001")).unwrap();
+        assert_eq!(urgent["hs_timestamp"], crate::time::iso_ms(at + 3_600_000));
+        assert_eq!((&urgent["hs_task_priority"], &urgent[PROP_OWNER]), (&json!("HIGH"), &json!("75000001")));
+        assert_eq!(urgent[PROP_MEETING_EVENT_ID], json!(task_identity(&call())));
+        let complaint = task(Intent::Complaint, None, None).unwrap();
+        assert_eq!(complaint[PROP_OWNER], "75000002", "no contact owner: the default owner");
+        assert_eq!(complaint["hs_timestamp"], crate::time::iso_ms(at + 4 * 3_600_000));
+        assert!(task(Intent::Callback, None, None).is_some());
+        assert!(task(Intent::Reschedule, None, None).is_some(), "a reschedule without a new time");
+        assert!(task(Intent::Reschedule, Some("Thursday 10:00"), None).is_none(), "rescheduled on the call");
+        assert!(task(Intent::Book, None, None).is_none());
+        assert!(task(Intent::Inquiry, None, None).is_none());
     }
 
     fn call() -> CallEvent {

@@ -38,6 +38,10 @@ pub trait HubSpotApi: Send + Sync {
     async fn property_names(&self, t: ObjectType) -> R<Vec<String>>;
     /// The option values of an enumeration property; `None` when it does not exist.
     async fn property_options(&self, t: ObjectType, name: &str) -> R<Option<Vec<String>>>;
+    /// Replaces an enumeration property's options.
+    async fn update_property_options(&self, t: ObjectType, name: &str, options: &[PropertyOption]) -> R<()>;
+    /// Whether `id` is an owner of the account.
+    async fn owner_exists(&self, id: &str) -> R<bool>;
     async fn group_names(&self, t: ObjectType) -> R<Vec<String>>;
     async fn create_group(&self, t: ObjectType, name: &str, label: &str) -> R<bool>;
     async fn create_property(&self, t: ObjectType, spec: &PropertySpec) -> R<bool>;
@@ -93,6 +97,12 @@ impl HubSpotApi for HubSpotClient {
     }
     async fn property_options(&self, t: ObjectType, name: &str) -> R<Option<Vec<String>>> {
         HubSpotClient::property_options(self, t, name).await
+    }
+    async fn update_property_options(&self, t: ObjectType, name: &str, options: &[PropertyOption]) -> R<()> {
+        HubSpotClient::update_property_options(self, t, name, options).await
+    }
+    async fn owner_exists(&self, id: &str) -> R<bool> {
+        HubSpotClient::owner_exists(self, id).await
     }
     async fn group_names(&self, t: ObjectType) -> R<Vec<String>> {
         HubSpotClient::group_names(self, t).await

@@ -527,6 +527,124 @@ fn engagement_metadata(props: &Map<String, Value>) -> Value {
     Value::Object(m)
 }
 
+impl Engine {
+    /// Makes the task each landed call asks for (a complaint, an urgent matter, a callback, a
+    /// reschedule without a new time), once per call: one already recorded for the call (an
+    /// earlier stage made it) or found on the contact (an earlier attempt made it) is not made
+    /// again. A task HubSpot refuses as invalid is logged and left out, never costing the call;
+    /// one that fails transiently runs the job again.
+    pub(super) async fn write_tasks(&self, works: &mut [Work]) -> Vec<ActivityRecord> {
+        use callbridge_domain::plan::{KIND_TASK, PROP_OWNER, task_identity, task_properties};
+        let mut wanted: Vec<(usize, Map<String, Value>)> = Vec::new();
+        let mut unread = Vec::new();
+        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.open() && w.activity.is_some()) {
+            let Event::Call(c) = &w.job.event else { continue };
+            let owner = works[w.leader_of].found.as_ref().and_then(|(_, v)| v.get(PROP_OWNER)).map(String::as_str);
+            let Some(props) = task_properties(c, owner, &self.rules) else { continue };
+            match self.store.activity(&self.portal, c.source.as_str(), &c.call_id, KIND_TASK).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => wanted.push((i, props)),
+                Err(e) => unread.push((i, format!("the store failed: {e}"))),
+            }
+        }
+        for (i, why) in unread {
+            works[i].state = State::Failed(SyncError::Transient(why));
+        }
+        let record = |w: &Work, c: &CallEvent, id: u64| ActivityRecord {
+            source: c.source.as_str().to_string(),
+            key: c.call_id.clone(),
+            kind: KIND_TASK,
+            activity: callbridge_store::Activity {
+                hubspot_id: id,
+                contact_id: w.contact_id,
+                via: "v3".into(),
+                stage: 0,
+            },
+            occurred_at_ms: c.occurred_at_ms,
+        };
+        let call = |w: &Work| match &w.job.event {
+            Event::Call(c) => c.clone(),
+            Event::Booking(_) => unreachable!("only calls make tasks"),
+        };
+        let mut records = Vec::new();
+        // A job that ran before may have made its task: look on its contact first.
+        let contacts: Vec<u64> =
+            wanted.iter().filter(|(i, _)| works[*i].job.retrying).filter_map(|(i, _)| works[*i].contact_id).collect();
+        if !contacts.is_empty() {
+            match self.hubspot.find_by_identities(ObjectType::Tasks, PROP_MEETING_EVENT_ID, &contacts).await {
+                Ok(found) => wanted.retain(|(i, _)| {
+                    let c = call(&works[*i]);
+                    match found.get(&task_identity(&c)).and_then(CrmObject::id_u64) {
+                        Some(id) => {
+                            records.push(record(&works[*i], &c, id));
+                            false
+                        }
+                        None => true,
+                    }
+                }),
+                Err(e) => {
+                    let indices: Vec<usize> =
+                        wanted.iter().filter(|(i, _)| works[*i].job.retrying).map(|(i, _)| *i).collect();
+                    fail_request(works, &indices, &e);
+                    wanted.retain(|(i, _)| works[*i].open());
+                }
+            }
+        }
+        for chunk in wanted.chunks(BATCH_MAX) {
+            let inputs: Vec<ObjectInput> = chunk
+                .iter()
+                .map(|(i, props)| {
+                    let w = &works[*i];
+                    ObjectInput::new(props.clone())
+                        .associate(
+                            w.contact_id.expect("open jobs have a contact"),
+                            ObjectType::Tasks.to_contact_type_id(),
+                        )
+                        .trace(w.trace())
+                })
+                .collect();
+            match self.hubspot.batch_create(ObjectType::Tasks, &inputs).await {
+                Ok(out) => {
+                    for r in out.results {
+                        let Some(i) = chunk
+                            .iter()
+                            .map(|(i, _)| *i)
+                            .find(|i| r.prop(PROP_MEETING_EVENT_ID) == Some(task_identity(&call(&works[*i])).as_str()))
+                        else {
+                            continue;
+                        };
+                        if let Some(id) = r.id_u64() {
+                            records.push(record(&works[i], &call(&works[i]), id));
+                        }
+                    }
+                    for e in out.errors {
+                        tracing::error!(error.category = %e.category, "HubSpot refused a call's task; the call landed without it");
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    let indices: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+                    fail_request(works, &indices, &e);
+                }
+                Err(e) => {
+                    // Property names and codes only: HubSpot's messages may quote the values.
+                    let issues = match &e {
+                        HubSpotError::Validation { properties, .. } => {
+                            properties.iter().map(|p| format!("{} {}", p.name, p.code)).collect::<Vec<_>>().join(", ")
+                        }
+                        _ => String::new(),
+                    };
+                    tracing::error!(
+                        tasks = chunk.len(),
+                        issues,
+                        "HubSpot refused calls' tasks; the calls landed without them"
+                    );
+                }
+            }
+        }
+        records
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

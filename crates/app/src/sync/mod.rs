@@ -256,7 +256,8 @@ impl Engine {
         lap(0, &mut report);
         report.contacts_created = self.write_contacts(&mut works).await?;
         lap(1, &mut report);
-        let (records, created) = self.write_activities(&mut works).await?;
+        let (mut records, created) = self.write_activities(&mut works).await?;
+        records.extend(self.write_tasks(&mut works).await);
         report.activities_created = created;
         lap(2, &mut report);
 

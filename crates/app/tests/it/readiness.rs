@@ -95,3 +95,60 @@ async fn a_calls_intent_sets_the_lead_status_and_a_mapping_to_an_option_the_port
     assert!(app.records("calls").is_empty());
     app.stop().await;
 }
+
+fn report_saying(call_id: &str, number: &str, said: &str) -> serde_json::Value {
+    let mut report = vapi_report(call_id, number, "2026-01-06T14:05:00Z");
+    report["message"]["artifact"]["transcript"] = serde_json::json!(format!("AI: Hello\nUser: {said}"));
+    report["message"]["analysis"]["summary"] = serde_json::json!(said);
+    report
+}
+
+#[tokio::test]
+async fn a_complaint_or_a_callback_makes_one_task_for_the_contacts_owner_else_the_default_owner() {
+    let app = TestApp::start_with(SandboxConfig::default(), |c| c.task_owner_id = Some("75000002".into())).await;
+    // A contact of Alex's calls back about a quote; a new caller complains.
+    let mut owned = serde_json::Map::new();
+    owned.insert("phone".into(), serde_json::json!("+14155550181"));
+    owned.insert("hubspot_owner_id".into(), serde_json::json!("75000001"));
+    app.sandbox.seed("contacts", &[owned]).unwrap();
+    let callback = report_saying("task-cb", "+14155550181", "Can you have someone call me back about the quote?");
+    let complaint = report_saying("task-cx", "+14155550182", "This is unacceptable, nobody came yesterday.");
+    let booking = report_saying("task-none", "+14155550183", "I'd like to book a visit on Thursday.");
+    for r in [&callback, &complaint, &booking] {
+        assert_eq!(app.vapi(r).await.0, 200);
+    }
+    app.settle().await;
+    let tasks = app.records("tasks");
+    assert_eq!(tasks.len(), 2, "a task for the callback and the complaint, none for the booking: {tasks:?}");
+    let subjects: Vec<&str> = tasks.iter().filter_map(|t| prop(t, "hs_task_subject")).collect();
+    let by_subject = |s: &str| {
+        tasks
+            .iter()
+            .find(|t| prop(t, "hs_task_subject").unwrap_or("").starts_with(s))
+            .unwrap_or_else(|| panic!("no {s:?} task among {subjects:?}"))
+    };
+    assert_eq!(prop(by_subject("Call back"), "hubspot_owner_id"), Some("75000001"), "the contact's owner");
+    let cx = by_subject("Complaint");
+    assert_eq!(prop(cx, "hubspot_owner_id"), Some("75000002"), "no owner: the default");
+    assert_eq!(prop(cx, "hs_task_priority"), Some("HIGH"));
+
+    // The same call again (a replay runs its job once more): still one task for it.
+    let (_, events) = app.admin_get("/events?status=done").await;
+    for e in events["events"].as_array().unwrap() {
+        let id = e["id"].as_i64().unwrap();
+        let (status, _) = app.post(&format!("/events/{id}/replay"), Some(ADMIN_TOKEN), &[], "").await;
+        assert_eq!(status, 200);
+    }
+    app.settle().await;
+    assert_eq!(app.records("tasks").len(), 2, "never two tasks for one call");
+    app.stop().await;
+
+    // A default owner the account does not have: not ready, saying so.
+    let sandbox = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let app = TestApp::launch(sandbox, |c| c.task_owner_id = Some("75009999".into())).await;
+    until(&app, "the reason shows", |h| {
+        h["portals"][0]["readiness"]["reason"] == "task_owner_id: 75009999 is not an owner of this HubSpot account"
+    })
+    .await;
+    app.stop().await;
+}

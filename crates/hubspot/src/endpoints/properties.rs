@@ -32,6 +32,28 @@ impl HubSpotClient {
         }
     }
 
+    /// Replaces an enumeration property's options (HubSpot's PATCH replaces the whole list).
+    pub async fn update_property_options(
+        &self,
+        t: ObjectType,
+        name: &str,
+        options: &[PropertyOption],
+    ) -> Result<(), HubSpotError> {
+        let options = serde_json::to_value(options).map_err(|e| HubSpotError::Decode(e.to_string()))?;
+        let call =
+            Call::new(Method::PATCH, format!("{}/{name}", self.paths.properties(t))).body(json!({"options": options}));
+        self.execute(call).await.map(|_| ())
+    }
+
+    /// Whether `id` is an owner of the account (`GET /crm/v3/owners/{id}`).
+    pub async fn owner_exists(&self, id: &str) -> Result<bool, HubSpotError> {
+        match self.execute(Call::new(Method::GET, format!("{}/{id}", self.paths.owners()))).await {
+            Ok(_) => Ok(true),
+            Err(HubSpotError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn group_names(&self, t: ObjectType) -> Result<Vec<String>, HubSpotError> {
         let v = self.execute(Call::new(Method::GET, format!("{}/groups", self.paths.properties(t)))).await?;
         Ok(v.get("results")
