@@ -742,6 +742,19 @@ async fn insert_delivery(tx: &mut PgTx, d: &NewDelivery) -> Result<crate::Ingest
     Ok(crate::Ingested { inbox_id: id, duplicate: true })
 }
 
+/// One booking by its key (portal, key).
+fn booking_by_key_sql() -> String {
+    format!("SELECT {} FROM bookings WHERE portal = $1 AND booking_key = $2", crate::bookings::COLUMNS)
+}
+
+/// Bookings not cancelled overlapping a range (portal, range end, range start).
+fn bookings_overlapping_sql() -> String {
+    format!(
+        "SELECT {} FROM bookings WHERE portal = $1 AND status <> 'CANCELED' AND start_ms < $2 AND end_ms > $3 ORDER BY start_ms",
+        crate::bookings::COLUMNS
+    )
+}
+
 async fn insert_booking(tx: &mut PgTx, b: &crate::Booking) -> Result<()> {
     let now = now_ms();
     sqlx::query(
@@ -769,7 +782,7 @@ async fn insert_booking(tx: &mut PgTx, b: &crate::Booking) -> Result<()> {
 }
 
 async fn booking_in(tx: &mut PgTx, portal: &PortalId, key: &str) -> Result<Option<crate::Booking>> {
-    let sql = format!("SELECT {} FROM bookings WHERE portal = $1 AND booking_key = $2", crate::bookings::COLUMNS);
+    let sql = booking_by_key_sql();
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(portal.as_str()).bind(key).fetch_optional(&mut **tx).await?;
     row.as_ref().map(crate::bookings::from_row).transpose()
 }
@@ -782,10 +795,7 @@ impl crate::Bookings for PgStore {
             tx.commit().await?;
             return Ok(crate::Booked::Existing(Box::new(existing)));
         }
-        let sql = format!(
-            "SELECT {} FROM bookings WHERE portal = $1 AND status <> 'CANCELED' AND start_ms < $2 AND end_ms > $3 ORDER BY start_ms",
-            crate::bookings::COLUMNS
-        );
+        let sql = bookings_overlapping_sql();
         let taken = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(booking.portal.as_str())
             .bind(booking.end_ms)
@@ -811,17 +821,14 @@ impl crate::Bookings for PgStore {
     }
 
     async fn booking(&self, portal: &PortalId, key: &str) -> Result<Option<crate::Booking>> {
-        let sql = format!("SELECT {} FROM bookings WHERE portal = $1 AND booking_key = $2", crate::bookings::COLUMNS);
+        let sql = booking_by_key_sql();
         let row =
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(portal.as_str()).bind(key).fetch_optional(&self.pool).await?;
         row.as_ref().map(crate::bookings::from_row).transpose()
     }
 
     async fn bookings_between(&self, portal: &PortalId, from_ms: i64, to_ms: i64) -> Result<Vec<crate::Booking>> {
-        let sql = format!(
-            "SELECT {} FROM bookings WHERE portal = $1 AND status <> 'CANCELED' AND start_ms < $2 AND end_ms > $3 ORDER BY start_ms",
-            crate::bookings::COLUMNS
-        );
+        let sql = bookings_overlapping_sql();
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(portal.as_str())
             .bind(to_ms)

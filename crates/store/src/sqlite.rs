@@ -726,6 +726,19 @@ async fn insert_delivery(tx: &mut Tx, d: &NewDelivery) -> Result<crate::Ingested
     Ok(crate::Ingested { inbox_id: id, duplicate: true })
 }
 
+/// One booking by its key (portal, key).
+fn booking_by_key_sql() -> String {
+    format!("SELECT {} FROM bookings WHERE portal = ? AND booking_key = ?", crate::bookings::COLUMNS)
+}
+
+/// Bookings not cancelled overlapping a range (portal, range end, range start).
+fn bookings_overlapping_sql() -> String {
+    format!(
+        "SELECT {} FROM bookings WHERE portal = ? AND status != 'CANCELED' AND start_ms < ? AND end_ms > ? ORDER BY start_ms",
+        crate::bookings::COLUMNS
+    )
+}
+
 async fn insert_booking(tx: &mut Tx, b: &crate::Booking) -> Result<()> {
     let now = now_ms();
     sqlx::query(
@@ -753,7 +766,7 @@ async fn insert_booking(tx: &mut Tx, b: &crate::Booking) -> Result<()> {
 }
 
 async fn booking_in(tx: &mut Tx, portal: &PortalId, key: &str) -> Result<Option<crate::Booking>> {
-    let sql = format!("SELECT {} FROM bookings WHERE portal = ? AND booking_key = ?", crate::bookings::COLUMNS);
+    let sql = booking_by_key_sql();
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(portal.as_str()).bind(key).fetch_optional(&mut **tx).await?;
     row.as_ref().map(crate::bookings::from_row).transpose()
 }
@@ -766,10 +779,7 @@ impl crate::Bookings for SqliteStore {
             tx.commit().await?;
             return Ok(crate::Booked::Existing(Box::new(existing)));
         }
-        let sql = format!(
-            "SELECT {} FROM bookings WHERE portal = ? AND status != 'CANCELED' AND start_ms < ? AND end_ms > ? ORDER BY start_ms",
-            crate::bookings::COLUMNS
-        );
+        let sql = bookings_overlapping_sql();
         let taken = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(booking.portal.as_str())
             .bind(booking.end_ms)
@@ -795,17 +805,14 @@ impl crate::Bookings for SqliteStore {
     }
 
     async fn booking(&self, portal: &PortalId, key: &str) -> Result<Option<crate::Booking>> {
-        let sql = format!("SELECT {} FROM bookings WHERE portal = ? AND booking_key = ?", crate::bookings::COLUMNS);
+        let sql = booking_by_key_sql();
         let row =
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(portal.as_str()).bind(key).fetch_optional(&self.pool).await?;
         row.as_ref().map(crate::bookings::from_row).transpose()
     }
 
     async fn bookings_between(&self, portal: &PortalId, from_ms: i64, to_ms: i64) -> Result<Vec<crate::Booking>> {
-        let sql = format!(
-            "SELECT {} FROM bookings WHERE portal = ? AND status != 'CANCELED' AND start_ms < ? AND end_ms > ? ORDER BY start_ms",
-            crate::bookings::COLUMNS
-        );
+        let sql = bookings_overlapping_sql();
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(portal.as_str())
             .bind(to_ms)
