@@ -110,6 +110,7 @@ impl App {
                 region: config.region(),
                 wake: wake.clone(),
             }),
+            live_window_ms: config.live_update_window_ms as i64,
         };
         let sources = Sources {
             vapi: callbridge_sources::Vapi { secret: config.vapi_secret.clone(), hmac: config.vapi_auth == "hmac" },

@@ -85,6 +85,9 @@ pub struct Config {
     /// How long a booking tool waits for HubSpot before it answers "booked" anyway (the write
     /// completes from the queue).
     pub tool_deadline_ms: u64,
+    /// Live updates of one call (status, partial transcripts, interruptions, a call started)
+    /// coalesce into one HubSpot write per this window, carrying the latest state.
+    pub live_update_window_ms: u64,
     /// Business hours for availability and bookings: the zone (IANA), the days (`mon-fri`, or
     /// `mon,wed,fri`), the hours (`09:00-17:00`), slot length, buffer around bookings, how far
     /// ahead and how soon slots are offered.
@@ -189,6 +192,7 @@ impl Default for Config {
             log_format: "text".into(),
             elevenlabs_tool_secret: None,
             tool_deadline_ms: 2000,
+            live_update_window_ms: 300,
             business_time_zone: "America/New_York".into(),
             business_days: "mon-fri".into(),
             business_hours: "09:00-17:00".into(),
@@ -206,7 +210,7 @@ impl Default for Config {
 }
 
 /// Settings that take whole numbers (environment values are text).
-const NUMERIC: [&str; 19] = [
+const NUMERIC: [&str; 20] = [
     "workers",
     "max_attempts",
     "retry_base_ms",
@@ -222,6 +226,7 @@ const NUMERIC: [&str; 19] = [
     "body_timeout_secs",
     "unverified_body_mib",
     "tool_deadline_ms",
+    "live_update_window_ms",
     "slot_minutes",
     "slot_buffer_minutes",
     "booking_horizon_days",
@@ -536,6 +541,7 @@ impl Config {
         )?;
         range("hubspot_retry_secs", self.hubspot_retry_secs, 1, 3600, "one request is retried for at most an hour")?;
         range("tool_deadline_ms", self.tool_deadline_ms, 100, 30_000, "agents time tools out; answer well inside")?;
+        range("live_update_window_ms", self.live_update_window_ms, 0, 10_000, "a live call's state goes stale")?;
         range("slot_minutes", self.slot_minutes, 5, 480, "from five minutes to a working day")?;
         range("slot_buffer_minutes", self.slot_buffer_minutes, 0, 240, "at most four hours around a booking")?;
         range("booking_horizon_days", self.booking_horizon_days, 1, 365, "from a day to a year ahead")?;

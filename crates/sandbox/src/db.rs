@@ -121,6 +121,9 @@ pub struct Db {
     /// Merged-away contact id → survivor.
     merged_into: HashMap<u64, u64>,
     pub owners: Vec<Owner>,
+    /// Writes accepted per object type (a create or an update of one record is one), for tests
+    /// and benchmarks that count what reached a record rather than which request carried it.
+    writes: [u64; 5],
 }
 
 impl Db {
@@ -153,6 +156,7 @@ impl Db {
                     user_id: 9_100_002,
                 },
             ],
+            writes: [0; 5],
         }
     }
 
@@ -428,6 +432,7 @@ impl Db {
     pub fn apply(&mut self, kind: Kind, id: u64, write: Write, now: i64) {
         let lag = self.rules.index_lag_ms;
         let Some(record) = self.tables[kind.index()].records.get_mut(&id) else { return };
+        self.writes[kind.index()] += 1;
         if lag > 0 && now >= record.visible_ms && record.created_ms != now {
             record.indexed = Some(Box::new(record.props.clone()));
         }
@@ -772,6 +777,11 @@ impl Db {
     /// Every record of a type, for the state dump and seeding checks.
     pub fn live_records(&self, kind: Kind) -> impl Iterator<Item = &Record> {
         self.tables[kind.index()].records.values().filter(|r| !r.archived)
+    }
+
+    /// Record writes accepted for `kind` (creates and updates, one per record).
+    pub fn writes(&self, kind: Kind) -> u64 {
+        self.writes[kind.index()]
     }
 
     pub fn count(&self, kind: Kind) -> usize {

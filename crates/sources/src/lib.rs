@@ -51,6 +51,13 @@ pub enum Parsed {
     Ignored(String),
 }
 
+/// A short, stable name for content (the first 16 bytes of its SHA-256, hex): keys a delivery
+/// that has no id of its own, so a redelivery of the same content is a duplicate.
+pub fn content_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 /// A JSON body, or the 400 that says it is not one.
 pub fn decode_json(body: &[u8]) -> Result<Value, Fields> {
     serde_json::from_slice(body).map_err(|e| {

@@ -1,9 +1,11 @@
 //! Vapi server messages (`{"message": {"type": …}}`). The end-of-call report becomes a call
 //! event; it is read from the `artifact`, `analysis` and `call` objects and, for older
-//! assistants, the legacy top-level fields (`transcript`, `recordingUrl`, `summary`). Other
-//! message types are acknowledged and ignored.
+//! assistants, the legacy top-level fields (`transcript`, `recordingUrl`, `summary`). The
+//! messages of a live call ([`LIVE`]: status updates, partial transcripts, interruptions,
+//! conversation updates) are the call at its first stage, coalesced downstream into one write
+//! per window. Other message types are acknowledged and ignored.
 
-use callbridge_domain::{CallStage, DefaultRegion, Email, Sentiment, Source};
+use callbridge_domain::{CallStage, DefaultRegion, Email, IdempotencyKey, Sentiment, Source};
 use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -55,6 +57,9 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
         return Err(f);
     };
     let kind = Fields::tag(body, "message.type")?;
+    if LIVE.contains(&kind.as_str()) {
+        return Ok(live(message, &kind, region));
+    }
     if kind != "end-of-call-report" {
         return Ok(Parsed::Ignored(kind));
     }
@@ -151,6 +156,49 @@ pub fn parse(body: &Value, region: DefaultRegion) -> Result<Parsed, Fields> {
     facts.finish(f, Source::Vapi, CallStage::Analyzed, "end-of-call-report")
 }
 
+/// Messages Vapi sends while a call is live: each is the call at its first stage, and the
+/// updates of one call coalesce into one write.
+pub const LIVE: [&str; 4] = ["status-update", "transcript", "user-interrupted", "conversation-update"];
+
+/// A live message as the call so far: who is calling, since when, which way. Under a key of
+/// its own content (a redelivery is a duplicate; the next update is not). A live message that
+/// says too little to land (no call id, no time) is kept without work: the end-of-call report
+/// carries the call whatever happens to the updates before it.
+fn live(m: &Value, kind: &str, region: DefaultRegion) -> Parsed {
+    let mut f = Fields::default();
+    let digest = crate::content_digest(m.to_string().as_bytes());
+    let call_id = f.string(m, "call.id", "message.call.id");
+    let key =
+        IdempotencyKey::event(Source::Vapi.as_str(), call_id.as_deref().unwrap_or("-"), &format!("{kind}:{digest}"));
+    let number = f
+        .string(m, "call.customer.number", "message.call.customer.number")
+        .or_else(|| f.string(m, "customer.number", "message.customer.number"));
+    let number = CallerNumber::read(number, region);
+    let email = f
+        .string(m, "call.customer.email", "message.call.customer.email")
+        .or_else(|| f.string(m, "customer.email", "message.customer.email"))
+        .and_then(|e| Email::parse(&e).ok());
+    let name = f.string(m, "call.customer.name", "message.call.customer.name");
+    let started = f
+        .iso_instant(m, "call.startedAt", "message.call.startedAt")
+        .or_else(|| f.iso_instant(m, "call.createdAt", "message.call.createdAt"));
+    let at = f.instant(m, "timestamp", "message.timestamp", Unit::Milliseconds).or(started);
+    let facts = CallFacts {
+        call_id,
+        occurred_at_ms: at,
+        started_at_ms: started,
+        outbound: f.string(m, "call.type", "message.call.type").as_deref() == Some("outboundPhoneCall"),
+        number_withheld: number == CallerNumber::Withheld,
+        caller: crate::call::caller(number.phone(), email, name),
+        our_number: f.string(m, "phoneNumber.number", "message.phoneNumber.number"),
+        ..CallFacts::default()
+    };
+    match facts.finish(f, Source::Vapi, CallStage::Started, &format!("{kind}:{digest}")) {
+        Ok(parsed) => parsed,
+        Err(_) => Parsed::Record { key, kept: None },
+    }
+}
+
 /// A string result of a structured output whose name mentions `word`.
 fn structured_output(m: &Value, word: &str) -> Option<String> {
     let outputs = Fields::at(m, "artifact.structuredOutputs")?.as_object()?;
@@ -231,9 +279,9 @@ mod tests {
 
     #[test]
     fn other_messages_are_ignored_and_bad_fields_named() {
-        let status = json!({"message": {"type": "status-update", "status": "ended"}});
+        let speech = json!({"message": {"type": "speech-update", "status": "started"}});
         assert!(
-            matches!(parse(&status, DefaultRegion::default()).unwrap(), Parsed::Ignored(t) if t == "status-update")
+            matches!(parse(&speech, DefaultRegion::default()).unwrap(), Parsed::Ignored(t) if t == "speech-update")
         );
         let fields = |v: Value| {
             parse(&v, DefaultRegion::default()).unwrap_err().errors.into_iter().map(|e| e.field).collect::<Vec<_>>()
@@ -244,5 +292,48 @@ mod tests {
         r["message"]["call"]["id"] = json!(42);
         r["message"]["endedAt"] = json!("yesterday");
         assert_eq!(fields(r), ["message.call.id", "message.endedAt"]);
+    }
+
+    fn status(status: &str, at: i64) -> Value {
+        json!({"message": {"type": "status-update", "status": status, "timestamp": at,
+            "call": {"id": "call-9", "type": "inboundPhoneCall", "createdAt": "2026-01-06T14:02:10.114Z",
+                     "customer": {"number": "(571) 555-0143"}},
+            "phoneNumber": {"number": "+15715550100"}}})
+    }
+
+    #[test]
+    fn a_live_message_is_the_call_at_its_first_stage_keyed_by_its_content() {
+        let Parsed::Event(e, key) = parse(&status("in-progress", 1_767_708_131_100), DefaultRegion::default()).unwrap()
+        else {
+            panic!()
+        };
+        let Event::Call(e) = *e else { panic!() };
+        assert_eq!((e.stage, e.call_id.as_str()), (CallStage::Started, "call-9"));
+        assert_eq!(e.caller.phone.as_ref().unwrap().as_str(), "+15715550143");
+        assert_eq!(e.occurred_at_ms, 1_767_708_131_100);
+        assert_eq!(e.started_at_ms, Some(1_767_708_130_114));
+        assert!(key.as_str().starts_with("vapi:call-9:status-update:"), "{key}");
+        let again = parse(&status("in-progress", 1_767_708_131_100), DefaultRegion::default()).unwrap();
+        let next = parse(&status("in-progress", 1_767_708_131_200), DefaultRegion::default()).unwrap();
+        let key_of = |p: Parsed| match p {
+            Parsed::Event(_, k) => k.as_str().to_string(),
+            _ => panic!(),
+        };
+        assert_eq!(key_of(again), key.as_str(), "a redelivery is a duplicate");
+        assert_ne!(key_of(next), key.as_str(), "the next update is not");
+        for kind in LIVE {
+            let mut m = status("in-progress", 1_767_708_131_100);
+            m["message"]["type"] = json!(kind);
+            assert!(matches!(parse(&m, DefaultRegion::default()).unwrap(), Parsed::Event(..)), "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_live_message_too_thin_to_land_is_kept_without_work() {
+        let mut m = status("ringing", 1_767_708_131_100);
+        m["message"]["call"].as_object_mut().unwrap().remove("id");
+        assert!(matches!(parse(&m, DefaultRegion::default()).unwrap(), Parsed::Record { .. }));
+        let bare = json!({"message": {"type": "user-interrupted"}});
+        assert!(matches!(parse(&bare, DefaultRegion::default()).unwrap(), Parsed::Record { .. }));
     }
 }

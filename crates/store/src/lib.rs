@@ -16,7 +16,8 @@
 //! that caller (in its portal) is running and no older one is waiting, which keeps each
 //! caller's writes in order and never concurrent. A claimed job holds a lease; a worker that
 //! dies leaves it to be claimed again when the lease runs out. Failed jobs retry at a time the
-//! worker gives; after the last attempt they are dead, listed, and replayable.
+//! worker gives; after the last attempt they are dead, listed, and replayable. Live updates
+//! of one call coalesce into one queued job ([`Coalesce`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +62,19 @@ pub struct NewDelivery {
     pub job_kind: Option<&'static str>,
     pub caller_key: String,
     pub received_at_ms: i64,
+    /// A live update that coalesces with the others of its call (see [`Coalesce`]).
+    pub coalesce: Option<Coalesce>,
+}
+
+/// How a live update joins the others of its call: while a job for `key` (in its portal) is
+/// still queued, a newer update takes that job over (it will run with the newest state, and
+/// the older delivery is listed as `coalesced`); otherwise it gets a job of its own, due
+/// `window_ms` after it arrived, so the updates of that window gather behind it. Either way a
+/// call's updates cost at most one run per window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coalesce {
+    pub key: String,
+    pub window_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     migration!(3, "sqlite", "0003_source_sessions.sql"),
     migration!(4, "sqlite", "0004_source_marks.sql"),
     migration!(5, "sqlite", "0005_bookings.sql"),
+    migration!(6, "sqlite", "0006_coalescing.sql"),
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -29,6 +30,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(4, "postgres", "0004_source_sessions.sql"),
     migration!(5, "postgres", "0005_source_marks.sql"),
     migration!(6, "postgres", "0006_bookings.sql"),
+    migration!(7, "postgres", "0007_coalescing.sql"),
 ];
 
 #[cfg(test)]

@@ -376,10 +376,10 @@ impl Queue for PgStore {
 
     async fn events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
-            "SELECT i.id, i.portal, i.source, i.idempotency_key, i.received_at, j.kind, COALESCE(j.status, 'recorded') AS status,
+            "SELECT i.id, i.portal, i.source, i.idempotency_key, i.received_at, j.kind, COALESCE(j.status, CASE WHEN i.coalesced_into IS NULL THEN 'recorded' ELSE 'coalesced' END) AS status,
                     COALESCE(j.attempts, 0) AS attempts, j.last_error
              FROM inbox i LEFT JOIN jobs j ON j.inbox_id = i.id
-             WHERE $1::TEXT IS NULL OR COALESCE(j.status, 'recorded') = $1
+             WHERE $1::TEXT IS NULL OR COALESCE(j.status, CASE WHEN i.coalesced_into IS NULL THEN 'recorded' ELSE 'coalesced' END) = $1
              ORDER BY i.id DESC LIMIT $2",
         )
         .bind(status)
@@ -719,7 +719,10 @@ async fn insert_delivery(tx: &mut PgTx, d: &NewDelivery) -> Result<crate::Ingest
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(id) = inserted {
-        if let Some(kind) = d.job_kind {
+        if d.job_kind.is_some() && d.coalesce.is_some() {
+            enqueue_coalesced(tx, d, id).await?;
+            sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
+        } else if let Some(kind) = d.job_kind {
             sqlx::query("INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                 .bind(id)
                 .bind(d.portal.as_str())
@@ -740,6 +743,51 @@ async fn insert_delivery(tx: &mut PgTx, d: &NewDelivery) -> Result<crate::Ingest
         .fetch_one(&mut **tx)
         .await?;
     Ok(crate::Ingested { inbox_id: id, duplicate: true })
+}
+
+/// Enqueues a live update stored as inbox row `id` ([`crate::Coalesce`]): it takes over its
+/// call's queued job, or gets one of its own due a window from now. A job a worker claims
+/// meanwhile is no longer queued, and the update gets a job of its own.
+async fn enqueue_coalesced(tx: &mut PgTx, d: &NewDelivery, id: i64) -> Result<()> {
+    let (Some(kind), Some(c)) = (d.job_kind, &d.coalesce) else { return Ok(()) };
+    // Two updates of one call arriving together take turns on this call's key.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("coalesce:{}:{}", d.portal.as_str(), c.key))
+        .execute(&mut **tx)
+        .await?;
+    let previous: Option<i64> = sqlx::query_scalar(
+        "UPDATE jobs SET inbox_id = $1, updated_at = $2 FROM (SELECT id AS jid, inbox_id AS previous FROM jobs
+           WHERE portal = $3 AND coalesce_key = $4 AND status = 'queued' LIMIT 1 FOR UPDATE) p
+         WHERE jobs.id = p.jid AND jobs.status = 'queued' RETURNING p.previous",
+    )
+    .bind(id)
+    .bind(d.received_at_ms)
+    .bind(d.portal.as_str())
+    .bind(&c.key)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(previous) = previous {
+        sqlx::query("UPDATE inbox SET coalesced_into = $1 WHERE id = $2")
+            .bind(id)
+            .bind(previous)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO jobs (inbox_id, portal, kind, caller_key, coalesce_key, run_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(id)
+    .bind(d.portal.as_str())
+    .bind(kind)
+    .bind(&d.caller_key)
+    .bind(&c.key)
+    .bind(d.received_at_ms + c.window_ms)
+    .bind(d.received_at_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// One booking by its key (portal, key).

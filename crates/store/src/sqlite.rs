@@ -209,11 +209,15 @@ async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<
             new_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
         }
     }
-    let jobs: Vec<(&NewDelivery, i64)> = candidates
+    type Queued<'a> = Vec<(&'a NewDelivery, i64)>;
+    let (coalescing, jobs): (Queued<'_>, Queued<'_>) = candidates
         .iter()
         .filter(|d| d.job_kind.is_some())
         .filter_map(|d| new_ids.get(&key_of(d)).map(|id| (*d, *id)))
-        .collect();
+        .partition(|(d, _)| d.coalesce.is_some());
+    for (d, id) in coalescing {
+        enqueue_coalesced(&mut tx, d, id).await?;
+    }
     for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at) VALUES {}",
@@ -476,10 +480,10 @@ impl Queue for SqliteStore {
 
     async fn events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
-            "SELECT i.id, i.portal, i.source, i.idempotency_key, i.received_at, j.kind, COALESCE(j.status, 'recorded') AS status,
+            "SELECT i.id, i.portal, i.source, i.idempotency_key, i.received_at, j.kind, COALESCE(j.status, CASE WHEN i.coalesced_into IS NULL THEN 'recorded' ELSE 'coalesced' END) AS status,
                     COALESCE(j.attempts, 0) AS attempts, j.last_error
              FROM inbox i LEFT JOIN jobs j ON j.inbox_id = i.id
-             WHERE ?1 IS NULL OR COALESCE(j.status, 'recorded') = ?1
+             WHERE ?1 IS NULL OR COALESCE(j.status, CASE WHEN i.coalesced_into IS NULL THEN 'recorded' ELSE 'coalesced' END) = ?1
              ORDER BY i.id DESC LIMIT ?2",
         )
         .bind(status)
@@ -704,7 +708,9 @@ async fn insert_delivery(tx: &mut Tx, d: &NewDelivery) -> Result<crate::Ingested
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(id) = inserted {
-        if let Some(kind) = d.job_kind {
+        if d.job_kind.is_some() && d.coalesce.is_some() {
+            enqueue_coalesced(tx, d, id).await?;
+        } else if let Some(kind) = d.job_kind {
             sqlx::query("INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
                 .bind(id)
                 .bind(d.portal.as_str())
@@ -724,6 +730,48 @@ async fn insert_delivery(tx: &mut Tx, d: &NewDelivery) -> Result<crate::Ingested
         .fetch_one(&mut **tx)
         .await?;
     Ok(crate::Ingested { inbox_id: id, duplicate: true })
+}
+
+/// Enqueues a live update stored as inbox row `id` ([`crate::Coalesce`]): it takes over its
+/// call's queued job, or gets one of its own due a window from now.
+async fn enqueue_coalesced(tx: &mut Tx, d: &NewDelivery, id: i64) -> Result<()> {
+    let (Some(kind), Some(c)) = (d.job_kind, &d.coalesce) else { return Ok(()) };
+    // The transaction holds SQLite's write lock: nothing claims the job between these.
+    let queued: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT id, inbox_id FROM jobs WHERE portal = ? AND coalesce_key = ? AND status = 'queued' LIMIT 1",
+    )
+    .bind(d.portal.as_str())
+    .bind(&c.key)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some((job, previous)) = queued {
+        sqlx::query("UPDATE jobs SET inbox_id = ?, updated_at = ? WHERE id = ?")
+            .bind(id)
+            .bind(d.received_at_ms)
+            .bind(job)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE inbox SET coalesced_into = ? WHERE id = ?")
+            .bind(id)
+            .bind(previous)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO jobs (inbox_id, portal, kind, caller_key, coalesce_key, run_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(d.portal.as_str())
+    .bind(kind)
+    .bind(&d.caller_key)
+    .bind(&c.key)
+    .bind(d.received_at_ms + c.window_ms)
+    .bind(d.received_at_ms)
+    .bind(d.received_at_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// One booking by its key (portal, key).

@@ -42,6 +42,7 @@ fn delivery_in(portal: &PortalId, key: &str, caller: &str) -> NewDelivery {
         job_kind: Some("sync_call"),
         caller_key: caller.into(),
         received_at_ms: now_ms(),
+        coalesce: None,
     }
 }
 
@@ -590,4 +591,63 @@ async fn a_claim_never_takes_a_callers_job_past_one_it_could_not_lock() {
     let rest = s.claim_many("w", Duration::from_secs(60), 10).await.unwrap();
     assert_eq!(rest.iter().map(|j| j.inbox_id).collect::<Vec<_>>(), [inbox[1], inbox[2]], "then the rest, in order");
     assert_eq!(rest[1].claims, 1, "handing a job back is not a claim");
+}
+
+fn live(key: &str, call: &str, window_ms: i64) -> NewDelivery {
+    NewDelivery {
+        coalesce: Some(callbridge_store::Coalesce { key: format!("call:vapi:{call}"), window_ms }),
+        ..delivery(key, "caller")
+    }
+}
+
+#[tokio::test]
+async fn live_updates_of_one_call_coalesce_into_one_queued_job_with_the_newest() {
+    for (name, s) in backends().await {
+        // A window already over, so the test claims at once.
+        let ids: Vec<i64> = ingest_in_turn(&s, (0..5).map(|i| live(&format!("u{i}"), "c1", -1)).collect()).await;
+        s.ingest(live("other", "c2", -1)).await.unwrap();
+        assert_eq!(s.counts().await.unwrap().queued, 2, "{name}: one job per call");
+        let lease = Duration::from_secs(60);
+        let jobs = s.claim_many("w", lease, 10).await.unwrap();
+        let first = jobs.iter().find(|j| j.idempotency_key.starts_with('u')).unwrap();
+        assert_eq!(first.idempotency_key, "u4", "{name}: the job carries the newest update");
+        let events = s.events(None, 10).await.unwrap();
+        let status = |id: i64| events.iter().find(|e| e.id == id).unwrap().status.clone();
+        assert_eq!(ids[..4].iter().map(|i| status(*i)).collect::<Vec<_>>(), ["coalesced"; 4], "{name}");
+        // A repeat of an update is a duplicate; one after the claim gets a job of its own.
+        assert!(s.ingest(live("u4", "c1", -1)).await.unwrap().duplicate, "{name}");
+        s.ingest(live("u5", "c1", -1)).await.unwrap();
+        assert_eq!(s.counts().await.unwrap().queued, 1, "{name}: the running job is not taken over");
+        // A new job waits out its window before it can be claimed.
+        s.ingest(live("w0", "c3", 60_000)).await.unwrap();
+        let claimed = s.claim_many("w", lease, 10).await.unwrap();
+        assert!(claimed.iter().all(|j| j.idempotency_key != "w0"), "{name}: due a window after it arrived");
+    }
+}
+
+/// Ingests deliveries one after another, returning their inbox ids.
+async fn ingest_in_turn(s: &Arc<dyn Store>, deliveries: Vec<NewDelivery>) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for d in deliveries {
+        ids.push(s.ingest(d).await.unwrap().inbox_id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn concurrent_live_updates_of_one_call_leave_one_job() {
+    for (name, s) in backends().await {
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move { s.ingest(live(&format!("u{i}"), "c1", 60_000)).await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(s.counts().await.unwrap().queued, 1, "{name}");
+        let events = s.events(None, 50).await.unwrap();
+        assert_eq!(events.iter().filter(|e| e.status == "coalesced").count(), 19, "{name}");
+    }
 }

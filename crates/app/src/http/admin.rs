@@ -37,9 +37,9 @@ pub struct EventsQuery {
 
 pub async fn events(State(state): State<AppState>, Query(q): Query<EventsQuery>) -> Result<Response, ApiError> {
     if let Some(s) = &q.status
-        && !matches!(s.as_str(), "queued" | "running" | "done" | "dead" | "recorded")
+        && !matches!(s.as_str(), "queued" | "running" | "done" | "dead" | "recorded" | "coalesced")
     {
-        return Err(ApiError::field("status", "must be queued, running, done, dead or recorded"));
+        return Err(ApiError::field("status", "must be queued, running, done, dead, recorded or coalesced"));
     }
     let rows = state
         .store

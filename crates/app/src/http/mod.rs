@@ -66,6 +66,8 @@ pub struct AppState {
     pub pulls: Arc<Vec<Arc<crate::pull::runner::Runner>>>,
     /// The mid-call tools.
     pub tools: Arc<crate::tools::Tools>,
+    /// The window live updates of one call coalesce in (`live_update_window_ms`).
+    pub live_window_ms: i64,
 }
 
 /// The platforms whose webhooks are served, as configured.

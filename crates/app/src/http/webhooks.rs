@@ -90,10 +90,12 @@ async fn accept(
         Event::Booking(b) => crate::tools::booking_of(&PortalId::default(), source, b),
         Event::Call(_) => None,
     };
-    let delivery = crate::inbox::with_job(PortalId::default(), source, key, body.to_vec(), event).map_err(|e| {
-        tracing::error!(error.kind = "serialise", event.source = source, "an event could not be stored: {e}");
-        ApiError::Internal
-    })?;
+    let delivery =
+        crate::inbox::with_job(PortalId::default(), source, key, body.to_vec(), event, Some(state.live_window_ms))
+            .map_err(|e| {
+                tracing::error!(error.kind = "serialise", event.source = source, "an event could not be stored: {e}");
+                ApiError::Internal
+            })?;
     let ingested = store(state, source, delivery).await?;
     // A booked time is kept where the tools see it (availability, reschedule, cancel). On a
     // redelivery too: a failure here is mended by the sender's retry.

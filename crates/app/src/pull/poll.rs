@@ -16,7 +16,6 @@ use callbridge_sources::pulled::{CallMap, TimeFormat, parse_record};
 use callbridge_store::Store;
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::SessionKeeper;
@@ -178,7 +177,8 @@ async fn run_held(
                         (a, b) => a.or(b),
                     };
                     report.latest_ms = report.latest_ms.max(start);
-                    crate::inbox::with_job(source.portal.clone(), &source.name, key, raw, *event)
+                    // A polled record is a call as it stands: nothing live to coalesce.
+                    crate::inbox::with_job(source.portal.clone(), &source.name, key, raw, *event, None)
                         .map_err(|e| PullError::Store(e.to_string()))?
                 }
                 Ok(Parsed::Record { key, .. } | Parsed::Unattached(key)) => {
@@ -190,7 +190,10 @@ async fn run_held(
                     report.rejected += 1;
                     let names: Vec<&str> = fields.errors.iter().map(|e| e.field.as_str()).collect();
                     tracing::warn!(source = %source.name, fields = ?names, "a polled record was rejected");
-                    let key = IdempotencyKey::of(&source.name, &format!("rejected:{}", digest(&raw)));
+                    let key = IdempotencyKey::of(
+                        &source.name,
+                        &format!("rejected:{}", callbridge_sources::content_digest(&raw)),
+                    );
                     crate::inbox::recorded(source.portal.clone(), &source.name, key, raw)
                 }
             };
@@ -278,10 +281,6 @@ fn event_start(event: &callbridge_domain::Event) -> Option<i64> {
         callbridge_domain::Event::Call(c) => Some(c.started_at_ms.unwrap_or(c.occurred_at_ms)),
         callbridge_domain::Event::Booking(_) => None,
     }
-}
-
-fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Which page to ask for.

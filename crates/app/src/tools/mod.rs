@@ -243,6 +243,7 @@ impl Tools {
             IdempotencyKey::of("tool", &booking_key),
             raw,
             Event::Booking(event),
+            None,
         )
         .map_err(|_| ToolError("the booking could not be stored; try again".into()))?;
         match self.store.book(&booking, delivery).await.map_err(store_failed)? {

@@ -42,8 +42,8 @@ async fn webhook_answers_and_every_refusal_have_a_stable_shape() {
     assert_eq!(status, 200);
     insta::assert_json_snapshot!("webhook_accepted", answer);
     insta::assert_json_snapshot!("webhook_duplicate", app.booking(&booking).await.1);
-    let status_update = json!({"message": {"type": "status-update", "status": "in-progress"}});
-    insta::assert_json_snapshot!("webhook_ignored", app.vapi(&status_update).await.1);
+    let ignored = json!({"message": {"type": "speech-update", "status": "started"}});
+    insta::assert_json_snapshot!("webhook_ignored", app.vapi(&ignored).await.1);
 
     // 401: each check that can fail says which.
     let retell_body = json!({"event": "call_ended", "call": {"call_id": "c1"}}).to_string();

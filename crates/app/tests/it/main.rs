@@ -6,6 +6,7 @@ mod bounds;
 mod burst;
 mod fuzz_regressions;
 mod helpers;
+mod live;
 mod logs;
 mod outage_logs;
 mod pipeline;
