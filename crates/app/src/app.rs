@@ -76,8 +76,12 @@ impl App {
             config.hubspot_search_per_second as usize,
             config.plan_rules().expect("validated with the configuration"),
         );
-        App::with_portals(config, store, Portals::new([Portal { hubspot, engine, readiness: Default::default() }]))
-            .await
+        let scheduler = config
+            .scheduler_link
+            .clone()
+            .map(|slug| crate::scheduler::MeetingLink::new(slug, config.business_time_zone.clone()));
+        let portal = Portal { hubspot, engine, readiness: Default::default(), scheduler };
+        App::with_portals(config, store, Portals::new([portal])).await
     }
 
     pub async fn with_portals(config: &Config, store: Arc<dyn Store>, portals: Portals) -> App {

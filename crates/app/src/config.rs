@@ -88,6 +88,9 @@ pub struct Config {
     /// Live updates of one call (status, partial transcripts, interruptions, a call started)
     /// coalesce into one HubSpot write per this window, carrying the latest state.
     pub live_update_window_ms: u64,
+    /// A HubSpot scheduler meeting link's slug: availability comes from its page and bookings
+    /// go through its book API (callers without an email are booked as meetings directly).
+    pub scheduler_link: Option<String>,
     /// Business hours for availability and bookings: the zone (IANA), the days (`mon-fri`, or
     /// `mon,wed,fri`), the hours (`09:00-17:00`), slot length, buffer around bookings, how far
     /// ahead and how soon slots are offered.
@@ -193,6 +196,7 @@ impl Default for Config {
             elevenlabs_tool_secret: None,
             tool_deadline_ms: 2000,
             live_update_window_ms: 300,
+            scheduler_link: None,
             business_time_zone: "America/New_York".into(),
             business_days: "mon-fri".into(),
             business_hours: "09:00-17:00".into(),
@@ -233,7 +237,7 @@ const NUMERIC: [&str; 20] = [
     "booking_notice_minutes",
 ];
 /// Settings that take text.
-const TEXT: [&str; 20] = [
+const TEXT: [&str; 21] = [
     "listen",
     "database_url",
     "hubspot_base_url",
@@ -254,6 +258,7 @@ const TEXT: [&str; 20] = [
     "business_hours",
     "lead_status_map",
     "task_owner_id",
+    "scheduler_link",
 ];
 
 /// `CALLBRIDGE_*` variables that are not settings: the log filter, and the test and sandbox
@@ -547,6 +552,16 @@ impl Config {
         range("booking_horizon_days", self.booking_horizon_days, 1, 365, "from a day to a year ahead")?;
         range("booking_notice_minutes", self.booking_notice_minutes, 0, 10_080, "at most a week's notice")?;
         self.business().map_err(|(key, why)| bad(key, why))?;
+        if let Some(slug) = &self.scheduler_link {
+            let fits = |c: char| c.is_ascii_alphanumeric() || "-_./".contains(c);
+            if slug.is_empty() || slug.len() > 200 || !slug.chars().all(fits) || slug.contains("..") {
+                return Err(bad(
+                    "scheduler_link",
+                    "must be a meeting link's slug (the part after meetings.hubspot.com/: letters, digits, - _ . /)"
+                        .into(),
+                ));
+            }
+        }
         self.plan_rules().map_err(|(key, why)| bad(key, why))?;
         if !matches!(self.vapi_auth.as_str(), "secret" | "hmac") {
             return Err(bad("vapi_auth", format!("{:?}: use secret or hmac", self.vapi_auth)));

@@ -7,6 +7,7 @@
 //! | `sync_call` | [`SyncCall`]: a call event | the sync engine, batched with others |
 //! | `sync_booking` | [`SyncBooking`]: a booking | the sync engine, batched with others |
 //! | `update_meeting` | [`UpdateMeeting`]: a booking's key | [`crate::meetings`]: its meeting (and the contact's next meeting) made to match the booking as recorded |
+//! | `book_link` | [`BookLink`]: a booking's key | [`crate::scheduler`]: booked through the portal's meeting link, once, its meeting tied to the booking |
 //!
 //! Payloads of the sync kinds are the canonical event as JSON (`{"kind":"call",…}`), the shape
 //! rows have held since the first release, so queued jobs written by it still decode.
@@ -33,6 +34,17 @@ impl UpdateMeeting {
     pub const NAME: &'static str = "update_meeting";
 }
 
+/// Books a booking through the portal's scheduler meeting link (HubSpot makes the contact and
+/// the meeting), then ties that meeting to the booking.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BookLink {
+    pub booking_key: String,
+}
+
+impl BookLink {
+    pub const NAME: &'static str = "book_link";
+}
+
 impl SyncCall {
     pub const NAME: &'static str = "sync_call";
 }
@@ -47,6 +59,7 @@ pub enum JobKind {
     SyncCall(SyncCall),
     SyncBooking(SyncBooking),
     UpdateMeeting(UpdateMeeting),
+    BookLink(BookLink),
 }
 
 /// Why a stored job cannot be run: retrying cannot fix it.
@@ -73,6 +86,7 @@ impl JobKind {
             JobKind::SyncCall(_) => SyncCall::NAME,
             JobKind::SyncBooking(_) => SyncBooking::NAME,
             JobKind::UpdateMeeting(_) => UpdateMeeting::NAME,
+            JobKind::BookLink(_) => BookLink::NAME,
         }
     }
 
@@ -88,6 +102,7 @@ impl JobKind {
             JobKind::SyncCall(SyncCall(c)) => serde_json::to_string(&Stored::Call(c)),
             JobKind::SyncBooking(SyncBooking(b)) => serde_json::to_string(&Stored::Booking(b)),
             JobKind::UpdateMeeting(u) => serde_json::to_string(u),
+            JobKind::BookLink(b) => serde_json::to_string(b),
         }
     }
 
@@ -96,6 +111,10 @@ impl JobKind {
         if name == UpdateMeeting::NAME {
             let bad = |e: serde_json::Error| DecodeError::Payload { kind: UpdateMeeting::NAME, reason: e.to_string() };
             return serde_json::from_str(payload).map(JobKind::UpdateMeeting).map_err(bad);
+        }
+        if name == BookLink::NAME {
+            let bad = |e: serde_json::Error| DecodeError::Payload { kind: BookLink::NAME, reason: e.to_string() };
+            return serde_json::from_str(payload).map(JobKind::BookLink).map_err(bad);
         }
         let kind = match name {
             SyncCall::NAME => SyncCall::NAME,
@@ -115,7 +134,7 @@ impl JobKind {
         match self {
             JobKind::SyncCall(SyncCall(c)) => Some(Event::Call(c.clone())),
             JobKind::SyncBooking(SyncBooking(b)) => Some(Event::Booking(b.clone())),
-            JobKind::UpdateMeeting(_) => None,
+            JobKind::UpdateMeeting(_) | JobKind::BookLink(_) => None,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod portals;
 pub mod properties;
 pub mod pull;
 pub mod readiness;
+pub mod scheduler;
 pub mod sync;
 pub mod telemetry;
 pub mod tokens;

@@ -50,7 +50,7 @@ pub async fn apply(store: &dyn Store, portal: &Portal, job: &UpdateMeeting) -> R
 
 /// The contact's next-meeting properties after this booking's change: moved with it, or
 /// cleared when it is cancelled.
-fn next_meeting_properties(b: &Booking) -> Map<String, Value> {
+pub(crate) fn next_meeting_properties(b: &Booking) -> Map<String, Value> {
     let kind = b.meeting_type.as_deref().unwrap_or("Meeting");
     next_meeting(b.start_ms, kind, b.status.as_str())
         .into_iter()
@@ -58,7 +58,7 @@ fn next_meeting_properties(b: &Booking) -> Map<String, Value> {
         .collect()
 }
 
-fn caller(b: &Booking) -> Caller {
+pub(crate) fn caller(b: &Booking) -> Caller {
     Caller {
         phone: b.phone.as_deref().and_then(|p| PhoneE164::parse(p, Default::default()).ok()),
         email: b.email.as_deref().and_then(|e| Email::parse(e).ok()),

@@ -17,6 +17,8 @@ pub struct Portal {
     pub engine: Engine,
     /// Whether its token is accepted and its properties in place; its jobs wait until so.
     pub readiness: Readiness,
+    /// The scheduler meeting link availability and bookings go through, when configured.
+    pub scheduler: Option<crate::scheduler::MeetingLink>,
 }
 
 impl Portal {

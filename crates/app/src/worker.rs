@@ -201,7 +201,9 @@ impl Worker {
         let mut changes = Vec::new();
         for job in jobs {
             match JobKind::decode(&job.kind, &job.event_json) {
-                Ok(JobKind::UpdateMeeting(u)) => changes.push((job.id, job.portal.clone(), u)),
+                Ok(kind @ (JobKind::UpdateMeeting(_) | JobKind::BookLink(_))) => {
+                    changes.push((job.id, job.portal.clone(), kind, job.claims > 1 || job.attempts > 0))
+                }
                 Ok(kind) => {
                     let Some(event) = kind.event() else { continue };
                     by_portal.entry(job.portal.clone()).or_default().push(SyncJob {
@@ -232,21 +234,30 @@ impl Worker {
             }
         }))
         .await;
-        // After the rounds: a booking claimed with its change is in HubSpot by now.
-        for (id, portal_id, change) in changes {
-            self.update_meeting(&held[&id], &portal_id, &change).await;
+        // After the rounds, in the order queued: a booking claimed with its change is in
+        // HubSpot by now.
+        changes.sort_by_key(|c| c.0);
+        for (id, portal_id, change, retrying) in changes {
+            self.meeting_job(&held[&id], &portal_id, &change, retrying).await;
         }
     }
 
-    /// Runs an `update_meeting` job and records its outcome.
-    async fn update_meeting(&self, job: &Held, portal_id: &PortalId, change: &crate::jobs::UpdateMeeting) {
+    /// Runs an `update_meeting` or `book_link` job and records its outcome.
+    async fn meeting_job(&self, job: &Held, portal_id: &PortalId, kind: &JobKind, retrying: bool) {
         let Some(portal) = self.portals.get(portal_id).cloned() else {
             return self.fail(job, SyncError::Transient(format!("portal {portal_id} is not configured here"))).await;
         };
         if !portal.readiness.is_ready() {
             return self.wait(&[job.id]).await;
         }
-        match crate::meetings::apply(self.store.as_ref(), &portal, change).await {
+        let outcome = match kind {
+            JobKind::BookLink(b) => {
+                crate::scheduler::book(self.store.as_ref(), &portal, &b.booking_key, retrying).await
+            }
+            JobKind::UpdateMeeting(change) => crate::meetings::apply(self.store.as_ref(), &portal, change).await,
+            _ => Err(SyncError::Permanent("not a meeting job".into())),
+        };
+        match outcome {
             Ok(()) => {
                 let settled = callbridge_store::Settlement {
                     portal: portal_id.clone(),

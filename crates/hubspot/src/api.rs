@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::endpoints::scheduler::{LinkAvailability, LinkBooked, LinkBooking};
 use crate::error::HubSpotError;
 use crate::transport::{ClientStats, HubSpotClient};
 use crate::types::*;
@@ -45,6 +46,10 @@ pub trait HubSpotApi: Send + Sync {
     async fn group_names(&self, t: ObjectType) -> R<Vec<String>>;
     async fn create_group(&self, t: ObjectType, name: &str, label: &str) -> R<bool>;
     async fn create_property(&self, t: ObjectType, spec: &PropertySpec) -> R<bool>;
+    /// The open times of a scheduler meeting link, a month from `month_offset` months ahead.
+    async fn link_availability(&self, slug: &str, time_zone: &str, month_offset: u32) -> R<LinkAvailability>;
+    /// Books through a scheduler meeting link (HubSpot matches or creates the contact).
+    async fn book_link(&self, booking: &LinkBooking) -> R<LinkBooked>;
     /// What the token may do (cached after the first probe).
     async fn capabilities(&self) -> R<Capabilities>;
     /// Asks HubSpot again what the token may do.
@@ -112,6 +117,12 @@ impl HubSpotApi for HubSpotClient {
     }
     async fn create_property(&self, t: ObjectType, spec: &PropertySpec) -> R<bool> {
         HubSpotClient::create_property(self, t, spec).await
+    }
+    async fn link_availability(&self, slug: &str, time_zone: &str, month_offset: u32) -> R<LinkAvailability> {
+        HubSpotClient::link_availability(self, slug, time_zone, month_offset).await
+    }
+    async fn book_link(&self, booking: &LinkBooking) -> R<LinkBooked> {
+        HubSpotClient::book_link(self, booking).await
     }
     async fn capabilities(&self) -> R<Capabilities> {
         HubSpotClient::capabilities(self).await

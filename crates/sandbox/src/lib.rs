@@ -30,6 +30,9 @@ pub mod state;
 pub mod util;
 
 pub use db::Rules;
+
+/// The slug of the sandbox's one meeting link (a personal link of its first owner).
+pub const MEETING_LINK_SLUG: &str = "callbridge-demo";
 pub use search::SearchLimits;
 pub use state::{Faults, SandboxConfig, Tier, TokenKind};
 

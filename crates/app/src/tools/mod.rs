@@ -4,13 +4,17 @@
 //! line (plus structured data), or an error line the agent can say; neither ever holds the
 //! conversation up for a backlog.
 //!
-//! - Availability comes from business hours in the configuration minus what callbridge has
-//!   booked and not cancelled (no HubSpot request at all).
+//! - Availability comes from the portal's scheduler meeting link when one is configured (its
+//!   availability page, cached briefly; [`crate::scheduler`]), otherwise from business hours in
+//!   the configuration (no HubSpot request at all) — either way less what callbridge has
+//!   booked and not cancelled.
 //! - A booking is checked against those hours and the bookings, then recorded with its job in
 //!   one transaction ([`callbridge_store::Bookings::book`]); the answer waits for HubSpot at most
 //!   the configured deadline, and past it the agent hears "booked" while the job lands it from
 //!   the queue. The key is the platform's call id and the start, so a retried or repeated call
-//!   returns the same booking and writes nothing new.
+//!   returns the same booking and writes nothing new. With a meeting link, a caller with an
+//!   email is booked through the link's book API (the `book_link` job); otherwise the job
+//!   creates the meeting itself.
 //! - A reschedule or a cancel changes the booking and queues an `update_meeting` job in one
 //!   transaction ([`crate::meetings`] carries it to HubSpot).
 
@@ -217,7 +221,7 @@ impl Tools {
         if let Some(existing) = self.store.booking(portal, &booking_key).await.map_err(store_failed)? {
             return Ok(self.booked_answer(&existing, &zone, None));
         }
-        if !self.bookable(start, duration, now) {
+        if !self.bookable(portal, start, duration, now).await? {
             return refuse(format!(
                 "that time is not open. {}",
                 self.alternatives(portal, start, duration, &zone).await?
@@ -237,14 +241,13 @@ impl Tools {
         };
         let booking = booking_of(portal, platform, &event).expect("a booking with a start");
         let raw = serde_json::to_vec(&call.args).unwrap_or_default();
-        let delivery = crate::inbox::with_job(
-            portal.clone(),
-            platform,
-            IdempotencyKey::of("tool", &booking_key),
-            raw,
-            Event::Booking(event),
-            None,
-        )
+        let key = IdempotencyKey::of("tool", &booking_key);
+        let delivery = if self.through_link(portal, &caller) {
+            let job = crate::jobs::JobKind::BookLink(crate::jobs::BookLink { booking_key: booking_key.clone() });
+            crate::inbox::for_job(portal.clone(), platform, key, raw, job, booking.caller_key.clone())
+        } else {
+            crate::inbox::with_job(portal.clone(), platform, key, raw, Event::Booking(event), None)
+        }
         .map_err(|_| ToolError("the booking could not be stored; try again".into()))?;
         match self.store.book(&booking, delivery).await.map_err(store_failed)? {
             Booked::Existing(existing) => Ok(self.booked_answer(&existing, &zone, None)),
@@ -253,8 +256,29 @@ impl Tools {
             }
             Booked::New(inbox_id) => {
                 self.wake.notify_one();
-                let landed = self.wait_for(inbox_id).await;
-                Ok(self.booked_answer(&booking, &zone, Some(landed)))
+                match self.wait_for(inbox_id).await {
+                    Some(landed) => Ok(self.booked_answer(&booking, &zone, Some(landed))),
+                    // HubSpot refused it (the event is dead, listed with the reason): the agent
+                    // must not say "booked", and the slot is not held for it.
+                    None => {
+                        let change = BookingChange {
+                            start_ms: booking.start_ms,
+                            end_ms: booking.end_ms,
+                            status: BookingStatus::Canceled,
+                            line: "HubSpot refused the booking; it was never made.".into(),
+                        };
+                        let note = crate::inbox::recorded(
+                            portal.clone(),
+                            platform,
+                            IdempotencyKey::of("tool", &format!("refused:{booking_key}")),
+                            Vec::new(),
+                        );
+                        self.store.change_booking(portal, &booking_key, &change, note).await.map_err(store_failed)?;
+                        refuse(
+                            "the calendar did not accept that booking; offer another time or to have someone call back",
+                        )
+                    }
+                }
             }
         }
     }
@@ -289,7 +313,7 @@ impl Tools {
             if start == booking.start_ms {
                 return Ok(self.booked_answer(&booking, &zone, None));
             }
-            let open = self.bookable(start, duration, now)
+            let open = self.bookable(portal, start, duration, now).await?
                 && self
                     .store
                     .bookings_between(portal, start, start + duration)
@@ -339,9 +363,28 @@ impl Tools {
         Ok(self.booked_answer(&changed, &zone, None))
     }
 
-    /// Whether business hours take a meeting of `duration` at `start`, with the notice kept.
-    fn bookable(&self, start: i64, duration: i64, now: i64) -> bool {
-        self.hours.admits(start, duration) && start >= now + self.hours.min_notice_minutes * 60_000
+    /// Whether a meeting of `duration` can start at `start`, with the notice kept: an open time
+    /// of the portal's meeting link (read afresh), else within business hours.
+    async fn bookable(&self, portal: &PortalId, start: i64, duration: i64, now: i64) -> Result<bool, ToolError> {
+        if start < now + self.hours.min_notice_minutes * 60_000 {
+            return Ok(false);
+        }
+        match self.portals.get(portal).and_then(|p| p.scheduler.as_ref().map(|l| (p, l))) {
+            Some((p, link)) => {
+                let (open, _) = link
+                    .open_times(p.hubspot.as_ref(), duration, (start, start + duration), true)
+                    .await
+                    .map_err(calendar_failed)?;
+                Ok(open.contains(&(start, start + duration)))
+            }
+            None => Ok(self.hours.admits(start, duration)),
+        }
+    }
+
+    /// Whether bookings of this portal go through its meeting link (the caller has an email:
+    /// the link's book API needs one).
+    fn through_link(&self, portal: &PortalId, caller: &Caller) -> bool {
+        caller.email.is_some() && self.portals.get(portal).is_some_and(|p| p.scheduler.is_some())
     }
 
     /// The booking a change is about: the one named (`booking_id`), else the caller's next.
@@ -386,7 +429,23 @@ impl Tools {
         let booked = self.store.bookings_between(portal, from - buffer, to + buffer).await.map_err(store_failed)?;
         let busy: Vec<(i64, i64)> =
             booked.iter().filter(|b| Some(b.key.as_str()) != except).map(|b| (b.start_ms, b.end_ms)).collect();
-        Ok(open_slots(&self.hours, &busy, now, range, duration, limit))
+        let Some((p, link)) = self.portals.get(portal).and_then(|p| p.scheduler.as_ref().map(|l| (p, l))) else {
+            return Ok(open_slots(&self.hours, &busy, now, range, duration, limit));
+        };
+        // The link's open times, less what callbridge booked that HubSpot may not show yet.
+        let notice = now + self.hours.min_notice_minutes * 60_000;
+        let (open, offered) =
+            link.open_times(p.hubspot.as_ref(), duration, (from, to), false).await.map_err(calendar_failed)?;
+        if !offered.is_empty() && !offered.contains(&duration) {
+            let minutes: Vec<String> = offered.iter().map(|d| (d / 60_000).to_string()).collect();
+            return refuse(format!("the calendar offers meetings of {} minutes", minutes.join(" or ")));
+        }
+        Ok(open
+            .into_iter()
+            .filter(|(s, e)| *s >= notice && !busy.iter().any(|(bs, be)| s < be && bs < e))
+            .map(|(s, _)| s)
+            .take(limit)
+            .collect())
     }
 
     /// The nearest open times around `start`, said.
@@ -413,18 +472,20 @@ impl Tools {
 
     /// Waits for a booking's job to land, at most the deadline, and never behind a backlog:
     /// a job no worker has picked up soon after it was queued waits behind others, so the
-    /// agent is answered at once. True when it landed.
-    async fn wait_for(&self, inbox_id: i64) -> bool {
+    /// agent is answered at once. `Some(true)` when it landed, `Some(false)` while it is on
+    /// its way, `None` when HubSpot refused it for good.
+    async fn wait_for(&self, inbox_id: i64) -> Option<bool> {
         let started = tokio::time::Instant::now();
         let deadline = started + self.deadline;
         loop {
             match self.store.job_status(inbox_id).await.ok().flatten().as_deref() {
-                Some("done") => return true,
-                Some("queued") if started.elapsed() >= PICKUP_LIMIT => return false,
+                Some("done") => return Some(true),
+                Some("dead") => return None,
+                Some("queued") if started.elapsed() >= PICKUP_LIMIT => return Some(false),
                 _ => {}
             }
             if tokio::time::Instant::now() >= deadline {
-                return false;
+                return Some(false);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -584,6 +645,12 @@ fn parse_time(raw: &str, zone: &jiff::tz::TimeZone) -> Result<i64, ToolError> {
         return Ok(z.timestamp().as_millisecond());
     }
     refuse("the time must look like 2026-12-03T10:30:00-05:00")
+}
+
+/// The meeting link's calendar could not be read (HubSpot down, over budget, refusing).
+fn calendar_failed(e: callbridge_hubspot::HubSpotError) -> ToolError {
+    tracing::warn!(error.transient = e.is_transient(), "reading the meeting link's availability failed");
+    ToolError("the calendar cannot be read right now; offer to have someone call back to book".into())
 }
 
 fn store_failed(e: callbridge_store::StoreError) -> ToolError {

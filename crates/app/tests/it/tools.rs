@@ -289,3 +289,79 @@ async fn a_caller_known_only_by_the_index_costs_one_hubspot_read() {
     assert_eq!(app.sandbox.stats().total(), 1, "one read");
     app.stop().await;
 }
+
+/// The app with the sandbox's meeting link configured.
+async fn linked_app() -> TestApp {
+    TestApp::start_with(SandboxConfig::default(), |c| {
+        c.elevenlabs_tool_secret = Some(secrecy::SecretString::from(ELEVEN_SECRET));
+        c.scheduler_link = Some(callbridge_sandbox::MEETING_LINK_SLUG.into());
+        c.business_time_zone = "UTC".into();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn with_a_meeting_link_times_come_from_its_page_and_a_booking_goes_through_it_once() {
+    let app = linked_app().await;
+    let (status, answer) = eleven_tool(&app, "check_availability", &json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    let reads = app.sandbox.stats().matching("GET", "availability-page");
+    assert!(reads >= 1, "the link's page was read");
+    let first = answer["slots"][0]["start"].as_str().expect("an open slot").to_string();
+    let start_ms = callbridge_domain::time::parse_iso_with_offset(&first).unwrap();
+    // Asking again costs no request.
+    let (_, again) = eleven_tool(&app, "check_availability", &json!({})).await;
+    assert_eq!(again["slots"], answer["slots"]);
+    assert_eq!(app.sandbox.stats().matching("GET", "availability-page"), reads, "cached");
+
+    let book = json!({"start_time": first, "name": "Ines Marlow", "email": "ines@example.com",
+                      "system__caller_id": "+14155550190", "system__conversation_id": "conv-link-1"});
+    for _ in 0..3 {
+        let (status, answer) = eleven_tool(&app, "book_meeting", &book).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer["result"].as_str().unwrap().starts_with("Booked for "), "{answer}");
+    }
+    app.settle().await;
+    assert_eq!(app.sandbox.stats().matching("POST", "/meeting-links/book"), 1, "booked through the link once");
+    let meetings = meetings(&app);
+    assert_eq!(meetings.len(), 1, "{meetings:?}");
+    let m = &meetings[0];
+    assert!(prop(m, "hs_meeting_title").unwrap().starts_with("Discovery call with Ines"), "the link made it: {m}");
+    assert_eq!(
+        prop(m, "hs_meeting_start_time").and_then(callbridge_domain::time::parse_iso_with_offset),
+        Some(start_ms)
+    );
+    assert!(prop(m, "callbridge_event_id").is_some(), "tied to callbridge's booking");
+    let contacts = app.records("contacts");
+    assert_eq!(contacts.len(), 1, "HubSpot made the contact from the email");
+    assert_eq!(prop(&contacts[0], "email"), Some("ines@example.com"));
+    assert_eq!(prop(&contacts[0], "callbridge_next_meeting_outcome"), Some("SCHEDULED"));
+
+    // The booked time is no longer offered, and a cancel reaches the link's meeting.
+    let (_, after) = eleven_tool(&app, "check_availability", &json!({})).await;
+    assert!(after["slots"].as_array().unwrap().iter().all(|s| s["start"] != first.as_str()), "{after}");
+    let (status, answer) = eleven_tool(&app, "cancel_meeting", &book).await;
+    assert_eq!(status, 200, "{answer}");
+    app.settle().await;
+    let meetings = self::meetings(&app);
+    assert_eq!(meetings.len(), 1);
+    assert_eq!(prop(&meetings[0], "hs_meeting_outcome"), Some("CANCELED"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_a_meeting_link_a_time_it_does_not_offer_is_refused_with_its_open_times() {
+    let app = linked_app().await;
+    // 03:10 UTC is outside the link's hours on any day.
+    let tomorrow =
+        callbridge_domain::time::iso_ms((callbridge_store::now_ms() / 86_400_000 + 1) * 86_400_000 + 11_400_000);
+    let (status, answer) =
+        eleven_tool(&app, "book_meeting", &json!({"start_time": tomorrow, "email": "ines@example.com"})).await;
+    assert_eq!(status, 200);
+    let error = answer["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.starts_with("that time is not open. The nearest open times are "), "{answer}");
+    app.settle().await;
+    assert!(meetings(&app).is_empty());
+    assert_eq!(app.sandbox.stats().matching("POST", "/meeting-links/book"), 0);
+    app.stop().await;
+}

@@ -1,9 +1,9 @@
 //! HubSpot's endpoints, one module per group, each an `impl` block on
-//! [`HubSpotClient`](crate::HubSpotClient) over the transport's one request path. The
-//! scheduler's endpoints (availability, booking) join when the mid-call tools use them.
+//! [`HubSpotClient`](crate::HubSpotClient) over the transport's one request path.
 
 mod account;
 mod associations;
 mod engagements;
 mod objects;
 mod properties;
+pub mod scheduler;

@@ -19,7 +19,7 @@ use crate::model::{Kind, default_association};
 use crate::state::State;
 use crate::util::{iso, now_ms, parse_datetime_ms};
 
-pub const LINK_SLUG: &str = "callbridge-demo";
+pub const LINK_SLUG: &str = crate::MEETING_LINK_SLUG;
 const LINK_ID: &str = "600001";
 const LINK_NAME: &str = "Discovery call";
 const DURATIONS: [i64; 2] = [1_800_000, 3_600_000];
