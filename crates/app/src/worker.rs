@@ -61,11 +61,18 @@ struct Held {
     id: i64,
     kind: String,
     attempts: i64,
+    /// An agent waits on it (a tool's booking or change): it runs as interactive work.
+    interactive: bool,
 }
 
 impl Held {
     fn of(job: &Job) -> Held {
-        Held { id: job.id, kind: job.kind.clone(), attempts: job.attempts }
+        Held {
+            id: job.id,
+            kind: job.kind.clone(),
+            attempts: job.attempts,
+            interactive: crate::tools::is_interactive(&job.idempotency_key),
+        }
     }
 }
 
@@ -250,13 +257,16 @@ impl Worker {
         if !portal.readiness.is_ready() {
             return self.wait(&[job.id]).await;
         }
-        let outcome = match kind {
-            JobKind::BookLink(b) => {
-                crate::scheduler::book(self.store.as_ref(), &portal, &b.booking_key, retrying).await
+        let work = async {
+            match kind {
+                JobKind::BookLink(b) => {
+                    crate::scheduler::book(self.store.as_ref(), &portal, &b.booking_key, retrying).await
+                }
+                JobKind::UpdateMeeting(change) => crate::meetings::apply(self.store.as_ref(), &portal, change).await,
+                _ => Err(SyncError::Permanent("not a meeting job".into())),
             }
-            JobKind::UpdateMeeting(change) => crate::meetings::apply(self.store.as_ref(), &portal, change).await,
-            _ => Err(SyncError::Permanent("not a meeting job".into())),
         };
+        let outcome = if job.interactive { callbridge_hubspot::interactive(work).await } else { work.await };
         match outcome {
             Ok(()) => {
                 let settled = callbridge_store::Settlement {
@@ -285,7 +295,11 @@ impl Worker {
             let jobs = round.len();
             let span = tracing::info_span!("round", portal.id = %portal.id(), round.jobs = jobs);
             let ids: Vec<i64> = round.iter().map(|j| j.id).collect();
-            match portal.engine.run_round(round).instrument(span.clone()).await {
+            // A round an agent waits on (a tool's booking in it) goes ahead of queued work.
+            let interactive = round.iter().any(|j| held.get(&j.id).is_some_and(|h| h.interactive));
+            let run = portal.engine.run_round(round).instrument(span.clone());
+            let outcome = if interactive { callbridge_hubspot::interactive(run).await } else { run.await };
+            match outcome {
                 Ok(report) => {
                     let RoundReport { landed, failed, next, alone, .. } = &report;
                     span.in_scope(|| log_round(&report, started));

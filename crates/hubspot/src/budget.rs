@@ -21,11 +21,33 @@ use tokio::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-/// Who is asking: interactive work (an agent waiting mid-call) may use the daily reserve.
+/// Who is asking: interactive work (an agent waiting mid-call) may use the reserves — of the
+/// daily cap, and the last slots of each window — so it goes ahead of queued work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
     Interactive,
     Background,
+}
+
+tokio::task_local! {
+    /// The priority of the work this task does for an agent (set by [`interactive`]).
+    static PRIORITY: Priority;
+}
+
+/// Runs `work` as interactive: every HubSpot request it makes (in this task) may use the
+/// reserves.
+pub async fn interactive<F: std::future::Future>(work: F) -> F::Output {
+    PRIORITY.scope(Priority::Interactive, work).await
+}
+
+impl Priority {
+    /// The priority a request goes out with: interactive if it says so or its task does.
+    pub fn effective(self) -> Priority {
+        match PRIORITY.try_with(|p| *p) {
+            Ok(Priority::Interactive) => Priority::Interactive,
+            _ => self,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -37,6 +59,8 @@ struct Window {
     in_flight: u32,
     /// No sends before this instant (after a 429).
     blocked_until: Option<Instant>,
+    /// Slots background work leaves free for interactive work.
+    reserve: u32,
 }
 
 impl Window {
@@ -48,6 +72,15 @@ impl Window {
 
     fn used(&self) -> u32 {
         self.done.len() as u32 + self.in_flight
+    }
+
+    /// The slots a request of this priority may fill (a reserve never takes a whole small
+    /// window).
+    fn room(&self, priority: Priority) -> u32 {
+        match priority {
+            Priority::Interactive => self.max,
+            Priority::Background => self.max.saturating_sub(self.reserve).max(self.max.div_ceil(2)),
+        }
     }
 }
 
@@ -123,7 +156,14 @@ impl Limiter {
     pub fn new(max: u32, interval: Duration) -> Limiter {
         Limiter {
             inner: Arc::new((
-                Mutex::new(Window { max, interval, done: VecDeque::new(), in_flight: 0, blocked_until: None }),
+                Mutex::new(Window {
+                    max,
+                    interval,
+                    done: VecDeque::new(),
+                    in_flight: 0,
+                    blocked_until: None,
+                    reserve: 0,
+                }),
                 Notify::new(),
             )),
             shared: None,
@@ -136,11 +176,25 @@ impl Limiter {
         self
     }
 
-    /// Waits for a slot.
+    /// The same limiter, with `slots` kept for interactive work.
+    pub fn with_reserve(self, slots: u32) -> Limiter {
+        self.inner.0.lock().reserve = slots;
+        self
+    }
+
+    /// Waits for a slot, as background work.
     pub async fn acquire(&self) -> Permit {
+        self.acquire_as(Priority::Background).await
+    }
+
+    /// Waits for a slot; interactive work may take the reserved ones.
+    pub async fn acquire_as(&self, priority: Priority) -> Permit {
         if let Some(shared) = &self.shared {
             loop {
-                let (max, interval) = (self.max(), self.interval());
+                let (max, interval) = {
+                    let w = self.inner.0.lock();
+                    (w.room(priority), w.interval)
+                };
                 match shared.window.take(&shared.bucket, max, interval).await {
                     Ok(slot) => return Permit { limiter: self.clone(), open: true, slot: Some(slot) },
                     Err(wait) => tokio::time::sleep(wait.clamp(Duration::from_millis(2), Duration::from_secs(1))).await,
@@ -156,7 +210,7 @@ impl Limiter {
                 w.prune(now);
                 match w.blocked_until {
                     Some(t) if t > now => Some(t - now),
-                    _ if w.used() < w.max => {
+                    _ if w.used() < w.room(priority) => {
                         w.in_flight += 1;
                         return Permit { limiter: self.clone(), open: true, slot: None };
                     }
@@ -248,6 +302,14 @@ pub struct Budget {
     reserve_share: f64,
 }
 
+/// Slots of the 10-second window background work leaves to agents waiting mid-call: a
+/// booking needs two or three requests, and 2 of 190 costs a drain about 1 %.
+pub const WINDOW_RESERVE: u32 = 2;
+
+/// Searches per second background work leaves to agents (a phone-only stranger's booking
+/// needs one).
+pub const SEARCH_RESERVE: u32 = 1;
+
 /// Why the budget refused to let a request go.
 #[derive(Debug, Clone, Copy)]
 pub enum Refusal {
@@ -258,8 +320,8 @@ pub enum Refusal {
 impl Budget {
     pub fn new(ten_second_max: u32, window: Duration, search_per_second: u32, reserve_share: f64) -> Budget {
         Budget {
-            window: Limiter::new(ten_second_max, window),
-            search: Limiter::new(search_per_second, Duration::from_secs(1)),
+            window: Limiter::new(ten_second_max, window).with_reserve(WINDOW_RESERVE),
+            search: Limiter::new(search_per_second, Duration::from_secs(1)).with_reserve(SEARCH_RESERVE),
             daily: Arc::new(Mutex::new(Daily::default())),
             reserve_share,
         }
@@ -344,5 +406,32 @@ mod tests {
         assert!(budget.check_daily(Priority::Interactive).is_ok());
         budget.daily_spent();
         assert!(budget.check_daily(Priority::Interactive).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_work_leaves_the_reserved_slots_to_interactive_work() {
+        let limiter = Limiter::new(10, Duration::from_secs(10)).with_reserve(2);
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(limiter.acquire().await);
+        }
+        let l = limiter.clone();
+        let background = tokio::spawn(async move { l.acquire().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!background.is_finished(), "background stops short of the reserve");
+        held.push(interactive(async { limiter.acquire_as(Priority::Background.effective()).await }).await);
+        held.push(limiter.acquire_as(Priority::Interactive).await);
+        assert_eq!(limiter.used(), 10, "interactive work took the two reserved slots");
+        assert!(!background.is_finished());
+        drop(held);
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert!(background.is_finished(), "background goes once slots free");
+    }
+
+    #[tokio::test]
+    async fn a_task_marked_interactive_says_so_and_others_do_not() {
+        assert_eq!(Priority::Background.effective(), Priority::Background);
+        assert_eq!(interactive(async { Priority::Background.effective() }).await, Priority::Interactive);
+        assert_eq!(Priority::Interactive.effective(), Priority::Interactive);
     }
 }

@@ -320,7 +320,8 @@ impl HubSpotClient {
     }
 
     async fn attempt(&self, call: &Call<'_>, refreshed_on_401: &mut bool) -> Outcome {
-        if let Err(Refusal::Daily { resets_in }) = self.budget.check_daily(call.priority) {
+        let priority = call.priority.effective();
+        if let Err(Refusal::Daily { resets_in }) = self.budget.check_daily(priority) {
             return Outcome::Fail(HubSpotError::DailyLimit { resets_in_secs: resets_in.as_secs() });
         }
         let bearer = match self.tokens.bearer().await {
@@ -331,7 +332,7 @@ impl HubSpotClient {
             Err(e) => return Outcome::Fail(e),
         };
         let limiter = if call.search { &self.budget.search } else { &self.budget.window };
-        let permit = limiter.acquire().await;
+        let permit = limiter.acquire_as(priority).await;
         let mut req = self.http.request(call.method.clone(), &call.url).bearer_auth(bearer.token.expose_secret());
         if !call.query.is_empty() {
             req = req.query(&call.query);

@@ -374,3 +374,36 @@ async fn a_batch_create_with_an_unknown_outcome_is_not_sent_again() {
     assert_eq!(found[&contact].len(), 3);
     assert!(found[&999_999].is_empty());
 }
+
+#[tokio::test]
+async fn an_agents_request_goes_ahead_of_queued_work_through_the_windows_reserve() {
+    let sb = Sandbox::spawn(SandboxConfig {
+        ten_second_max: Some(8),
+        window: Duration::from_secs(2),
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let id = sb.seed("contacts", &[props(json!({"email": "held@example.com"}))]).unwrap()[0].to_string();
+    let client = Arc::new(client(&sb));
+    let background: Vec<_> = (0..20)
+        .map(|_| {
+            let (client, id) = (client.clone(), id.clone());
+            tokio::spawn(async move { client.batch_read(ObjectType::Contacts, &[id], None, &[]).await })
+        })
+        .collect();
+    // Background work fills the window up to its reserve, and the rest waits.
+    while client.budget().window.used() < 8 - callbridge_hubspot::budget::WINDOW_RESERVE {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let read = interactive(client.batch_read(ObjectType::Contacts, std::slice::from_ref(&id), None, &[])).await;
+    assert_eq!(read.unwrap().results.len(), 1);
+    let waiting = background.iter().filter(|t| !t.is_finished()).count();
+    // At most the background's share of the first window went before it.
+    let room = 8 - callbridge_hubspot::budget::WINDOW_RESERVE as usize;
+    assert!(waiting >= 20 - room, "the agent's read went in the first window: {waiting} of 20 still waited");
+    for t in background {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(sb.stats().with_status(429), 0, "the reserve is within HubSpot's window");
+}

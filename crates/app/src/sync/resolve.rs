@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use callbridge_domain::PhoneE164;
 use callbridge_domain::plan::{CONTACT_READ, PROP_PHONE_E164};
 use callbridge_hubspot::{
-    CrmObject, Filter, HubSpotApi, HubSpotError, MAX_IN_VALUES, MAX_SEARCH_PAGE, ObjectType, Search,
+    CrmObject, Filter, HubSpotApi, HubSpotError, MAX_IN_VALUES, MAX_SEARCH_PAGE, ObjectType, Priority, Search,
 };
 use tokio::sync::oneshot;
 
@@ -28,7 +28,8 @@ pub struct PhoneFinder {
 
 #[derive(Default)]
 struct FinderState {
-    queue: VecDeque<(String, u64)>,
+    /// Numbers to search for, with their asker; an agent's (interactive) go first.
+    queue: VecDeque<(String, u64, Priority)>,
     waiters: HashMap<u64, Waiter>,
     in_flight: usize,
     next: u64,
@@ -58,7 +59,14 @@ impl PhoneFinder {
             let id = s.next;
             s.next += 1;
             s.waiters.insert(id, Waiter { left: nationals.len(), found: Vec::new(), tx });
-            s.queue.extend(nationals.into_iter().map(|n| (n, id)));
+            let priority = Priority::Background.effective();
+            if priority == Priority::Interactive {
+                for n in nationals.into_iter().rev() {
+                    s.queue.push_front((n, id, priority));
+                }
+            } else {
+                s.queue.extend(nationals.into_iter().map(|n| (n, id, priority)));
+            }
         }
         self.pump();
         rx.await.unwrap_or_else(|_| Err(HubSpotError::Transport { attempts: 0, message: "search abandoned".into() }))
@@ -71,7 +79,7 @@ impl PhoneFinder {
     /// Starts searches while numbers wait and fewer than `max_in_flight` run.
     fn pump(self: &Arc<Self>) {
         loop {
-            let taken: Vec<(String, u64)> = {
+            let taken: Vec<(String, u64, Priority)> = {
                 let mut s = self.lock();
                 // A part-filled search goes only when none runs: while one does, more numbers
                 // gather for a full one (a search costs the same at 1 number or 200).
@@ -85,8 +93,14 @@ impl PhoneFinder {
             };
             let me = self.clone();
             tokio::spawn(async move {
-                let numbers: Vec<String> = taken.iter().map(|(n, _)| n.clone()).collect();
-                let result = search_phones(me.hubspot.as_ref(), &numbers).await;
+                let numbers: Vec<String> = taken.iter().map(|(n, _, _)| n.clone()).collect();
+                let search = search_phones(me.hubspot.as_ref(), &numbers);
+                // A search an agent waits on goes out as theirs (it may use the reserves).
+                let result = if taken.iter().any(|(_, _, p)| *p == Priority::Interactive) {
+                    callbridge_hubspot::interactive(search).await
+                } else {
+                    search.await
+                };
                 me.deliver(&taken, result);
                 me.lock().in_flight -= 1;
                 me.pump();
@@ -94,9 +108,9 @@ impl PhoneFinder {
         }
     }
 
-    fn deliver(&self, taken: &[(String, u64)], result: Result<Vec<CrmObject>, HubSpotError>) {
+    fn deliver(&self, taken: &[(String, u64, Priority)], result: Result<Vec<CrmObject>, HubSpotError>) {
         let mut counts: HashMap<u64, usize> = HashMap::new();
-        for (_, id) in taken {
+        for (_, id, _) in taken {
             *counts.entry(*id).or_default() += 1;
         }
         let mut s = self.lock();
@@ -106,7 +120,7 @@ impl PhoneFinder {
                 Err(e) => {
                     let _ = w.tx.send(Err(e.clone()));
                     // Its other numbers are still queued: take them out.
-                    s.queue.retain(|(_, q)| *q != id);
+                    s.queue.retain(|(_, q, _)| *q != id);
                 }
                 Ok(contacts) => {
                     w.left -= n;

@@ -136,7 +136,7 @@ impl Tools {
         // One HubSpot read at most, and only for a contact callbridge has no calls of (known
         // through the caller index alone); bounded, so a busy budget never holds the caller up.
         if let (Some(id), None) = (contact, &name) {
-            let read = self.read_contact(portal, id);
+            let read = callbridge_hubspot::interactive(self.read_contact(portal, id));
             if let Ok(Some(found)) = tokio::time::timeout(LOOKUP_READ_LIMIT, read).await {
                 (name, summary, sentiment) = (found.0.or(name), summary.or(found.1), sentiment.or(found.2));
             }
@@ -241,7 +241,7 @@ impl Tools {
         };
         let booking = booking_of(portal, platform, &event).expect("a booking with a start");
         let raw = serde_json::to_vec(&call.args).unwrap_or_default();
-        let key = IdempotencyKey::of("tool", &booking_key);
+        let key = tool_key(&booking_key);
         let delivery = if self.through_link(portal, &caller) {
             let job = crate::jobs::JobKind::BookLink(crate::jobs::BookLink { booking_key: booking_key.clone() });
             crate::inbox::for_job(portal.clone(), platform, key, raw, job, booking.caller_key.clone())
@@ -270,7 +270,7 @@ impl Tools {
                         let note = crate::inbox::recorded(
                             portal.clone(),
                             platform,
-                            IdempotencyKey::of("tool", &format!("refused:{booking_key}")),
+                            tool_key(&format!("refused:{booking_key}")),
                             Vec::new(),
                         );
                         self.store.change_booking(portal, &booking_key, &change, note).await.map_err(store_failed)?;
@@ -342,7 +342,7 @@ impl Tools {
         let delivery = crate::inbox::for_job(
             portal.clone(),
             platform,
-            IdempotencyKey::of("tool", &key),
+            tool_key(&key),
             serde_json::to_vec(&call.args).unwrap_or_default(),
             job,
             booking.caller_key.clone(),
@@ -645,6 +645,17 @@ fn parse_time(raw: &str, zone: &jiff::tz::TimeZone) -> Result<i64, ToolError> {
         return Ok(z.timestamp().as_millisecond());
     }
     refuse("the time must look like 2026-12-03T10:30:00-05:00")
+}
+
+/// The key of a delivery a tool makes (a booking, a change): its job is interactive.
+fn tool_key(id: &str) -> IdempotencyKey {
+    IdempotencyKey::of("tool", id)
+}
+
+/// Whether a job's delivery came from a tool, an agent waiting on it: it runs as interactive
+/// work, ahead of queued work on the rate budget.
+pub fn is_interactive(idempotency_key: &str) -> bool {
+    idempotency_key.starts_with("tool:")
 }
 
 /// The meeting link's calendar could not be read (HubSpot down, over budget, refusing).
