@@ -3,6 +3,7 @@
 //! contact into the CRM writes to make. No I/O.
 
 pub mod availability;
+pub mod dedup;
 pub mod email;
 pub mod event;
 pub mod ids;
