@@ -55,6 +55,8 @@ pub trait HubSpotApi: Send + Sync {
     /// Asks HubSpot again what the token may do.
     async fn probe(&self) -> R<Capabilities>;
     fn stats(&self) -> ClientStats;
+    /// Whether requests wait for the portal's rate budget now (work is piling up).
+    fn backlogged(&self) -> bool;
 }
 
 #[async_trait]
@@ -132,5 +134,8 @@ impl HubSpotApi for HubSpotClient {
     }
     fn stats(&self) -> ClientStats {
         HubSpotClient::stats(self)
+    }
+    fn backlogged(&self) -> bool {
+        self.budget().backlogged()
     }
 }

@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -113,6 +114,24 @@ impl std::fmt::Debug for Shared {
 pub struct Limiter {
     inner: Arc<(Mutex<Window>, Notify)>,
     shared: Option<Shared>,
+    /// Requests waiting for a slot now.
+    waiting: Arc<AtomicU32>,
+}
+
+/// Counts a request as waiting for as long as it lives (a cancelled wait stops counting).
+struct Waiting(Arc<AtomicU32>);
+
+impl Waiting {
+    fn enter(count: &Arc<AtomicU32>) -> Waiting {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A slot taken from a [`Limiter`]; completing (or dropping) it starts its cool-down.
@@ -167,6 +186,7 @@ impl Limiter {
                 Notify::new(),
             )),
             shared: None,
+            waiting: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -189,6 +209,7 @@ impl Limiter {
 
     /// Waits for a slot; interactive work may take the reserved ones.
     pub async fn acquire_as(&self, priority: Priority) -> Permit {
+        let mut waiting: Option<Waiting> = None;
         if let Some(shared) = &self.shared {
             loop {
                 let (max, interval) = {
@@ -197,7 +218,10 @@ impl Limiter {
                 };
                 match shared.window.take(&shared.bucket, max, interval).await {
                     Ok(slot) => return Permit { limiter: self.clone(), open: true, slot: Some(slot) },
-                    Err(wait) => tokio::time::sleep(wait.clamp(Duration::from_millis(2), Duration::from_secs(1))).await,
+                    Err(wait) => {
+                        waiting.get_or_insert_with(|| Waiting::enter(&self.waiting));
+                        tokio::time::sleep(wait.clamp(Duration::from_millis(2), Duration::from_secs(1))).await
+                    }
                 }
             }
         }
@@ -218,6 +242,7 @@ impl Limiter {
                     _ => w.done.front().map(|t| (*t + w.interval).saturating_duration_since(now)),
                 }
             };
+            waiting.get_or_insert_with(|| Waiting::enter(&self.waiting));
             match wait {
                 Some(d) => {
                     tokio::select! {
@@ -275,6 +300,11 @@ impl Limiter {
         self.inner.0.lock().interval
     }
 
+    /// Requests waiting for a slot now: work is piling up behind this limit.
+    pub fn waiting(&self) -> u32 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// Slots in use now (in flight plus cooling down).
     pub fn used(&self) -> u32 {
         let mut w = self.inner.0.lock();
@@ -325,6 +355,12 @@ impl Budget {
             daily: Arc::new(Mutex::new(Daily::default())),
             reserve_share,
         }
+    }
+
+    /// Whether requests are waiting for the window or the search limit: a backlog on the
+    /// budget, which an agent should not be made to wait behind.
+    pub fn backlogged(&self) -> bool {
+        self.window.waiting() > 0 || self.search.waiting() > 0
     }
 
     /// Checks the daily budget for a request of this priority.
@@ -423,9 +459,11 @@ mod tests {
         held.push(limiter.acquire_as(Priority::Interactive).await);
         assert_eq!(limiter.used(), 10, "interactive work took the two reserved slots");
         assert!(!background.is_finished());
+        assert_eq!(limiter.waiting(), 1, "the background request waits");
         drop(held);
         tokio::time::sleep(Duration::from_secs(11)).await;
         assert!(background.is_finished(), "background goes once slots free");
+        assert_eq!(limiter.waiting(), 0);
     }
 
     #[tokio::test]

@@ -256,7 +256,7 @@ impl Tools {
             }
             Booked::New(inbox_id) => {
                 self.wake.notify_one();
-                match self.wait_for(inbox_id).await {
+                match self.wait_for(portal, inbox_id).await {
                     Some(landed) => Ok(self.booked_answer(&booking, &zone, Some(landed))),
                     // HubSpot refused it (the event is dead, listed with the reason): the agent
                     // must not say "booked", and the slot is not held for it.
@@ -471,17 +471,20 @@ impl Tools {
     }
 
     /// Waits for a booking's job to land, at most the deadline, and never behind a backlog:
-    /// a job no worker has picked up soon after it was queued waits behind others, so the
-    /// agent is answered at once. `Some(true)` when it landed, `Some(false)` while it is on
+    /// a job no worker has picked up soon after it was queued waits behind others, and one
+    /// whose requests wait for the portal's rate budget waits behind the requests before it,
+    /// so the agent is answered at once. `Some(true)` when it landed, `Some(false)` while it is on
     /// its way, `None` when HubSpot refused it for good.
-    async fn wait_for(&self, inbox_id: i64) -> Option<bool> {
+    async fn wait_for(&self, portal: &PortalId, inbox_id: i64) -> Option<bool> {
         let started = tokio::time::Instant::now();
         let deadline = started + self.deadline;
+        let backlogged = || self.portals.get(portal).is_some_and(|p| p.hubspot.backlogged());
         loop {
             match self.store.job_status(inbox_id).await.ok().flatten().as_deref() {
                 Some("done") => return Some(true),
                 Some("dead") => return None,
                 Some("queued") if started.elapsed() >= PICKUP_LIMIT => return Some(false),
+                Some("running") if started.elapsed() >= PICKUP_LIMIT && backlogged() => return Some(false),
                 _ => {}
             }
             if tokio::time::Instant::now() >= deadline {
