@@ -450,6 +450,19 @@ impl Db {
             }
             record.props.insert(name, Val { value, ms: now });
         }
+        if kind == Kind::Contact {
+            // HubSpot's calculated search numbers: the area code and local number only.
+            for (source, calculated) in CALCULATED_PHONES {
+                match record.get(source).and_then(national_digits) {
+                    Some(d) => {
+                        record.props.insert(calculated.into(), Val { value: d, ms: now });
+                    }
+                    None => {
+                        record.props.remove(calculated);
+                    }
+                }
+            }
+        }
         record.updated_ms = now;
         record.props.insert(kind.modified_property().into(), Val { value: iso(now), ms: now });
         if lag > 0 {
@@ -788,6 +801,10 @@ impl Db {
         self.live_records(kind).count()
     }
 }
+
+/// The contact's phone properties and the calculated properties search matches them by.
+pub const CALCULATED_PHONES: [(&str, &str); 2] =
+    [("phone", "hs_searchable_calculated_phone_number"), ("mobilephone", "hs_searchable_calculated_mobile_number")];
 
 /// Validates one non-empty value against its definition and returns what HubSpot stores.
 fn check_value(def: &PropertyDef, text: &str) -> Result<String, PropError> {

@@ -372,6 +372,8 @@ pub fn default_properties(kind: Kind) -> BTreeMap<String, PropertyDef> {
                 b("hs_timezone", "Time Zone", String, g),
                 b("hubspot_owner_id", "Contact owner", Enumeration, g),
                 b("hs_additional_emails", "Additional email addresses", String, g).read_only(),
+                b("hs_searchable_calculated_phone_number", "Calculated Phone Number", String, g).read_only(),
+                b("hs_searchable_calculated_mobile_number", "Calculated Mobile Number", String, g).read_only(),
                 b("hs_merged_object_ids", "Merged Contact IDs", Enumeration, g).field("checkbox").read_only(),
                 b("hs_calculated_merged_vids", "Merged Contact IDs with timestamps", Enumeration, g)
                     .field("checkbox")

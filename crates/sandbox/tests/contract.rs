@@ -701,6 +701,27 @@ async fn search_matches_phones_on_the_national_number_across_formats() {
 }
 
 #[tokio::test]
+async fn the_calculated_search_numbers_hold_the_area_code_and_local_number_and_are_read_only() {
+    let api = api().await;
+    let id = api.contact(json!({"phone": "+1 (617) 555-0142", "mobilephone": "617.555.0199"})).await;
+    let props = "hs_searchable_calculated_phone_number,hs_searchable_calculated_mobile_number";
+    let read = api.get(&format!("/crm/v3/objects/contacts/{id}?properties={props}")).await;
+    assert_eq!(read.body["properties"]["hs_searchable_calculated_phone_number"], "6175550142");
+    assert_eq!(read.body["properties"]["hs_searchable_calculated_mobile_number"], "6175550199");
+    let by_calculated = api
+        .search_ids(json!([{"filters": [{"propertyName": "hs_searchable_calculated_phone_number", "operator": "EQ", "value": "6175550142"}]}]))
+        .await;
+    assert_eq!(by_calculated, vec![id.clone()]);
+    let definition = api.get("/crm/v3/properties/contacts/hs_searchable_calculated_phone_number").await;
+    assert_eq!(definition.status, StatusCode::OK);
+    assert_eq!(definition.body["modificationMetadata"]["readOnlyValue"], true, "{}", definition.body);
+    let written = api
+        .post("/crm/v3/objects/contacts", json!({"properties": {"hs_searchable_calculated_phone_number": "1"}}))
+        .await;
+    assert_eq!(written.status, StatusCode::BAD_REQUEST, "{}", written.body);
+}
+
+#[tokio::test]
 async fn search_enforces_hubspots_limits() {
     let api = api().await;
     let filter = json!({"propertyName": "email", "operator": "HAS_PROPERTY"});
