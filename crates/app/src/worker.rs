@@ -147,7 +147,10 @@ impl Worker {
             let notified = self.wake.notified();
             match self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await {
                 Ok(mut jobs) if !jobs.is_empty() => {
-                    if jobs.len() >= self.config.batch_min.max(2) {
+                    // A burst gathers for a moment into fuller rounds — unless an agent waits on
+                    // one of its jobs.
+                    let waited_on = jobs.iter().any(|j| crate::tools::is_interactive(&j.idempotency_key));
+                    if jobs.len() >= self.config.batch_min.max(2) && !waited_on {
                         self.top_up(&name, &mut jobs).await;
                     }
                     // The leases of every job held are renewed until they are all recorded.
