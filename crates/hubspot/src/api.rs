@@ -26,6 +26,10 @@ pub trait HubSpotApi: Send + Sync {
     async fn batch_update(&self, t: ObjectType, inputs: &[UpdateInput]) -> R<BatchOutcome>;
     async fn batch_upsert(&self, t: ObjectType, inputs: &[UpsertInput]) -> R<BatchOutcome>;
     async fn search(&self, t: ObjectType, search: &Search) -> R<SearchPage>;
+    /// One page (100) of every record of a type, from `after`.
+    async fn list_page(&self, t: ObjectType, properties: &[&str], after: Option<&str>) -> R<SearchPage>;
+    /// Merges contact `other` into `primary`.
+    async fn merge_contacts(&self, primary: u64, other: u64) -> R<CrmObject>;
     /// The `t` records associated with any of these contacts, by their value of `property`.
     async fn find_by_identities(
         &self,
@@ -81,6 +85,12 @@ impl HubSpotApi for HubSpotClient {
     }
     async fn search(&self, t: ObjectType, search: &Search) -> R<SearchPage> {
         HubSpotClient::search(self, t, search).await
+    }
+    async fn list_page(&self, t: ObjectType, properties: &[&str], after: Option<&str>) -> R<SearchPage> {
+        HubSpotClient::list_page(self, t, properties, after).await
+    }
+    async fn merge_contacts(&self, primary: u64, other: u64) -> R<CrmObject> {
+        HubSpotClient::merge_contacts(self, primary, other).await
     }
     async fn find_by_identities(
         &self,

@@ -247,6 +247,9 @@ pub trait CallerIndex: Send + Sync {
     /// Remembers many callers' contacts in one transaction.
     async fn remember_contacts(&self, portal: &PortalId, entries: &[(Vec<String>, u64)]) -> Result<()>;
     async fn forget_contact(&self, portal: &PortalId, contact_id: u64) -> Result<()>;
+    /// Contact `merged` was merged into `survivor` in HubSpot: what pointed at it (its callers'
+    /// numbers and emails, the activities made on it, its newest call) points at the survivor.
+    async fn merged_contact(&self, portal: &PortalId, merged: u64, survivor: u64) -> Result<()>;
 }
 
 /// Which HubSpot activity each call or booking became, and the newest call synced to each contact.

@@ -549,6 +549,38 @@ impl CallerIndex for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn merged_contact(&self, portal: &PortalId, merged: u64, survivor: u64) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("UPDATE caller_index SET contact_id = ?2 WHERE portal = ?1 AND contact_id = ?3")
+            .bind(portal.as_str())
+            .bind(survivor as i64)
+            .bind(merged as i64)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE activities SET contact_id = ?2 WHERE portal = ?1 AND contact_id = ?3")
+            .bind(portal.as_str())
+            .bind(survivor as i64)
+            .bind(merged as i64)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO contact_sync (portal, contact_id, last_call_at)
+             SELECT portal, ?2, last_call_at FROM contact_sync WHERE portal = ?1 AND contact_id = ?3
+             ON CONFLICT (portal, contact_id) DO UPDATE SET last_call_at = MAX(contact_sync.last_call_at, excluded.last_call_at)")
+            .bind(portal.as_str())
+            .bind(survivor as i64)
+            .bind(merged as i64)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM contact_sync WHERE portal = ?1 AND contact_id = ?3")
+            .bind(portal.as_str())
+            .bind(survivor as i64)
+            .bind(merged as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 #[async_trait]

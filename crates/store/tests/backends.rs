@@ -651,3 +651,32 @@ async fn concurrent_live_updates_of_one_call_leave_one_job() {
         assert_eq!(events.iter().filter(|e| e.status == "coalesced").count(), 19, "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_merge_points_the_merged_contacts_callers_activities_and_newest_call_at_the_survivor() {
+    for (name, s) in backends().await {
+        let p = PortalId::default();
+        s.remember_contact(&p, &["phone:+15718308515".into()], 7).await.unwrap();
+        s.remember_contact(&p, &["email:dana@example.com".into()], 3).await.unwrap();
+        let record = ActivityRecord {
+            source: "vapi".into(),
+            key: "call-1".into(),
+            kind: "call",
+            activity: Activity { hubspot_id: 900, contact_id: Some(7), via: "v3".into(), stage: 3 },
+            occurred_at_ms: 5_000,
+        };
+        s.settle(&Settlement {
+            portal: p.clone(),
+            activities: vec![record],
+            last_calls: vec![(7, 5_000), (3, 1_000)],
+            done: vec![],
+        })
+        .await
+        .unwrap();
+        s.merged_contact(&p, 7, 3).await.unwrap();
+        assert_eq!(s.known_contact(&p, &["phone:+15718308515".into()]).await.unwrap(), Some(3), "{name}");
+        assert_eq!(s.activity(&p, "vapi", "call-1", "call").await.unwrap().unwrap().contact_id, Some(3), "{name}");
+        assert_eq!(s.last_call_at(&p, 3).await.unwrap(), Some(5_000), "{name}: the newer call wins");
+        assert_eq!(s.last_call_at(&p, 7).await.unwrap(), None, "{name}");
+    }
+}

@@ -122,4 +122,40 @@ impl HubSpotClient {
             next_after: v.pointer("/paging/next/after").and_then(Value::as_str).map(String::from),
         })
     }
+
+    /// One page of every record of a type (the list endpoint: no 10,000-result ceiling, unlike
+    /// search), 100 at a time, from `after`.
+    pub async fn list_page(
+        &self,
+        t: ObjectType,
+        properties: &[&str],
+        after: Option<&str>,
+    ) -> Result<SearchPage, HubSpotError> {
+        let mut call = Call::new(Method::GET, self.paths.objects(t)).query("limit", "100");
+        if !properties.is_empty() {
+            call = call.query("properties", properties.join(","));
+        }
+        if let Some(a) = after {
+            call = call.query("after", a);
+        }
+        let v = self.execute(call).await?;
+        let results: Vec<CrmObject> = serde_json::from_value(v.get("results").cloned().unwrap_or(json!([])))
+            .map_err(|e| HubSpotError::Decode(e.to_string()))?;
+        Ok(SearchPage {
+            total: results.len() as u64,
+            results,
+            next_after: v.pointer("/paging/next/after").and_then(Value::as_str).map(String::from),
+        })
+    }
+
+    /// Merges contact `other` into `primary` (irreversible; HubSpot's 250-merge cap answers
+    /// [`HubSpotError::MergeLimit`]). Never retried blindly: a merge whose answer was lost is
+    /// seen in the next read of the contacts.
+    pub async fn merge_contacts(&self, primary: u64, other: u64) -> Result<CrmObject, HubSpotError> {
+        let body = json!({"primaryObjectId": primary.to_string(), "objectIdToMerge": other.to_string()});
+        let mut call =
+            Call::new(Method::POST, format!("{}/merge", self.paths.objects(ObjectType::Contacts))).body(body);
+        call.once = true;
+        decode(self.execute(call).await?)
+    }
 }
