@@ -34,6 +34,8 @@ pub enum Command {
     SyncNow(crate::cmd::sync_now::Args),
     /// Read a pulled source's calls over a past window, page by page.
     Backfill(crate::cmd::backfill::Args),
+    /// Merge duplicate contacts into the oldest, in passes (a dry run with --dry-run).
+    Dedup(crate::cmd::dedup::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -55,6 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Replay(args) => crate::cmd::replay::run(config, args).await,
             Command::SyncNow(args) => crate::cmd::sync_now::run(config, args).await,
             Command::Backfill(args) => crate::cmd::backfill::run(config, args).await,
+            Command::Dedup(args) => crate::cmd::dedup::run(config, args).await,
             Command::Sandbox(_) => unreachable!("handled above"),
         }
     })

@@ -9,6 +9,7 @@ pub mod budget;
 pub mod cli;
 mod cmd;
 pub mod config;
+pub mod dedup;
 pub mod http;
 pub mod inbox;
 pub mod invariants;

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod backfill;
+pub mod dedup;
 pub mod demo;
 pub mod replay;
 pub mod sandbox;

@@ -4,6 +4,7 @@ mod answers;
 mod bookings;
 mod bounds;
 mod burst;
+mod dedup;
 mod fuzz_regressions;
 mod helpers;
 mod live;

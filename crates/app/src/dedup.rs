@@ -1,0 +1,196 @@
+//! The duplicate sweep: every contact of a portal read through the list endpoint's pages (no
+//! ceiling, unlike search), grouped by [`callbridge_domain::dedup`], and merged into the oldest
+//! in passes until a pass merges nothing (or `max_passes`). A merge HubSpot refuses for a
+//! reason a later pass can mend (the contact moved in an earlier merge, HubSpot busy) is tried
+//! again after the contacts are read again; one refused by HubSpot's 250-merge cap is reported
+//! and never retried. After each merge callbridge's own records follow it
+//! ([`callbridge_store::CallerIndex::merged_contact`]). One sweep at a time per portal, across
+//! instances.
+
+use std::collections::HashSet;
+
+use callbridge_domain::dedup::{Candidate, sweep as group};
+use callbridge_domain::plan::PROP_PHONE_E164;
+use callbridge_domain::{DefaultRegion, PortalId, time};
+use callbridge_hubspot::{HubSpotApi, HubSpotError, ObjectType};
+use callbridge_store::Store;
+use serde::Serialize;
+
+/// The properties the sweep reads.
+const READ: [&str; 8] =
+    ["email", "hs_additional_emails", "phone", "mobilephone", PROP_PHONE_E164, "firstname", "lastname", "createdate"];
+
+/// How a sweep runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Report what would be merged; merge nothing.
+    pub dry_run: bool,
+    pub max_passes: u32,
+    /// Merge contacts only a number joins even when their names disagree.
+    pub merge_shared_numbers: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { dry_run: true, max_passes: 8, merge_shared_numbers: false }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Pass {
+    pub contacts: usize,
+    pub groups: usize,
+    /// Merges made (in a dry run: the merges planned).
+    pub merges: usize,
+    /// Merges HubSpot refused this pass, to try again in the next.
+    pub refused: usize,
+}
+
+/// What a sweep did, pass by pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub passes: Vec<Pass>,
+    /// A pass merged nothing: what is left are no duplicates by the rules.
+    pub converged: bool,
+    /// Groups held together only by a number whose contacts' names disagree: left apart.
+    pub shared_numbers: Vec<Vec<String>>,
+    /// (survivor, contact) pairs HubSpot's 250-merge cap refused: reported, never retried.
+    pub capped: Vec<(String, String)>,
+    /// Merges planned (dry run) or made, as (survivor, merged).
+    pub merged: Vec<(String, String)>,
+}
+
+/// Where a sweep is, for a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Pass(u32),
+    Read(usize),
+    Groups(usize),
+    Merged(usize),
+}
+
+/// Why a sweep stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("a duplicate sweep is already running for portal {0}")]
+    Busy(String),
+    #[error("HubSpot: {0}")]
+    HubSpot(#[from] HubSpotError),
+    #[error("the store failed: {0}")]
+    Store(#[from] callbridge_store::StoreError),
+}
+
+/// Runs a sweep of `portal`'s contacts through `hubspot`.
+pub async fn run(
+    store: &dyn Store,
+    hubspot: &dyn HubSpotApi,
+    portal: &PortalId,
+    region: DefaultRegion,
+    options: Options,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Report, SweepError> {
+    let Some(exclusive) = store.try_exclusive(&format!("dedup:{}", portal.as_str())).await? else {
+        return Err(SweepError::Busy(portal.as_str().to_string()));
+    };
+    let out = passes(store, hubspot, portal, region, options, progress).await;
+    exclusive.release().await;
+    out
+}
+
+async fn passes(
+    store: &dyn Store,
+    hubspot: &dyn HubSpotApi,
+    portal: &PortalId,
+    region: DefaultRegion,
+    options: Options,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Report, SweepError> {
+    let mut report = Report { dry_run: options.dry_run, ..Report::default() };
+    let mut capped: HashSet<(u64, u64)> = HashSet::new();
+    for n in 1..=options.max_passes.max(1) {
+        progress(Progress::Pass(n));
+        let contacts = read_all(hubspot, progress).await?;
+        let plan = group(&contacts, region, options.merge_shared_numbers);
+        progress(Progress::Groups(plan.groups.len()));
+        if n == 1 {
+            report.shared_numbers =
+                plan.shared_numbers.iter().map(|s| s.contacts.iter().map(u64::to_string).collect()).collect();
+        }
+        let mut pass = Pass { contacts: contacts.len(), groups: plan.groups.len(), ..Pass::default() };
+        let pairs: Vec<(u64, u64)> = plan
+            .groups
+            .iter()
+            .flat_map(|g| g.merged.iter().map(move |m| (g.survivor, *m)))
+            .filter(|pair| !capped.contains(pair))
+            .collect();
+        if options.dry_run {
+            pass.merges = pairs.len();
+            report.merged = pairs.iter().map(|(s, m)| (s.to_string(), m.to_string())).collect();
+            report.passes.push(pass);
+            return Ok(report);
+        }
+        for (survivor, merged) in pairs {
+            match hubspot.merge_contacts(survivor, merged).await {
+                Ok(_) => {
+                    store.merged_contact(portal, merged, survivor).await?;
+                    pass.merges += 1;
+                    report.merged.push((survivor.to_string(), merged.to_string()));
+                    progress(Progress::Merged(report.merged.len()));
+                }
+                Err(HubSpotError::MergeLimit { .. }) => {
+                    capped.insert((survivor, merged));
+                    report.capped.push((survivor.to_string(), merged.to_string()));
+                }
+                // Without access or budget no later merge can go either.
+                Err(e @ (HubSpotError::Unauthorized { .. } | HubSpotError::DailyLimit { .. })) => return Err(e.into()),
+                Err(e) => {
+                    // The category only: HubSpot's messages may quote the contacts' values.
+                    tracing::warn!(
+                        error.transient = e.is_transient(),
+                        "HubSpot refused a merge; the next pass tries again"
+                    );
+                    pass.refused += 1;
+                }
+            }
+        }
+        let done = pass.merges == 0 && pass.refused == 0;
+        let stalled = pass.merges == 0;
+        report.passes.push(pass);
+        if done || stalled {
+            report.converged = done;
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// Every contact, page by page.
+async fn read_all(
+    hubspot: &dyn HubSpotApi,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Vec<Candidate>, SweepError> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = hubspot.list_page(ObjectType::Contacts, &READ, after.as_deref()).await?;
+        for c in &page.results {
+            let Some(id) = c.id_u64() else { continue };
+            let get = |k: &str| c.prop(k).map(str::trim).filter(|v| !v.is_empty()).map(String::from);
+            out.push(Candidate {
+                id,
+                created_ms: get("createdate").and_then(|d| time::parse_iso_with_offset(&d)).unwrap_or(i64::MAX),
+                emails: ["email", "hs_additional_emails"].iter().filter_map(|k| get(k)).collect(),
+                phones: ["phone", "mobilephone", PROP_PHONE_E164].iter().filter_map(|k| get(k)).collect(),
+                first_name: get("firstname"),
+                last_name: get("lastname"),
+            });
+        }
+        progress(Progress::Read(out.len()));
+        match page.next_after {
+            Some(next) if !page.results.is_empty() => after = Some(next),
+            _ => return Ok(out),
+        }
+    }
+}

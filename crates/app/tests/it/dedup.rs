@@ -1,0 +1,79 @@
+//! The duplicate sweep against the sandbox: one caller in three phone formats merges into the
+//! oldest; a number two differently named people share is reported,
+//! not merged; a dry run merges nothing; callbridge's caller index follows the merges.
+
+use std::sync::Arc;
+
+use callbridge::dedup::{Options, run};
+use callbridge_domain::{DefaultRegion, PortalId};
+use callbridge_hubspot::{Credentials, HubSpotApi};
+use callbridge_sandbox::{Sandbox, SandboxConfig};
+use secrecy::SecretString;
+use serde_json::{Map, Value, json};
+
+use crate::helpers::*;
+
+fn contact(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap()
+}
+
+#[tokio::test]
+async fn a_sweep_merges_duplicates_into_the_oldest_in_passes_and_leaves_shared_numbers_apart() {
+    let sandbox = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let ids = sandbox
+        .seed(
+            "contacts",
+            &[
+                contact(json!({"phone": "+15718308515", "firstname": "Dana"})),
+                contact(json!({"phone": "(571) 830-8515", "firstname": "Dana", "lastname": "Reyes"})),
+                contact(json!({"mobilephone": "571-830-8515", "lastname": "Reyes"})),
+                contact(json!({"email": "lee@example.com", "firstname": "Lee"})),
+                contact(json!({"email": "leo@example.com", "phone": "4155550100"})),
+                contact(json!({"phone": "2125550142", "firstname": "Pat", "lastname": "Lee"})),
+                contact(json!({"phone": "(212) 555-0142", "firstname": "Sam", "lastname": "Lee"})),
+                contact(json!({"email": "alone@example.com"})),
+            ],
+        )
+        .unwrap();
+    let db = temp_db();
+    let config = config_for(&sandbox, &db);
+    let store = fresh_store().await;
+    let hubspot: Arc<dyn HubSpotApi> = Arc::new(callbridge::app::hubspot_client(
+        &config,
+        Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
+    ));
+    let portal = PortalId::default();
+    store.remember_contact(&portal, &["phone:+15718308515".into()], ids[1]).await.unwrap();
+    let quiet = |_| {};
+
+    let dry = run(store.as_ref(), hubspot.as_ref(), &portal, DefaultRegion::default(), Options::default(), &quiet)
+        .await
+        .unwrap();
+    assert!(dry.dry_run);
+    assert_eq!(dry.passes.len(), 1);
+    let planned: Vec<(String, String)> =
+        [(0, 1), (0, 2)].iter().map(|(s, m)| (ids[*s].to_string(), ids[*m].to_string())).collect();
+    assert_eq!(dry.merged, planned, "Dana's three records into the oldest");
+    assert_eq!(dry.shared_numbers, [vec![ids[5].to_string(), ids[6].to_string()]]);
+    assert_eq!(sandbox.dump()["contacts"].as_array().unwrap().len(), 8, "a dry run merges nothing");
+
+    let options = Options { dry_run: false, ..Options::default() };
+    let done = run(store.as_ref(), hubspot.as_ref(), &portal, DefaultRegion::default(), options, &quiet).await.unwrap();
+    assert!(done.converged, "{done:?}");
+    assert_eq!(done.merged, planned);
+    assert_eq!(done.passes.last().unwrap().merges, 0, "the last pass found nothing left");
+    let contacts = sandbox.dump()["contacts"].as_array().unwrap().clone();
+    assert_eq!(contacts.len(), 6, "two merged away");
+    let id_of = |c: &Value| c["id"].as_str().and_then(|s| s.parse::<u64>().ok());
+    let survivor = contacts.iter().find(|c| id_of(c) == Some(ids[0])).unwrap();
+    let merged = prop(survivor, "hs_merged_object_ids").unwrap_or_default();
+    assert!(merged.contains(&ids[1].to_string()) && merged.contains(&ids[2].to_string()), "{survivor}");
+    assert_eq!(
+        store.known_contact(&portal, &["phone:+15718308515".into()]).await.unwrap(),
+        Some(ids[0]),
+        "the caller index follows the merge"
+    );
+    // Pat and Sam Lee share a line: still two contacts.
+    assert!([ids[5], ids[6]].iter().all(|id| contacts.iter().any(|c| id_of(c) == Some(*id))));
+    let _ = std::fs::remove_file(&db);
+}
