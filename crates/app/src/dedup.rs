@@ -21,7 +21,7 @@ const READ: [&str; 8] =
     ["email", "hs_additional_emails", "phone", "mobilephone", PROP_PHONE_E164, "firstname", "lastname", "createdate"];
 
 /// How a sweep runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Options {
     /// Report what would be merged; merge nothing.
     pub dry_run: bool,
@@ -91,10 +91,31 @@ pub async fn run(
     options: Options,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Report, SweepError> {
-    let Some(exclusive) = store.try_exclusive(&format!("dedup:{}", portal.as_str())).await? else {
-        return Err(SweepError::Busy(portal.as_str().to_string()));
-    };
+    let exclusive = claim(store, portal).await?;
     let out = passes(store, hubspot, portal, region, options, progress).await;
+    exclusive.release().await;
+    out
+}
+
+/// Takes the portal's sweep lock (one sweep at a time per portal, across instances), for a
+/// sweep about to start ([`run_held`]).
+pub async fn claim(store: &dyn Store, portal: &PortalId) -> Result<callbridge_store::Exclusive, SweepError> {
+    store
+        .try_exclusive(&format!("dedup:{}", portal.as_str()))
+        .await?
+        .ok_or_else(|| SweepError::Busy(portal.as_str().to_string()))
+}
+
+/// Runs a sweep under a lock [`claim`] took, releasing it at the end.
+pub async fn run_held(
+    exclusive: callbridge_store::Exclusive,
+    store: &dyn Store,
+    hubspot: &dyn HubSpotApi,
+    portal: &PortalId,
+    region: DefaultRegion,
+    options: Options,
+) -> Result<Report, SweepError> {
+    let out = passes(store, hubspot, portal, region, options, &|_| {}).await;
     exclusive.release().await;
     out
 }

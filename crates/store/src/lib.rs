@@ -315,9 +315,35 @@ pub trait Coordination: Send + Sync {
 }
 
 /// Everything callbridge stores; what the app holds as `Arc<dyn Store>`.
-pub trait Store: Queue + CallerIndex + Activities + Credentials + Coordination + Marks + Bookings {}
+pub trait Store: Queue + CallerIndex + Activities + Credentials + Coordination + Marks + Bookings + DedupRuns {}
 
-impl<T: Queue + CallerIndex + Activities + Credentials + Coordination + Marks + Bookings> Store for T {}
+impl<T: Queue + CallerIndex + Activities + Credentials + Coordination + Marks + Bookings + DedupRuns> Store for T {}
+
+/// A duplicate sweep started through the admin API, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DedupRun {
+    pub id: i64,
+    pub portal: String,
+    /// The options it runs with (JSON).
+    pub options: String,
+    /// `running`, `done` or `failed`.
+    pub status: String,
+    /// The final report (JSON), once done.
+    pub report: Option<String>,
+    pub error: Option<String>,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+/// Duplicate sweeps' records, readable from any instance.
+#[async_trait]
+pub trait DedupRuns: Send + Sync {
+    /// Records a sweep starting; its id.
+    async fn start_dedup_run(&self, portal: &PortalId, options: &str) -> Result<i64>;
+    /// Records how it ended: a report (done) or an error (failed).
+    async fn finish_dedup_run(&self, id: i64, report: std::result::Result<&str, &str>) -> Result<()>;
+    async fn dedup_run(&self, id: i64) -> Result<Option<DedupRun>>;
+}
 
 /// How far each pulled source has been read (its high-water mark, epoch milliseconds).
 #[async_trait]

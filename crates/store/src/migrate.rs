@@ -21,6 +21,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     migration!(4, "sqlite", "0004_source_marks.sql"),
     migration!(5, "sqlite", "0005_bookings.sql"),
     migration!(6, "sqlite", "0006_coalescing.sql"),
+    migration!(7, "sqlite", "0007_dedup_runs.sql"),
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -31,6 +32,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(5, "postgres", "0005_source_marks.sql"),
     migration!(6, "postgres", "0006_bookings.sql"),
     migration!(7, "postgres", "0007_coalescing.sql"),
+    migration!(8, "postgres", "0008_dedup_runs.sql"),
 ];
 
 #[cfg(test)]

@@ -955,3 +955,56 @@ impl crate::Bookings for SqliteStore {
         Ok(Some(booking))
     }
 }
+
+#[async_trait]
+impl crate::DedupRuns for SqliteStore {
+    async fn start_dedup_run(&self, portal: &PortalId, options: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO dedup_runs (portal, options, status, started_at) VALUES (?, ?, 'running', ?) RETURNING id",
+        )
+        .bind(portal.as_str())
+        .bind(options)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn finish_dedup_run(&self, id: i64, report: std::result::Result<&str, &str>) -> Result<()> {
+        let (status, report, error) = match report {
+            Ok(r) => ("done", Some(r), None),
+            Err(e) => ("failed", None, Some(e)),
+        };
+        sqlx::query("UPDATE dedup_runs SET status = ?, report = ?, error = ?, finished_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(report)
+            .bind(error)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn dedup_run(&self, id: i64) -> Result<Option<crate::DedupRun>> {
+        let row = sqlx::query(
+            "SELECT id, portal, options, status, report, error, started_at, finished_at FROM dedup_runs WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(crate::DedupRun {
+                id: r.try_get("id")?,
+                portal: r.try_get("portal")?,
+                options: r.try_get("options")?,
+                status: r.try_get("status")?,
+                report: r.try_get("report")?,
+                error: r.try_get("error")?,
+                started_at_ms: r.try_get("started_at")?,
+                finished_at_ms: r.try_get("finished_at")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
+    }
+}

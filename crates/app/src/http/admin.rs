@@ -1,6 +1,7 @@
 //! The admin API behind its Bearer token ([`require_admin`], a middleware on every route
 //! here): deliveries and their jobs, replay, the HubSpot probe, property setup, metrics, and
-//! pull sources (`sync-now`, their sessions' status and a login on demand).
+//! pull sources (`sync-now`, their sessions' status and a login on demand), and duplicate
+//! sweeps (`POST /dedup`, `GET /dedup/{id}`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -160,4 +161,72 @@ pub async fn token_refresh(State(state): State<AppState>, Query(q): Query<Source
         )),
         Err(e) => Err(ApiError::Upstream(e.to_string())),
     }
+}
+
+#[derive(Deserialize)]
+pub struct DedupQuery {
+    /// A dry run unless `false`.
+    dry_run: Option<bool>,
+    max_passes: Option<u32>,
+    #[serde(default)]
+    merge_shared_numbers: bool,
+    portal: Option<String>,
+}
+
+/// `POST /dedup[?dry_run=false&max_passes=&merge_shared_numbers=&portal=]`: starts a duplicate
+/// sweep (a dry run unless `dry_run=false`) and answers its run id at once; one sweep per portal
+/// at a time (409 while one runs, on any instance).
+pub async fn dedup_start(State(state): State<AppState>, Query(q): Query<DedupQuery>) -> Result<Response, ApiError> {
+    let portal = match &q.portal {
+        Some(p) => callbridge_domain::PortalId::parse(p).map_err(|e| ApiError::field("portal", e.to_string()))?,
+        None => callbridge_domain::PortalId::default(),
+    };
+    let Some(target) = state.portals.get(&portal).cloned() else {
+        return Err(ApiError::field("portal", "no such portal is configured"));
+    };
+    let max_passes = q.max_passes.unwrap_or(8);
+    if !(1..=50).contains(&max_passes) {
+        return Err(ApiError::field("max_passes", "must be 1 to 50"));
+    }
+    let options = crate::dedup::Options {
+        dry_run: q.dry_run.unwrap_or(true),
+        max_passes,
+        merge_shared_numbers: q.merge_shared_numbers,
+    };
+    let exclusive = match crate::dedup::claim(state.store.as_ref(), &portal).await {
+        Ok(e) => e,
+        Err(crate::dedup::SweepError::Busy(_)) => {
+            return Err(ApiError::Conflict("a duplicate sweep is already running for this portal".into()));
+        }
+        Err(_) => return Err(ApiError::Unavailable),
+    };
+    let options_json = serde_json::to_string(&options).map_err(|_| ApiError::Internal)?;
+    let id = state.store.start_dedup_run(&portal, &options_json).await.map_err(|_| ApiError::Unavailable)?;
+    let (store, region) = (state.store.clone(), state.region);
+    tokio::spawn(async move {
+        let out =
+            crate::dedup::run_held(exclusive, store.as_ref(), target.hubspot.as_ref(), &portal, region, options).await;
+        let recorded = match &out {
+            Ok(report) => store.finish_dedup_run(id, Ok(&serde_json::to_string(report).unwrap_or_default())).await,
+            Err(e) => store.finish_dedup_run(id, Err(&e.to_string())).await,
+        };
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, "recording a duplicate sweep's outcome failed");
+        }
+    });
+    Ok((axum::http::StatusCode::ACCEPTED, Json(json!({"run_id": id.to_string(), "status": "running"}))).into_response())
+}
+
+/// `GET /dedup/{id}`: a sweep's state, options and (once done) its report.
+pub async fn dedup_get(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    let Some(run) = state.store.dedup_run(id).await.map_err(|_| ApiError::Unavailable)? else {
+        return Err(ApiError::NotFound("no duplicate sweep with this id"));
+    };
+    let parse = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
+    Ok(Json(json!({
+        "run_id": run.id.to_string(), "portal": run.portal, "status": run.status,
+        "options": parse(&Some(run.options.clone())), "report": parse(&run.report), "error": run.error,
+        "started_at_ms": run.started_at_ms, "finished_at_ms": run.finished_at_ms,
+    }))
+    .into_response())
 }

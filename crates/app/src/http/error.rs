@@ -28,6 +28,8 @@ pub enum ApiError {
     InvalidPayload(Vec<FieldError>),
     /// 404: what the path names does not exist.
     NotFound(&'static str),
+    /// 409: the request conflicts with work already going on.
+    Conflict(String),
     /// 413: the body is larger than the limit, in bytes.
     TooLarge { limit: usize },
     /// 408: the body did not arrive within the time limit, in seconds.
@@ -59,6 +61,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::BAD_REQUEST, json!({"error": "invalid_payload", "fields": fields}))
             }
             ApiError::NotFound(reason) => (StatusCode::NOT_FOUND, json!({"error": "not_found", "reason": reason})),
+            ApiError::Conflict(reason) => (StatusCode::CONFLICT, json!({"error": "conflict", "reason": reason})),
             ApiError::TooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": "payload_too_large", "reason": format!("the body is over the limit of {limit} bytes"), "limit_bytes": limit}),

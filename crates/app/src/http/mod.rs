@@ -102,6 +102,8 @@ pub fn router(state: AppState, sources: Sources) -> Router {
         .route("/sync-now", post(admin::sync_now))
         .route("/token/status", get(admin::token_status))
         .route("/token/refresh", post(admin::token_refresh))
+        .route("/dedup", post(admin::dedup_start))
+        .route("/dedup/{id}", get(admin::dedup_get))
         .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
     let mut router = Router::new();
     for (name, generic) in sources.named {

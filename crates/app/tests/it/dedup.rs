@@ -77,3 +77,58 @@ async fn a_sweep_merges_duplicates_into_the_oldest_in_passes_and_leaves_shared_n
     assert!([ids[5], ids[6]].iter().all(|id| contacts.iter().any(|c| id_of(c) == Some(*id))));
     let _ = std::fs::remove_file(&db);
 }
+
+/// Polls `GET /dedup/{id}` until the run has ended.
+async fn finished(app: &TestApp, id: &str) -> Value {
+    for _ in 0..500 {
+        let (status, run) = app.admin_get(&format!("/dedup/{id}")).await;
+        assert_eq!(status, 200, "{run}");
+        if run["status"] != "running" {
+            return run;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the sweep did not end");
+}
+
+#[tokio::test]
+async fn the_admin_api_starts_one_sweep_per_portal_a_dry_run_by_default_and_reports_it() {
+    let app = TestApp::start().await;
+    let ids = app
+        .sandbox
+        .seed(
+            "contacts",
+            &[
+                contact(json!({"phone": "+15718308515", "firstname": "Dana"})),
+                contact(json!({"phone": "(571) 830-8515", "firstname": "Dana", "lastname": "Reyes"})),
+            ],
+        )
+        .unwrap();
+    // A sweep holding the portal (here, or on another instance): a second one is refused.
+    let held = callbridge::dedup::claim(app.store.as_ref(), &PortalId::default()).await.unwrap();
+    let (status, answer) = app.post("/dedup", Some(ADMIN_TOKEN), &[], "").await;
+    assert_eq!((status, answer["error"].as_str()), (409, Some("conflict")), "{answer}");
+    held.release().await;
+
+    let (status, answer) = app.post("/dedup", Some(ADMIN_TOKEN), &[], "").await;
+    assert_eq!(status, 202, "{answer}");
+    let run = finished(&app, answer["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "done", "{run}");
+    assert_eq!(run["options"]["dry_run"], true);
+    assert_eq!(run["report"]["merged"], json!([[ids[0].to_string(), ids[1].to_string()]]));
+    assert_eq!(app.records("contacts").len(), 2, "a dry run merges nothing");
+
+    let (status, answer) = app.post("/dedup?dry_run=false", Some(ADMIN_TOKEN), &[], "").await;
+    assert_eq!(status, 202, "{answer}");
+    let run = finished(&app, answer["run_id"].as_str().unwrap()).await;
+    assert_eq!((run["status"].as_str(), run["report"]["converged"].as_bool()), (Some("done"), Some(true)), "{run}");
+    assert_eq!(app.records("contacts").len(), 1);
+
+    let (status, _) = app.post("/dedup?max_passes=0", Some(ADMIN_TOKEN), &[], "").await;
+    assert_eq!(status, 400);
+    let (status, _) = app.admin_get("/dedup/999").await;
+    assert_eq!(status, 404);
+    let (status, _) = app.post("/dedup", None, &[], "").await;
+    assert_eq!(status, 401);
+    app.stop().await;
+}
