@@ -132,3 +132,27 @@ async fn the_admin_api_starts_one_sweep_per_portal_a_dry_run_by_default_and_repo
     assert_eq!(status, 401);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn hubspots_250_merge_cap_is_reported_and_never_retried() {
+    let sandbox = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let same: Vec<Map<String, Value>> =
+        (0..251).map(|_| contact(json!({"phone": "(415) 555-0100", "firstname": "Ro"}))).collect();
+    sandbox.seed("contacts", &same).unwrap();
+    let db = temp_db();
+    let config = config_for(&sandbox, &db);
+    let hubspot = callbridge::app::hubspot_client(
+        &config,
+        Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
+    );
+    let store = fresh_store().await;
+    sandbox.reset_stats();
+    let options = Options { dry_run: false, ..Options::default() };
+    let report =
+        run(store.as_ref(), &hubspot, &PortalId::default(), DefaultRegion::default(), options, &|_| {}).await.unwrap();
+    assert_eq!(report.merged.len(), 249, "a contact carries at most 250 identities");
+    assert_eq!(report.capped.len(), 1);
+    assert_eq!(sandbox.stats().matching("POST", "/merge"), 250, "the capped merge was tried once");
+    assert_eq!(sandbox.dump()["contacts"].as_array().unwrap().len(), 2);
+    let _ = std::fs::remove_file(&db);
+}
