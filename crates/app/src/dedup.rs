@@ -5,7 +5,8 @@
 //! again after the contacts are read again; one refused by HubSpot's 250-merge cap is reported
 //! and never retried. After each merge callbridge's own records follow it
 //! ([`callbridge_store::CallerIndex::merged_contact`]). One sweep at a time per portal, across
-//! instances.
+//! instances; its requests are bulk work ([`callbridge_hubspot::bulk`]): at most half of each
+//! 10-second window, so a live call's sync is never held up by more than a window.
 
 use std::collections::HashSet;
 
@@ -92,7 +93,7 @@ pub async fn run(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Report, SweepError> {
     let exclusive = claim(store, portal).await?;
-    let out = passes(store, hubspot, portal, region, options, progress).await;
+    let out = callbridge_hubspot::bulk(passes(store, hubspot, portal, region, options, progress)).await;
     exclusive.release().await;
     out
 }
@@ -115,7 +116,7 @@ pub async fn run_held(
     region: DefaultRegion,
     options: Options,
 ) -> Result<Report, SweepError> {
-    let out = passes(store, hubspot, portal, region, options, &|_| {}).await;
+    let out = callbridge_hubspot::bulk(passes(store, hubspot, portal, region, options, &|_| {})).await;
     exclusive.release().await;
     out
 }

@@ -28,6 +28,9 @@ use tokio::sync::Notify;
 pub enum Priority {
     Interactive,
     Background,
+    /// Work that can wait (a duplicate sweep): at most half of each window, so call sync
+    /// always finds room within the window.
+    Bulk,
 }
 
 tokio::task_local! {
@@ -41,11 +44,19 @@ pub async fn interactive<F: std::future::Future>(work: F) -> F::Output {
     PRIORITY.scope(Priority::Interactive, work).await
 }
 
+/// Runs `work` as bulk work: every HubSpot request it makes (in this task) takes at most half
+/// of each window, behind call sync.
+pub async fn bulk<F: std::future::Future>(work: F) -> F::Output {
+    PRIORITY.scope(Priority::Bulk, work).await
+}
+
 impl Priority {
-    /// The priority a request goes out with: interactive if it says so or its task does.
+    /// The priority a request goes out with: interactive if it or its task says so; bulk if
+    /// its task is bulk work and it asks for nothing better.
     pub fn effective(self) -> Priority {
-        match PRIORITY.try_with(|p| *p) {
-            Ok(Priority::Interactive) => Priority::Interactive,
+        match (PRIORITY.try_with(|p| *p), self) {
+            (Ok(Priority::Interactive), _) | (_, Priority::Interactive) => Priority::Interactive,
+            (Ok(Priority::Bulk), _) => Priority::Bulk,
             _ => self,
         }
     }
@@ -81,6 +92,7 @@ impl Window {
         match priority {
             Priority::Interactive => self.max,
             Priority::Background => self.max.saturating_sub(self.reserve).max(self.max.div_ceil(2)),
+            Priority::Bulk => (self.max / 2).max(1),
         }
     }
 }
@@ -471,5 +483,23 @@ mod tests {
         assert_eq!(Priority::Background.effective(), Priority::Background);
         assert_eq!(interactive(async { Priority::Background.effective() }).await, Priority::Interactive);
         assert_eq!(Priority::Interactive.effective(), Priority::Interactive);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bulk_work_takes_at_most_half_the_window() {
+        let limiter = Limiter::new(10, Duration::from_secs(10)).with_reserve(2);
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(bulk(async { limiter.acquire_as(Priority::Background.effective()).await }).await);
+        }
+        let l = limiter.clone();
+        let more = tokio::spawn(bulk(async move { l.acquire_as(Priority::Background.effective()).await }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!more.is_finished(), "a sweep stops at half the window");
+        held.push(limiter.acquire().await);
+        held.push(limiter.acquire().await);
+        held.push(limiter.acquire().await);
+        assert_eq!(limiter.used(), 8, "call sync found room beside it");
+        more.abort();
     }
 }

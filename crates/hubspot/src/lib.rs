@@ -16,7 +16,7 @@ pub mod types;
 
 pub use api::HubSpotApi;
 pub use auth::{Credentials, MemoryTokenStore, OAuthApp, OAuthTokens, TokenStore};
-pub use budget::{Priority, SharedWindow, interactive};
+pub use budget::{Priority, SharedWindow, bulk, interactive};
 pub use endpoints::scheduler::{LinkAvailability, LinkBooked, LinkBooking};
 pub use error::{HubSpotError, PropertyIssue};
 pub use transport::{ApiVersion, ClientConfig, ClientStats, HubSpotClient, Identity, Paths, RetryPolicy};
