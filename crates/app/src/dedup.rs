@@ -15,6 +15,7 @@ use callbridge_domain::plan::PROP_PHONE_E164;
 use callbridge_domain::{DefaultRegion, PortalId, time};
 use callbridge_hubspot::{HubSpotApi, HubSpotError, ObjectType};
 use callbridge_store::Store;
+use futures_util::{StreamExt, stream};
 use serde::Serialize;
 
 /// The properties the sweep reads.
@@ -141,40 +142,47 @@ async fn passes(
                 plan.shared_numbers.iter().map(|s| s.contacts.iter().map(u64::to_string).collect()).collect();
         }
         let mut pass = Pass { contacts: contacts.len(), groups: plan.groups.len(), ..Pass::default() };
-        let pairs: Vec<(u64, u64)> = plan
+        let groups: Vec<Vec<(u64, u64)>> = plan
             .groups
             .iter()
-            .flat_map(|g| g.merged.iter().map(move |m| (g.survivor, *m)))
-            .filter(|pair| !capped.contains(pair))
+            .map(|g| g.merged.iter().map(|m| (g.survivor, *m)).filter(|pair| !capped.contains(pair)).collect())
+            .filter(|pairs: &Vec<(u64, u64)>| !pairs.is_empty())
             .collect();
         if options.dry_run {
-            pass.merges = pairs.len();
-            report.merged = pairs.iter().map(|(s, m)| (s.to_string(), m.to_string())).collect();
+            pass.merges = groups.iter().map(Vec::len).sum();
+            report.merged = groups.iter().flatten().map(|(s, m)| (s.to_string(), m.to_string())).collect();
             report.passes.push(pass);
             return Ok(report);
         }
-        for (survivor, merged) in pairs {
-            match hubspot.merge_contacts(survivor, merged).await {
-                Ok(_) => {
-                    store.merged_contact(portal, merged, survivor).await?;
+        let outcomes: Vec<Vec<((u64, u64), Merge)>> = stream::iter(groups)
+            .map(|pairs| async move {
+                let mut out = Vec::new();
+                for (survivor, merged) in pairs {
+                    let outcome = merge(store, hubspot, portal, survivor, merged).await;
+                    let stop = matches!(outcome, Merge::Fatal(_));
+                    out.push(((survivor, merged), outcome));
+                    if stop {
+                        break;
+                    }
+                }
+                out
+            })
+            .buffer_unordered(MERGES_AT_ONCE)
+            .collect()
+            .await;
+        for ((survivor, merged), outcome) in outcomes.into_iter().flatten() {
+            match outcome {
+                Merge::Done => {
                     pass.merges += 1;
                     report.merged.push((survivor.to_string(), merged.to_string()));
                     progress(Progress::Merged(report.merged.len()));
                 }
-                Err(HubSpotError::MergeLimit { .. }) => {
+                Merge::Capped => {
                     capped.insert((survivor, merged));
                     report.capped.push((survivor.to_string(), merged.to_string()));
                 }
-                // Without access or budget no later merge can go either.
-                Err(e @ (HubSpotError::Unauthorized { .. } | HubSpotError::DailyLimit { .. })) => return Err(e.into()),
-                Err(e) => {
-                    // The category only: HubSpot's messages may quote the contacts' values.
-                    tracing::warn!(
-                        error.transient = e.is_transient(),
-                        "HubSpot refused a merge; the next pass tries again"
-                    );
-                    pass.refused += 1;
-                }
+                Merge::Refused => pass.refused += 1,
+                Merge::Fatal(e) => return Err(e),
             }
         }
         let done = pass.merges == 0 && pass.refused == 0;
@@ -186,6 +194,36 @@ async fn passes(
         }
     }
     Ok(report)
+}
+
+/// Groups merged at once (each group's merges in turn); the budget paces them.
+const MERGES_AT_ONCE: usize = 16;
+
+/// How one merge went.
+enum Merge {
+    Done,
+    /// HubSpot's 250-merge cap: reported, never retried.
+    Capped,
+    /// Refused for a reason a later pass may mend.
+    Refused,
+    /// No later merge can go either (access refused, daily budget spent, the store failing).
+    Fatal(SweepError),
+}
+
+async fn merge(store: &dyn Store, hubspot: &dyn HubSpotApi, portal: &PortalId, survivor: u64, merged: u64) -> Merge {
+    match hubspot.merge_contacts(survivor, merged).await {
+        Ok(_) => match store.merged_contact(portal, merged, survivor).await {
+            Ok(()) => Merge::Done,
+            Err(e) => Merge::Fatal(e.into()),
+        },
+        Err(HubSpotError::MergeLimit { .. }) => Merge::Capped,
+        Err(e @ (HubSpotError::Unauthorized { .. } | HubSpotError::DailyLimit { .. })) => Merge::Fatal(e.into()),
+        Err(e) => {
+            // The kind only: HubSpot's messages may quote the contacts' values.
+            tracing::warn!(error.transient = e.is_transient(), "HubSpot refused a merge; the next pass tries again");
+            Merge::Refused
+        }
+    }
 }
 
 /// Every contact, page by page.

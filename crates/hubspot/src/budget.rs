@@ -28,8 +28,9 @@ use tokio::sync::Notify;
 pub enum Priority {
     Interactive,
     Background,
-    /// Work that can wait (a duplicate sweep): at most half of each window, so call sync
-    /// always finds room within the window.
+    /// Work that can wait (a duplicate sweep): it fills the window only while nothing else
+    /// waits for it, so a call's sync waits at most for the next slot to free (within one
+    /// window), never behind the sweep's queue.
     Bulk,
 }
 
@@ -44,8 +45,8 @@ pub async fn interactive<F: std::future::Future>(work: F) -> F::Output {
     PRIORITY.scope(Priority::Interactive, work).await
 }
 
-/// Runs `work` as bulk work: every HubSpot request it makes (in this task) takes at most half
-/// of each window, behind call sync.
+/// Runs `work` as bulk work: every HubSpot request it makes (in this task) takes a slot only
+/// when no other work waits for one.
 pub async fn bulk<F: std::future::Future>(work: F) -> F::Output {
     PRIORITY.scope(Priority::Bulk, work).await
 }
@@ -92,7 +93,7 @@ impl Window {
         match priority {
             Priority::Interactive => self.max,
             Priority::Background => self.max.saturating_sub(self.reserve).max(self.max.div_ceil(2)),
-            Priority::Bulk => (self.max / 2).max(1),
+            Priority::Bulk => self.max.saturating_sub(self.reserve).max(self.max.div_ceil(2)),
         }
     }
 }
@@ -228,10 +229,18 @@ impl Limiter {
                     let w = self.inner.0.lock();
                     (w.room(priority), w.interval)
                 };
-                match shared.window.take(&shared.bucket, max, interval).await {
+                let yields = priority == Priority::Bulk && self.waiting() > 0;
+                let taken = if yields {
+                    Err(Duration::from_millis(10))
+                } else {
+                    shared.window.take(&shared.bucket, max, interval).await
+                };
+                match taken {
                     Ok(slot) => return Permit { limiter: self.clone(), open: true, slot: Some(slot) },
                     Err(wait) => {
-                        waiting.get_or_insert_with(|| Waiting::enter(&self.waiting));
+                        if priority != Priority::Bulk {
+                            waiting.get_or_insert_with(|| Waiting::enter(&self.waiting));
+                        }
                         tokio::time::sleep(wait.clamp(Duration::from_millis(2), Duration::from_secs(1))).await
                     }
                 }
@@ -246,7 +255,10 @@ impl Limiter {
                 w.prune(now);
                 match w.blocked_until {
                     Some(t) if t > now => Some(t - now),
-                    _ if w.used() < w.room(priority) => {
+                    // Bulk work yields to any other work waiting for a slot.
+                    _ if w.used() < w.room(priority)
+                        && (priority != Priority::Bulk || self.waiting.load(Ordering::Relaxed) == 0) =>
+                    {
                         w.in_flight += 1;
                         return Permit { limiter: self.clone(), open: true, slot: None };
                     }
@@ -254,7 +266,9 @@ impl Limiter {
                     _ => w.done.front().map(|t| (*t + w.interval).saturating_duration_since(now)),
                 }
             };
-            waiting.get_or_insert_with(|| Waiting::enter(&self.waiting));
+            if priority != Priority::Bulk {
+                waiting.get_or_insert_with(|| Waiting::enter(&self.waiting));
+            }
             match wait {
                 Some(d) => {
                     tokio::select! {
@@ -312,7 +326,7 @@ impl Limiter {
         self.inner.0.lock().interval
     }
 
-    /// Requests waiting for a slot now: work is piling up behind this limit.
+    /// Requests waiting for a slot now, bulk work aside: work is piling up behind this limit.
     pub fn waiting(&self) -> u32 {
         self.waiting.load(Ordering::Relaxed)
     }
@@ -486,20 +500,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn bulk_work_takes_at_most_half_the_window() {
-        let limiter = Limiter::new(10, Duration::from_secs(10)).with_reserve(2);
+    async fn bulk_work_yields_the_next_free_slot_to_call_sync() {
+        let limiter = Limiter::new(4, Duration::from_secs(10));
+        let sweep = |l: &Limiter| {
+            let l = l.clone();
+            tokio::spawn(bulk(async move { l.acquire_as(Priority::Background.effective()).await }))
+        };
         let mut held = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..4 {
             held.push(bulk(async { limiter.acquire_as(Priority::Background.effective()).await }).await);
         }
+        assert_eq!(limiter.used(), 4, "with nothing else waiting, a sweep fills the window");
+        let more = sweep(&limiter);
         let l = limiter.clone();
-        let more = tokio::spawn(bulk(async move { l.acquire_as(Priority::Background.effective()).await }));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!more.is_finished(), "a sweep stops at half the window");
-        held.push(limiter.acquire().await);
-        held.push(limiter.acquire().await);
-        held.push(limiter.acquire().await);
-        assert_eq!(limiter.used(), 8, "call sync found room beside it");
+        let call = tokio::spawn(async move { l.acquire().await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(limiter.waiting(), 1, "the call's request waits; the sweep's is not counted");
+        held.pop();
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert!(call.is_finished(), "the call took the slot that freed first");
+        assert!(!more.is_finished(), "the sweep waits behind it");
         more.abort();
     }
 }
