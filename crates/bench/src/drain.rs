@@ -87,7 +87,7 @@ const SEARCH_PER_SECOND: u64 = 5;
 /// The least time the limits allow for `window` requests and `search` searches: a full
 /// window can go at once, each further one 10 s later; searches at 5 per second; plus one
 /// round trip.
-fn floor_secs(window: u64, search: u64, latency_s: f64) -> f64 {
+pub(crate) fn floor_secs(window: u64, search: u64, latency_s: f64) -> f64 {
     let windows = (window.div_ceil(WINDOW_MAX)).saturating_sub(1) as f64 * WINDOW_SECS;
     let seconds = (search.div_ceil(SEARCH_PER_SECOND)).saturating_sub(1) as f64;
     windows.max(seconds) + latency_s

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod client;
+mod dedup;
 mod drain;
 mod ingest;
 mod multi;
@@ -36,6 +37,8 @@ enum Bench {
     Multi(multi::Args),
     /// Mid-call tools: answer latency with 50 agents looking up, asking availability and booking.
     Tools(tools::Args),
+    /// The duplicate sweep: 100,000 contacts with 5,000 duplicate pairs, requests and time against the floor.
+    Dedup(dedup::Args),
     /// Serve the webhook routes without a worker, for an outside load generator.
     IngestServer {
         #[arg(long, default_value = "127.0.0.1:18080")]
@@ -52,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Drain(args) => drain::run(args),
         Bench::Multi(args) => multi::run(args),
         Bench::Tools(args) => tools::run(args),
+        Bench::Dedup(args) => dedup::run(args),
         Bench::IngestServer { listen } => ingest::serve(&listen),
     }
 }
