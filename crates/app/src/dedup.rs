@@ -94,9 +94,7 @@ pub async fn run(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Report, SweepError> {
     let exclusive = claim(store, portal).await?;
-    let out = callbridge_hubspot::bulk(passes(store, hubspot, portal, region, options, progress)).await;
-    exclusive.release().await;
-    out
+    run_held(exclusive, store, hubspot, portal, region, options, progress).await
 }
 
 /// Takes the portal's sweep lock (one sweep at a time per portal, across instances), for a
@@ -108,7 +106,8 @@ pub async fn claim(store: &dyn Store, portal: &PortalId) -> Result<callbridge_st
         .ok_or_else(|| SweepError::Busy(portal.as_str().to_string()))
 }
 
-/// Runs a sweep under a lock [`claim`] took, releasing it at the end.
+/// Runs a sweep under a lock [`claim`] took, releasing it at the end; its requests are bulk
+/// work.
 pub async fn run_held(
     exclusive: callbridge_store::Exclusive,
     store: &dyn Store,
@@ -116,8 +115,9 @@ pub async fn run_held(
     portal: &PortalId,
     region: DefaultRegion,
     options: Options,
+    progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Report, SweepError> {
-    let out = callbridge_hubspot::bulk(passes(store, hubspot, portal, region, options, &|_| {})).await;
+    let out = callbridge_hubspot::bulk(passes(store, hubspot, portal, region, options, progress)).await;
     exclusive.release().await;
     out
 }

@@ -3,7 +3,7 @@
 
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 
-use crate::{Activity, EventRow, Job, JobCounts, ListedActivity, PortalId, Result, StoreError, StoredTokens};
+use crate::{Activity, DedupRun, EventRow, Job, JobCounts, ListedActivity, PortalId, Result, StoreError, StoredTokens};
 
 fn get<'r, R, T>(r: &'r R, column: &str) -> Result<T>
 where
@@ -180,4 +180,24 @@ where
         .collect::<Result<Vec<Job>>>()?;
     out.sort_by_key(|j| j.id);
     Ok(out)
+}
+
+pub(crate) fn dedup_run<R, DB>(r: &R) -> Result<DedupRun>
+where
+    DB: Database,
+    R: Row<Database = DB>,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+{
+    Ok(DedupRun {
+        id: get(r, "id")?,
+        portal: get(r, "portal")?,
+        options: get(r, "options")?,
+        status: get(r, "status")?,
+        report: get(r, "report")?,
+        error: get(r, "error")?,
+        started_at_ms: get(r, "started_at")?,
+        finished_at_ms: get(r, "finished_at")?,
+    })
 }

@@ -992,19 +992,6 @@ impl crate::DedupRuns for SqliteStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(crate::DedupRun {
-                id: r.try_get("id")?,
-                portal: r.try_get("portal")?,
-                options: r.try_get("options")?,
-                status: r.try_get("status")?,
-                report: r.try_get("report")?,
-                error: r.try_get("error")?,
-                started_at_ms: r.try_get("started_at")?,
-                finished_at_ms: r.try_get("finished_at")?,
-            })
-        })
-        .transpose()
-        .map_err(|e: sqlx::Error| e.into())
+        row.as_ref().map(crate::rows::dedup_run).transpose()
     }
 }

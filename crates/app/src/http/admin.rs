@@ -204,8 +204,16 @@ pub async fn dedup_start(State(state): State<AppState>, Query(q): Query<DedupQue
     let id = state.store.start_dedup_run(&portal, &options_json).await.map_err(|_| ApiError::Unavailable)?;
     let (store, region) = (state.store.clone(), state.region);
     tokio::spawn(async move {
-        let out =
-            crate::dedup::run_held(exclusive, store.as_ref(), target.hubspot.as_ref(), &portal, region, options).await;
+        let out = crate::dedup::run_held(
+            exclusive,
+            store.as_ref(),
+            target.hubspot.as_ref(),
+            &portal,
+            region,
+            options,
+            &|_| {},
+        )
+        .await;
         let recorded = match &out {
             Ok(report) => store.finish_dedup_run(id, Ok(&serde_json::to_string(report).unwrap_or_default())).await,
             Err(e) => store.finish_dedup_run(id, Err(&e.to_string())).await,
