@@ -185,11 +185,12 @@ async fn passes(
                 Merge::Fatal(e) => return Err(e),
             }
         }
-        let done = pass.merges == 0 && pass.refused == 0;
-        let stalled = pass.merges == 0;
+        // Until a pass has nothing to merge: refused merges are tried again in the next one,
+        // after the contacts are read again (at most `max_passes`).
+        let converged = pass.merges == 0 && pass.refused == 0;
         report.passes.push(pass);
-        if done || stalled {
-            report.converged = done;
+        if converged {
+            report.converged = true;
             break;
         }
     }

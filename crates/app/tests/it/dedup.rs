@@ -6,7 +6,13 @@ use std::sync::Arc;
 
 use callbridge::dedup::{Options, run};
 use callbridge_domain::{DefaultRegion, PortalId};
-use callbridge_hubspot::{Credentials, HubSpotApi};
+use std::collections::HashMap;
+
+use callbridge_hubspot::{
+    BatchOutcome, CallEngagement, Capabilities, ClientStats, Credentials, CrmObject, HubSpotApi, HubSpotError,
+    LinkAvailability, LinkBooked, LinkBooking, ObjectInput, ObjectType, PropertyOption, PropertySpec, Search,
+    SearchPage, UpdateInput, UpsertInput,
+};
 use callbridge_sandbox::{Sandbox, SandboxConfig};
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
@@ -184,5 +190,138 @@ async fn hubspots_250_merge_cap_is_reported_and_never_retried() {
     assert_eq!(report.capped.len(), 1);
     assert_eq!(sandbox.stats().matching("POST", "/merge"), 250, "the capped merge was tried once");
     assert_eq!(sandbox.dump()["contacts"].as_array().unwrap().len(), 2);
+    let _ = std::fs::remove_file(&db);
+}
+
+/// HubSpot as the sandbox serves it, except that it refuses each merge the first time it is
+/// asked (423, as HubSpot answers a record busy with another change): a sweep must carry
+/// those merges to its next pass.
+struct RefusesFirstMerge {
+    inner: callbridge_hubspot::HubSpotClient,
+    asked: std::sync::Mutex<std::collections::HashSet<(u64, u64)>>,
+}
+
+#[async_trait::async_trait]
+impl HubSpotApi for RefusesFirstMerge {
+    async fn merge_contacts(&self, primary: u64, other: u64) -> Result<CrmObject, HubSpotError> {
+        if self.asked.lock().unwrap().insert((primary, other)) {
+            return Err(HubSpotError::Api { status: 423, category: "LOCKED".into(), message: "busy".into() });
+        }
+        self.inner.merge_contacts(primary, other).await
+    }
+    async fn list_page(&self, t: ObjectType, p: &[&str], after: Option<&str>) -> Result<SearchPage, HubSpotError> {
+        self.inner.list_page(t, p, after).await
+    }
+    async fn batch_read(
+        &self,
+        t: ObjectType,
+        ids: &[String],
+        by: Option<&str>,
+        p: &[&str],
+    ) -> Result<BatchOutcome, HubSpotError> {
+        self.inner.batch_read(t, ids, by, p).await
+    }
+    async fn batch_create(&self, t: ObjectType, i: &[ObjectInput]) -> Result<BatchOutcome, HubSpotError> {
+        self.inner.batch_create(t, i).await
+    }
+    async fn batch_update(&self, t: ObjectType, i: &[UpdateInput]) -> Result<BatchOutcome, HubSpotError> {
+        self.inner.batch_update(t, i).await
+    }
+    async fn batch_upsert(&self, t: ObjectType, i: &[UpsertInput]) -> Result<BatchOutcome, HubSpotError> {
+        self.inner.batch_upsert(t, i).await
+    }
+    async fn search(&self, t: ObjectType, s: &Search) -> Result<SearchPage, HubSpotError> {
+        self.inner.search(t, s).await
+    }
+    async fn find_by_identities(
+        &self,
+        t: ObjectType,
+        p: &str,
+        c: &[u64],
+    ) -> Result<HashMap<String, CrmObject>, HubSpotError> {
+        self.inner.find_by_identities(t, p, c).await
+    }
+    async fn create_call_engagement(&self, e: &CallEngagement) -> Result<u64, HubSpotError> {
+        self.inner.create_call_engagement(e).await
+    }
+    async fn update_call_engagement(&self, id: u64, m: Value) -> Result<(), HubSpotError> {
+        self.inner.update_call_engagement(id, m).await
+    }
+    async fn contact_engagements(&self, c: u64) -> Result<Vec<Value>, HubSpotError> {
+        self.inner.contact_engagements(c).await
+    }
+    async fn property_names(&self, t: ObjectType) -> Result<Vec<String>, HubSpotError> {
+        self.inner.property_names(t).await
+    }
+    async fn property_options(&self, t: ObjectType, n: &str) -> Result<Option<Vec<String>>, HubSpotError> {
+        self.inner.property_options(t, n).await
+    }
+    async fn update_property_options(&self, t: ObjectType, n: &str, o: &[PropertyOption]) -> Result<(), HubSpotError> {
+        self.inner.update_property_options(t, n, o).await
+    }
+    async fn owner_exists(&self, id: &str) -> Result<bool, HubSpotError> {
+        self.inner.owner_exists(id).await
+    }
+    async fn group_names(&self, t: ObjectType) -> Result<Vec<String>, HubSpotError> {
+        self.inner.group_names(t).await
+    }
+    async fn create_group(&self, t: ObjectType, n: &str, l: &str) -> Result<bool, HubSpotError> {
+        self.inner.create_group(t, n, l).await
+    }
+    async fn create_property(&self, t: ObjectType, s: &PropertySpec) -> Result<bool, HubSpotError> {
+        self.inner.create_property(t, s).await
+    }
+    async fn link_availability(&self, s: &str, z: &str, m: u32) -> Result<LinkAvailability, HubSpotError> {
+        self.inner.link_availability(s, z, m).await
+    }
+    async fn book_link(&self, b: &LinkBooking) -> Result<LinkBooked, HubSpotError> {
+        self.inner.book_link(b).await
+    }
+    async fn capabilities(&self) -> Result<Capabilities, HubSpotError> {
+        self.inner.capabilities().await
+    }
+    async fn probe(&self) -> Result<Capabilities, HubSpotError> {
+        self.inner.probe().await
+    }
+    fn stats(&self) -> ClientStats {
+        self.inner.stats()
+    }
+    fn backlogged(&self) -> bool {
+        self.inner.budget().backlogged()
+    }
+}
+
+#[tokio::test]
+async fn a_merge_hubspot_refuses_is_tried_again_in_the_next_pass_after_reading_the_contacts_again() {
+    let sandbox = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let ids = sandbox
+        .seed(
+            "contacts",
+            &[
+                contact(json!({"phone": "+14155550150", "firstname": "Kim"})),
+                contact(json!({"mobilephone": "(415) 555-0150", "email": "kim@example.com"})),
+                contact(json!({"phone": "415.555.0150", "firstname": "Kim", "lastname": "Ode"})),
+            ],
+        )
+        .unwrap();
+    let db = temp_db();
+    let config = config_for(&sandbox, &db);
+    let hubspot = RefusesFirstMerge {
+        inner: callbridge::app::hubspot_client(
+            &config,
+            Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
+        ),
+        asked: Default::default(),
+    };
+    let store = fresh_store().await;
+    let options = Options { dry_run: false, ..Options::default() };
+    let report =
+        run(store.as_ref(), &hubspot, &PortalId::default(), DefaultRegion::default(), options, &|_| {}).await.unwrap();
+    let passes: Vec<(usize, usize)> = report.passes.iter().map(|p| (p.merges, p.refused)).collect();
+    assert_eq!(passes, [(0, 2), (2, 0), (0, 0)], "refused, merged after a fresh read, then nothing left");
+    assert!(report.converged);
+    assert_eq!(sandbox.dump()["contacts"].as_array().unwrap().len(), 1);
+    let left = sandbox.dump()["contacts"][0]["id"].as_str().map(String::from);
+    assert_eq!(left, Some(ids[0].to_string()), "into the oldest");
     let _ = std::fs::remove_file(&db);
 }
