@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use callbridge_domain::dedup::{Candidate, sweep as group};
 use callbridge_domain::plan::PROP_PHONE_E164;
 use callbridge_domain::{DefaultRegion, PortalId, time};
-use callbridge_hubspot::{HubSpotApi, HubSpotError, ObjectType};
+use callbridge_hubspot::{HubSpotApi, HubSpotError, ObjectType, Search};
 use callbridge_store::Store;
 use futures_util::{StreamExt, stream};
 use serde::Serialize;
@@ -227,31 +227,83 @@ async fn merge(store: &dyn Store, hubspot: &dyn HubSpotApi, portal: &PortalId, s
     }
 }
 
-/// Every contact, page by page.
+/// Pages read side by side: a cursor is the next record's id (DOC:contacts), so the ids
+/// between the first page and the newest contact split into ranges, each paged on its own.
+const READERS: u64 = 8;
+
+/// Every contact, page by page: the first page, then the rest in [`READERS`] id ranges read
+/// side by side (the last open-ended, for contacts created meanwhile).
 async fn read_all(
     hubspot: &dyn HubSpotApi,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Vec<Candidate>, SweepError> {
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = hubspot.list_page(ObjectType::Contacts, &READ, after.as_deref()).await?;
-        for c in &page.results {
-            let Some(id) = c.id_u64() else { continue };
-            let get = |k: &str| c.prop(k).map(str::trim).filter(|v| !v.is_empty()).map(String::from);
-            out.push(Candidate {
-                id,
-                created_ms: get("createdate").and_then(|d| time::parse_iso_with_offset(&d)).unwrap_or(i64::MAX),
-                emails: ["email", "hs_additional_emails"].iter().filter_map(|k| get(k)).collect(),
-                phones: ["phone", "mobilephone", PROP_PHONE_E164].iter().filter_map(|k| get(k)).collect(),
-                first_name: get("firstname"),
-                last_name: get("lastname"),
-            });
+    let read = std::sync::atomic::AtomicUsize::new(0);
+    let seen = |n: usize| progress(Progress::Read(read.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n));
+    let first = hubspot.list_page(ObjectType::Contacts, &READ, None).await?;
+    let mut out: Vec<Candidate> = first.results.iter().filter_map(candidate).collect();
+    seen(out.len());
+    let Some(start) = first.next_after.as_deref().filter(|_| !first.results.is_empty()) else { return Ok(out) };
+    let newest = Search::new().sort("hs_object_id", true).limit(1).properties(&["hs_object_id"]);
+    let newest = hubspot.search(ObjectType::Contacts, &newest).await?.results.first().and_then(|o| o.id_u64());
+    let ranges: Vec<(String, Option<u64>)> = match (start.parse::<u64>(), newest) {
+        (Ok(lo), Some(hi)) if hi > lo => {
+            let stride = (hi - lo + 1).div_ceil(READERS);
+            let mut ranges: Vec<(String, Option<u64>)> = (0..READERS)
+                .map(|k| lo + k * stride)
+                .filter(|from| *from <= hi)
+                .map(|from| (from.to_string(), Some(from + stride)))
+                .collect();
+            // The last range stays open: contacts created during the read are in it.
+            if let Some(last) = ranges.last_mut() {
+                last.1 = None;
+            }
+            ranges
         }
-        progress(Progress::Read(out.len()));
-        match page.next_after {
-            Some(next) if !page.results.is_empty() => after = Some(next),
-            _ => return Ok(out),
-        }
+        // A cursor that is not an id: one reader, as the cursor leads.
+        _ => vec![(start.to_string(), None)],
+    };
+    let parts: Vec<Result<Vec<Candidate>, SweepError>> = stream::iter(ranges)
+        .map(|(from, to)| {
+            let seen = &seen;
+            async move {
+                let mut part = Vec::new();
+                let mut after = Some(from);
+                while let Some(cursor) = after {
+                    let page = hubspot.list_page(ObjectType::Contacts, &READ, Some(&cursor)).await?;
+                    let before = part.len();
+                    let mut past = false;
+                    for c in page.results.iter().filter_map(candidate) {
+                        if to.is_some_and(|to| c.id >= to) {
+                            past = true;
+                            continue;
+                        }
+                        part.push(c);
+                    }
+                    seen(part.len() - before);
+                    after = page.next_after.filter(|_| !past && !page.results.is_empty());
+                }
+                Ok(part)
+            }
+        })
+        .buffer_unordered(READERS as usize)
+        .collect()
+        .await;
+    for part in parts {
+        out.extend(part?);
     }
+    Ok(out)
+}
+
+/// A contact as the grouping reads it.
+fn candidate(c: &callbridge_hubspot::CrmObject) -> Option<Candidate> {
+    let id = c.id_u64()?;
+    let get = |k: &str| c.prop(k).map(str::trim).filter(|v| !v.is_empty()).map(String::from);
+    Some(Candidate {
+        id,
+        created_ms: get("createdate").and_then(|d| time::parse_iso_with_offset(&d)).unwrap_or(i64::MAX),
+        emails: ["email", "hs_additional_emails"].iter().filter_map(|k| get(k)).collect(),
+        phones: ["phone", "mobilephone", PROP_PHONE_E164].iter().filter_map(|k| get(k)).collect(),
+        first_name: get("firstname"),
+        last_name: get("lastname"),
+    })
 }

@@ -325,3 +325,29 @@ async fn a_merge_hubspot_refuses_is_tried_again_in_the_next_pass_after_reading_t
     assert_eq!(left, Some(ids[0].to_string()), "into the oldest");
     let _ = std::fs::remove_file(&db);
 }
+
+#[tokio::test]
+async fn a_sweep_reads_every_contact_once_through_ranges_read_side_by_side() {
+    let sandbox =
+        Sandbox::spawn(SandboxConfig { ten_second_max: Some(5_000), ..SandboxConfig::default() }).await.unwrap();
+    let many: Vec<Map<String, Value>> =
+        (0..1_234).map(|i| contact(json!({"email": format!("p{i}@example.com"), "firstname": "P"}))).collect();
+    sandbox.seed("contacts", &many).unwrap();
+    let db = temp_db();
+    let config = config_for(&sandbox, &db);
+    let hubspot = callbridge::app::hubspot_client(
+        &config,
+        Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
+    );
+    let store = fresh_store().await;
+    sandbox.reset_stats();
+    let report =
+        run(store.as_ref(), &hubspot, &PortalId::default(), DefaultRegion::default(), Options::default(), &|_| {})
+            .await
+            .unwrap();
+    assert_eq!(report.passes[0].contacts, 1_234, "each contact once");
+    assert!(report.merged.is_empty());
+    let pages = sandbox.stats().matching("GET", "/objects/");
+    assert!((13..=13 + 8).contains(&pages), "13 pages' worth, at most one extra page per range: {pages}");
+    let _ = std::fs::remove_file(&db);
+}
