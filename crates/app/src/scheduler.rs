@@ -97,15 +97,14 @@ impl MeetingLink {
 /// The `book_link` job: books the booking through the portal's meeting link, once, and ties
 /// the meeting HubSpot made to the booking.
 pub async fn book(store: &dyn Store, portal: &Portal, booking_key: &str, retrying: bool) -> Result<(), SyncError> {
-    let db = |e: callbridge_store::StoreError| SyncError::Transient(format!("the store failed: {e}"));
     let Some(link) = portal.scheduler.as_ref() else {
         return Err(SyncError::Permanent("the portal has no scheduler_link to book through".into()));
     };
-    let Some(booking) = store.booking(portal.id(), booking_key).await.map_err(db)? else {
+    let Some(booking) = store.booking(portal.id(), booking_key).await? else {
         return Err(SyncError::Permanent("no such booking is recorded".into()));
     };
     let key = ActivityKey::of(&Event::Booking(crate::meetings::as_event(&booking)));
-    if store.activity(portal.id(), key.source, &key.key, KIND_MEETING).await.map_err(db)?.is_some() {
+    if store.activity(portal.id(), key.source, &key.key, KIND_MEETING).await?.is_some() {
         return Ok(());
     }
     let Some(email) = booking.email.clone() else {
@@ -113,8 +112,7 @@ pub async fn book(store: &dyn Store, portal: &Portal, booking_key: &str, retryin
     };
     let hubspot = portal.hubspot.as_ref();
     // Booked before (recorded), or perhaps booked by an attempt whose answer was lost.
-    let booked_for =
-        store.activity(portal.id(), key.source, &key.key, KIND_LINK_BOOKING).await.map_err(db)?.map(|a| a.hubspot_id);
+    let booked_for = store.activity(portal.id(), key.source, &key.key, KIND_LINK_BOOKING).await?.map(|a| a.hubspot_id);
     let contact = match booked_for {
         Some(c) => Some(c),
         None if retrying => contact_by_email(hubspot, &email).await?,
@@ -152,8 +150,7 @@ pub async fn book(store: &dyn Store, portal: &Portal, booking_key: &str, retryin
     let booked_for = record(&key, KIND_LINK_BOOKING, contact, Some(contact), booking.start_ms);
     store
         .settle(&Settlement { portal: portal.id().clone(), activities: vec![booked_for], ..Settlement::default() })
-        .await
-        .map_err(db)?;
+        .await?;
     match meeting_at(hubspot, contact, booking.start_ms, booking_key).await? {
         Some(meeting) => tie(store, portal, &booking, &key, contact, meeting).await,
         None => Err(SyncError::Transient("booked; HubSpot does not show the meeting on the contact yet".into())),
@@ -215,12 +212,9 @@ async fn tie(
             return Err(SyncError::Permanent(format!("HubSpot refused the update of {t:?} {id}: {}", e.category)));
         }
     }
-    let db = |e: callbridge_store::StoreError| SyncError::Transient(format!("the store failed: {e}"));
     let caller = crate::meetings::caller(booking);
-    store.remember_contact(portal.id(), &caller.keys(), contact).await.map_err(db)?;
+    store.remember_contact(portal.id(), &caller.keys(), contact).await?;
     let tied = record(key, KIND_MEETING, meeting, Some(contact), booking.start_ms);
-    store
-        .settle(&Settlement { portal: portal.id().clone(), activities: vec![tied], ..Settlement::default() })
-        .await
-        .map_err(db)
+    store.settle(&Settlement { portal: portal.id().clone(), activities: vec![tied], ..Settlement::default() }).await?;
+    Ok(())
 }

@@ -13,11 +13,17 @@ use callbridge_hubspot::{
     LinkAvailability, LinkBooked, LinkBooking, ObjectInput, ObjectType, PropertyOption, PropertySpec, Search,
     SearchPage, UpdateInput, UpsertInput,
 };
-use callbridge_sandbox::{Sandbox, SandboxConfig};
+use callbridge_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 
 use crate::helpers::*;
+
+/// callbridge's HubSpot client for `sandbox`, configured as the app configures it.
+fn client(sandbox: &RunningSandbox) -> callbridge_hubspot::HubSpotClient {
+    let config = config_for(sandbox, std::path::Path::new("unused.db"));
+    callbridge::app::hubspot_client(&config, Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())))
+}
 
 fn contact(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap()
@@ -46,13 +52,8 @@ async fn a_sweep_merges_duplicates_into_the_oldest_in_passes_and_leaves_shared_n
             ],
         )
         .unwrap();
-    let db = temp_db();
-    let config = config_for(&sandbox, &db);
     let store = fresh_store().await;
-    let hubspot: Arc<dyn HubSpotApi> = Arc::new(callbridge::app::hubspot_client(
-        &config,
-        Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
-    ));
+    let hubspot: Arc<dyn HubSpotApi> = Arc::new(client(&sandbox));
     let portal = PortalId::default();
     store.remember_contact(&portal, &["phone:+15718308515".into()], ids[1]).await.unwrap();
     let quiet = |_| {};
@@ -86,7 +87,6 @@ async fn a_sweep_merges_duplicates_into_the_oldest_in_passes_and_leaves_shared_n
     );
     // Pat and Sam Lee share a line: still two contacts.
     assert!([ids[10], ids[11]].iter().all(|id| contacts.iter().any(|c| id_of(c) == Some(*id))));
-    let _ = std::fs::remove_file(&db);
 }
 
 /// Polls `GET /dedup/{id}` until the run has ended.
@@ -175,12 +175,7 @@ async fn hubspots_250_merge_cap_is_reported_and_never_retried() {
     let same: Vec<Map<String, Value>> =
         (0..251).map(|_| contact(json!({"phone": "(415) 555-0100", "firstname": "Ro"}))).collect();
     sandbox.seed("contacts", &same).unwrap();
-    let db = temp_db();
-    let config = config_for(&sandbox, &db);
-    let hubspot = callbridge::app::hubspot_client(
-        &config,
-        Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
-    );
+    let hubspot = client(&sandbox);
     let store = fresh_store().await;
     sandbox.reset_stats();
     let options = Options { dry_run: false, ..Options::default() };
@@ -190,7 +185,6 @@ async fn hubspots_250_merge_cap_is_reported_and_never_retried() {
     assert_eq!(report.capped.len(), 1);
     assert_eq!(sandbox.stats().matching("POST", "/merge"), 250, "the capped merge was tried once");
     assert_eq!(sandbox.dump()["contacts"].as_array().unwrap().len(), 2);
-    let _ = std::fs::remove_file(&db);
 }
 
 /// HubSpot as the sandbox serves it, except that it refuses each merge the first time it is
@@ -304,15 +298,7 @@ async fn a_merge_hubspot_refuses_is_tried_again_in_the_next_pass_after_reading_t
             ],
         )
         .unwrap();
-    let db = temp_db();
-    let config = config_for(&sandbox, &db);
-    let hubspot = RefusesFirstMerge {
-        inner: callbridge::app::hubspot_client(
-            &config,
-            Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
-        ),
-        asked: Default::default(),
-    };
+    let hubspot = RefusesFirstMerge { inner: client(&sandbox), asked: Default::default() };
     let store = fresh_store().await;
     let options = Options { dry_run: false, ..Options::default() };
     let report =
@@ -323,7 +309,6 @@ async fn a_merge_hubspot_refuses_is_tried_again_in_the_next_pass_after_reading_t
     assert_eq!(sandbox.dump()["contacts"].as_array().unwrap().len(), 1);
     let left = sandbox.dump()["contacts"][0]["id"].as_str().map(String::from);
     assert_eq!(left, Some(ids[0].to_string()), "into the oldest");
-    let _ = std::fs::remove_file(&db);
 }
 
 #[tokio::test]
@@ -333,12 +318,7 @@ async fn a_sweep_reads_every_contact_once_through_ranges_read_side_by_side() {
     let many: Vec<Map<String, Value>> =
         (0..1_234).map(|i| contact(json!({"email": format!("p{i}@example.com"), "firstname": "P"}))).collect();
     sandbox.seed("contacts", &many).unwrap();
-    let db = temp_db();
-    let config = config_for(&sandbox, &db);
-    let hubspot = callbridge::app::hubspot_client(
-        &config,
-        Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
-    );
+    let hubspot = client(&sandbox);
     let store = fresh_store().await;
     sandbox.reset_stats();
     let report =
@@ -349,5 +329,4 @@ async fn a_sweep_reads_every_contact_once_through_ranges_read_side_by_side() {
     assert!(report.merged.is_empty());
     let pages = sandbox.stats().matching("GET", "/objects/");
     assert!((13..=13 + 8).contains(&pages), "13 pages' worth, at most one extra page per range: {pages}");
-    let _ = std::fs::remove_file(&db);
 }
