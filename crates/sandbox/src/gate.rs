@@ -35,8 +35,9 @@ pub async fn gate(
 ) -> Response {
     let endpoint = matched.as_ref().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
+    let place = state.stats.lock().arrive();
     let response = gate_inner(&state, &endpoint, req, next).await;
-    state.stats.lock().record(method.as_str(), &endpoint, response.status().as_u16());
+    state.stats.lock().record(method.as_str(), &endpoint, response.status().as_u16(), place);
     response
 }
 

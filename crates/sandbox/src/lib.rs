@@ -77,6 +77,10 @@ pub struct StatRow {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Stats {
     pub rows: Vec<StatRow>,
+    /// The longest chain of requests each sent after the one before it was answered: the
+    /// sequential round trips of the work done since the reset (with added latency, requests
+    /// sent together are told apart from requests sent one after another).
+    pub round_trips: u64,
 }
 
 impl Stats {
@@ -188,7 +192,7 @@ impl Sandbox {
                 })
             })
             .collect();
-        Stats { rows }
+        Stats { rows, round_trips: stats.round_trips }
     }
 
     pub fn reset_stats(&self) {

@@ -257,15 +257,25 @@ impl Limiter {
     }
 }
 
-/// Request counts by endpoint (method and route template) and status.
+/// Request counts by endpoint (method and route template) and status, and the longest chain
+/// of requests each sent after the one before it was answered.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub counts: BTreeMap<(String, String), BTreeMap<u16, u64>>,
+    pub round_trips: u64,
 }
 
 impl Stats {
-    pub fn record(&mut self, method: &str, endpoint: &str, status: u16) {
+    /// Where a request arriving now stands in a chain: one round trip after the longest
+    /// chain answered so far (requests sent together arrive before either is answered, and
+    /// share a place).
+    pub fn arrive(&self) -> u64 {
+        self.round_trips + 1
+    }
+
+    pub fn record(&mut self, method: &str, endpoint: &str, status: u16, place: u64) {
         *self.counts.entry((method.to_string(), endpoint.to_string())).or_default().entry(status).or_default() += 1;
+        self.round_trips = self.round_trips.max(place);
     }
 }
 

@@ -1,8 +1,9 @@
 //! Carrying the planner's operations out through [`HubSpotApi`], as few requests as the round
-//! allows: contacts through `batch/update` (known) and `batch/upsert` (new: by email, or by the
-//! unique `callbridge_phone_e164` for phone-only callers, so a retried upsert finds what the
-//! first attempt made); calls and meetings through `batch/create` with inline associations, a
-//! caller's together and in order. Whether calls go through the v3 Calls API or v1 engagements
+//! allows: contacts through `batch/update` (known; sent alongside the activities) and
+//! `batch/upsert` (new: by email, or by the unique `callbridge_phone_e164` for phone-only
+//! callers, so a retried upsert finds what the first attempt made; a lone email-only stranger
+//! through `batch/create`, whose 409 names the contact HubSpot already has); calls and
+//! meetings through `batch/create` with inline associations, a caller's together and in order. Whether calls go through the v3 Calls API or v1 engagements
 //! (which have no batch endpoint) is decided here, once per round, from the probe.
 //!
 //! A create is never re-sent blindly: a job that ran before first looks up what its earlier
@@ -143,18 +144,109 @@ fn by_caller_chunks<'a>(works: &mut [Work], list: &'a mut Vec<Planned>) -> Vec<&
     chunks
 }
 
+/// Takes the contact HubSpot made or found for a job: its id, which every answer carries.
+fn landed_contact(work: &mut Work, contact: &CrmObject) {
+    match contact.id_u64() {
+        Some(id) => work.contact_id = Some(id),
+        None => work.state = State::Failed(SyncError::Permanent("HubSpot returned a contact without an id".into())),
+    }
+}
+
+/// A caller's later jobs follow their leader: its contact, or its fate (the contact write was
+/// the leader's and its followers': when it failed, it failed for all).
+fn follow_leaders(works: &mut [Work]) {
+    for leader in 0..works.len() {
+        if !works[leader].leader() {
+            continue;
+        }
+        let contact_id = works[leader].contact_id;
+        let state = works[leader].state.clone();
+        for i in works[leader].group.clone().into_iter().skip(1) {
+            works[i].contact_id = contact_id;
+            if works[i].open() {
+                works[i].state = match &state {
+                    State::Failed(e) => State::Failed(e.clone()),
+                    other => super::follow(other),
+                };
+            }
+        }
+    }
+}
+
 impl Engine {
-    /// Updates known contacts and upserts new ones; returns how many were created.
-    pub(super) async fn write_contacts(&self, works: &mut [Work]) -> Result<usize, SyncError> {
-        let mut updates = Vec::new();
-        let (mut by_email, mut by_phone) = (Vec::new(), Vec::new());
+    /// The updates of contacts the round found (by index): known before anything is written,
+    /// so they go out alongside the activities, which need only the contact's id.
+    pub(super) fn contact_updates(works: &[Work]) -> Vec<(usize, UpdateInput)> {
+        works
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.open() && w.leader())
+            .filter_map(|(i, w)| match &w.contact {
+                Some(ContactOp::Update { id, properties }) => {
+                    Some((i, UpdateInput { id: *id, properties: properties.clone(), trace_id: Some(w.trace()) }))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Sends [`Self::contact_updates`]' inputs, 100 a request, all at once. It holds no job, so
+    /// it runs while the round's other writes do.
+    pub(super) async fn send_contact_updates<'a>(
+        &self,
+        updates: &'a [(usize, UpdateInput)],
+    ) -> Vec<(&'a [(usize, UpdateInput)], Result<BatchOutcome, HubSpotError>)> {
+        chunked(updates, BATCH_MAX, |c| async move {
+            let inputs: Vec<UpdateInput> = c.iter().map(|(_, u)| u.clone()).collect();
+            self.hubspot.batch_update(ObjectType::Contacts, &inputs).await
+        })
+        .await
+    }
+
+    /// Takes what HubSpot answered to the updates: a contact it no longer has is forgotten (the
+    /// caller is resolved afresh), and a caller's later jobs follow their leader's fate.
+    pub(super) async fn take_contact_updates(
+        &self,
+        works: &mut [Work],
+        answers: Vec<(&[(usize, UpdateInput)], Result<BatchOutcome, HubSpotError>)>,
+    ) -> Result<(), SyncError> {
+        let mut gone = Vec::new();
+        for (chunk, answer) in answers {
+            let indices: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+            match answer {
+                Ok(out) => {
+                    for e in out.errors.iter().filter(|e| e.category == "OBJECT_NOT_FOUND") {
+                        for t in &e.trace_ids {
+                            if let Some((_, u)) = chunk.iter().find(|(_, u)| u.trace_id.as_ref() == Some(t)) {
+                                gone.push(u.id);
+                            }
+                        }
+                    }
+                    reconcile(works, &indices, out, |_| None, None);
+                }
+                Err(e) => fail_request(works, &indices, &e),
+            }
+        }
+        for id in gone {
+            self.store.forget_contact(&self.portal, id).await?;
+        }
+        follow_leaders(works);
+        Ok(())
+    }
+
+    /// Upserts the round's new contacts (by email, or by the unique E.164 property for
+    /// phone-only callers) and remembers every contact found or made; returns how many were
+    /// created.
+    pub(super) async fn write_new_contacts(&self, works: &mut [Work]) -> Result<usize, SyncError> {
+        let (mut by_email, mut by_phone, mut direct) = (Vec::new(), Vec::new(), Vec::new());
         for (i, w) in works.iter().enumerate().filter(|(_, w)| w.open() && w.leader()) {
             match &w.contact {
-                Some(ContactOp::Update { id, properties }) => updates
-                    .push((i, UpdateInput { id: *id, properties: properties.clone(), trace_id: Some(w.trace()) })),
+                Some(ContactOp::Create { properties }) if w.create_directly => {
+                    direct.push((i, ObjectInput::new(properties.clone()).trace(w.trace())))
+                }
                 Some(ContactOp::Create { .. }) if w.caller().email.is_some() => by_email.push(i),
                 Some(ContactOp::Create { .. }) => by_phone.push(i),
-                None => {}
+                _ => {}
             }
         }
         let upsert = |i: usize, property: &str, key: String| UpsertInput {
@@ -175,10 +267,10 @@ impl Engine {
             .map(|&i| (i, upsert(i, PROP_PHONE_E164, phone_key(&works[i]).unwrap_or_default())))
             .collect();
 
-        let (updated, by_email_out, by_phone_out) = tokio::join!(
-            chunked(&updates, BATCH_MAX, |c| async move {
-                let inputs: Vec<UpdateInput> = c.iter().map(|(_, u)| u.clone()).collect();
-                self.hubspot.batch_update(ObjectType::Contacts, &inputs).await
+        let (direct_out, by_email_out, by_phone_out) = tokio::join!(
+            chunked(&direct, BATCH_MAX, |c| async move {
+                let inputs: Vec<ObjectInput> = c.iter().map(|(_, o)| o.clone()).collect();
+                self.hubspot.batch_create(ObjectType::Contacts, &inputs).await
             }),
             chunked(&email_inputs, BATCH_MAX, |c| async move {
                 let inputs: Vec<UpsertInput> = c.iter().map(|(_, u)| u.clone()).collect();
@@ -189,28 +281,31 @@ impl Engine {
                 self.hubspot.batch_upsert(ObjectType::Contacts, &inputs).await
             }),
         );
-        let mut gone = Vec::new();
-        for (chunk, answer) in updated {
+        let mut created = 0;
+        // Contacts HubSpot already had: remembered, so the next round reads them by id.
+        let mut known = Vec::new();
+        for (chunk, answer) in direct_out {
             let indices: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
             match answer {
                 Ok(out) => {
-                    for e in out.errors.iter().filter(|e| e.category == "OBJECT_NOT_FOUND") {
-                        for t in &e.trace_ids {
-                            if let Some((_, u)) = chunk.iter().find(|(_, u)| u.trace_id.as_ref() == Some(t)) {
-                                gone.push(u.id);
-                            }
-                        }
+                    for (i, r) in reconcile(works, &indices, out, email_key, Some("email")) {
+                        created += 1;
+                        landed_contact(&mut works[i], &r);
                     }
-                    reconcile(works, &indices, out, |_| None, None);
+                }
+                Err(HubSpotError::Conflict { existing_id: Some(id), .. }) if indices.len() == 1 => {
+                    known.push((works[indices[0]].caller().keys(), id));
+                    works[indices[0]].state = State::Next;
+                }
+                Err(e @ HubSpotError::Conflict { .. }) => {
+                    // No id to go on: read by email when the job runs again.
+                    for i in indices {
+                        works[i].state = State::Failed(SyncError::Transient(e.to_string()));
+                    }
                 }
                 Err(e) => fail_request(works, &indices, &e),
             }
         }
-        // A contact HubSpot no longer has: forget it, and the caller is resolved afresh.
-        for id in gone {
-            self.store.forget_contact(&self.portal, id).await?;
-        }
-        let mut created = 0;
         for (answers, key_of, key_prop) in [
             (by_email_out, &email_key as &dyn Fn(&Work) -> Option<String>, "email"),
             (by_phone_out, &phone_key as &dyn Fn(&Work) -> Option<String>, PROP_PHONE_E164),
@@ -221,44 +316,21 @@ impl Engine {
                     Ok(out) => {
                         for (i, r) in reconcile(works, &indices, out, key_of, Some(key_prop)) {
                             created += usize::from(r.new == Some(true));
-                            match r.id_u64() {
-                                Some(id) => works[i].contact_id = Some(id),
-                                None => {
-                                    works[i].state = State::Failed(SyncError::Permanent(
-                                        "HubSpot returned a contact without an id".into(),
-                                    ))
-                                }
-                            }
+                            landed_contact(&mut works[i], &r);
                         }
                     }
                     Err(e) => fail_request(works, &indices, &e),
                 }
             }
         }
-        // A caller's later jobs follow their leader: its contact, or its fate.
-        for leader in 0..works.len() {
-            if !works[leader].leader() {
-                continue;
-            }
-            let contact_id = works[leader].contact_id;
-            let state = works[leader].state.clone();
-            for i in works[leader].group.clone().into_iter().skip(1) {
-                works[i].contact_id = contact_id;
-                if works[i].open() {
-                    works[i].state = match &state {
-                        // The contact write was the leader's and its followers': it failed for all.
-                        State::Failed(e) => State::Failed(e.clone()),
-                        other => super::follow(other),
-                    };
-                }
-            }
-        }
+        follow_leaders(works);
         // Every contact found or made is remembered under each of its caller's keys.
-        let remembered: Vec<(Vec<String>, u64)> = works
+        let mut remembered: Vec<(Vec<String>, u64)> = works
             .iter()
             .filter(|w| w.open() && w.leader())
             .filter_map(|w| w.contact_id.map(|id| (w.caller().keys(), id)))
             .collect();
+        remembered.extend(known);
         if !remembered.is_empty() {
             self.store.remember_contacts(&self.portal, &remembered).await?;
         }
@@ -336,6 +408,9 @@ impl Engine {
             // A caller's activities go in one request, in order, so HubSpot makes them in the
             // order they happened.
             let chunks = by_caller_chunks(works, &mut list);
+            for (i, _) in chunks.iter().flat_map(|c| c.iter()) {
+                works[*i].wrote = true;
+            }
             let answers = chunked_slices(chunks, |c| {
                 let works = &*works;
                 async move {
@@ -421,6 +496,7 @@ impl Engine {
     ) -> usize {
         let mut by_caller: Vec<Vec<usize>> = Vec::new();
         for &i in indices {
+            works[i].wrote = true;
             match by_caller.iter_mut().find(|g| works[g[0]].leader_of == works[i].leader_of) {
                 Some(g) => g.push(i),
                 None => by_caller.push(vec![i]),

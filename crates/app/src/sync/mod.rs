@@ -8,14 +8,18 @@
 //!    for the next round with every job after it, so the caller's order holds.
 //! 2. **Resolve** ([`resolve`]): callers callbridge knows are read back by id (100 per
 //!    `batch/read`, following merges; an id HubSpot no longer has is forgotten); strangers
-//!    with an email are read by email (exact, no index lag); the rest are found by phone in
-//!    bulk searches packed across every round in flight.
+//!    with an email are read by email (exact, no index lag), except a lone one known by email
+//!    alone, whose contact is created directly (HubSpot's 409 names it if the email is taken);
+//!    the rest are found by phone in bulk searches packed across every round in flight.
 //! 3. **Plan** ([`callbridge_domain::plan::plan_caller`]): pure; per caller one contact write
 //!    and per job its activity write.
 //! 4. **Apply** ([`apply`]): contacts through `batch/update` and `batch/upsert`; calls and
 //!    meetings through `batch/create` with inline associations, or v1 engagements where the
-//!    token lacks the Calls API (chosen once, from the probe). A create is never re-sent
-//!    blindly: a job that ran before first looks up what its earlier attempt made.
+//!    token lacks the Calls API (chosen once, from the probe). A found contact's update goes
+//!    out alongside its activities, which need only its id: a known caller lands in two
+//!    sequential round trips (read; update and create), a new email-only caller in two
+//!    (create; create). A create is never re-sent blindly: a job that ran before first looks
+//!    up what its earlier attempt made.
 //!
 //! The engine records nothing itself: its [`RoundReport`] says, job by job, what landed (with
 //! the activities and newest-call times to record) and what failed, and which jobs wait for a
@@ -141,6 +145,11 @@ struct Work {
     merged: Option<Caller>,
     /// For a leader: the contact write the planner made for the caller.
     contact: Option<ContactOp>,
+    /// A create for this job's activity went out in this round.
+    wrote: bool,
+    /// For a leader known by email alone, alone in its round: its contact is created without
+    /// reading first (HubSpot's 409 names the contact when the email is taken).
+    create_directly: bool,
 }
 
 impl Work {
@@ -157,6 +166,8 @@ impl Work {
             leader_of: 0,
             merged: None,
             contact: None,
+            wrote: false,
+            create_directly: false,
         }
     }
     fn caller(&self) -> &Caller {
@@ -245,21 +256,29 @@ impl Engine {
         let mut works: Vec<Work> = jobs.into_iter().map(Work::new).collect();
         group_callers(&mut works);
         let mut report = RoundReport::default();
-        let mut clock = std::time::Instant::now();
-        let mut lap = |phase: usize, report: &mut RoundReport| {
-            report.phase_ms[phase] = clock.elapsed().as_millis() as u64;
-            clock = std::time::Instant::now();
-        };
+        let started = std::time::Instant::now();
         self.resolve_known(&mut works).await?;
         self.resolve_strangers(&mut works).await?;
         self.plan(&mut works).await?;
-        lap(0, &mut report);
-        report.contacts_created = self.write_contacts(&mut works).await?;
-        lap(1, &mut report);
-        let (mut records, created) = self.write_activities(&mut works).await?;
+        report.phase_ms[0] = started.elapsed().as_millis() as u64;
+        let clock = std::time::Instant::now();
+        // Contacts found need only their update, and their activities only their id: both go
+        // out at once. New contacts are made first, since their activities need the id HubSpot
+        // gives them.
+        let updates = Self::contact_updates(&works);
+        let (updated, written) = tokio::join!(self.send_contact_updates(&updates), async {
+            let created = self.write_new_contacts(&mut works).await?;
+            let made_at = std::time::Instant::now();
+            let activities = self.write_activities(&mut works).await?;
+            Ok::<_, SyncError>((created, made_at, activities))
+        });
+        let (created_contacts, made_at, (mut records, created)) = written?;
+        self.take_contact_updates(&mut works, updated).await?;
         records.extend(self.write_tasks(&mut works).await);
+        report.contacts_created = created_contacts;
         report.activities_created = created;
-        lap(2, &mut report);
+        report.phase_ms[1] = made_at.duration_since(clock).as_millis() as u64;
+        report.phase_ms[2] = made_at.elapsed().as_millis() as u64;
 
         report.landed = Settlement { portal: self.portal.clone(), activities: records, ..Settlement::default() };
         for w in works {
@@ -271,8 +290,10 @@ impl Engine {
                     report.landed.done.push(w.job.id);
                 }
                 State::Failed(e) => report.failed.push((w.job.id, e)),
-                State::Next => report.next.push(w.job),
-                State::Alone => report.alone.push(w.job),
+                // A write made for it may have reached HubSpot (its contact's update failed
+                // after its activity went out): the next run looks for it before writing.
+                State::Next => report.next.push(SyncJob { retrying: w.job.retrying || w.wrote, ..w.job }),
+                State::Alone => report.alone.push(SyncJob { retrying: w.job.retrying || w.wrote, ..w.job }),
             }
         }
         Ok(report)

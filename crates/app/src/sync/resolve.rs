@@ -244,6 +244,19 @@ impl Engine {
                 by_email.entry(e.as_str().to_string()).or_default().push(i);
             }
         }
+        // A lone stranger known by email alone is not read first: the contact is created
+        // directly, and if HubSpot has the email already its 409 names the contact (see
+        // `write_new_contacts`). A new caller lands a round trip sooner; one HubSpot knows costs
+        // the same requests as reading first. A batch still reads: one taken email fails a
+        // whole batch create. A job that ran before reads, so this is tried once.
+        if let [(_, only)] = by_email.iter().collect::<Vec<_>>()[..]
+            && let [i] = only[..]
+            && works[i].caller().phone.is_none()
+            && !works[i].job.retrying
+        {
+            works[i].create_directly = true;
+            by_email.clear();
+        }
         let phone_only = phones_to_find(works, |w| w.caller().email.is_none());
         let emails: Vec<String> = by_email.keys().cloned().collect();
         let read: Vec<&str> = CONTACT_READ.iter().copied().chain(["hs_additional_emails"]).collect();

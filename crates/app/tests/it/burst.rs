@@ -1,5 +1,6 @@
 //! A burst drains through batch endpoints and still lands every call once on the right
-//! contact; a lone call on an idle queue keeps the single, three-request path.
+//! contact; a lone event on an idle queue lands in as few sequential round trips as its
+//! caller allows.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -130,26 +131,44 @@ async fn a_burst_through_failures_and_writes_that_time_out_still_lands_each_call
     stop(app).await;
 }
 
-/// A lone event on an idle queue: at most three requests for a new caller and for a
-/// returning one, by phone, by email, or by both once known.
+/// A lone event on an idle queue, request by request and round trip by round trip: a known
+/// caller and a new email-only booker land in two sequential round trips (the contact's
+/// update goes out with the activity; a new email is created without reading first), a
+/// phone-only stranger in three (the search stays), and an email HubSpot has but callbridge
+/// does not know is found through the create's 409 in three. The sandbox answers after 150 ms,
+/// so requests sent together are told apart from requests sent one after another.
 #[tokio::test]
-async fn a_lone_call_on_an_idle_queue_takes_at_most_three_requests() {
-    let app = TestApp::start().await;
+async fn a_lone_event_on_an_idle_queue_lands_in_two_round_trips_unless_a_search_is_needed() {
+    let config = SandboxConfig { faults: Faults { latency_ms: 150, ..Faults::default() }, ..SandboxConfig::default() };
+    let app = TestApp::start_with(config, |_| {}).await;
     // The first call also probes what the token may do; the probe is cached after it.
     app.vapi(&vapi_report("warm-up", "+14155550999", "2026-01-06T14:05:00.000Z")).await;
     app.settle().await;
-    let cost = |what: &str| {
+    let cost = |what: &str, requests: &[(&str, &str, u64)], round_trips: u64| {
         let stats = app.sandbox.stats();
-        assert!(stats.total() <= 3, "{what}: {stats:?}");
+        for (method, endpoint, count) in requests {
+            assert_eq!(stats.matching(method, endpoint), *count, "{what}: {method} {endpoint}: {stats:?}");
+        }
+        let expected: u64 = requests.iter().map(|r| r.2).sum();
+        assert_eq!(stats.total(), expected, "{what}: {stats:?}");
+        assert_eq!(stats.round_trips, round_trips, "{what}: {stats:?}");
         app.sandbox.reset_stats();
     };
     app.sandbox.reset_stats();
     app.vapi(&vapi_report("lone-1", "+14155550123", "2026-01-06T14:06:00.000Z")).await;
     app.settle().await;
-    cost("new caller by phone");
+    cost(
+        "new caller by phone",
+        &[("POST", "/search", 1), ("POST", "/batch/upsert", 1), ("POST", "/batch/create", 1)],
+        3,
+    );
     app.vapi(&vapi_report("lone-2", "+14155550123", "2026-01-06T14:07:00.000Z")).await;
     app.settle().await;
-    cost("returning caller by phone");
+    cost(
+        "returning caller by phone",
+        &[("POST", "/batch/read", 1), ("POST", "/batch/update", 1), ("POST", "/batch/create", 1)],
+        2,
+    );
     let booking = |email: &str, phone: Option<&str>| {
         let mut b = serde_json::json!({"email": email, "firstname": "Lee", "meeting_type": "Demo",
             "meeting_datetime": "2026-02-10T10:00:00-05:00"});
@@ -160,13 +179,33 @@ async fn a_lone_call_on_an_idle_queue_takes_at_most_three_requests() {
     };
     app.booking(&booking("lee@example.com", None)).await;
     app.settle().await;
-    cost("new booker by email");
+    cost("new booker by email", &[("POST", "/batch/create", 2)], 2);
     let mut again = booking("lee@example.com", Some("+14155550124"));
     again["meeting_datetime"] = "2026-02-11T10:00:00-05:00".into();
     app.booking(&again).await;
     app.settle().await;
-    cost("returning booker by email, now with a phone");
+    cost(
+        "returning booker by email, now with a phone",
+        &[("POST", "/batch/read", 1), ("POST", "/batch/update", 1), ("POST", "/batch/create", 1)],
+        2,
+    );
+    // Made in HubSpot by someone else: callbridge has never seen the address.
+    let seeded = app.sandbox.sandbox.seed("contacts", &[serde_json::from_value(serde_json::json!(
+        {"email": "kim@example.com", "firstname": "Kim", "lastname": "Ode"})).unwrap()]).unwrap();
+    app.booking(&booking("kim@example.com", None)).await;
+    app.settle().await;
+    cost(
+        "booker by an email HubSpot has",
+        // The contact's create answered 409 naming it; then read by id, update and meeting.
+        &[("POST", "/batch/create", 2), ("POST", "/batch/read", 1), ("POST", "/batch/update", 1)],
+        3,
+    );
     assert_eq!(app.records("calls").len(), 3);
-    assert_eq!(app.records("meetings").len(), 2);
+    let meetings = app.records("meetings");
+    assert_eq!(meetings.len(), 3);
+    let contacts = app.records("contacts");
+    assert_eq!(contacts.len(), 4, "no second contact for an email HubSpot had");
+    let kim = contacts.iter().find(|c| c["id"] == seeded[0].to_string()).expect("the seeded contact");
+    assert_eq!(prop(kim, "firstname"), Some("Kim"), "what HubSpot had is kept");
     app.stop().await;
 }

@@ -187,6 +187,8 @@ pub fn router(state: Arc<State>) -> Router {
 }
 
 async fn unmatched(st: Shared, method: axum::http::Method) -> ApiError {
-    st.stats.lock().record(method.as_str(), "unmatched", 404);
+    let mut stats = st.stats.lock();
+    let place = stats.arrive();
+    stats.record(method.as_str(), "unmatched", 404, place);
     ApiError::route_not_found()
 }
