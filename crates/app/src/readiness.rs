@@ -77,7 +77,9 @@ pub fn reason(e: &HubSpotError) -> String {
         }
         HubSpotError::RefreshRejected { .. } => "HubSpot rejected the refresh token: reconnect the portal".into(),
         HubSpotError::MissingScopes { scopes } => format!("the token lacks scopes: {}", scopes.join(", ")),
-        HubSpotError::Transport { .. } | HubSpotError::Unavailable { .. } => "HubSpot is unreachable".into(),
+        HubSpotError::Transport { .. } | HubSpotError::Unavailable { .. } | HubSpotError::Paused { .. } => {
+            "HubSpot is unreachable".into()
+        }
         other => format!("property setup failed: {other}"),
     }
 }

@@ -237,7 +237,7 @@ impl Worker {
                     return;
                 };
                 if !portal.readiness.is_ready() {
-                    self.wait(&jobs.iter().map(|j| j.id).collect::<Vec<_>>()).await;
+                    self.wait(&jobs.iter().map(|j| j.id).collect::<Vec<_>>(), NOT_READY_WAIT).await;
                     return;
                 }
                 self.sync(&portal, jobs, held).await;
@@ -258,7 +258,7 @@ impl Worker {
             return self.fail(job, SyncError::Transient(format!("portal {portal_id} is not configured here"))).await;
         };
         if !portal.readiness.is_ready() {
-            return self.wait(&[job.id]).await;
+            return self.wait(&[job.id], NOT_READY_WAIT).await;
         }
         let work = async {
             match kind {
@@ -283,8 +283,9 @@ impl Worker {
             }
             Err(SyncError::Unready(why)) => {
                 portal.readiness.lose(portal_id.as_str(), why);
-                self.wait(&[job.id]).await;
+                self.wait(&[job.id], NOT_READY_WAIT).await;
             }
+            Err(SyncError::Paused(_, retry_in)) => self.wait(&[job.id], retry_in).await,
             Err(e) => self.fail(job, e).await,
         }
     }
@@ -312,21 +313,27 @@ impl Worker {
                     if let Err(e) = self.store.settle(landed).await {
                         tracing::error!(error = %e, "recording landed jobs failed; their leases will expire and they will run again");
                     }
-                    let mut unready = Vec::new();
+                    let (mut waiting, mut wait) = (Vec::new(), Duration::ZERO);
                     for (id, e) in failed {
                         match e {
                             // Only setup can mend it: the portal stops taking work, the job waits.
                             SyncError::Unready(why) => {
                                 portal.readiness.lose(portal.id().as_str(), why.clone());
-                                unready.push(*id);
+                                waiting.push(*id);
+                                wait = wait.max(NOT_READY_WAIT);
+                            }
+                            // HubSpot keeps failing: the job waits for the breaker's next probe.
+                            SyncError::Paused(_, retry_in) => {
+                                waiting.push(*id);
+                                wait = wait.max(*retry_in);
                             }
                             e => self.fail(&held[id], e.clone()).await,
                         }
                     }
-                    if !unready.is_empty() {
+                    if !waiting.is_empty() {
                         // The rest of this claim waits with them.
-                        unready.extend(next.iter().chain(alone).chain(rounds.iter().flatten()).map(|j| j.id));
-                        self.wait(&unready).await;
+                        waiting.extend(next.iter().chain(alone).chain(rounds.iter().flatten()).map(|j| j.id));
+                        self.wait(&waiting, wait).await;
                         return;
                     }
                     rounds.extend(alone.iter().cloned().map(|j| vec![j]));
@@ -357,10 +364,10 @@ impl Worker {
         }
     }
 
-    /// Puts jobs of a portal that is not ready back to wait: not an attempt, so nothing goes
-    /// dead while HubSpot is unreachable or the token is refused.
-    async fn wait(&self, ids: &[i64]) {
-        if let Err(e) = self.store.defer(ids, now_ms() + NOT_READY_WAIT.as_millis() as i64).await {
+    /// Puts jobs back to wait for `delay` (a portal that is not ready, HubSpot's requests paused):
+    /// not an attempt, so nothing goes dead while HubSpot is unreachable or the token is refused.
+    async fn wait(&self, ids: &[i64], delay: Duration) {
+        if let Err(e) = self.store.defer(ids, now_ms() + delay.as_millis() as i64).await {
             tracing::error!(error = %e, "handing jobs back failed; their leases will expire");
         }
     }

@@ -1,6 +1,6 @@
 //! The client's one error type. Each variant is something a caller can act on: fix the
 //! input (validation), use the existing record (conflict), fall back (missing scopes), wait
-//! (daily limit), or ask the operator (rejected refresh token).
+//! (daily limit, an open circuit breaker), or ask the operator (rejected refresh token).
 
 use serde_json::Value;
 
@@ -33,6 +33,10 @@ pub enum HubSpotError {
     Unavailable { status: u16, attempts: u32, message: String },
     #[error("could not reach HubSpot after {attempts} attempts: {message}")]
     Transport { attempts: u32, message: String },
+    /// Not sent: HubSpot kept failing and the portal's circuit breaker is open; the next
+    /// probe is due in `retry_in_ms`.
+    #[error("HubSpot is failing; requests are paused for {retry_in_ms} ms")]
+    Paused { retry_in_ms: u64 },
     #[error("merge refused: {message}")]
     MergeLimit { message: String },
     #[error("HubSpot answered {status} {category}: {message}")]
@@ -46,7 +50,10 @@ impl HubSpotError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            HubSpotError::Unavailable { .. } | HubSpotError::Transport { .. } | HubSpotError::DailyLimit { .. }
+            HubSpotError::Unavailable { .. }
+                | HubSpotError::Transport { .. }
+                | HubSpotError::DailyLimit { .. }
+                | HubSpotError::Paused { .. }
         )
     }
 

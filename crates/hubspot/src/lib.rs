@@ -2,12 +2,14 @@
 //! with single-flight refresh), the portal's rate budget, retries, batch endpoints, the
 //! capability probe, and typed errors. Nothing here is business logic.
 //!
-//! [`transport`] owns the request path (budget, auth, retries; with [`auth`] and [`budget`]);
+//! [`transport`] owns the request path (budget, auth, retries, the circuit breaker; with
+//! [`auth`], [`budget`] and [`breaker`]);
 //! `endpoints` owns the shapes of each endpoint group; [`HubSpotApi`] is what the rest of
 //! callbridge may ask.
 
 pub mod api;
 pub mod auth;
+pub mod breaker;
 pub mod budget;
 mod endpoints;
 pub mod error;
@@ -16,6 +18,7 @@ pub mod types;
 
 pub use api::HubSpotApi;
 pub use auth::{Credentials, MemoryTokenStore, OAuthApp, OAuthTokens, TokenStore};
+pub use breaker::BreakerPolicy;
 pub use budget::{Priority, SharedWindow, bulk, interactive};
 pub use endpoints::scheduler::{LinkAvailability, LinkBooked, LinkBooking};
 pub use error::{HubSpotError, PropertyIssue};

@@ -1,9 +1,10 @@
-//! The transport: the one path every request takes. It draws from the
-//! [`Budget`](crate::budget::Budget) before it is sent, carries a fresh token, and is retried
-//! only when retrying can help — 5xx, 423,
-//! timeouts and connection errors with exponential backoff and jitter, 429s by policy. A
-//! create whose outcome is unknown (the connection dropped, HubSpot timed out) is looked up
-//! by its identity before it is sent again, so it never lands twice.
+//! The transport: the one path every request takes. It passes the portal's
+//! [`Breaker`](crate::breaker::Breaker) (refused at once while HubSpot keeps failing), draws
+//! from the [`Budget`](crate::budget::Budget) before it is sent, carries a fresh token, and is
+//! retried only when retrying can help — 5xx, 423, timeouts and connection errors with
+//! exponential backoff and jitter, 429s by policy. A create whose outcome is unknown (the
+//! connection dropped, HubSpot timed out) is looked up by its identity before it is sent
+//! again, so it never lands twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::auth::{Credentials, TokenSource};
+use crate::breaker::{Admit, Breaker, BreakerPolicy};
 use crate::budget::{Budget, Priority, Refusal};
 use crate::error::{HubSpotError, describe};
 use crate::types::*;
@@ -125,6 +127,7 @@ pub struct ClientConfig {
     pub daily_reserve_share: f64,
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
+    pub breaker: BreakerPolicy,
     /// Refresh OAuth access tokens this long before they expire.
     pub refresh_margin: Duration,
     /// Where several instances count the portal's windows together (PostgreSQL); `None`
@@ -143,6 +146,7 @@ impl Default for ClientConfig {
             daily_reserve_share: 0.05,
             request_timeout: Duration::from_secs(20),
             retry: RetryPolicy::default(),
+            breaker: BreakerPolicy::default(),
             refresh_margin: Duration::from_secs(300),
             shared_window: None,
         }
@@ -213,6 +217,7 @@ pub struct HubSpotClient {
     pub(crate) paths: Paths,
     pub(crate) tokens: TokenSource,
     budget: Budget,
+    breaker: Breaker,
     retry: RetryPolicy,
     pub(crate) capabilities: Mutex<Option<Capabilities>>,
     stats: Mutex<ClientStats>,
@@ -251,6 +256,7 @@ impl HubSpotClient {
         HubSpotClient {
             http,
             budget,
+            breaker: Breaker::new(config.breaker),
             paths,
             tokens,
             retry: config.retry,
@@ -269,6 +275,10 @@ impl HubSpotClient {
 
     pub fn tokens(&self) -> &TokenSource {
         &self.tokens
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     pub fn stats(&self) -> ClientStats {
@@ -292,6 +302,16 @@ impl HubSpotClient {
             let outcome = self.attempt(&call, &mut refreshed_on_401).await;
             let (delay, error) = match outcome {
                 Outcome::Done(v) => return Ok(v),
+                // An earlier attempt may have made the record, and only this call can look for
+                // it: it waits for the breaker's probe here instead of handing the doubt back.
+                Outcome::Fail(HubSpotError::Paused { retry_in_ms })
+                    if ambiguous
+                        && call.identity.is_some()
+                        && started.elapsed() + Duration::from_millis(retry_in_ms) <= self.retry.max_elapsed =>
+                {
+                    tokio::time::sleep(Duration::from_millis(retry_in_ms)).await;
+                    continue;
+                }
                 Outcome::Fail(e) => return Err(e),
                 Outcome::Retry { ambiguous: true, error, .. } if call.once => return Err(error),
                 Outcome::Retry { delay, ambiguous: a, error } => {
@@ -324,6 +344,47 @@ impl HubSpotClient {
         if let Err(Refusal::Daily { resets_in }) = self.budget.check_daily(priority) {
             return Outcome::Fail(HubSpotError::DailyLimit { resets_in_secs: resets_in.as_secs() });
         }
+        loop {
+            match self.breaker.admit().await {
+                Admit::Send => break,
+                Admit::Refused(wait) => return Outcome::Fail(Breaker::refusal(wait)),
+                Admit::Probe => self.probe_health(priority).await,
+            }
+        }
+        let outcome = self.send(call, refreshed_on_401, priority).await;
+        match &outcome {
+            Outcome::Retry { error: HubSpotError::Transport { .. }, .. } => self.breaker.failed(),
+            Outcome::Retry { error: HubSpotError::Unavailable { status: 500..=599, .. }, .. } => self.breaker.failed(),
+            _ => self.breaker.succeeded(),
+        }
+        outcome
+    }
+
+    /// The breaker's probe: one cheap read (a contact list of one). Any answer but a 5xx says
+    /// HubSpot is back.
+    async fn probe_health(&self, priority: Priority) {
+        let probe = async {
+            let bearer = self.tokens.bearer().await.ok()?;
+            let permit = self.budget.window.acquire_as(priority).await;
+            self.stats.lock().requests += 1;
+            let sent = self
+                .http
+                .get(self.paths.objects(ObjectType::Contacts))
+                .query(&[("limit", "1")])
+                .bearer_auth(bearer.token.expose_secret())
+                .send()
+                .await;
+            permit.complete();
+            sent.ok().map(|r| r.status().as_u16())
+        };
+        match tokio::time::timeout(self.breaker.policy().probe_timeout, probe).await {
+            Ok(Some(status)) if !(500..=599).contains(&status) => self.breaker.succeeded(),
+            _ => self.breaker.failed(),
+        }
+    }
+
+    /// One request, once: what HubSpot answered, as done, retry or fail.
+    async fn send(&self, call: &Call<'_>, refreshed_on_401: &mut bool, priority: Priority) -> Outcome {
         let bearer = match self.tokens.bearer().await {
             Ok(b) => b,
             Err(e @ HubSpotError::Transport { .. }) | Err(e @ HubSpotError::Unavailable { .. }) => {

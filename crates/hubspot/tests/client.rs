@@ -83,6 +83,23 @@ async fn fifty_concurrent_callers_use_the_window_without_a_single_429() {
     assert!(used >= 0.9, "used {:.2} of the budget", used);
 }
 
+/// What the queue does with a request the breaker refused: waits until its probe and asks again.
+async fn through_pauses<T, F, Fut>(f: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, HubSpotError>>,
+{
+    loop {
+        match f().await {
+            Err(HubSpotError::Paused { retry_in_ms }) => tokio::time::sleep(Duration::from_millis(retry_in_ms)).await,
+            other => return other.unwrap(),
+        }
+    }
+}
+
+/// Through a 30-second outage the breaker keeps requests to its probes (one at a time, at most
+/// one every two seconds once it has backed off), and after it, through 5xx answers and
+/// writes that answer 504 after taking effect, every write lands exactly once.
 #[tokio::test]
 async fn writes_through_a_30_second_outage_and_a_5xx_burst_land_exactly_once() {
     let sb = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
@@ -99,10 +116,8 @@ async fn writes_through_a_30_second_outage_and_a_5xx_burst_land_exactly_once() {
         tasks.push(tokio::spawn(async move {
             let email = format!("w{i}@example.com");
             let identity = Identity { property: "email".into(), value: email.clone(), contact_id: None };
-            client
-                .create(ObjectType::Contacts, &ObjectInput::new(props(json!({"email": email}))), Some(&identity))
-                .await
-                .unwrap();
+            let input = ObjectInput::new(props(json!({"email": email})));
+            through_pauses(|| client.create(ObjectType::Contacts, &input, Some(&identity))).await;
             let external = format!("call-{i}");
             let identity = Identity {
                 property: "hs_call_external_id".into(),
@@ -112,18 +127,21 @@ async fn writes_through_a_30_second_outage_and_a_5xx_burst_land_exactly_once() {
             let input =
                 ObjectInput::new(props(json!({"hs_timestamp": "1767225600000", "hs_call_external_id": external})))
                     .associate(contact_id, ObjectType::Calls.to_contact_type_id());
-            client.create(ObjectType::Calls, &input, Some(&identity)).await.unwrap();
+            through_pauses(|| client.create(ObjectType::Calls, &input, Some(&identity))).await;
         }));
     }
     // After the outage: a burst where writes take effect but answer 504, and other 5xx.
     tokio::time::sleep(Duration::from_secs(29)).await;
+    let during = sb.stats().with_status(503);
     sb.set_faults(Faults { error_rate: 0.3, error_after_write_rate: 0.5, ..Faults::default() });
     for t in tasks {
         t.await.unwrap();
     }
     sb.set_faults(Faults::default());
-    let stats = sb.stats();
-    assert!(stats.with_status(503) > 10, "the outage was seen: {stats:?}");
+    // Ten writes in flight when it began, then one probe at a time: 0.5, 1, 2, 2, … seconds
+    // apart (jittered down to three quarters), so at most 10 + 3 + 29 / 1.5 in 29 seconds.
+    assert!((10..=33).contains(&during), "requests during the outage: {during}");
+    assert!(client.breaker().times_opened() >= 1);
     sb.with_db(|db| {
         assert_eq!(db.count(Kind::Contact), 11);
         assert_eq!(db.count(Kind::Call), 10);

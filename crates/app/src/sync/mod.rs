@@ -49,6 +49,10 @@ pub enum SyncError {
     /// property): the job waits, and this is not an attempt.
     #[error("{0}")]
     Unready(String),
+    /// HubSpot keeps failing and the portal's requests are paused (its circuit breaker is
+    /// open): the job waits this long, for the next probe, and this is not an attempt.
+    #[error("{0}")]
+    Paused(String, std::time::Duration),
 }
 
 impl SyncError {
@@ -59,6 +63,7 @@ impl SyncError {
             SyncError::Transient(_) => "transient",
             SyncError::Permanent(_) => "permanent",
             SyncError::Unready(_) => "unready",
+            SyncError::Paused(..) => "paused",
         }
     }
 }
@@ -70,6 +75,9 @@ impl From<HubSpotError> for SyncError {
         match e {
             HubSpotError::Unauthorized { .. } | HubSpotError::RefreshRejected { .. } => {
                 SyncError::Unready(crate::readiness::reason(&e))
+            }
+            HubSpotError::Paused { retry_in_ms } => {
+                SyncError::Paused(e.to_string(), std::time::Duration::from_millis(retry_in_ms))
             }
             _ if missing_property => SyncError::Unready(format!("a callbridge property is missing in HubSpot: {e}")),
             _ if e.is_transient() => SyncError::Transient(e.to_string()),
@@ -427,6 +435,8 @@ fn follow(state: &State) -> State {
     match state {
         State::Open => State::Open,
         State::Next => State::Next,
+        // Paused is not an attempt for the first, nor for those behind it.
+        State::Failed(paused @ SyncError::Paused(..)) => State::Failed(paused.clone()),
         State::Failed(_) | State::Alone => State::Failed(SyncError::Transient(
             "an earlier event of the same caller has not landed yet; this one follows it".into(),
         )),

@@ -190,8 +190,16 @@ async fn a_lone_event_on_an_idle_queue_lands_in_two_round_trips_unless_a_search_
         2,
     );
     // Made in HubSpot by someone else: callbridge has never seen the address.
-    let seeded = app.sandbox.sandbox.seed("contacts", &[serde_json::from_value(serde_json::json!(
-        {"email": "kim@example.com", "firstname": "Kim", "lastname": "Ode"})).unwrap()]).unwrap();
+    let seeded = app
+        .sandbox
+        .sandbox
+        .seed(
+            "contacts",
+            &[serde_json::from_value(serde_json::json!(
+        {"email": "kim@example.com", "firstname": "Kim", "lastname": "Ode"}))
+            .unwrap()],
+        )
+        .unwrap();
     app.booking(&booking("kim@example.com", None)).await;
     app.settle().await;
     cost(

@@ -188,6 +188,31 @@ async fn an_outage_longer_than_several_retries_ends_with_everything_landed_and_n
     app.stop().await;
 }
 
+/// During an outage the portal's circuit breaker opens: jobs wait in the queue for its probe
+/// (not an attempt: with two attempts allowed, none dies), HubSpot sees the writes in flight
+/// and one probe at a time instead of every job retrying, and everything lands once after.
+#[tokio::test]
+async fn an_outage_pauses_the_portal_and_its_jobs_wait_without_spending_attempts() {
+    let app = TestApp::start_with(SandboxConfig::default(), |c| c.max_attempts = 2).await;
+    app.sandbox.outage(Duration::from_secs(5));
+    app.sandbox.reset_stats();
+    for i in 0..10 {
+        let report = vapi_report(&format!("paused-{i}"), &format!("+1415555{:04}", 400 + i), "2026-01-06T14:05:29Z");
+        assert_eq!(app.vapi(&report).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = app.sandbox.stats().with_status(503);
+    app.settle().await;
+    let (_, events) = app.admin_get("/events").await;
+    let events = events["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 10);
+    assert!(events.iter().all(|e| e["status"] == "done" && e["attempts"] == 0), "{events:?}");
+    // The breaker opens at the fifth failure in a row; then a probe 0.5, 1, 2 and 2 s apart.
+    assert!((5..=12).contains(&during), "requests during the outage: {during}");
+    assert_eq!(app.records("calls").len(), 10);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn writes_that_time_out_after_landing_are_not_repeated() {
     let app = TestApp::start().await;
@@ -262,14 +287,16 @@ async fn dead_events_are_listed_and_replayed_through_the_admin_api() {
     assert_eq!(s, 200);
     let (s, _) = app.post("/events/1/replay", None, &[], "").await;
     assert_eq!(s, 401, "admin endpoints need the admin token");
-    app.sandbox.set_faults(Faults { error_rate: 1.0, error_statuses: vec![500], ..Faults::default() });
+    // Every record locked (423): HubSpot answers, so the breaker stays closed and each failure
+    // is an attempt (a 5xx outage would pause the portal instead, and nothing would die).
+    app.sandbox.set_faults(Faults { error_rate: 1.0, error_statuses: vec![423], ..Faults::default() });
     app.vapi(&vapi_report("dies", "+15715550143", "2026-01-06T14:05:29Z")).await;
     // With every request failing, the job exhausts its attempts (test config: 8, fast).
     let started = std::time::Instant::now();
     loop {
         let (_, dead) = app.admin_get("/events?status=dead").await;
         if dead["events"].as_array().is_some_and(|e| e.len() == 1) {
-            assert!(dead["events"][0]["last_error"].as_str().unwrap().contains("500"));
+            assert!(dead["events"][0]["last_error"].as_str().unwrap().contains("423"));
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(120), "the job never died");
