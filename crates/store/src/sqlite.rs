@@ -1,17 +1,21 @@
 //! The embedded SQLite store: WAL, `synchronous=FULL` (a commit is on disk before the
 //! webhook is acknowledged), and write transactions that `BEGIN IMMEDIATE` so they never
-//! fail on a read-to-write upgrade.
+//! fail on a read-to-write upgrade. SQLite has one writer at a time; writers of this process
+//! take turns in a fair queue ([`Tx`]) before they begin, instead of SQLite's busy handler,
+//! which polls with sleeps growing to 100 ms and let a writer that lost a few races (the
+//! worker recording a round an agent waits on) wait hundreds of milliseconds behind ingest.
 //!
-//! Ingest uses group commit: one writer task takes every delivery waiting in its channel
-//! and commits them in one transaction, so a burst of webhooks pays for one fsync, not one
-//! each. Each caller is answered only after the commit that holds its delivery.
+//! Ingest uses group commit: one writer task takes every delivery and every booking waiting
+//! in its channel and commits them in one transaction, so a burst of webhooks or of agents
+//! booking pays for one fsync, not one each. Each caller is answered only after the commit
+//! that holds its write.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -20,14 +24,22 @@ use crate::{
     StoredTokens, now_ms,
 };
 
-/// Deliveries a single group commit takes at most.
+/// Writes a single group commit takes at most.
 const GROUP_COMMIT_MAX: usize = 512;
 
-type IngestRequest = (NewDelivery, oneshot::Sender<Result<Ingested>>);
+/// A write waiting for the group commit, with where its answer goes.
+enum Pending {
+    Ingest(NewDelivery, oneshot::Sender<Result<Ingested>>),
+    /// A booking with its delivery: checked against the bookings (those earlier in the same
+    /// group included) and written with it.
+    Book(Box<crate::Booking>, NewDelivery, oneshot::Sender<Result<crate::Booked>>),
+}
 
 pub struct SqliteStore {
     pool: SqlitePool,
-    ingest_tx: mpsc::Sender<IngestRequest>,
+    /// Whose turn it is to write (see the module docs).
+    turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    ingest_tx: mpsc::Sender<Pending>,
     /// Names of exclusive locks held: one process owns an SQLite database.
     held: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
@@ -48,19 +60,48 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new().max_connections(max).min_connections(1).connect_with(options).await?;
         migrate(&pool).await?;
         let (ingest_tx, rx) = mpsc::channel(4096);
-        tokio::spawn(group_commit(pool.clone(), rx));
+        let turn = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        tokio::spawn(group_commit(pool.clone(), turn.clone(), rx));
         if !in_memory {
             tokio::spawn(checkpoint(pool.clone()));
         }
-        Ok(SqliteStore { pool, ingest_tx, held: Default::default() })
+        Ok(SqliteStore { pool, turn, ingest_tx, held: Default::default() })
     }
 
-    async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    async fn write(&self) -> Result<Tx> {
+        Tx::begin(&self.pool, &self.turn).await
     }
 }
 
-type Tx = Transaction<'static, Sqlite>;
+/// A write transaction, begun in this process's turn to write and holding it until it ends.
+struct Tx {
+    tx: Transaction<'static, Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Tx {
+    async fn begin(pool: &SqlitePool, turn: &std::sync::Arc<tokio::sync::Mutex<()>>) -> Result<Tx> {
+        let turn = turn.clone().lock_owned().await;
+        Ok(Tx { tx: pool.begin_with("BEGIN IMMEDIATE").await?, _turn: turn })
+    }
+
+    async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
 
 async fn done(tx: &mut Tx, job_id: i64) -> Result<()> {
     sqlx::query("UPDATE jobs SET status = 'done', locked_by = NULL, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?")
@@ -149,25 +190,67 @@ async fn checkpoint(pool: SqlitePool) {
 }
 
 /// The ingest writer: drains the channel into one transaction per batch.
-async fn group_commit(pool: SqlitePool, mut rx: mpsc::Receiver<IngestRequest>) {
-    let mut batch: Vec<IngestRequest> = Vec::with_capacity(GROUP_COMMIT_MAX);
+async fn group_commit(pool: SqlitePool, turn: std::sync::Arc<tokio::sync::Mutex<()>>, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(GROUP_COMMIT_MAX);
     while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
-        let result = commit_batch(&pool, &batch).await;
+        let result = commit_group(&pool, &turn, &batch).await;
         match result {
-            Ok(outcomes) => {
-                for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+            Ok((ingested, booked)) => {
+                let (mut ingested, mut booked) = (ingested.into_iter(), booked.into_iter());
+                for pending in batch.drain(..) {
+                    match pending {
+                        Pending::Ingest(_, reply) => {
+                            let _ = reply.send(ingested.next().unwrap_or(Err(StoreError::Closed)));
+                        }
+                        Pending::Book(_, _, reply) => {
+                            let _ = reply.send(booked.next().ok_or(StoreError::Closed));
+                        }
+                    }
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, batch.size = batch.len(), "ingest commit failed");
                 let message = e.to_string();
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(StoreError::Database(sqlx::Error::Protocol(message.clone()))));
+                let failed = || StoreError::Database(sqlx::Error::Protocol(message.clone()));
+                for pending in batch.drain(..) {
+                    match pending {
+                        Pending::Ingest(_, reply) => {
+                            let _ = reply.send(Err(failed()));
+                        }
+                        Pending::Book(_, _, reply) => {
+                            let _ = reply.send(Err(failed()));
+                        }
+                    }
                 }
             }
         }
     }
+}
+
+/// One group: the deliveries in a few multi-row statements, then each booking in turn (so
+/// a booking sees those before it), in one transaction.
+async fn commit_group(
+    pool: &SqlitePool,
+    turn: &std::sync::Arc<tokio::sync::Mutex<()>>,
+    batch: &[Pending],
+) -> Result<(Vec<Result<Ingested>>, Vec<crate::Booked>)> {
+    let mut tx = Tx::begin(pool, turn).await?;
+    let deliveries: Vec<&NewDelivery> = batch
+        .iter()
+        .filter_map(|p| match p {
+            Pending::Ingest(d, _) => Some(d),
+            Pending::Book(..) => None,
+        })
+        .collect();
+    let ingested = commit_batch(&mut tx, &deliveries).await?;
+    let mut booked = Vec::new();
+    for pending in batch {
+        if let Pending::Book(booking, delivery, _) = pending {
+            booked.push(book_in(&mut tx, booking, delivery).await?);
+        }
+    }
+    tx.commit().await?;
+    Ok((ingested, booked))
 }
 
 /// Rows per multi-row INSERT (SQLite allows 32,766 bound values; six per row here).
@@ -175,9 +258,8 @@ const ROWS_PER_STATEMENT: usize = 256;
 
 /// Writes a batch in one transaction with a few multi-row statements, not two per delivery:
 /// the statements cross to SQLite's thread one by one, so fewer is faster.
-async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<Ingested>> {
+async fn commit_batch(tx: &mut Tx, batch: &[&NewDelivery]) -> Result<Vec<Result<Ingested>>> {
     use std::collections::HashMap;
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     // The first delivery of a key (in its portal) in the batch is the candidate; later ones
     // are duplicates.
     let key_of = |d: &NewDelivery| (d.portal.as_str().to_string(), d.idempotency_key.as_str().to_string());
@@ -185,8 +267,8 @@ async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<
     let candidates: Vec<&NewDelivery> = batch
         .iter()
         .enumerate()
-        .filter(|(i, (d, _))| *first.entry(key_of(d)).or_insert(*i) == *i)
-        .map(|(_, (d, _))| d)
+        .filter(|(i, d)| *first.entry(key_of(d)).or_insert(*i) == *i)
+        .map(|(_, d)| *d)
         .collect();
     let mut new_ids: HashMap<(String, String), i64> = HashMap::new();
     for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
@@ -205,7 +287,7 @@ async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<
                 .bind(&d.raw_body)
                 .bind(&d.event_json);
         }
-        for row in q.fetch_all(&mut *tx).await? {
+        for row in q.fetch_all(&mut **tx).await? {
             new_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
         }
     }
@@ -216,7 +298,7 @@ async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<
         .filter_map(|d| new_ids.get(&key_of(d)).map(|id| (*d, *id)))
         .partition(|(d, _)| d.coalesce.is_some());
     for (d, id) in coalescing {
-        enqueue_coalesced(&mut tx, d, id).await?;
+        enqueue_coalesced(tx, d, id).await?;
     }
     for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
@@ -235,7 +317,7 @@ async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<
                 .bind(at)
                 .bind(at);
         }
-        q.execute(&mut *tx).await?;
+        q.execute(&mut **tx).await?;
     }
     // Keys seen before this batch: look their rows up.
     let old: Vec<&(String, String)> = first.keys().filter(|k| !new_ids.contains_key(*k)).collect();
@@ -249,15 +331,14 @@ async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<
         for (portal, key) in chunk {
             q = q.bind(portal.as_str()).bind(key.as_str());
         }
-        for row in q.fetch_all(&mut *tx).await? {
+        for row in q.fetch_all(&mut **tx).await? {
             old_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
         }
     }
-    tx.commit().await?;
-    batch
+    Ok(batch
         .iter()
         .enumerate()
-        .map(|(i, (d, _))| {
+        .map(|(i, d)| {
             let key = key_of(d);
             match (new_ids.get(&key), first.get(&key)) {
                 (Some(id), Some(f)) => Ok(Ingested { inbox_id: *id, duplicate: *f != i }),
@@ -267,7 +348,7 @@ async fn commit_batch(pool: &SqlitePool, batch: &[IngestRequest]) -> Result<Vec<
                     .ok_or_else(|| StoreError::Database(sqlx::Error::RowNotFound)),
             }
         })
-        .collect()
+        .collect())
 }
 
 /// A claim of the jobs `candidates` selects (`?1` worker, `?2` lease end, `?3` now),
@@ -284,7 +365,7 @@ fn claim_sql(candidates: &str) -> String {
 impl Queue for SqliteStore {
     async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested> {
         let (tx, rx) = oneshot::channel();
-        self.ingest_tx.send((delivery, tx)).await.map_err(|_| StoreError::Closed)?;
+        self.ingest_tx.send(Pending::Ingest(delivery, tx)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -766,6 +847,27 @@ async fn insert_delivery(tx: &mut Tx, d: &NewDelivery) -> Result<crate::Ingested
 
 /// Enqueues a live update stored as inbox row `id` ([`crate::Coalesce`]): it takes over its
 /// call's queued job, or gets one of its own due a window from now.
+/// A booking, unless one with its key exists or another holds its time; with its delivery.
+async fn book_in(tx: &mut Tx, booking: &crate::Booking, delivery: &NewDelivery) -> Result<crate::Booked> {
+    if let Some(existing) = booking_in(tx, &booking.portal, &booking.key).await? {
+        return Ok(crate::Booked::Existing(Box::new(existing)));
+    }
+    let sql = bookings_overlapping_sql();
+    let taken = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(booking.portal.as_str())
+        .bind(booking.end_ms)
+        .bind(booking.start_ms)
+        .fetch_all(&mut **tx)
+        .await?;
+    if !taken.is_empty() {
+        let taken = taken.iter().map(crate::bookings::from_row).collect::<Result<Vec<_>>>()?;
+        return Ok(crate::Booked::Taken(taken));
+    }
+    insert_booking(tx, booking).await?;
+    let ingested = insert_delivery(tx, delivery).await?;
+    Ok(crate::Booked::New(ingested.inbox_id))
+}
+
 async fn enqueue_coalesced(tx: &mut Tx, d: &NewDelivery, id: i64) -> Result<()> {
     let (Some(kind), Some(c)) = (d.job_kind, &d.coalesce) else { return Ok(()) };
     // The transaction holds SQLite's write lock: nothing claims the job between these.
@@ -854,27 +956,13 @@ async fn booking_in(tx: &mut Tx, portal: &PortalId, key: &str) -> Result<Option<
 #[async_trait]
 impl crate::Bookings for SqliteStore {
     async fn book(&self, booking: &crate::Booking, delivery: NewDelivery) -> Result<crate::Booked> {
-        let mut tx = self.write().await?;
-        if let Some(existing) = booking_in(&mut tx, &booking.portal, &booking.key).await? {
-            tx.commit().await?;
-            return Ok(crate::Booked::Existing(Box::new(existing)));
-        }
-        let sql = bookings_overlapping_sql();
-        let taken = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(booking.portal.as_str())
-            .bind(booking.end_ms)
-            .bind(booking.start_ms)
-            .fetch_all(&mut *tx)
-            .await?;
-        if !taken.is_empty() {
-            let taken = taken.iter().map(crate::bookings::from_row).collect::<Result<Vec<_>>>()?;
-            tx.commit().await?;
-            return Ok(crate::Booked::Taken(taken));
-        }
-        insert_booking(&mut tx, booking).await?;
-        let ingested = insert_delivery(&mut tx, &delivery).await?;
-        tx.commit().await?;
-        Ok(crate::Booked::New(ingested.inbox_id))
+        // Through the group commit: agents booking at once share one fsync.
+        let (tx, rx) = oneshot::channel();
+        self.ingest_tx
+            .send(Pending::Book(Box::new(booking.clone()), delivery, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn record_booking(&self, booking: &crate::Booking) -> Result<()> {
@@ -974,15 +1062,16 @@ impl crate::DedupRuns for SqliteStore {
             Ok(r) => ("done", Some(r), None),
             Err(e) => ("failed", None, Some(e)),
         };
+        let mut tx = self.write().await?;
         sqlx::query("UPDATE dedup_runs SET status = ?, report = ?, error = ?, finished_at = ? WHERE id = ?")
             .bind(status)
             .bind(report)
             .bind(error)
             .bind(now_ms())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        tx.commit().await
     }
 
     async fn dedup_run(&self, id: i64) -> Result<Option<crate::DedupRun>> {
