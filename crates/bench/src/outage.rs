@@ -1,0 +1,194 @@
+//! HubSpot down in the middle of a rush: bookings from the generic booking webhook over 32
+//! connections at once into a full callbridge (worker running, SQLite) against the sandbox at
+//! the Professional tier with 150 ± 50 ms latency; 2 s after the first delivery HubSpot answers
+//! every request with 503 for 20 s. The same run without the outage comes first, for the
+//! request count to compare with.
+//!
+//! Printed for each run: HubSpot requests in all, requests while HubSpot was down (and per
+//! second), the time from HubSpot's return until the last booking landed, and what landed
+//! (meetings, distinct bookings, contacts; dead jobs).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use callbridge::{App, Config};
+use callbridge_sandbox::{Faults, Sandbox, SandboxConfig, Tier};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, default_value_t = 2_000)]
+    bookings: usize,
+    /// People booking (some book more than once).
+    #[arg(long, default_value_t = 1_500)]
+    people: usize,
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// When the outage starts, after the first delivery, seconds.
+    #[arg(long, default_value_t = 2)]
+    outage_after_secs: u64,
+    #[arg(long, default_value_t = 20)]
+    outage_secs: u64,
+    #[arg(long, default_value_t = 150)]
+    latency_ms: u64,
+}
+
+const TOKEN: &str = "bench-booking-token";
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let calm = measure(&args, None).await?;
+        let down = measure(&args, Some(Duration::from_secs(args.outage_secs))).await?;
+        println!(
+            "requests with the outage / without: {down} / {calm} = {:.2} (goal <= 1.2)",
+            down as f64 / calm.max(1) as f64
+        );
+        Ok(())
+    })
+}
+
+/// One booking: person `i % people`, a meeting of its own.
+fn booking(i: usize, people: usize) -> Value {
+    let p = i % people;
+    json!({
+        "email": format!("person{p}@example.com"),
+        "phone": format!("+1415{:07}", 2_000_000 + p),
+        "firstname": format!("Person{p}"),
+        "lastname": "Booker",
+        "meeting_type": "Demo",
+        "meeting_datetime": callbridge_domain::time::iso_ms(1_893_456_000_000 + i as i64 * 900_000),
+    })
+}
+
+/// Runs the rush (with an outage when given); returns the requests HubSpot received.
+async fn measure(args: &Args, outage: Option<Duration>) -> anyhow::Result<u64> {
+    let spread = args.latency_ms / 3;
+    let sandbox = Sandbox::spawn(SandboxConfig { tier: Tier::Professional, ..SandboxConfig::default() }).await?;
+    let db =
+        std::env::temp_dir().join(format!("callbridge-bench-outage-{}-{}.db", std::process::id(), outage.is_some()));
+    let config = Config {
+        hubspot_tier: "professional".into(),
+        generic_token: Some(SecretString::from(TOKEN)),
+        ..crate::ingest::config(&sandbox.base_url(), sandbox.token(), &db)
+    };
+    let (store, hubspot) = crate::ingest::ready(&config, sandbox.token()).await?;
+    // Setup's requests leave the window before the rush starts.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    sandbox.set_faults(Faults { latency_ms: args.latency_ms - spread, jitter_ms: 2 * spread, ..Faults::default() });
+    sandbox.reset_stats();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/webhooks/generic", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let app = tokio::spawn(App::build(&config, store.clone(), hubspot).await.run(listener, shutdown.clone()));
+
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    // `CALLBRIDGE_LOG=callbridge=info` shows each round; printed per endpoint below.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
+    let mut lanes = Vec::new();
+    for _ in 0..args.connections {
+        let (http, url, next, n, people) = (http.clone(), url.clone(), next.clone(), args.bookings, args.people);
+        lanes.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(());
+                }
+                let r = http.post(&url).bearer_auth(TOKEN).json(&booking(i, people)).send().await?;
+                anyhow::ensure!(r.status() == 200, "booking {i}: {}", r.status());
+            }
+        }));
+    }
+    let delivered = tokio::spawn(async move {
+        for lane in lanes {
+            lane.await??;
+        }
+        anyhow::Ok(started.elapsed())
+    });
+    // The outage, from its start to HubSpot's return, and the requests it saw.
+    let mut window = None;
+    if let Some(d) = outage {
+        tokio::time::sleep(Duration::from_secs(args.outage_after_secs)).await;
+        let before = sandbox.stats().total();
+        sandbox.outage(d);
+        tokio::time::sleep(d).await;
+        window = Some((before, sandbox.stats().total(), Instant::now()));
+    }
+    let acknowledged = delivered.await??;
+    loop {
+        let c = store.counts().await?;
+        anyhow::ensure!(c.dead == 0, "dead jobs: {c:?}");
+        if c.done as usize == args.bookings {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "did not drain: {c:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let landed_at = Instant::now();
+    let landed = landed_at - started;
+    let stats = sandbox.stats();
+    shutdown.cancel();
+    let _ = app.await;
+
+    let dump = sandbox.sandbox.dump();
+    let meetings = dump["meetings"].as_array().map(Vec::len).unwrap_or(0);
+    let distinct: HashSet<&str> = dump["meetings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["properties"]["callbridge_event_id"].as_str())
+        .collect();
+    let contacts = dump["contacts"].as_array().map(Vec::len).unwrap_or(0);
+    match (outage, window) {
+        (Some(d), Some((before, after, back))) => {
+            let during = after - before;
+            println!(
+                "with a {} s outage from +{} s: {} bookings from {} people acknowledged in {:.2} s",
+                d.as_secs(),
+                args.outage_after_secs,
+                args.bookings,
+                args.people,
+                acknowledged.as_secs_f64()
+            );
+            println!(
+                "  requests while HubSpot was down: {during} ({:.2}/s; goal <= 1/s)",
+                during as f64 / d.as_secs_f64()
+            );
+            println!(
+                "  every booking landed {:.2} s after HubSpot came back (goal <= 5 s); all landed at +{:.2} s",
+                landed_at.saturating_duration_since(back).as_secs_f64(),
+                landed.as_secs_f64()
+            );
+        }
+        _ => println!(
+            "without an outage: {} bookings from {} people acknowledged in {:.2} s, all landed at +{:.2} s",
+            args.bookings,
+            args.people,
+            acknowledged.as_secs_f64(),
+            landed.as_secs_f64()
+        ),
+    }
+    println!(
+        "  requests: {} ({} answered 503, {} 429); landed: {meetings} meetings ({} distinct bookings), {contacts} contacts; 0 dead",
+        stats.total(),
+        stats.with_status(503),
+        stats.with_status(429),
+        distinct.len()
+    );
+    let mut by_endpoint = std::collections::BTreeMap::new();
+    for r in &stats.rows {
+        *by_endpoint.entry(format!("{} {} {}", r.method, r.endpoint, r.status)).or_insert(0) += r.count;
+    }
+    for (endpoint, n) in by_endpoint {
+        println!("    {n:>5}  {endpoint}");
+    }
+    let _ = std::fs::remove_file(&db);
+    anyhow::ensure!(meetings == args.bookings && distinct.len() == meetings, "every booking exactly once");
+    anyhow::ensure!(contacts == args.people, "one contact a person");
+    Ok(stats.total())
+}
