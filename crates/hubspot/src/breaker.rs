@@ -144,6 +144,17 @@ impl Breaker {
         }
     }
 
+    /// The probe's request was dropped before its answer (its caller gave up waiting): the
+    /// next request probes instead, so the breaker never waits on a probe nobody runs.
+    pub fn abandon_probe(&self) {
+        let mut state = self.state.lock();
+        if let State::Probing { backoff } = *state {
+            *state = State::Open { until: Instant::now(), backoff };
+            drop(state);
+            self.probed.notify_waiters();
+        }
+    }
+
     /// Whether requests are paused now.
     pub fn is_open(&self) -> bool {
         !matches!(*self.state.lock(), State::Closed { .. })
@@ -204,6 +215,18 @@ mod tests {
         b.succeeded();
         assert_eq!(waiting.await.unwrap(), Admit::Send);
         assert!(!b.is_open());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_dropped_before_its_answer_hands_the_probe_to_the_next_request() {
+        let b = breaker();
+        for _ in 0..3 {
+            b.failed();
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.admit().await, Admit::Probe);
+        b.abandon_probe();
+        assert_eq!(b.admit().await, Admit::Probe);
     }
 
     #[tokio::test(start_paused = true)]

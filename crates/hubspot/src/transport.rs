@@ -363,6 +363,16 @@ impl HubSpotClient {
     /// The breaker's probe: one cheap read (a contact list of one). Any answer but a 5xx says
     /// HubSpot is back.
     async fn probe_health(&self, priority: Priority) {
+        /// Hands the probe on if this future is dropped before the answer is taken.
+        struct Pending<'b>(&'b Breaker, bool);
+        impl Drop for Pending<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.abandon_probe();
+                }
+            }
+        }
+        let mut pending = Pending(&self.breaker, false);
         let probe = async {
             let bearer = self.tokens.bearer().await.ok()?;
             let permit = self.budget.window.acquire_as(priority).await;
@@ -377,7 +387,9 @@ impl HubSpotClient {
             permit.complete();
             sent.ok().map(|r| r.status().as_u16())
         };
-        match tokio::time::timeout(self.breaker.policy().probe_timeout, probe).await {
+        let answer = tokio::time::timeout(self.breaker.policy().probe_timeout, probe).await;
+        pending.1 = true;
+        match answer {
             Ok(Some(status)) if !(500..=599).contains(&status) => self.breaker.succeeded(),
             _ => self.breaker.failed(),
         }

@@ -845,8 +845,6 @@ async fn insert_delivery(tx: &mut Tx, d: &NewDelivery) -> Result<crate::Ingested
     Ok(crate::Ingested { inbox_id: id, duplicate: true })
 }
 
-/// Enqueues a live update stored as inbox row `id` ([`crate::Coalesce`]): it takes over its
-/// call's queued job, or gets one of its own due a window from now.
 /// A booking, unless one with its key exists or another holds its time; with its delivery.
 async fn book_in(tx: &mut Tx, booking: &crate::Booking, delivery: &NewDelivery) -> Result<crate::Booked> {
     if let Some(existing) = booking_in(tx, &booking.portal, &booking.key).await? {
@@ -868,6 +866,8 @@ async fn book_in(tx: &mut Tx, booking: &crate::Booking, delivery: &NewDelivery) 
     Ok(crate::Booked::New(ingested.inbox_id))
 }
 
+/// Enqueues a live update stored as inbox row `id` ([`crate::Coalesce`]): it takes over its
+/// call's queued job, or gets one of its own due a window from now.
 async fn enqueue_coalesced(tx: &mut Tx, d: &NewDelivery, id: i64) -> Result<()> {
     let (Some(kind), Some(c)) = (d.job_kind, &d.coalesce) else { return Ok(()) };
     // The transaction holds SQLite's write lock: nothing claims the job between these.
