@@ -33,6 +33,12 @@ pub(super) const BATCH_MAX: usize = 100;
 /// A create for a job (by index): the activity's properties.
 type Planned = (usize, Map<String, Value>);
 
+/// A contact update for a job (by index).
+type Update = (usize, UpdateInput);
+
+/// What HubSpot answered to each request of contact updates, with the updates it carried.
+type UpdateAnswers<'a> = Vec<(&'a [Update], Result<BatchOutcome, HubSpotError>)>;
+
 /// What a failed request means for its jobs: transient → retry later. Rejected → a request
 /// of one input names its culprit; the jobs of a larger one each run alone to find it.
 pub(super) fn fail_request(works: &mut [Work], indices: &[usize], e: &HubSpotError) {
@@ -176,7 +182,7 @@ fn follow_leaders(works: &mut [Work]) {
 impl Engine {
     /// The updates of contacts the round found (by index): known before anything is written,
     /// so they go out alongside the activities, which need only the contact's id.
-    pub(super) fn contact_updates(works: &[Work]) -> Vec<(usize, UpdateInput)> {
+    pub(super) fn contact_updates(works: &[Work]) -> Vec<Update> {
         works
             .iter()
             .enumerate()
@@ -192,10 +198,7 @@ impl Engine {
 
     /// Sends [`Self::contact_updates`]' inputs, 100 a request, all at once. It holds no job, so
     /// it runs while the round's other writes do.
-    pub(super) async fn send_contact_updates<'a>(
-        &self,
-        updates: &'a [(usize, UpdateInput)],
-    ) -> Vec<(&'a [(usize, UpdateInput)], Result<BatchOutcome, HubSpotError>)> {
+    pub(super) async fn send_contact_updates<'a>(&self, updates: &'a [Update]) -> UpdateAnswers<'a> {
         chunked(updates, BATCH_MAX, |c| async move {
             let inputs: Vec<UpdateInput> = c.iter().map(|(_, u)| u.clone()).collect();
             self.hubspot.batch_update(ObjectType::Contacts, &inputs).await
@@ -208,7 +211,7 @@ impl Engine {
     pub(super) async fn take_contact_updates(
         &self,
         works: &mut [Work],
-        answers: Vec<(&[(usize, UpdateInput)], Result<BatchOutcome, HubSpotError>)>,
+        answers: UpdateAnswers<'_>,
     ) -> Result<(), SyncError> {
         let mut gone = Vec::new();
         for (chunk, answer) in answers {
