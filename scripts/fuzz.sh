@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes every parser and verifier with libFuzzer (cargo fuzz, nightly toolchain):
 #   bash scripts/fuzz.sh [RUNS] [TARGET...]     (default: 1000000 inputs, every target)
-# Corpora start from the voice platforms' sample payloads (../shared/fixtures/voice when
-# present) and grow under target/fuzz/corpus/. A failing input is saved by libFuzzer under
-# fuzz/artifacts/<target>/; copy it to fuzz/regressions/<target>/ so the normal test suite
+# Corpora start from the voice platforms' sample payloads (fixtures/voice) and grow under
+# target/fuzz/corpus/. A failing input is saved by libFuzzer under fuzz/artifacts/<target>/;
+# copy it to fuzz/regressions/<target>/ so the normal test suite
 # (crates/app/tests/it/fuzz_regressions.rs) keeps checking it. Prints a line per target:
 # inputs run, and whether it failed.
 set -euo pipefail
@@ -15,7 +15,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cd fuzz && cargo +nightly fuzz list)
 fi
-fixtures="$(cd .. && pwd)/shared/fixtures/voice"
+fixtures="fixtures/voice"
 (cd fuzz && cargo +nightly fuzz build --target-dir ../target/fuzz)
 for t in "${targets[@]}"; do
   corpus="target/fuzz/corpus/$t"

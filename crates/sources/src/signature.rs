@@ -181,7 +181,7 @@ pub fn sign(key: &str, parts: &[&[u8]]) -> String {
 mod tests {
     use super::*;
 
-    // Vectors: shared/fixtures/voice/{retell,elevenlabs}/signature-test-vector.json.
+    // Vectors: fixtures/voice/{retell,elevenlabs}/signature-test-vector.json.
     const RETELL_BODY: &str = r#"{"event":"call_ended"}"#;
     const RETELL_HEADER: &str = "v=1700000000000,d=07024cabe7dd8f6d1c6e4a8324ca92c812e6ad4a7ee506c04f7e462e3321823e";
     const ELEVEN_BODY: &str = r#"{"type":"post_call_transcription","event_timestamp":1739537297,"data":{"agent_id":"xyz","conversation_id":"abc"}}"#;

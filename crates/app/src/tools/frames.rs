@@ -154,7 +154,7 @@ mod tests {
     use super::*;
 
     fn fixture(path: &str) -> Value {
-        let file = format!("{}/../../../shared/fixtures/voice/{path}", env!("CARGO_MANIFEST_DIR"));
+        let file = format!("{}/../../fixtures/voice/{path}", env!("CARGO_MANIFEST_DIR"));
         serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
     }
 

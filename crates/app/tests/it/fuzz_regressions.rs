@@ -34,7 +34,7 @@ fn every_input_the_fuzzer_found_keeps_its_targets_invariants() {
 
 #[test]
 fn the_platforms_sample_payloads_keep_the_webhook_invariants() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/voice");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/voice");
     let mut checked = 0;
     for target in ["vapi", "retell", "elevenlabs"] {
         for file in files(&fixtures.join(target)).into_iter().filter(|f| f.extension().is_some_and(|e| e == "json")) {

@@ -13,7 +13,7 @@ pub(crate) const RETELL_KEY: &str = "retell-test-key";
 const ELEVEN_SECRET: &str = "wsec_test_eleven";
 
 fn fixture(path: &str) -> String {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/voice").join(path);
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/voice").join(path);
     std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("fixture {} is needed: {e}", file.display()))
 }
 
