@@ -4,7 +4,12 @@ Usage: python_client_check.py BASE_URL TOKEN
 Exits non-zero on the first behaviour that differs from HubSpot's contract.
 """
 
+import http.server
+import json
 import sys
+import threading
+import time
+import urllib.request
 import uuid
 
 from hubspot import HubSpot
@@ -25,6 +30,7 @@ from hubspot.crm.objects.calls import (
     SimplePublicObjectInputForCreate as CallInput,
 )
 from hubspot.crm.properties import PropertyCreate
+from hubspot.utils.signature import Signature
 
 base_url, token = sys.argv[1], sys.argv[2]
 # The client passes unknown settings to each generated API's Configuration: `host` points
@@ -107,6 +113,52 @@ check(call.id and call.properties["hs_call_title"] == "Inbound call", "create a 
 page = client.crm.associations.v4.basic_api.get_page("calls", call.id, "contacts")
 types = [t.type_id for r in page.results for t in r.association_types]
 check([r.to_object_id for r in page.results] == [created.id] and 194 in types, "read the association back")
+
+# The app's webhooks: set up through HubSpot's management API (developer key), delivered to a
+# local receiver, and judged by the library's own v3 signature check.
+received = []
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        received.append((self.headers.get("X-HubSpot-Signature-v3"), self.headers.get("X-HubSpot-Request-Timestamp"), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+receiver = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+threading.Thread(target=receiver.serve_forever, daemon=True).start()
+target = f"http://127.0.0.1:{receiver.server_port}/webhooks/hubspot"
+
+
+def manage(method, path, body):
+    request = urllib.request.Request(
+        f"{base_url}/webhooks/v3/3000100/{path}?hapikey=sandbox-developer-key",
+        data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as answer:
+        return answer.status
+
+
+check(manage("PUT", "settings", {"targetUrl": target}) == 200, "set the webhook target URL")
+check(manage("POST", "subscriptions", {"eventType": "contact.creation", "active": True}) == 201, "subscribe to contact creations")
+hook_email = f"hook-{run}@example.com"
+hooked = client.crm.contacts.basic_api.create(SimplePublicObjectInputForCreate(properties={"email": hook_email}))
+for _ in range(100):
+    if received:
+        break
+    time.sleep(0.05)
+check(received, "a contact creation is delivered")
+signature, timestamp, body = received[0]
+events = json.loads(body)
+check(events[0]["subscriptionType"] == "contact.creation" and str(events[0]["objectId"]) == hooked.id, "the delivery names the contact")
+check(Signature.is_valid(signature=signature, client_secret="sandbox-client-secret", request_body=body, http_uri=target,
+                         signature_version="v3", timestamp=timestamp), "the delivery's v3 signature is valid")
+receiver.shutdown()
 
 # Exceed the tier's 10-second budget: HubSpot answers 429 with its body.
 seen_429 = None

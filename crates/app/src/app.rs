@@ -80,7 +80,8 @@ impl App {
             .scheduler_link
             .clone()
             .map(|slug| crate::scheduler::MeetingLink::new(slug, config.business_time_zone.clone()));
-        let portal = Portal { hubspot, engine, readiness: Default::default(), scheduler };
+        let portal =
+            Portal { hubspot, engine, readiness: Default::default(), scheduler, hub_id: config.hubspot_hub_id };
         App::with_portals(config, store, Portals::new([portal])).await
     }
 
@@ -138,6 +139,10 @@ impl App {
             elevenlabs_tools: callbridge_sources::SharedSecret {
                 secret: config.elevenlabs_tool_secret.clone(),
                 headers: &["x-callbridge-secret"],
+            },
+            hubspot: crate::http::hubspot::HubSpotWebhooks {
+                webhooks: callbridge_sources::hubspot::Webhooks { secret: config.hubspot_app_secret.clone() },
+                public_url: config.public_url.clone(),
             },
         };
         let worker = Arc::new(Worker {

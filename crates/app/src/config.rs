@@ -108,6 +108,15 @@ pub struct Config {
     /// The HubSpot owner id a call's task goes to when its contact has no owner (else the
     /// task is unassigned).
     pub task_owner_id: Option<String>,
+    /// The HubSpot app's client secret: it signs HubSpot's own webhooks (`/webhooks/hubspot`,
+    /// which is off without it).
+    pub hubspot_app_secret: Option<SecretString>,
+    /// The HubSpot account id (hub id) of the portal served: HubSpot's webhooks name their
+    /// portal by it. Unset, they are taken for the one portal served.
+    pub hubspot_hub_id: Option<u64>,
+    /// callbridge's address as the outside reaches it (`https://bridge.example.com`): HubSpot
+    /// signs the URL it posts to. Unset, the request's `Host` is used.
+    pub public_url: Option<String>,
     /// Named booking webhooks (`[generic.NAME]` in the file), each at `/webhooks/generic/NAME`.
     pub generic: BTreeMap<String, GenericEndpoint>,
     /// Pull sources (`[pull.NAME]` in the file): receptionists polled through their web app.
@@ -206,6 +215,9 @@ impl Default for Config {
             booking_notice_minutes: 60,
             lead_status_map: "book=IN_PROGRESS,reschedule=IN_PROGRESS,cancel=BAD_TIMING".into(),
             task_owner_id: None,
+            hubspot_app_secret: None,
+            hubspot_hub_id: None,
+            public_url: None,
             generic: BTreeMap::new(),
             pull: BTreeMap::new(),
             pull_sources: Vec::new(),
@@ -214,8 +226,9 @@ impl Default for Config {
 }
 
 /// Settings that take whole numbers (environment values are text).
-const NUMERIC: [&str; 20] = [
+const NUMERIC: [&str; 21] = [
     "workers",
+    "hubspot_hub_id",
     "max_attempts",
     "retry_base_ms",
     "retry_max_ms",
@@ -237,7 +250,7 @@ const NUMERIC: [&str; 20] = [
     "booking_notice_minutes",
 ];
 /// Settings that take text.
-const TEXT: [&str; 21] = [
+const TEXT: [&str; 23] = [
     "listen",
     "database_url",
     "hubspot_base_url",
@@ -259,6 +272,8 @@ const TEXT: [&str; 21] = [
     "lead_status_map",
     "task_owner_id",
     "scheduler_link",
+    "hubspot_app_secret",
+    "public_url",
 ];
 
 /// `CALLBRIDGE_*` variables that are not settings: the log filter, and the test and sandbox
@@ -558,6 +573,16 @@ impl Config {
                 return Err(bad(
                     "scheduler_link",
                     "must be a meeting link's slug (the part after meetings.hubspot.com/: letters, digits, - _ . /)"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(url) = &self.public_url {
+            let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) || url.ends_with('/') {
+                return Err(bad(
+                    "public_url",
+                    "must be an http:// or https:// address without a trailing slash (https://bridge.example.com)"
                         .into(),
                 ));
             }

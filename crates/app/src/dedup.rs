@@ -19,7 +19,7 @@ use futures_util::{StreamExt, stream};
 use serde::Serialize;
 
 /// The properties the sweep reads.
-const READ: [&str; 8] =
+pub(crate) const READ: [&str; 8] =
     ["email", "hs_additional_emails", "phone", "mobilephone", PROP_PHONE_E164, "firstname", "lastname", "createdate"];
 
 /// How a sweep runs.
@@ -295,7 +295,7 @@ async fn read_all(
 }
 
 /// A contact as the grouping reads it.
-fn candidate(c: &callbridge_hubspot::CrmObject) -> Option<Candidate> {
+pub(crate) fn candidate(c: &callbridge_hubspot::CrmObject) -> Option<Candidate> {
     let id = c.id_u64()?;
     let get = |k: &str| c.prop(k).map(str::trim).filter(|v| !v.is_empty()).map(String::from);
     Some(Candidate {

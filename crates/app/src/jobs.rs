@@ -8,11 +8,12 @@
 //! | `sync_booking` | [`SyncBooking`]: a booking | the sync engine, batched with others |
 //! | `update_meeting` | [`UpdateMeeting`]: a booking's key | [`crate::meetings`]: its meeting (and the contact's next meeting) made to match the booking as recorded |
 //! | `book_link` | [`BookLink`]: a booking's key | [`crate::scheduler`]: booked through the portal's meeting link, once, its meeting tied to the booking |
+//! | `contact_change` | [`ContactChanged`]: a change HubSpot reported about a contact | [`crate::hubspot_webhooks`]: the caller index (and, for a privacy deletion, everything kept about the contact) made to match |
 //!
 //! Payloads of the sync kinds are the canonical event as JSON (`{"kind":"call",…}`), the shape
 //! rows have held since the first release, so queued jobs written by it still decode.
 
-use callbridge_domain::{BookingEvent, CallEvent, Event};
+use callbridge_domain::{BookingEvent, CallEvent, ContactChange, Event};
 use serde::Serialize;
 
 /// Lands a call (or a later stage of it) in HubSpot.
@@ -45,6 +46,15 @@ impl BookLink {
     pub const NAME: &'static str = "book_link";
 }
 
+/// Makes callbridge's records match a change HubSpot reported about one of its contacts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ContactChanged(pub ContactChange);
+
+impl ContactChanged {
+    pub const NAME: &'static str = "contact_change";
+}
+
 impl SyncCall {
     pub const NAME: &'static str = "sync_call";
 }
@@ -60,6 +70,7 @@ pub enum JobKind {
     SyncBooking(SyncBooking),
     UpdateMeeting(UpdateMeeting),
     BookLink(BookLink),
+    ContactChanged(ContactChanged),
 }
 
 /// Why a stored job cannot be run: retrying cannot fix it.
@@ -87,6 +98,7 @@ impl JobKind {
             JobKind::SyncBooking(_) => SyncBooking::NAME,
             JobKind::UpdateMeeting(_) => UpdateMeeting::NAME,
             JobKind::BookLink(_) => BookLink::NAME,
+            JobKind::ContactChanged(_) => ContactChanged::NAME,
         }
     }
 
@@ -103,6 +115,7 @@ impl JobKind {
             JobKind::SyncBooking(SyncBooking(b)) => serde_json::to_string(&Stored::Booking(b)),
             JobKind::UpdateMeeting(u) => serde_json::to_string(u),
             JobKind::BookLink(b) => serde_json::to_string(b),
+            JobKind::ContactChanged(c) => serde_json::to_string(c),
         }
     }
 
@@ -111,6 +124,10 @@ impl JobKind {
         if name == UpdateMeeting::NAME {
             let bad = |e: serde_json::Error| DecodeError::Payload { kind: UpdateMeeting::NAME, reason: e.to_string() };
             return serde_json::from_str(payload).map(JobKind::UpdateMeeting).map_err(bad);
+        }
+        if name == ContactChanged::NAME {
+            let bad = |e: serde_json::Error| DecodeError::Payload { kind: ContactChanged::NAME, reason: e.to_string() };
+            return serde_json::from_str(payload).map(JobKind::ContactChanged).map_err(bad);
         }
         if name == BookLink::NAME {
             let bad = |e: serde_json::Error| DecodeError::Payload { kind: BookLink::NAME, reason: e.to_string() };
@@ -134,7 +151,7 @@ impl JobKind {
         match self {
             JobKind::SyncCall(SyncCall(c)) => Some(Event::Call(c.clone())),
             JobKind::SyncBooking(SyncBooking(b)) => Some(Event::Booking(b.clone())),
-            JobKind::UpdateMeeting(_) | JobKind::BookLink(_) => None,
+            JobKind::UpdateMeeting(_) | JobKind::BookLink(_) | JobKind::ContactChanged(_) => None,
         }
     }
 }

@@ -11,6 +11,7 @@ mod cmd;
 pub mod config;
 pub mod dedup;
 pub mod http;
+pub mod hubspot_webhooks;
 pub mod inbox;
 pub mod invariants;
 pub mod jobs;

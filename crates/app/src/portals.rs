@@ -19,6 +19,8 @@ pub struct Portal {
     pub readiness: Readiness,
     /// The scheduler meeting link availability and bookings go through, when configured.
     pub scheduler: Option<crate::scheduler::MeetingLink>,
+    /// Its HubSpot account id, when configured: HubSpot's webhooks name their portal by it.
+    pub hub_id: Option<u64>,
 }
 
 impl Portal {
@@ -45,6 +47,18 @@ impl Portals {
     /// The portal requests name none of: the configuration's only (or `default`) portal.
     pub fn default_portal(&self) -> Option<&Arc<Portal>> {
         self.by_id.get(&PortalId::default()).or_else(|| (self.by_id.len() == 1).then(|| self.by_id.values().next())?)
+    }
+
+    /// The portal a HubSpot account id names: the one configured with it, else the only
+    /// portal served when it has no account id configured.
+    pub fn for_hub(&self, hub_id: u64) -> Option<&Arc<Portal>> {
+        self.by_id.values().find(|p| p.hub_id == Some(hub_id)).or_else(|| {
+            let mut unnamed = self.by_id.values().filter(|p| p.hub_id.is_none());
+            match (unnamed.next(), unnamed.next(), self.by_id.len()) {
+                (Some(only), None, 1) => Some(only),
+                _ => None,
+            }
+        })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Portal>> {

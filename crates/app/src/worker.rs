@@ -211,7 +211,7 @@ impl Worker {
         let mut changes = Vec::new();
         for job in jobs {
             match JobKind::decode(&job.kind, &job.event_json) {
-                Ok(kind @ (JobKind::UpdateMeeting(_) | JobKind::BookLink(_))) => {
+                Ok(kind @ (JobKind::UpdateMeeting(_) | JobKind::BookLink(_) | JobKind::ContactChanged(_))) => {
                     changes.push((job.id, job.portal.clone(), kind, job.claims > 1 || job.attempts > 0))
                 }
                 Ok(kind) => {
@@ -245,15 +245,16 @@ impl Worker {
         }))
         .await;
         // After the rounds, in the order queued: a booking claimed with its change is in
-        // HubSpot by now.
+        // HubSpot by now, and a call claimed with a merge of its contact has landed.
         changes.sort_by_key(|c| c.0);
         for (id, portal_id, change, retrying) in changes {
-            self.meeting_job(&held[&id], &portal_id, &change, retrying).await;
+            self.single_job(&held[&id], &portal_id, &change, retrying).await;
         }
     }
 
-    /// Runs an `update_meeting` or `book_link` job and records its outcome.
-    async fn meeting_job(&self, job: &Held, portal_id: &PortalId, kind: &JobKind, retrying: bool) {
+    /// Runs a job that is not part of a sync round (`update_meeting`, `book_link`,
+    /// `contact_change`) and records its outcome.
+    async fn single_job(&self, job: &Held, portal_id: &PortalId, kind: &JobKind, retrying: bool) {
         let Some(portal) = self.portals.get(portal_id).cloned() else {
             return self.fail(job, SyncError::Transient(format!("portal {portal_id} is not configured here"))).await;
         };
@@ -266,7 +267,8 @@ impl Worker {
                     crate::scheduler::book(self.store.as_ref(), &portal, &b.booking_key, retrying).await
                 }
                 JobKind::UpdateMeeting(change) => crate::meetings::apply(self.store.as_ref(), &portal, change).await,
-                _ => Err(SyncError::Permanent("not a meeting job".into())),
+                JobKind::ContactChanged(c) => crate::hubspot_webhooks::apply(self.store.as_ref(), &portal, &c.0).await,
+                _ => Err(SyncError::Permanent("a sync job is run in a round".into())),
             }
         };
         let outcome = if job.interactive { callbridge_hubspot::interactive(work).await } else { work.await };
@@ -278,7 +280,7 @@ impl Worker {
                     ..Default::default()
                 };
                 if let Err(e) = self.store.settle(&settled).await {
-                    tracing::error!(error = %e, "recording a meeting update failed; it will run again");
+                    tracing::error!(error = %e, "recording a finished job failed; it will run again");
                 }
             }
             Err(SyncError::Unready(why)) => {

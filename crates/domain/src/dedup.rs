@@ -28,6 +28,15 @@ pub struct Candidate {
     pub last_name: Option<String>,
 }
 
+impl Candidate {
+    /// The caller-index keys the contact answers to: each email and each number it has.
+    pub fn keys(&self, region: DefaultRegion) -> Vec<String> {
+        let mut keys = emails_of(self);
+        keys.extend(phones_of(self, region));
+        keys
+    }
+}
+
 /// Contacts to merge into one survivor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {

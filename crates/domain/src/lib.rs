@@ -3,6 +3,7 @@
 //! contact into the CRM writes to make. No I/O.
 
 pub mod availability;
+pub mod contact_change;
 pub mod dedup;
 pub mod email;
 pub mod event;
@@ -12,6 +13,7 @@ pub mod plan;
 pub mod sentiment;
 pub mod time;
 
+pub use contact_change::{ContactChange, ContactChangeKind};
 pub use email::Email;
 pub use event::{BookingEvent, CallEvent, CallStage, Caller, Direction, Event, Intent, Sentiment, Source};
 pub use ids::{IdempotencyKey, PortalId};

@@ -124,6 +124,19 @@ pub struct Db {
     /// Writes accepted per object type (a create or an update of one record is one), for tests
     /// and benchmarks that count what reached a record rather than which request carried it.
     writes: [u64; 5],
+    /// Contact changes not yet turned into webhook events; kept only while an app has a
+    /// webhook target (`None` otherwise).
+    pub changes: Option<Vec<ContactChange>>,
+}
+
+/// A change to a contact, as HubSpot's app webhooks report it (reference §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactChange {
+    Created { id: u64, at: i64 },
+    Property { id: u64, name: String, value: String, at: i64 },
+    Deleted { id: u64, at: i64 },
+    PrivacyDeleted { id: u64, at: i64 },
+    Merged { survivor: u64, merged: u64, moved: usize, at: i64 },
 }
 
 impl Db {
@@ -140,6 +153,7 @@ impl Db {
             phones: HashMap::new(),
             uniques: HashMap::new(),
             merged_into: HashMap::new(),
+            changes: None,
             owners: vec![
                 Owner {
                     id: "75000001".into(),
@@ -157,6 +171,12 @@ impl Db {
                 },
             ],
             writes: [0; 5],
+        }
+    }
+
+    fn changed(&mut self, change: ContactChange) {
+        if let Some(changes) = &mut self.changes {
+            changes.push(change);
         }
     }
 
@@ -419,6 +439,9 @@ impl Db {
         record.props.insert(kind.created_property().into(), stamp(iso(now)));
         record.props.insert(kind.modified_property().into(), stamp(iso(now)));
         table.records.insert(id, record);
+        if kind == Kind::Contact {
+            self.changed(ContactChange::Created { id, at: now });
+        }
         self.apply(kind, id, write, now);
         for (to_kind, a) in assocs {
             for t in &a.type_ids {
@@ -437,10 +460,14 @@ impl Db {
             record.indexed = Some(Box::new(record.props.clone()));
         }
         let mut old_index_values = Vec::new();
+        let mut changed_values = Vec::new();
         for (name, value) in write.values {
             let changed = record.get(&name) != Some(value.as_str()).filter(|v| !v.is_empty());
             if !changed {
                 continue;
+            }
+            if kind == Kind::Contact {
+                changed_values.push((name.clone(), value.clone()));
             }
             if let Some(old) = record.props.get(&name) {
                 old_index_values.push((name.clone(), old.value.clone()));
@@ -465,6 +492,11 @@ impl Db {
         }
         record.updated_ms = now;
         record.props.insert(kind.modified_property().into(), Val { value: iso(now), ms: now });
+        for (name, value) in changed_values {
+            if let Some(changes) = &mut self.changes {
+                changes.push(ContactChange::Property { id, name, value, at: now });
+            }
+        }
         if lag > 0 {
             record.visible_ms = now + lag;
         }
@@ -572,6 +604,18 @@ impl Db {
                 m.remove(&(kind, id));
             }
         }
+        if kind == Kind::Contact {
+            self.changed(ContactChange::Deleted { id, at: now });
+        }
+    }
+
+    /// Deletes a contact for privacy (`gdpr-delete`): gone for good, not restorable, reported
+    /// as a privacy deletion and a deletion.
+    pub fn gdpr_delete(&mut self, id: u64, now: i64) {
+        let Some(id) = self.resolve(Kind::Contact, id) else { return };
+        self.changed(ContactChange::PrivacyDeleted { id, at: now });
+        self.archive(Kind::Contact, id, now);
+        self.tables[Kind::Contact.index()].records.remove(&id);
     }
 
     /// Adds an association in both directions.
@@ -665,6 +709,7 @@ impl Db {
             }
         }
         let mut values: HashMap<String, Val> = pr.props.clone();
+        let mut props_moved = 0;
         for (name, val) in &or.props {
             if matches!(
                 name.as_str(),
@@ -682,6 +727,7 @@ impl Db {
             let newer = values.get(name).is_none_or(|mine| mine.value.is_empty() || val.ms > mine.ms);
             if newer {
                 values.insert(name.clone(), val.clone());
+                props_moved += 1;
             }
         }
         let stage = [pr.get("lifecyclestage"), or.get("lifecyclestage")]
@@ -724,6 +770,7 @@ impl Db {
             r.updated_ms = now;
         }
         self.index_record(kind, p);
+        self.changed(ContactChange::Merged { survivor: p, merged: o, moved: props_moved, at: now });
         Ok(p)
     }
 

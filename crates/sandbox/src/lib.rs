@@ -28,6 +28,7 @@ pub mod scenario;
 pub mod search;
 pub mod state;
 pub mod util;
+pub mod webhooks;
 
 pub use db::Rules;
 
@@ -240,6 +241,26 @@ impl Sandbox {
         if let Some(info) = auth.deactivated.remove(token) {
             auth.tokens.insert(token.to_string(), info);
         }
+    }
+
+    /// Sends the app's webhooks to `target_url` for these subscriptions (event type, and the
+    /// property of a property change), active at once: what an app's developer sets up in
+    /// HubSpot (the management API is `/webhooks/v3/{appId}/…`).
+    pub fn send_webhooks(&self, target_url: &str, subscriptions: &[(&str, Option<&str>)]) {
+        {
+            let mut hooks = self.state.webhooks.lock();
+            hooks.target_url = Some(target_url.to_string());
+            for (event_type, property) in subscriptions {
+                hooks.subscribe(event_type, *property, true);
+            }
+        }
+        webhooks::start(&self.state);
+    }
+
+    /// Webhook deliveries answered 2xx, and batches given up after every attempt.
+    pub fn webhook_deliveries(&self) -> (u64, u64) {
+        let hooks = self.state.webhooks.lock();
+        (hooks.delivered, hooks.given_up)
     }
 
     /// Makes an OAuth access token expire now.

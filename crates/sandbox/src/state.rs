@@ -101,7 +101,10 @@ pub struct SandboxConfig {
     /// Lifetime of OAuth access tokens.
     pub access_token_ttl: Duration,
     pub client_id: String,
+    /// The OAuth app's client secret: it also signs the app's webhooks.
     pub client_secret: String,
+    /// The developer API key the webhook management API takes (`hapikey`).
+    pub developer_api_key: String,
     /// Scheduler business hours in the link's time zone: `[start, end)` hours, Monday–Friday.
     pub business_hours: (u8, u8),
     pub scheduler_timezone: String,
@@ -124,6 +127,7 @@ impl Default for SandboxConfig {
             access_token_ttl: Duration::from_secs(1800),
             client_id: "sandbox-client-id".into(),
             client_secret: "sandbox-client-secret".into(),
+            developer_api_key: "sandbox-developer-key".into(),
             business_hours: (9, 17),
             scheduler_timezone: "America/New_York".into(),
         }
@@ -312,6 +316,10 @@ pub struct State {
     /// A private-app token of the same portal without the calls scopes (a Starter portal's
     /// view of the Calls API).
     pub no_calls_token: String,
+    /// The app's webhook settings, subscriptions and undelivered events.
+    pub webhooks: Mutex<crate::webhooks::Webhooks>,
+    /// Whether the webhook sender runs.
+    pub webhook_sender: std::sync::atomic::AtomicBool,
 }
 
 /// App id of the default private app; tokens minted through the control API get their own.
@@ -345,13 +353,19 @@ impl State {
             token,
             no_calls_token,
             config,
+            webhooks: Mutex::new(Default::default()),
+            webhook_sender: Default::default(),
         }
     }
 
     /// Forgets all CRM data, limits, counts, faults and minted tokens; keeps the two
     /// built-in tokens.
     pub fn reset(&self) {
-        *self.db.lock() = Db::new(self.config.portal_id, self.config.rules.clone());
+        let mut db = Db::new(self.config.portal_id, self.config.rules.clone());
+        if self.webhooks.lock().target_url.is_some() {
+            db.changes = Some(Vec::new());
+        }
+        *self.db.lock() = db;
         self.limiter.lock().reset();
         *self.stats.lock() = Stats::default();
         let mut rt = self.runtime.lock();

@@ -9,6 +9,7 @@
 //! | [`retell`] | Retell webhooks | `x-retell-signature` over the body |
 //! | [`elevenlabs`] | ElevenLabs Agents post-call webhooks | `ElevenLabs-Signature` over the body |
 //! | [`generic`] | the booking webhook (Zapier, custom agents) | Bearer |
+//! | [`hubspot`] | HubSpot's own app webhooks (contact changes) | `X-HubSpot-Signature-v3` over method, URI, body and time |
 //! | [`pulled`] | call records polled from a receptionist's web app, by a configured mapping | the poller's session |
 //!
 //! Shared pieces: [`fields`] reads payloads naming every problem by its field, [`call`] is
@@ -20,6 +21,7 @@ pub mod credential;
 pub mod elevenlabs;
 pub mod fields;
 pub mod generic;
+pub mod hubspot;
 pub mod pulled;
 pub mod retell;
 pub mod signature;

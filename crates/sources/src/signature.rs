@@ -8,6 +8,8 @@
 //! - ElevenLabs: `ElevenLabs-Signature: t=<s>,v0=<hex>`, HMAC-SHA256(secret, "t.body"), 30 minutes.
 //! - Vapi (HMAC credential): `x-signature` (hex, optional `sha256=` prefix) over
 //!   `"{timestamp}.{body}"` with `x-timestamp` in seconds or milliseconds, 5 minutes.
+//! - HubSpot (app webhooks, v3): `X-HubSpot-Signature-v3` (base64) over method, URI, body and
+//!   `X-HubSpot-Request-Timestamp` (ms), keyed with the app's client secret, 5 minutes.
 
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
@@ -147,6 +149,92 @@ pub fn vapi<'h>(
     Ok(Signature { timestamp, digests: vec![digest], signed: Signed::TimestampDotBody })
 }
 
+/// HubSpot's v3 signature headers, parsed and checked for freshness (5 minutes, as HubSpot's
+/// own libraries check it); [`HubSpotV3::verify`] checks them over the request.
+#[derive(Debug)]
+pub struct HubSpotV3<'h> {
+    timestamp: &'h str,
+    digest: Vec<u8>,
+}
+
+/// `X-HubSpot-Signature-v3` and `X-HubSpot-Request-Timestamp` (epoch milliseconds).
+pub fn hubspot_v3<'h>(
+    signature: Option<&'h str>,
+    timestamp: Option<&'h str>,
+    now_ms: i64,
+) -> Result<HubSpotV3<'h>, SignatureError> {
+    use base64::Engine;
+    let signature = signature.ok_or(SignatureError::Missing)?.trim();
+    let timestamp = timestamp.ok_or(SignatureError::Missing)?.trim();
+    let digest = base64::engine::general_purpose::STANDARD
+        .decode(signature)
+        .ok()
+        .filter(|d| d.len() == 32)
+        .ok_or(SignatureError::Malformed)?;
+    let ts: i64 = digits(timestamp).and_then(|t| t.parse().ok()).ok_or(SignatureError::Malformed)?;
+    fresh(now_ms - ts, 300_000)?;
+    Ok(HubSpotV3 { timestamp, digest })
+}
+
+impl HubSpotV3<'_> {
+    /// Checks the signature over `method`, the full request `uri` (scheme, host, path and
+    /// query, as HubSpot sent it), the raw `body` and the timestamp, in constant time. The
+    /// URI is compared with the characters HubSpot decodes before signing decoded.
+    pub fn verify(&self, secret: &str, method: &str, uri: &str, body: &[u8]) -> Result<(), SignatureError> {
+        let uri = hubspot_uri(uri);
+        let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+        for part in [method.as_bytes(), uri.as_bytes(), body, self.timestamp.as_bytes()] {
+            mac.update(part);
+        }
+        mac.verify_slice(&self.digest).map_err(|_| SignatureError::Mismatch)
+    }
+}
+
+/// The URI as HubSpot signs it: these escapes decoded, every other byte as sent.
+fn hubspot_uri(uri: &str) -> String {
+    const DECODED: [(&str, char); 12] = [
+        ("%3A", ':'),
+        ("%2F", '/'),
+        ("%3F", '?'),
+        ("%40", '@'),
+        ("%21", '!'),
+        ("%24", '$'),
+        ("%27", '\''),
+        ("%28", '('),
+        ("%29", ')'),
+        ("%2A", '*'),
+        ("%2C", ','),
+        ("%3B", ';'),
+    ];
+    let mut out = String::with_capacity(uri.len());
+    let mut rest = uri;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        match DECODED.iter().find(|(escape, _)| rest[i..].starts_with(escape)) {
+            Some((escape, c)) => {
+                out.push(*c);
+                rest = &rest[i + escape.len()..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// HubSpot's v3 signature of a request, base64: for the sandbox's deliveries and tests.
+pub fn sign_hubspot_v3(secret: &str, method: &str, uri: &str, body: &[u8], timestamp_ms: i64) -> String {
+    use base64::Engine;
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    for part in [method.as_bytes(), uri.as_bytes(), body, timestamp_ms.to_string().as_bytes()] {
+        mac.update(part);
+    }
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
 /// Retell's signature over `body`.
 pub fn verify_retell(header: Option<&str>, body: &[u8], api_key: &str, now_ms: i64) -> Result<(), SignatureError> {
     retell(header, now_ms)?.verify(api_key, body)
@@ -241,5 +329,49 @@ mod tests {
         }
         assert_eq!(verify_vapi_hmac(Some("ab"), Some("1"), body, "k", now_ms), Err(SignatureError::Stale));
         assert_eq!(verify_vapi_hmac(None, Some("1"), body, "k", now_ms), Err(SignatureError::Missing));
+    }
+
+    // Computed with HubSpot's Python library (`Signature.get_signature`, v3) over the URL with
+    // `%3A` decoded, as HubSpot signs it; the body is HubSpot's documented example batch.
+    const HUBSPOT_BODY: &str = r#"[{"eventId":1,"subscriptionId":12345,"portalId":62515,"occurredAt":1564113600000,"subscriptionType":"contact.creation","attemptNumber":0,"objectId":123,"changeSource":"CRM","changeFlag":"NEW","appId":54321}]"#;
+    const HUBSPOT_SECRET: &str = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy";
+    const HUBSPOT_SIGNATURE: &str = "7awN+UGFEIYnKy1UjOHXL//24GGgioBT/vL1vKF7Zpw=";
+
+    #[test]
+    fn hubspot_v3_verifies_over_the_decoded_url_and_every_failure_is_told_apart() {
+        let (ts, now) = (Some("1564113600500"), 1_564_113_600_500 + 60_000);
+        let url = "https://bridge.example.com/webhooks/hubspot?portal=a%3Ab";
+        let body = HUBSPOT_BODY.as_bytes();
+        let check = |sig, ts, now, method: &str, url: &str, body: &[u8]| {
+            hubspot_v3(sig, ts, now).and_then(|s| s.verify(HUBSPOT_SECRET, method, url, body))
+        };
+        assert_eq!(check(Some(HUBSPOT_SIGNATURE), ts, now, "POST", url, body), Ok(()));
+        assert_eq!(
+            sign_hubspot_v3(
+                HUBSPOT_SECRET,
+                "POST",
+                "https://bridge.example.com/webhooks/hubspot?portal=a:b",
+                body,
+                1_564_113_600_500
+            ),
+            HUBSPOT_SIGNATURE
+        );
+        let mismatch = Err(SignatureError::Mismatch);
+        assert_eq!(check(Some(HUBSPOT_SIGNATURE), ts, now, "PUT", url, body), mismatch);
+        assert_eq!(
+            check(Some(HUBSPOT_SIGNATURE), ts, now, "POST", "https://other.example.com/webhooks/hubspot", body),
+            mismatch
+        );
+        assert_eq!(check(Some(HUBSPOT_SIGNATURE), ts, now, "POST", url, b"[]"), mismatch);
+        assert_eq!(check(Some(HUBSPOT_SIGNATURE), Some("1564113600501"), now, "POST", url, body), mismatch);
+        let stale = 1_564_113_600_500 + 301_000;
+        assert_eq!(check(Some(HUBSPOT_SIGNATURE), ts, stale, "POST", url, body), Err(SignatureError::Stale));
+        assert_eq!(check(Some("not base64!"), ts, now, "POST", url, body), Err(SignatureError::Malformed));
+        assert_eq!(
+            check(Some(HUBSPOT_SIGNATURE), Some("1564113600500.0"), now, "POST", url, body),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(check(None, ts, now, "POST", url, body), Err(SignatureError::Missing));
+        assert_eq!(check(Some(HUBSPOT_SIGNATURE), None, now, "POST", url, body), Err(SignatureError::Missing));
     }
 }

@@ -246,10 +246,41 @@ pub trait CallerIndex: Send + Sync {
     }
     /// Remembers many callers' contacts in one transaction.
     async fn remember_contacts(&self, portal: &PortalId, entries: &[(Vec<String>, u64)]) -> Result<()>;
+    /// The contact is no longer looked up by its callers' keys (its next caller is searched
+    /// for again); what it was known by is kept aside for [`CallerIndex::erase_contact`].
     async fn forget_contact(&self, portal: &PortalId, contact_id: u64) -> Result<()>;
     /// Contact `merged` was merged into `survivor` in HubSpot: what pointed at it (its callers'
     /// numbers and emails, the activities made on it, its newest call) points at the survivor.
     async fn merged_contact(&self, portal: &PortalId, merged: u64, survivor: u64) -> Result<()>;
+    /// The contact's numbers and emails are now `keys` (as HubSpot holds them): what pointed
+    /// at it under other keys no longer does.
+    async fn reindex_contact(&self, portal: &PortalId, contact_id: u64, keys: &[String]) -> Result<()> {
+        self.forget_contact(portal, contact_id).await?;
+        if keys.is_empty() { Ok(()) } else { self.remember_contacts(portal, &[(keys.to_vec(), contact_id)]).await }
+    }
+    /// A privacy deletion: everything kept about the contact that arrived before `before_ms`
+    /// goes, in one transaction — the deliveries of its callers' numbers and emails (raw
+    /// bodies, events, jobs) and of HubSpot's changes to it (`extra_keys`), their bookings, the
+    /// activities made on it, its newest call and its index entries (those forgotten too). While a job of one of its
+    /// callers is running nothing is erased and [`Erased::waiting`] says how many run.
+    async fn erase_contact(
+        &self,
+        portal: &PortalId,
+        contact_id: u64,
+        extra_keys: &[String],
+        before_ms: i64,
+    ) -> Result<Erased>;
+}
+
+/// What a privacy deletion erased.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Erased {
+    pub deliveries: u64,
+    pub bookings: u64,
+    pub activities: u64,
+    pub index_entries: u64,
+    /// Jobs of the contact's callers running now: nothing was erased; try again after them.
+    pub waiting: u64,
 }
 
 /// Which HubSpot activity each call or booking became, and the newest call synced to each contact.

@@ -22,6 +22,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     migration!(5, "sqlite", "0005_bookings.sql"),
     migration!(6, "sqlite", "0006_coalescing.sql"),
     migration!(7, "sqlite", "0007_dedup_runs.sql"),
+    migration!(8, "sqlite", "0008_forgotten_callers.sql"),
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -33,6 +34,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(6, "postgres", "0006_bookings.sql"),
     migration!(7, "postgres", "0007_coalescing.sql"),
     migration!(8, "postgres", "0008_dedup_runs.sql"),
+    migration!(9, "postgres", "0009_forgotten_callers.sql"),
 ];
 
 #[cfg(test)]

@@ -13,8 +13,9 @@ use sqlx::{PgExecutor, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 use crate::{
-    Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, EventRow, Failure, Ingested, Job,
-    JobCounts, ListedActivity, NewDelivery, PortalId, Queue, Result, Settlement, SourceSession, StoredTokens, now_ms,
+    Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventRow, Failure, Ingested,
+    Job, JobCounts, ListedActivity, NewDelivery, PortalId, Queue, Result, Settlement, SourceSession, StoredTokens,
+    now_ms,
 };
 
 /// The channel new jobs are announced on.
@@ -439,11 +440,23 @@ impl CallerIndex for PgStore {
     }
 
     async fn forget_contact(&self, portal: &PortalId, contact_id: u64) -> Result<()> {
+        let mut tx = self.tx().await?;
+        sqlx::query(
+            "INSERT INTO forgotten_callers (portal, key, contact_id, forgotten_at)
+             SELECT portal, key, contact_id, $3 FROM caller_index WHERE portal = $1 AND contact_id = $2
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(portal.as_str())
+        .bind(contact_id as i64)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM caller_index WHERE portal = $1 AND contact_id = $2")
             .bind(portal.as_str())
             .bind(contact_id as i64)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -477,6 +490,72 @@ impl CallerIndex for PgStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn erase_contact(
+        &self,
+        portal: &PortalId,
+        contact_id: u64,
+        extra_keys: &[String],
+        before_ms: i64,
+    ) -> Result<Erased> {
+        let mut tx = self.tx().await?;
+        let p = portal.as_str();
+        let callers: Vec<String> = sqlx::query_scalar(
+            "SELECT key FROM caller_index WHERE portal = $1 AND contact_id = $2
+             UNION SELECT key FROM forgotten_callers WHERE portal = $1 AND contact_id = $2",
+        )
+        .bind(p)
+        .bind(contact_id as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE portal = $1 AND status = 'running' AND caller_key = ANY($2)",
+        )
+        .bind(p)
+        .bind(&callers)
+        .fetch_one(&mut *tx)
+        .await?;
+        if waiting > 0 {
+            return Ok(Erased { waiting: waiting as u64, ..Erased::default() });
+        }
+        let keys: Vec<String> = callers.iter().chain(extra_keys).cloned().collect();
+        let inbox: Vec<i64> = sqlx::query_scalar(
+            "SELECT i.id FROM jobs j JOIN inbox i ON i.id = j.inbox_id
+             WHERE j.portal = $1 AND j.caller_key = ANY($2) AND j.status != 'running' AND i.received_at <= $3",
+        )
+        .bind(p)
+        .bind(&keys)
+        .bind(before_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM jobs WHERE inbox_id = ANY($1)").bind(&inbox).execute(&mut *tx).await?;
+        let deliveries = sqlx::query("DELETE FROM inbox WHERE id = ANY($1) OR coalesced_into = ANY($1)")
+            .bind(&inbox)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let bookings =
+            sqlx::query("DELETE FROM bookings WHERE portal = $1 AND caller_key = ANY($2) AND created_at <= $3")
+                .bind(p)
+                .bind(&keys)
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let mut removed = [0; 4];
+        let statements = [
+            "DELETE FROM activities WHERE portal = $1 AND contact_id = $2",
+            "DELETE FROM contact_sync WHERE portal = $1 AND contact_id = $2",
+            "DELETE FROM caller_index WHERE portal = $1 AND contact_id = $2",
+            "DELETE FROM forgotten_callers WHERE portal = $1 AND contact_id = $2",
+        ];
+        for (i, statement) in statements.into_iter().enumerate() {
+            removed[i] =
+                sqlx::query(statement).bind(p).bind(contact_id as i64).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(Erased { deliveries, bookings, activities: removed[0], index_entries: removed[2], waiting: 0 })
     }
 }
 

@@ -19,8 +19,8 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, EventRow, Failure, Ingested, Job,
-    JobCounts, ListedActivity, NewDelivery, PortalId, Queue, Result, Settlement, SourceSession, StoreError,
+    Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventRow, Failure, Ingested,
+    Job, JobCounts, ListedActivity, NewDelivery, PortalId, Queue, Result, Settlement, SourceSession, StoreError,
     StoredTokens, now_ms,
 };
 
@@ -622,6 +622,16 @@ impl CallerIndex for SqliteStore {
 
     async fn forget_contact(&self, portal: &PortalId, contact_id: u64) -> Result<()> {
         let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO forgotten_callers (portal, key, contact_id, forgotten_at)
+             SELECT portal, key, contact_id, ?3 FROM caller_index WHERE portal = ?1 AND contact_id = ?2
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(portal.as_str())
+        .bind(contact_id as i64)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM caller_index WHERE portal = ? AND contact_id = ?")
             .bind(portal.as_str())
             .bind(contact_id as i64)
@@ -661,6 +671,82 @@ impl CallerIndex for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn erase_contact(
+        &self,
+        portal: &PortalId,
+        contact_id: u64,
+        extra_keys: &[String],
+        before_ms: i64,
+    ) -> Result<Erased> {
+        let mut tx = self.write().await?;
+        let p = portal.as_str();
+        let callers: Vec<String> = sqlx::query_scalar(
+            "SELECT key FROM caller_index WHERE portal = ?1 AND contact_id = ?2
+             UNION SELECT key FROM forgotten_callers WHERE portal = ?1 AND contact_id = ?2",
+        )
+        .bind(p)
+        .bind(contact_id as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE portal = ? AND status = 'running'
+             AND caller_key IN (SELECT value FROM json_each(?))",
+        )
+        .bind(p)
+        .bind(serde_json::to_string(&callers).unwrap_or_default())
+        .fetch_one(&mut *tx)
+        .await?;
+        if waiting > 0 {
+            return Ok(Erased { waiting: waiting as u64, ..Erased::default() });
+        }
+        let keys = serde_json::to_string(&callers.iter().chain(extra_keys).collect::<Vec<_>>()).unwrap_or_default();
+        let inbox: Vec<i64> = sqlx::query_scalar(
+            "SELECT i.id FROM jobs j JOIN inbox i ON i.id = j.inbox_id
+             WHERE j.portal = ? AND j.caller_key IN (SELECT value FROM json_each(?)) AND j.status != 'running'
+             AND i.received_at <= ?",
+        )
+        .bind(p)
+        .bind(&keys)
+        .bind(before_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let inbox = serde_json::to_string(&inbox).unwrap_or_default();
+        sqlx::query("DELETE FROM jobs WHERE inbox_id IN (SELECT value FROM json_each(?))")
+            .bind(&inbox)
+            .execute(&mut *tx)
+            .await?;
+        let deliveries = sqlx::query(
+            "DELETE FROM inbox WHERE id IN (SELECT value FROM json_each(?1))
+             OR coalesced_into IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(&inbox)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let bookings = sqlx::query(
+            "DELETE FROM bookings WHERE portal = ? AND caller_key IN (SELECT value FROM json_each(?)) AND created_at <= ?",
+        )
+        .bind(p)
+        .bind(&keys)
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let mut removed = [0; 4];
+        let statements = [
+            "DELETE FROM activities WHERE portal = ? AND contact_id = ?",
+            "DELETE FROM contact_sync WHERE portal = ? AND contact_id = ?",
+            "DELETE FROM caller_index WHERE portal = ? AND contact_id = ?",
+            "DELETE FROM forgotten_callers WHERE portal = ? AND contact_id = ?",
+        ];
+        for (i, statement) in statements.into_iter().enumerate() {
+            removed[i] =
+                sqlx::query(statement).bind(p).bind(contact_id as i64).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(Erased { deliveries, bookings, activities: removed[0], index_entries: removed[2], waiting: 0 })
     }
 }
 

@@ -680,3 +680,62 @@ async fn a_merge_points_the_merged_contacts_callers_activities_and_newest_call_a
         assert_eq!(s.last_call_at(&p, 7).await.unwrap(), None, "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_privacy_erase_takes_everything_of_one_contact_forgotten_keys_included_and_waits_for_its_running_jobs() {
+    for (name, s) in backends().await {
+        let p = PortalId::default();
+        s.remember_contact(&p, &["phone:+15718308515".into(), "phone:+15718300000".into()], 7).await.unwrap();
+        s.remember_contact(&p, &["phone:+15715550188".into()], 8).await.unwrap();
+        let erased_call = s.ingest(delivery("vapi:erased:ended", "phone:+15718308515")).await.unwrap();
+        for (key, caller) in [
+            ("vapi:old:ended", "phone:+15718300000"),
+            ("vapi:kept:ended", "phone:+15715550188"),
+            ("hubspot:1:1:1:1:7", "hubspot-contact:7"),
+        ] {
+            s.ingest(delivery(key, caller)).await.unwrap();
+        }
+        let activity = |key: &str, contact| ActivityRecord {
+            source: "vapi".into(),
+            key: key.into(),
+            kind: "call",
+            activity: Activity { hubspot_id: 900, contact_id: Some(contact), via: "v3".into(), stage: 3 },
+            occurred_at_ms: 5_000,
+        };
+        s.settle(&Settlement {
+            portal: p.clone(),
+            activities: vec![activity("erased", 7), activity("kept", 8)],
+            last_calls: vec![(7, 5_000), (8, 5_000)],
+            done: vec![],
+        })
+        .await
+        .unwrap();
+        // The old number leaves the index (a changed number) before the erase.
+        s.reindex_contact(&p, 7, &["phone:+15718308515".into()]).await.unwrap();
+        assert_eq!(s.known_contact(&p, &["phone:+15718300000".into()]).await.unwrap(), None, "{name}");
+
+        // While a job of one of its callers runs, nothing is erased.
+        let running = s.claim("w", Duration::from_secs(30)).await.unwrap().unwrap();
+        assert_eq!(running.inbox_id, erased_call.inbox_id, "{name}");
+        let waiting = s.erase_contact(&p, 7, &["hubspot-contact:7".into()], now_ms()).await.unwrap();
+        assert_eq!(waiting.waiting, 1, "{name}");
+        assert_eq!(s.known_contact(&p, &["phone:+15718308515".into()]).await.unwrap(), Some(7), "{name}");
+        done(&s, &[running.id]).await;
+
+        let erased = s.erase_contact(&p, 7, &["hubspot-contact:7".into()], now_ms()).await.unwrap();
+        assert_eq!(
+            (erased.deliveries, erased.activities, erased.index_entries, erased.waiting),
+            (3, 1, 1, 0),
+            "{name}"
+        );
+        let keys: Vec<String> = s.events(None, 100).await.unwrap().into_iter().map(|e| e.idempotency_key).collect();
+        assert_eq!(keys, ["vapi:kept:ended"], "{name}: the contact's calls, old number and HubSpot change are gone");
+        assert_eq!(s.known_contact(&p, &["phone:+15718308515".into()]).await.unwrap(), None, "{name}");
+        assert_eq!(s.known_contact(&p, &["phone:+15715550188".into()]).await.unwrap(), Some(8), "{name}");
+        assert!(s.activity(&p, "vapi", "erased", "call").await.unwrap().is_none(), "{name}");
+        assert!(s.activity(&p, "vapi", "kept", "call").await.unwrap().is_some(), "{name}");
+        assert_eq!(s.last_call_at(&p, 7).await.unwrap(), None, "{name}");
+        let again = s.erase_contact(&p, 7, &["hubspot-contact:7".into()], now_ms()).await.unwrap();
+        assert_eq!(again, callbridge_store::Erased::default(), "{name}: a second erase finds nothing");
+    }
+}

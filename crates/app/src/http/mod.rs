@@ -1,11 +1,12 @@
 //! The HTTP surface: webhooks ([`webhooks`]; acknowledged only after the delivery is
-//! committed), liveness, and the admin API ([`admin`]) behind its token, served within the
+//! committed), HubSpot's own webhooks ([`hubspot`]), liveness, and the admin API ([`admin`]) behind its token, served within the
 //! bounds of [`serve`] (connections, headers) and [`intake`] (bodies). Handlers are thin:
 //! check the credential, parse into a domain event, store, answer. Every error is an
 //! [`ApiError`], whose module states what a 4xx says and that a 5xx shows no internals.
 
 mod admin;
 mod error;
+pub mod hubspot;
 pub mod intake;
 pub mod serve;
 mod tools;
@@ -81,6 +82,8 @@ pub struct Sources {
     pub named: Vec<(String, Generic)>,
     /// The secret ElevenLabs server tools send.
     pub elevenlabs_tools: callbridge_sources::SharedSecret,
+    /// HubSpot's own app webhooks.
+    pub hubspot: hubspot::HubSpotWebhooks,
 }
 
 /// `POST /webhooks/{P::NAME}`, served by the one webhook handler with `platform` attached.
@@ -115,6 +118,7 @@ pub fn router(state: AppState, sources: Sources) -> Router {
         .merge(webhook_route(sources.vapi.clone()))
         .merge(webhook_route(sources.retell.clone()))
         .merge(webhook_route(sources.elevenlabs))
+        .route("/webhooks/hubspot", post(hubspot::receive).layer(Extension(Arc::new(sources.hubspot))))
         .route("/tools/vapi", post(tools::vapi).layer(Extension(Arc::new(sources.vapi))))
         .route("/tools/retell/{name}", post(tools::retell).layer(Extension(Arc::new(sources.retell))))
         .route(

@@ -113,7 +113,7 @@ async fn record(state: &AppState, source: &str, key: IdempotencyKey, body: &Byte
     store(state, source, crate::inbox::recorded(PortalId::default(), source, key, body.to_vec())).await
 }
 
-async fn store(state: &AppState, source: &str, delivery: NewDelivery) -> Result<Ingested, ApiError> {
+pub(super) async fn store(state: &AppState, source: &str, delivery: NewDelivery) -> Result<Ingested, ApiError> {
     let queued = delivery.job_kind.is_some();
     let ingested = state.store.ingest(delivery).await.map_err(|e| {
         tracing::error!(error = %e, "storing a delivery failed");

@@ -257,6 +257,11 @@ impl Engine {
         &self.rules
     }
 
+    /// Where numbers typed without a country code are taken to be.
+    pub fn region(&self) -> DefaultRegion {
+        self.region
+    }
+
     /// Lands one round of jobs; see the module docs. An `Err` means the store failed: none of
     /// the round is known to have landed, and every job runs again (and looks up what it wrote).
     pub async fn run_round(&self, mut jobs: Vec<SyncJob>) -> Result<RoundReport, SyncError> {

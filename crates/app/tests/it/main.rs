@@ -7,6 +7,7 @@ mod burst;
 mod dedup;
 mod fuzz_regressions;
 mod helpers;
+mod hubspot_webhooks;
 mod live;
 mod logs;
 mod outage_logs;

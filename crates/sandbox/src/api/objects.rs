@@ -260,6 +260,38 @@ pub async fn merge(
     Ok(Json(db.render(kind, record, Some(&names))))
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GdprDeleteInput {
+    #[serde(deserialize_with = "super::java::field::id")]
+    pub object_id: Value,
+    #[serde(default)]
+    pub id_property: Option<String>,
+}
+
+/// `POST /crm/v3/objects/contacts/gdpr-delete`: the contact is deleted for good (204 whether
+/// or not it existed; HubSpot blocklists an unknown email).
+pub async fn gdpr_delete(
+    st: Shared,
+    Path(object_type): Path<String>,
+    Body(input): Body<GdprDeleteInput>,
+) -> ApiResult<StatusCode> {
+    if kind(&object_type)? != Kind::Contact {
+        return Err(ApiError::validation("Privacy deletion is only supported for contacts"));
+    }
+    let key = id_text(&input.object_id).ok_or_else(|| ApiError::validation("objectId is required"))?;
+    let mut db = st.db.lock();
+    let id = match input.id_property.as_deref() {
+        Some("email") => db.contact_with_email(&key),
+        None | Some("hs_object_id") => key.parse::<u64>().ok(),
+        Some(other) => return Err(ApiError::validation(format!("{other} is not a unique property of contacts"))),
+    };
+    if let Some(id) = id {
+        db.gdpr_delete(id, now_ms());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 fn owner_json(o: &crate::db::Owner) -> Value {
     json!({
         "id": o.id, "email": o.email, "firstName": o.first_name, "lastName": o.last_name,

@@ -1,0 +1,9 @@
+-- What the caller index forgot about a contact (a deletion, a changed number), kept so a
+-- later privacy deletion of that contact still finds its callers' deliveries to erase.
+CREATE TABLE forgotten_callers (
+    portal TEXT NOT NULL,
+    key TEXT NOT NULL,
+    contact_id BIGINT NOT NULL,
+    forgotten_at BIGINT NOT NULL,
+    PRIMARY KEY (portal, contact_id, key)
+);
