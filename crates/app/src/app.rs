@@ -116,6 +116,14 @@ impl App {
                 wake: wake.clone(),
             }),
             live_window_ms: config.live_update_window_ms as i64,
+            oauth: config.oauth_app().map(|app| {
+                Arc::new(crate::http::oauth::OAuthInstall {
+                    app,
+                    authorize_url: config.hubspot_authorize_url.clone(),
+                    scopes: config.oauth_scopes.clone(),
+                    optional_scopes: config.oauth_optional_scopes.clone(),
+                })
+            }),
         };
         let sources = Sources {
             vapi: callbridge_sources::Vapi { secret: config.vapi_secret.clone(), hmac: config.vapi_auth == "hmac" },

@@ -115,8 +115,20 @@ pub struct Config {
     /// portal by it. Unset, they are taken for the one portal served.
     pub hubspot_hub_id: Option<u64>,
     /// callbridge's address as the outside reaches it (`https://bridge.example.com`): HubSpot
-    /// signs the URL it posts to. Unset, the request's `Host` is used.
+    /// signs the URL it posts to, and OAuth returns to `{public_url}/oauth/callback`. Unset,
+    /// the request's `Host` is used for webhooks, and OAuth cannot be configured.
     pub public_url: Option<String>,
+    /// The HubSpot app's client id: set, the portal is installed by OAuth (`/oauth/login`)
+    /// instead of using `hubspot_token`; its client secret is `hubspot_app_secret`.
+    pub hubspot_client_id: Option<String>,
+    /// Scopes the install asks for (space separated), and those it asks for if the account has them.
+    pub oauth_scopes: String,
+    pub oauth_optional_scopes: String,
+    /// HubSpot's authorize page.
+    pub hubspot_authorize_url: String,
+    /// The key OAuth tokens are sealed with at rest (`CALLBRIDGE_SECRET_KEY`): 32 random bytes,
+    /// base64 or hex (`openssl rand -base64 32`). Required with OAuth.
+    pub secret_key: Option<SecretString>,
     /// Named booking webhooks (`[generic.NAME]` in the file), each at `/webhooks/generic/NAME`.
     pub generic: BTreeMap<String, GenericEndpoint>,
     /// Pull sources (`[pull.NAME]` in the file): receptionists polled through their web app.
@@ -218,6 +230,13 @@ impl Default for Config {
             hubspot_app_secret: None,
             hubspot_hub_id: None,
             public_url: None,
+            hubspot_client_id: None,
+            oauth_scopes: "oauth crm.objects.contacts.read crm.objects.contacts.write crm.schemas.contacts.read \
+                           crm.schemas.contacts.write crm.objects.owners.read"
+                .into(),
+            oauth_optional_scopes: "scheduler.meetings.meeting-link.read".into(),
+            hubspot_authorize_url: "https://app.hubspot.com/oauth/authorize".into(),
+            secret_key: None,
             generic: BTreeMap::new(),
             pull: BTreeMap::new(),
             pull_sources: Vec::new(),
@@ -250,7 +269,7 @@ const NUMERIC: [&str; 21] = [
     "booking_notice_minutes",
 ];
 /// Settings that take text.
-const TEXT: [&str; 23] = [
+const TEXT: [&str; 28] = [
     "listen",
     "database_url",
     "hubspot_base_url",
@@ -274,6 +293,11 @@ const TEXT: [&str; 23] = [
     "scheduler_link",
     "hubspot_app_secret",
     "public_url",
+    "hubspot_client_id",
+    "oauth_scopes",
+    "oauth_optional_scopes",
+    "hubspot_authorize_url",
+    "secret_key",
 ];
 
 /// `CALLBRIDGE_*` variables that are not settings: the log filter, and the test and sandbox
@@ -587,6 +611,23 @@ impl Config {
                 ));
             }
         }
+        if let Some(key) = &self.secret_key {
+            crate::sealing::SealingKey::parse(key).map_err(|why| bad("secret_key", why))?;
+        }
+        if self.hubspot_client_id.is_some() {
+            if self.hubspot_app_secret.is_none() {
+                return Err(bad(
+                    "hubspot_app_secret",
+                    "OAuth (hubspot_client_id) needs the app's client secret".into(),
+                ));
+            }
+            if self.public_url.is_none() {
+                return Err(bad(
+                    "public_url",
+                    "OAuth (hubspot_client_id) returns to {public_url}/oauth/callback".into(),
+                ));
+            }
+        }
         self.plan_rules().map_err(|(key, why)| bad(key, why))?;
         if !matches!(self.vapi_auth.as_str(), "secret" | "hmac") {
             return Err(bad("vapi_auth", format!("{:?}: use secret or hmac", self.vapi_auth)));
@@ -613,6 +654,28 @@ impl Config {
     }
 
     /// Settings that must be present to serve.
+    /// The OAuth app, when the portal is installed by OAuth.
+    pub fn oauth_app(&self) -> Option<callbridge_hubspot::OAuthApp> {
+        let client_id = self.hubspot_client_id.clone()?;
+        Some(callbridge_hubspot::OAuthApp {
+            client_id,
+            client_secret: self.hubspot_app_secret.clone()?,
+            redirect_uri: format!("{}/oauth/callback", self.public_url.as_deref()?),
+        })
+    }
+
+    /// The sealing key OAuth needs, or why `serve` cannot start without it.
+    pub fn require_sealing_key(&self) -> anyhow::Result<crate::sealing::SealingKey> {
+        let Some(key) = &self.secret_key else {
+            bail!(
+                "OAuth is configured (hubspot_client_id) but CALLBRIDGE_SECRET_KEY is not set: OAuth tokens are \
+                 stored sealed with it; make one with `openssl rand -base64 32` and keep it safe (without it the \
+                 stored tokens cannot be read and every portal must be installed again)"
+            )
+        };
+        crate::sealing::SealingKey::parse(key).map_err(|why| anyhow::anyhow!("invalid setting `secret_key`: {why}"))
+    }
+
     pub fn require_hubspot_token(&self) -> anyhow::Result<&SecretString> {
         match &self.hubspot_token {
             Some(t) => Ok(t),

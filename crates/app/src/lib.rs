@@ -21,6 +21,7 @@ pub mod properties;
 pub mod pull;
 pub mod readiness;
 pub mod scheduler;
+pub mod sealing;
 pub mod sync;
 pub mod telemetry;
 pub mod tokens;

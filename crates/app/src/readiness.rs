@@ -28,7 +28,8 @@ pub struct Status {
 /// A portal's readiness, shared by the worker, the preparer and `/health`.
 pub struct Readiness {
     status: Mutex<Status>,
-    /// Woken when the portal stops being ready, so the preparer starts again.
+    /// Woken when the portal stops being ready, or is installed again, so the preparer
+    /// starts again.
     lost: Notify,
 }
 
@@ -62,6 +63,12 @@ impl Readiness {
         *status = next;
     }
 
+    /// Something that may mend setup happened (a portal installed again): try now rather
+    /// than at the end of the backoff.
+    pub fn recheck(&self) {
+        self.lost.notify_one();
+    }
+
     /// A round met something only setup can mend (a refused token, a missing property).
     pub fn lose(&self, portal: &str, reason: String) {
         self.set(portal, false, Some(reason));
@@ -75,7 +82,9 @@ pub fn reason(e: &HubSpotError) -> String {
         HubSpotError::Unauthorized { .. } => {
             "HubSpot refused the token (401): check hubspot_token (CALLBRIDGE_HUBSPOT_TOKEN)".into()
         }
-        HubSpotError::RefreshRejected { .. } => "HubSpot rejected the refresh token: reconnect the portal".into(),
+        HubSpotError::RefreshRejected { .. } => {
+            "reconnect needed: HubSpot rejected the refresh token; install the app again (GET /oauth/login)".into()
+        }
         HubSpotError::MissingScopes { scopes } => format!("the token lacks scopes: {}", scopes.join(", ")),
         HubSpotError::Transport { .. } | HubSpotError::Unavailable { .. } | HubSpotError::Paused { .. } => {
             "HubSpot is unreachable".into()
@@ -132,6 +141,7 @@ pub async fn prepare(
             Some(d) => tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(d) => {}
+                _ = readiness.lost.notified() => {}
             },
             None => tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::auth::{OAuthStatus, OAuthTokens};
 use crate::endpoints::scheduler::{LinkAvailability, LinkBooked, LinkBooking};
 use crate::error::HubSpotError;
 use crate::transport::{ClientStats, HubSpotClient};
@@ -59,6 +60,14 @@ pub trait HubSpotApi: Send + Sync {
     /// Asks HubSpot again what the token may do.
     async fn probe(&self) -> R<Capabilities>;
     fn stats(&self) -> ClientStats;
+    /// Installs the portal from an OAuth authorization code: exchanges it, keeps the tokens.
+    async fn install_oauth(&self, _code: &str) -> R<OAuthTokens> {
+        Err(HubSpotError::Unauthorized { category: "this portal uses a private-app token, not OAuth".into() })
+    }
+    /// Where an OAuth portal's connection stands (`None`: not OAuth).
+    async fn oauth_status(&self) -> Option<OAuthStatus> {
+        None
+    }
     /// Whether requests wait for the portal's rate budget now (work is piling up).
     fn backlogged(&self) -> bool;
 }
@@ -144,6 +153,15 @@ impl HubSpotApi for HubSpotClient {
     }
     fn stats(&self) -> ClientStats {
         HubSpotClient::stats(self)
+    }
+    async fn install_oauth(&self, code: &str) -> R<OAuthTokens> {
+        let app = self.tokens().oauth_app().cloned().ok_or_else(|| HubSpotError::Unauthorized {
+            category: "this portal uses a private-app token, not OAuth".into(),
+        })?;
+        self.exchange_code(&app, code).await
+    }
+    async fn oauth_status(&self) -> Option<OAuthStatus> {
+        self.tokens().status().await
     }
     fn backlogged(&self) -> bool {
         self.budget().backlogged()

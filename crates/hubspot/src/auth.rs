@@ -26,11 +26,31 @@ pub struct OAuthTokens {
     pub scopes: Vec<String>,
 }
 
+/// An OAuth portal's connection, as `/token/status` and `/portals` show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct OAuthStatus {
+    pub installed: bool,
+    pub hub_id: Option<u64>,
+    pub scopes: Vec<String>,
+    pub expires_at_ms: Option<i64>,
+    /// When the access token is refreshed (ahead of its expiry).
+    pub refresh_at_ms: Option<i64>,
+    /// HubSpot rejected the refresh token: why, until the portal is installed again.
+    pub reconnect_needed: Option<String>,
+    pub refreshes: u64,
+}
+
 /// Where OAuth tokens live between restarts.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
     async fn load(&self) -> anyhow::Result<Option<OAuthTokens>>;
     async fn save(&self, tokens: &OAuthTokens) -> anyhow::Result<()>;
+    /// This process's turn to refresh, among every process sharing the store: held (the
+    /// guard) while it refreshes, so a portal is refreshed once however many instances wait.
+    /// A store only this process uses has nothing to take turns over.
+    async fn refresh_turn(&self) -> anyhow::Result<Option<Box<dyn std::any::Any + Send>>> {
+        Ok(None)
+    }
 }
 
 /// Keeps tokens in memory (tests and the demo).
@@ -135,6 +155,31 @@ impl TokenSource {
         matches!(self.credentials, Credentials::OAuth { .. })
     }
 
+    /// The OAuth app these credentials belong to, if they are OAuth's.
+    pub fn oauth_app(&self) -> Option<&OAuthApp> {
+        match &self.credentials {
+            Credentials::OAuth { app, .. } => Some(app),
+            Credentials::PrivateApp(_) => None,
+        }
+    }
+
+    /// Where an OAuth portal stands, never its tokens (`None` for a private-app token).
+    pub async fn status(&self) -> Option<OAuthStatus> {
+        if !self.is_oauth() {
+            return None;
+        }
+        let tokens = self.current().await.ok().flatten();
+        Some(OAuthStatus {
+            installed: tokens.is_some(),
+            hub_id: tokens.as_ref().and_then(|t| t.hub_id),
+            scopes: tokens.as_ref().map(|t| t.scopes.clone()).unwrap_or_default(),
+            expires_at_ms: tokens.as_ref().map(|t| t.expires_at_ms),
+            refresh_at_ms: tokens.as_ref().map(|t| t.expires_at_ms - self.margin.as_millis() as i64),
+            reconnect_needed: self.rejection(),
+            refreshes: self.refresh_count(),
+        })
+    }
+
     /// How many refreshes this source has made.
     pub fn refresh_count(&self) -> u64 {
         self.refreshes.load(Ordering::Relaxed)
@@ -179,7 +224,13 @@ impl TokenSource {
         if let Some(message) = self.rejected.lock().clone() {
             return Err(HubSpotError::RefreshRejected { message });
         }
-        let current = self.current().await?;
+        let store_error = |e: anyhow::Error| HubSpotError::Decode(format!("token store: {e:#}"));
+        let _turn = store.refresh_turn().await.map_err(store_error)?;
+        // Read again in our turn: another instance may have refreshed while we waited.
+        let current = store.load().await.map_err(store_error)?;
+        if current.is_some() {
+            self.cache.lock().clone_from(&current);
+        }
         if let Some(t) = &current {
             let replaced = stale.is_some_and(|s| s != t.access_token.expose_secret());
             let fresh = t.expires_at_ms - self.margin.as_millis() as i64 > now_ms();

@@ -17,7 +17,7 @@ pub mod transport;
 pub mod types;
 
 pub use api::HubSpotApi;
-pub use auth::{Credentials, MemoryTokenStore, OAuthApp, OAuthTokens, TokenStore};
+pub use auth::{Credentials, MemoryTokenStore, OAuthApp, OAuthStatus, OAuthTokens, TokenStore};
 pub use breaker::BreakerPolicy;
 pub use budget::{Priority, SharedWindow, bulk, interactive};
 pub use endpoints::scheduler::{LinkAvailability, LinkBooked, LinkBooking};

@@ -147,7 +147,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(20),
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
-            refresh_margin: Duration::from_secs(300),
+            refresh_margin: Duration::from_secs(900),
             shared_window: None,
         }
     }

@@ -300,6 +300,22 @@ pub trait Credentials: Send + Sync {
     /// The session a pulled source last logged in to.
     async fn load_session(&self, portal: &PortalId, source: &str) -> Result<Option<SourceSession>>;
     async fn save_session(&self, portal: &PortalId, source: &str, session: &SourceSession) -> Result<()>;
+    /// Keeps an OAuth install's state until `expires_at_ms` for the browser `browser` names
+    /// (a hash of its cookie); states expired a day ago are dropped.
+    async fn save_oauth_state(&self, state: &str, browser: &str, expires_at_ms: i64) -> Result<()>;
+    /// Takes a state, once: any instance sees a state taken by another as used.
+    async fn take_oauth_state(&self, state: &str) -> Result<OAuthState>;
+}
+
+/// What [`Credentials::take_oauth_state`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OAuthState {
+    /// Never issued (or dropped long after it expired).
+    Unknown,
+    /// Taken before.
+    Used,
+    /// Taken now: the browser it was issued to, and when it expires.
+    Issued { browser: String, expires_at_ms: i64 },
 }
 
 /// What instances sharing one database coordinate through: exclusive work, HubSpot's

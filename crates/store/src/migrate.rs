@@ -23,6 +23,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     migration!(6, "sqlite", "0006_coalescing.sql"),
     migration!(7, "sqlite", "0007_dedup_runs.sql"),
     migration!(8, "sqlite", "0008_forgotten_callers.sql"),
+    migration!(9, "sqlite", "0009_oauth_states.sql"),
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -35,6 +36,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(7, "postgres", "0007_coalescing.sql"),
     migration!(8, "postgres", "0008_dedup_runs.sql"),
     migration!(9, "postgres", "0009_forgotten_callers.sql"),
+    migration!(10, "postgres", "0010_oauth_states.sql"),
 ];
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 
 use crate::{
     Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventRow, Failure, Ingested,
-    Job, JobCounts, ListedActivity, NewDelivery, PortalId, Queue, Result, Settlement, SourceSession, StoredTokens,
-    now_ms,
+    Job, JobCounts, ListedActivity, NewDelivery, OAuthState, PortalId, Queue, Result, Settlement, SourceSession,
+    StoredTokens, now_ms,
 };
 
 /// The channel new jobs are announced on.
@@ -653,6 +653,42 @@ impl Credentials for PgStore {
         .await?;
 
         Ok(())
+    }
+
+    async fn save_oauth_state(&self, state: &str, browser: &str, expires_at_ms: i64) -> Result<()> {
+        let mut tx = self.tx().await?;
+        sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
+            .bind(now_ms() - 86_400_000)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO oauth_states (state, browser, expires_at) VALUES ($1, $2, $3)")
+            .bind(state)
+            .bind(browser)
+            .bind(expires_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_oauth_state(&self, state: &str) -> Result<OAuthState> {
+        let taken: Option<(String, i64)> = sqlx::query_as(
+            "UPDATE oauth_states SET used_at = $1 WHERE state = $2 AND used_at IS NULL RETURNING browser, expires_at",
+        )
+        .bind(now_ms())
+        .bind(state)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match taken {
+            Some((browser, expires_at_ms)) => OAuthState::Issued { browser, expires_at_ms },
+            None => {
+                let known: Option<i32> = sqlx::query_scalar("SELECT 1 FROM oauth_states WHERE state = $1")
+                    .bind(state)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if known.is_some() { OAuthState::Used } else { OAuthState::Unknown }
+            }
+        })
     }
 }
 

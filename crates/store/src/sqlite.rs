@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventRow, Failure, Ingested,
-    Job, JobCounts, ListedActivity, NewDelivery, PortalId, Queue, Result, Settlement, SourceSession, StoreError,
-    StoredTokens, now_ms,
+    Job, JobCounts, ListedActivity, NewDelivery, OAuthState, PortalId, Queue, Result, Settlement, SourceSession,
+    StoreError, StoredTokens, now_ms,
 };
 
 /// Writes a single group commit takes at most.
@@ -846,6 +846,45 @@ impl Credentials for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn save_oauth_state(&self, state: &str, browser: &str, expires_at_ms: i64) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("DELETE FROM oauth_states WHERE expires_at < ?")
+            .bind(now_ms() - 86_400_000)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO oauth_states (state, browser, expires_at) VALUES (?, ?, ?)")
+            .bind(state)
+            .bind(browser)
+            .bind(expires_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_oauth_state(&self, state: &str) -> Result<OAuthState> {
+        let mut tx = self.write().await?;
+        let taken: Option<(String, i64)> = sqlx::query_as(
+            "UPDATE oauth_states SET used_at = ? WHERE state = ? AND used_at IS NULL RETURNING browser, expires_at",
+        )
+        .bind(now_ms())
+        .bind(state)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let found = match taken {
+            Some((browser, expires_at_ms)) => OAuthState::Issued { browser, expires_at_ms },
+            None => {
+                let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM oauth_states WHERE state = ?")
+                    .bind(state)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if known.is_some() { OAuthState::Used } else { OAuthState::Unknown }
+            }
+        };
+        tx.commit().await?;
+        Ok(found)
     }
 }
 

@@ -10,9 +10,11 @@ use crate::app::{App, hubspot_client_sharing};
 use crate::config::Config;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let token = config.require_hubspot_token()?.clone();
+    // Checked before anything is opened: OAuth without the sealing key does not start.
+    let key = config.oauth_app().map(|_| config.require_sealing_key()).transpose()?;
     let store = super::open_store(&config).await?;
-    let hubspot = Arc::new(hubspot_client_sharing(&config, Credentials::PrivateApp(token), &store));
+    let credentials = credentials(&config, key, &store)?;
+    let hubspot = Arc::new(hubspot_client_sharing(&config, credentials, &store));
     // Property setup and the capability probe run in the background (crate::readiness),
     // retried until HubSpot answers: webhooks are acknowledged from the first moment.
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -32,6 +34,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     App::build(&config, store, hubspot).await.run(listener, shutdown).await
 }
 
+/// The portal's HubSpot credentials: OAuth tokens kept sealed in the store when an OAuth app
+/// is configured (which needs the sealing key), else the private-app token.
+fn credentials(
+    config: &Config,
+    key: Option<crate::sealing::SealingKey>,
+    store: &Arc<dyn callbridge_store::Store>,
+) -> anyhow::Result<Credentials> {
+    match config.oauth_app() {
+        Some(app) => {
+            let key = key.map_or_else(|| config.require_sealing_key(), Ok)?;
+            let portal = callbridge_domain::PortalId::default();
+            Ok(Credentials::OAuth {
+                app,
+                store: Arc::new(crate::tokens::StoreTokens { store: store.clone(), portal, key }),
+            })
+        }
+        None => Ok(Credentials::PrivateApp(config.require_hubspot_token()?.clone())),
+    }
+}
+
 /// Registers for SIGTERM (what systemd, Docker and Kubernetes send) and SIGINT (Ctrl-C) now;
 /// the future resolves with the name of the first that arrives.
 fn terminated() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
@@ -49,4 +71,25 @@ fn terminated() -> anyhow::Result<impl std::future::Future<Output = &'static str
             "SIGINT"
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn oauth_without_the_sealing_key_refuses_to_start_and_says_why() {
+        let db = std::env::temp_dir().join(format!("callbridge-serve-{:x}.db", fastrand::u64(..)));
+        let config = Config {
+            database_url: format!("sqlite://{}", db.display()),
+            hubspot_client_id: Some("client".into()),
+            hubspot_app_secret: Some("secret".to_string().into()),
+            public_url: Some("https://bridge.example.com".into()),
+            listen: "127.0.0.1:0".into(),
+            ..Config::default()
+        };
+        let error = run(config).await.unwrap_err().to_string();
+        assert!(error.contains("CALLBRIDGE_SECRET_KEY is not set"), "{error}");
+        assert!(!db.exists(), "nothing was opened");
+    }
 }

@@ -142,7 +142,13 @@ pub async fn token_status(State(state): State<AppState>) -> Response {
     for r in state.pulls.iter() {
         sources.push(r.source.session.status(callbridge_store::now_ms()).await);
     }
-    Json(json!({"sources": sources})).into_response()
+    let mut hubspot = Vec::new();
+    for portal in state.portals.iter() {
+        if let Some(oauth) = portal.hubspot.oauth_status().await {
+            hubspot.push(json!({"portal": portal.id(), "oauth": oauth}));
+        }
+    }
+    Json(json!({"sources": sources, "hubspot": hubspot})).into_response()
 }
 
 /// `POST /token/refresh?source=[&force=true]`: log in now; during a cooldown only when forced.

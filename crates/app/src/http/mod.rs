@@ -8,6 +8,7 @@ mod admin;
 mod error;
 pub mod hubspot;
 pub mod intake;
+pub mod oauth;
 pub mod serve;
 mod tools;
 mod webhooks;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub tools: Arc<crate::tools::Tools>,
     /// The window live updates of one call coalesce in (`live_update_window_ms`).
     pub live_window_ms: i64,
+    /// Installing the portal by OAuth, when configured.
+    pub oauth: Option<Arc<oauth::OAuthInstall>>,
 }
 
 /// The platforms whose webhooks are served, as configured.
@@ -114,6 +117,8 @@ pub fn router(state: AppState, sources: Sources) -> Router {
     }
     router
         .route("/health", get(health))
+        .route("/oauth/login", get(oauth::login))
+        .route("/oauth/callback", get(oauth::callback))
         .merge(webhook_route(sources.generic))
         .merge(webhook_route(sources.vapi.clone()))
         .merge(webhook_route(sources.retell.clone()))

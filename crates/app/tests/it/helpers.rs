@@ -78,17 +78,26 @@ impl TestApp {
 
     /// The app on `sandbox` as it is (down, refusing the token, …), without waiting for it.
     pub async fn launch(sandbox: RunningSandbox, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let token = SecretString::from(sandbox.token().to_string());
+        TestApp::launch_with(sandbox, tweak, |_, _| Credentials::PrivateApp(token)).await
+    }
+
+    /// The app on `sandbox` with the credentials `credentials` makes of its configuration and
+    /// store (its `public_url` is its own address).
+    pub async fn launch_with(
+        sandbox: RunningSandbox,
+        tweak: impl FnOnce(&mut Config),
+        credentials: impl FnOnce(&Config, &Arc<dyn Store>) -> Credentials,
+    ) -> TestApp {
         let db = temp_db();
-        let mut config = config_for(&sandbox, &db);
-        config.database_url = database_url(&db).await;
-        tweak(&mut config);
-        let store = callbridge_store::open(&config.database_url).await.unwrap();
-        let hubspot = Arc::new(callbridge::app::hubspot_client(
-            &config,
-            Credentials::PrivateApp(SecretString::from(sandbox.token().to_string())),
-        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = config_for(&sandbox, &db);
+        config.database_url = database_url(&db).await;
+        config.public_url = Some(base.clone());
+        tweak(&mut config);
+        let store = callbridge_store::open(&config.database_url).await.unwrap();
+        let hubspot = Arc::new(callbridge::app::hubspot_client(&config, credentials(&config, &store)));
         let shutdown = CancellationToken::new();
         let app = App::build(&config, store.clone(), hubspot).await;
         let task = tokio::spawn(app.run(listener, shutdown.clone()));

@@ -10,6 +10,7 @@ mod helpers;
 mod hubspot_webhooks;
 mod live;
 mod logs;
+mod oauth;
 mod outage_logs;
 mod pipeline;
 mod platforms;
