@@ -32,7 +32,17 @@ pub struct App {
 /// The HubSpot client a configuration describes, counting its budget in `store` when the
 /// store can share it with other instances.
 pub fn hubspot_client_sharing(config: &Config, credentials: Credentials, store: &Arc<dyn Store>) -> HubSpotClient {
-    let window = || crate::budget::StoreWindow { store: store.clone(), portal: PortalId::default() };
+    portal_client(config, &PortalId::default(), credentials, store)
+}
+
+/// The HubSpot client of `portal`, as [`hubspot_client_sharing`]: each portal has its own budget.
+pub fn portal_client(
+    config: &Config,
+    portal: &PortalId,
+    credentials: Credentials,
+    store: &Arc<dyn Store>,
+) -> HubSpotClient {
+    let window = || crate::budget::StoreWindow { store: store.clone(), portal: portal.clone() };
     let shared: Option<Arc<dyn callbridge_hubspot::SharedWindow>> =
         store.shares_budget().then(|| Arc::new(window()) as Arc<dyn callbridge_hubspot::SharedWindow>);
     client_with(config, credentials, shared)
@@ -65,24 +75,76 @@ fn client_with(
     )
 }
 
+/// Portal `id` as its settings describe it, reached through `hubspot`.
+fn portal(id: PortalId, config: &Config, store: &Arc<dyn Store>, hubspot: Arc<dyn HubSpotApi>) -> Portal {
+    let engine = Engine::new(
+        id,
+        store.clone(),
+        hubspot.clone(),
+        config.region(),
+        config.hubspot_search_per_second as usize,
+        config.plan_rules().expect("validated with the configuration"),
+    );
+    let scheduler = config
+        .scheduler_link
+        .clone()
+        .map(|slug| crate::scheduler::MeetingLink::new(slug, config.business_time_zone.clone()));
+    Portal { hubspot, engine, readiness: Default::default(), scheduler, hub_id: config.hubspot_hub_id }
+}
+
+/// The sources a configuration's secrets open: the deployment's routes, or with
+/// `[portals.NAME]` each portal's own under `/…/{portal}`.
+fn sources(config: &Config) -> Sources {
+    Sources {
+        vapi: callbridge_sources::Vapi { secret: config.vapi_secret.clone(), hmac: config.vapi_auth == "hmac" },
+        retell: callbridge_sources::Retell { api_key: config.retell_api_key.clone() },
+        elevenlabs: callbridge_sources::ElevenLabs { secret: config.elevenlabs_secret.clone() },
+        generic: callbridge_sources::Generic { token: config.generic_token.clone(), ..Default::default() },
+        named: config
+            .generic
+            .iter()
+            .map(|(name, endpoint)| {
+                let map = callbridge_sources::generic::BookingMap::with(&endpoint.paths())
+                    .expect("validated with the configuration");
+                let generic = callbridge_sources::Generic {
+                    token: endpoint.token.clone().or_else(|| config.generic_token.clone()),
+                    map: Arc::new(map),
+                    contacts_only: endpoint.contacts_only,
+                };
+                (name.clone(), generic)
+            })
+            .collect(),
+        elevenlabs_tools: callbridge_sources::SharedSecret {
+            secret: config.elevenlabs_tool_secret.clone(),
+            headers: &["x-callbridge-secret"],
+        },
+        hubspot: crate::http::hubspot::HubSpotWebhooks {
+            webhooks: callbridge_sources::hubspot::Webhooks { secret: config.hubspot_app_secret.clone() },
+            public_url: config.public_url.clone(),
+        },
+        per_portal: config.portals.iter().map(|(id, settings)| (id.clone(), sources(settings))).collect(),
+    }
+}
+
 impl App {
     /// The app serving the configuration's portal (`default`) through `hubspot`.
     pub async fn build(config: &Config, store: Arc<dyn Store>, hubspot: Arc<dyn HubSpotApi>) -> App {
-        let engine = Engine::new(
-            PortalId::default(),
-            store.clone(),
-            hubspot.clone(),
-            config.region(),
-            config.hubspot_search_per_second as usize,
-            config.plan_rules().expect("validated with the configuration"),
-        );
-        let scheduler = config
-            .scheduler_link
-            .clone()
-            .map(|slug| crate::scheduler::MeetingLink::new(slug, config.business_time_zone.clone()));
-        let portal =
-            Portal { hubspot, engine, readiness: Default::default(), scheduler, hub_id: config.hubspot_hub_id };
+        let portal = portal(PortalId::default(), config, &store, hubspot);
         App::with_portals(config, store, Portals::new([portal])).await
+    }
+
+    /// The app serving the configuration's `[portals.NAME]`, each through its own private-app
+    /// token, budget and settings.
+    pub async fn with_portal_sections(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<App> {
+        let mut portals = Vec::new();
+        for (id, settings) in &config.portals {
+            let token = settings.hubspot_token.clone().ok_or_else(|| {
+                anyhow::anyhow!("portal {id} has no HubSpot token (`portals.{id}.hubspot_token_env`)")
+            })?;
+            let client = portal_client(settings, id, Credentials::PrivateApp(token), &store);
+            portals.push(portal(id.clone(), settings, &store, Arc::new(client)));
+        }
+        Ok(App::with_portals(config, store, Portals::new(portals)).await)
     }
 
     pub async fn with_portals(config: &Config, store: Arc<dyn Store>, portals: Portals) -> App {
@@ -125,34 +187,7 @@ impl App {
                 })
             }),
         };
-        let sources = Sources {
-            vapi: callbridge_sources::Vapi { secret: config.vapi_secret.clone(), hmac: config.vapi_auth == "hmac" },
-            retell: callbridge_sources::Retell { api_key: config.retell_api_key.clone() },
-            elevenlabs: callbridge_sources::ElevenLabs { secret: config.elevenlabs_secret.clone() },
-            generic: callbridge_sources::Generic { token: config.generic_token.clone(), ..Default::default() },
-            named: config
-                .generic
-                .iter()
-                .map(|(name, endpoint)| {
-                    let map = callbridge_sources::generic::BookingMap::with(&endpoint.paths())
-                        .expect("validated with the configuration");
-                    let generic = callbridge_sources::Generic {
-                        token: endpoint.token.clone().or_else(|| config.generic_token.clone()),
-                        map: Arc::new(map),
-                        contacts_only: endpoint.contacts_only,
-                    };
-                    (name.clone(), generic)
-                })
-                .collect(),
-            elevenlabs_tools: callbridge_sources::SharedSecret {
-                secret: config.elevenlabs_tool_secret.clone(),
-                headers: &["x-callbridge-secret"],
-            },
-            hubspot: crate::http::hubspot::HubSpotWebhooks {
-                webhooks: callbridge_sources::hubspot::Webhooks { secret: config.hubspot_app_secret.clone() },
-                public_url: config.public_url.clone(),
-            },
-        };
+        let sources = sources(config);
         let worker = Arc::new(Worker {
             portals,
             store,

@@ -136,7 +136,33 @@ pub struct Config {
     /// The pull sources resolved, with their secrets read from the environment.
     #[serde(skip)]
     pub pull_sources: Vec<crate::pull::settings::Resolved>,
+    /// The portals served (`[portals.NAME]` in the file), each the settings above with its
+    /// section's values over them; empty when the file names none (one portal, `default`).
+    #[serde(skip)]
+    pub portals: Vec<(callbridge_domain::PortalId, Config)>,
 }
+
+/// What a `[portals.NAME]` section may set: the portal's HubSpot account and the sources that
+/// reach it. The rest (workers, database, limits, business hours) is the deployment's.
+const PER_PORTAL: [&str; 13] = [
+    "hubspot_token",
+    "hubspot_base_url",
+    "hubspot_tier",
+    "hubspot_hub_id",
+    "scheduler_link",
+    "task_owner_id",
+    "lead_status_map",
+    "vapi_secret",
+    "vapi_auth",
+    "retell_api_key",
+    "elevenlabs_secret",
+    "generic_token",
+    "elevenlabs_tool_secret",
+];
+
+/// The secrets among them, which a section may instead name a variable for (`hubspot_token_env`).
+const PER_PORTAL_SECRETS: [&str; 6] =
+    ["hubspot_token", "vapi_secret", "retell_api_key", "elevenlabs_secret", "generic_token", "elevenlabs_tool_secret"];
 
 /// A named booking webhook: its own token, field mapping and whether it takes contacts only.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -240,6 +266,7 @@ impl Default for Config {
             generic: BTreeMap::new(),
             pull: BTreeMap::new(),
             pull_sources: Vec::new(),
+            portals: Vec::new(),
         }
     }
 }
@@ -372,6 +399,13 @@ impl Config {
             |name: &str| table.get(name).and_then(toml::Value::as_table).into_iter().flat_map(|t| t.values());
         let mut named: Vec<&str> =
             sections("generic").filter_map(|e| e.get("token_env").and_then(toml::Value::as_str)).collect();
+        named.extend(
+            sections("portals")
+                .filter_map(toml::Value::as_table)
+                .flat_map(|t| t.iter())
+                .filter(|(k, _)| k.ends_with("_env"))
+                .filter_map(|(_, v)| v.as_str()),
+        );
         named.extend(sections("pull").filter_map(|e| e.get("auth")).flat_map(|a| {
             ["token_env", "user_env", "password_env"].into_iter().filter_map(|k| a.get(k).and_then(toml::Value::as_str))
         }));
@@ -395,6 +429,11 @@ impl Config {
             };
             table.insert(key.to_string(), value);
         }
+        let portal_sections = match table.remove("portals") {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => bail!("invalid setting `portals`: a table of `[portals.NAME]` sections"),
+        };
         let tables = ["generic", "pull"];
         if let Some(unknown) = table
             .keys()
@@ -432,7 +471,67 @@ impl Config {
             config.pull_sources.push(resolved);
         }
         config.validate()?;
+        for (name, section) in portal_sections {
+            let portal = Config::portal_section(&table, &name, section, vars)?;
+            config.portals.push(portal);
+        }
+        if !config.portals.is_empty() && config.hubspot_client_id.is_some() {
+            bail!(
+                "invalid setting `hubspot_client_id`: OAuth installs the one portal served; \
+                 `[portals.NAME]` sections use private-app tokens (`hubspot_token`)"
+            );
+        }
+        if let Some((id, _)) = config.portals.iter().find(|(id, _)| config.generic.contains_key(id.as_str())) {
+            bail!(
+                "invalid setting `portals.{id}`: a named booking webhook has the same name, and both would be /webhooks/generic/{id}"
+            );
+        }
         Ok(config)
+    }
+
+    /// One `[portals.NAME]` section: the deployment's settings (`base`, the file and
+    /// environment already merged) with the section's values over them, checked like the rest.
+    fn portal_section(
+        base: &toml::Table,
+        name: &str,
+        section: toml::Value,
+        vars: &std::collections::HashMap<String, String>,
+    ) -> anyhow::Result<(callbridge_domain::PortalId, Config)> {
+        let id = callbridge_domain::PortalId::parse(name).ok().filter(|_| is_plain_name(name)).ok_or_else(|| {
+            anyhow::anyhow!("invalid setting `portals.{name}`: a portal's name is lowercase letters, digits, - and _")
+        })?;
+        let toml::Value::Table(section) = section else {
+            bail!("invalid setting `portals.{name}`: expected a table of settings");
+        };
+        let mut merged = base.clone();
+        for (key, value) in section {
+            let setting = match key.strip_suffix("_env") {
+                Some(secret) if PER_PORTAL_SECRETS.contains(&secret) => {
+                    let var = value.as_str().unwrap_or_default();
+                    let found = vars.get(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                        anyhow::anyhow!("invalid setting `portals.{name}.{key}`: the variable {var} is not set")
+                    })?;
+                    merged.insert(secret.to_string(), toml::Value::String(found.clone()));
+                    continue;
+                }
+                _ => key,
+            };
+            if !PER_PORTAL.contains(&setting.as_str()) {
+                let hint = did_you_mean(&setting, PER_PORTAL.iter().map(|k| k.to_string()));
+                bail!(
+                    "unknown setting `portals.{name}.{setting}`: a portal sets only its HubSpot account and sources{hint}"
+                );
+            }
+            merged.insert(setting, value);
+        }
+        let mut config: Config = toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| {
+            anyhow::anyhow!("invalid setting in `portals.{name}`: {}", e.message().trim())
+        })?;
+        config.validate().map_err(|e| anyhow::anyhow!("in `portals.{name}`: {e}"))?;
+        // Named booking webhooks and pull sources are the deployment's, not each portal's.
+        config.generic.clear();
+        config.pull.clear();
+        Ok((id, config))
     }
 
     /// The business hours the tools offer and book, from the `business_*` and slot settings;
@@ -689,6 +788,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
     use std::collections::HashMap;
 
     fn load(env: &[(&str, &str)], file: Option<&str>) -> anyhow::Result<Config> {
@@ -709,6 +809,38 @@ mod tests {
         assert_eq!(c.workers, 9);
         assert_eq!(c.listen, "0.0.0.0:9000");
         assert_eq!(c.database_url, "sqlite://callbridge.db");
+    }
+
+    #[test]
+    fn a_portal_section_inherits_the_deployment_and_sets_its_own_account_and_secrets() {
+        let file = "hubspot_tier = \"professional\"\nvapi_secret = \"shared\"\nworkers = 6\n\
+                    [portals.acme]\nhubspot_token_env = \"ACME_TOKEN\"\nhubspot_hub_id = 42\n\
+                    [portals.bravo]\nhubspot_token = \"pat-b\"\nvapi_secret = \"bravo-own\"\nhubspot_tier = \"starter\"\n";
+        let c = load(&[("ACME_TOKEN", "pat-a")], Some(file)).unwrap();
+        let names: Vec<&str> = c.portals.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(names, ["acme", "bravo"]);
+        let (acme, bravo) = (&c.portals[0].1, &c.portals[1].1);
+        assert_eq!(acme.hubspot_token.as_ref().map(|t| t.expose_secret().to_string()).as_deref(), Some("pat-a"));
+        assert_eq!((acme.hubspot_hub_id, acme.hubspot_tier.as_str()), (Some(42), "professional"));
+        assert_eq!(acme.vapi_secret.as_ref().map(|t| t.expose_secret().to_string()).as_deref(), Some("shared"));
+        assert_eq!(bravo.vapi_secret.as_ref().map(|t| t.expose_secret().to_string()).as_deref(), Some("bravo-own"));
+        assert_eq!((bravo.hubspot_tier.as_str(), c.workers), ("starter", 6));
+    }
+
+    #[test]
+    fn a_portal_section_names_what_it_may_not_set_or_cannot_find() {
+        let e = load(&[], Some("[portals.acme]\nworkers = 3\n")).unwrap_err().to_string();
+        assert!(e.contains("`portals.acme.workers`"), "{e}");
+        let e = load(&[], Some("[portals.acme]\nhubspot_token_env = \"NOT_SET\"\n")).unwrap_err().to_string();
+        assert!(e.contains("`portals.acme.hubspot_token_env`") && e.contains("NOT_SET"), "{e}");
+        let e = load(&[], Some("[portals.Acme]\nhubspot_token = \"x\"\n")).unwrap_err().to_string();
+        assert!(e.contains("`portals.Acme`"), "{e}");
+        let e = load(&[], Some("[portals.acme]\nhubspot_tier = \"gold\"\n")).unwrap_err().to_string();
+        assert!(e.contains("portals.acme") && e.contains("hubspot_tier"), "{e}");
+        let file = "hubspot_client_id = \"c\"\nhubspot_app_secret = \"s\"\npublic_url = \"https://b.example\"\n\
+                    [portals.acme]\nhubspot_token = \"x\"\n";
+        let e = load(&[], Some(file)).unwrap_err().to_string();
+        assert!(e.contains("hubspot_client_id"), "{e}");
     }
 
     #[test]

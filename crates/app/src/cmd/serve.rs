@@ -13,8 +13,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Checked before anything is opened: OAuth without the sealing key does not start.
     let key = config.oauth_app().map(|_| config.require_sealing_key()).transpose()?;
     let store = super::open_store(&config).await?;
-    let credentials = credentials(&config, key, &store)?;
-    let hubspot = Arc::new(hubspot_client_sharing(&config, credentials, &store));
+    let app = if config.portals.is_empty() {
+        let credentials = credentials(&config, key, &store)?;
+        let hubspot = Arc::new(hubspot_client_sharing(&config, credentials, &store));
+        App::build(&config, store, hubspot).await
+    } else {
+        App::with_portal_sections(&config, store).await?
+    };
     // Property setup and the capability probe run in the background (crate::readiness),
     // retried until HubSpot answers: webhooks are acknowledged from the first moment.
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -31,7 +36,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(signal = name, grace_secs = grace, "shutting down: finishing requests and jobs in flight");
         signal.cancel();
     });
-    App::build(&config, store, hubspot).await.run(listener, shutdown).await
+    app.run(listener, shutdown).await
 }
 
 /// The portal's HubSpot credentials: OAuth tokens kept sealed in the store when an OAuth app

@@ -151,6 +151,23 @@ pub async fn token_status(State(state): State<AppState>) -> Response {
     Json(json!({"sources": sources, "hubspot": hubspot})).into_response()
 }
 
+/// `GET /portals`: each portal served, its HubSpot account, whether it can take work (and why
+/// not) and its OAuth connection — never a token.
+pub async fn portals(State(state): State<AppState>) -> Response {
+    let mut portals = Vec::new();
+    for portal in state.portals.iter() {
+        portals.push(json!({
+            "id": portal.id(),
+            "hub_id": portal.hub_id,
+            "ready": portal.readiness.is_ready(),
+            "readiness": portal.readiness.status(),
+            "scheduler_link": portal.scheduler.is_some(),
+            "oauth": portal.hubspot.oauth_status().await,
+        }));
+    }
+    Json(json!({"portals": portals})).into_response()
+}
+
 /// `POST /token/refresh?source=[&force=true]`: log in now; during a cooldown only when forced.
 pub async fn token_refresh(State(state): State<AppState>, Query(q): Query<SourceQuery>) -> Result<Response, ApiError> {
     let runner = runner(&state, &q)?;

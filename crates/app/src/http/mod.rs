@@ -22,7 +22,7 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use callbridge_domain::DefaultRegion;
+use callbridge_domain::{DefaultRegion, PortalId};
 use callbridge_sources::{ElevenLabs, Generic, Platform, Retell, Vapi};
 use callbridge_store::Store;
 use secrecy::SecretString;
@@ -87,15 +87,52 @@ pub struct Sources {
     pub elevenlabs_tools: callbridge_sources::SharedSecret,
     /// HubSpot's own app webhooks.
     pub hubspot: hubspot::HubSpotWebhooks,
+    /// Each `[portals.NAME]`'s own sources, at `/webhooks/{platform}/{portal}` and
+    /// `/tools/{platform}/{portal}/…`.
+    pub per_portal: Vec<(PortalId, Sources)>,
 }
 
-/// `POST /webhooks/{P::NAME}`, served by the one webhook handler with `platform` attached.
-fn webhook_route<P: Platform>(platform: P) -> Router<AppState> {
-    webhook_route_at(&format!("/webhooks/{}", P::NAME), platform)
+/// `POST {path}`, served by the one webhook handler with `platform` (and the portal its path
+/// names, if any) attached.
+fn webhook_route_at<P: Platform>(path: &str, platform: P, portal: Option<&PortalId>) -> Router<AppState> {
+    with_portal(Router::new().route(path, post(webhooks::webhook::<P>).layer(Extension(Arc::new(platform)))), portal)
 }
 
-fn webhook_route_at<P: Platform>(path: &str, platform: P) -> Router<AppState> {
-    Router::new().route(path, post(webhooks::webhook::<P>).layer(Extension(Arc::new(platform))))
+fn with_portal(routes: Router<AppState>, portal: Option<&PortalId>) -> Router<AppState> {
+    match portal {
+        Some(portal) => routes.layer(Extension(portal.clone())),
+        None => routes,
+    }
+}
+
+/// The sources' webhook and tool routes: `/webhooks/vapi`, `/tools/retell/{name}`, … for the
+/// portal served, or `/webhooks/vapi/{portal}`, `/tools/retell/{portal}/{name}`, … for a named
+/// one, each with that portal's secrets.
+fn source_routes(sources: Sources, portal: Option<&PortalId>) -> Router<AppState> {
+    let at = |base: &str| match portal {
+        Some(p) => format!("{base}/{p}"),
+        None => base.to_string(),
+    };
+    let mut router = Router::new();
+    for (name, generic) in sources.named {
+        router = router.merge(webhook_route_at(&format!("/webhooks/generic/{name}"), generic, portal));
+    }
+    let tools = Router::new()
+        .route(&at("/tools/vapi"), post(tools::vapi).layer(Extension(Arc::new(sources.vapi.clone()))))
+        .route(
+            &format!("{}/{{name}}", at("/tools/retell")),
+            post(tools::retell).layer(Extension(Arc::new(sources.retell.clone()))),
+        )
+        .route(
+            &format!("{}/{{name}}", at("/tools/elevenlabs")),
+            post(tools::elevenlabs).get(tools::elevenlabs).layer(Extension(Arc::new(sources.elevenlabs_tools))),
+        );
+    router
+        .merge(webhook_route_at(&at("/webhooks/generic"), sources.generic, portal))
+        .merge(webhook_route_at(&at("/webhooks/vapi"), sources.vapi, portal))
+        .merge(webhook_route_at(&at("/webhooks/retell"), sources.retell, portal))
+        .merge(webhook_route_at(&at("/webhooks/elevenlabs"), sources.elevenlabs, portal))
+        .merge(with_portal(tools, portal))
 }
 
 pub fn router(state: AppState, sources: Sources) -> Router {
@@ -105,34 +142,22 @@ pub fn router(state: AppState, sources: Sources) -> Router {
         .route("/probe", get(admin::probe))
         .route("/setup-properties", post(admin::setup_properties))
         .route("/metrics", get(admin::metrics))
+        .route("/portals", get(admin::portals))
         .route("/sync-now", post(admin::sync_now))
         .route("/token/status", get(admin::token_status))
         .route("/token/refresh", post(admin::token_refresh))
         .route("/dedup", post(admin::dedup_start))
         .route("/dedup/{id}", get(admin::dedup_get))
         .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
-    let mut router = Router::new();
-    for (name, generic) in sources.named {
-        router = router.merge(webhook_route_at(&format!("/webhooks/generic/{name}"), generic));
-    }
-    router
+    let mut router = Router::new()
         .route("/health", get(health))
         .route("/oauth/login", get(oauth::login))
         .route("/oauth/callback", get(oauth::callback))
-        .merge(webhook_route(sources.generic))
-        .merge(webhook_route(sources.vapi.clone()))
-        .merge(webhook_route(sources.retell.clone()))
-        .merge(webhook_route(sources.elevenlabs))
-        .route("/webhooks/hubspot", post(hubspot::receive).layer(Extension(Arc::new(sources.hubspot))))
-        .route("/tools/vapi", post(tools::vapi).layer(Extension(Arc::new(sources.vapi))))
-        .route("/tools/retell/{name}", post(tools::retell).layer(Extension(Arc::new(sources.retell))))
-        .route(
-            "/tools/elevenlabs/{name}",
-            post(tools::elevenlabs).get(tools::elevenlabs).layer(Extension(Arc::new(sources.elevenlabs_tools))),
-        )
-        .merge(admin)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
+        .route("/webhooks/hubspot", post(hubspot::receive).layer(Extension(Arc::new(sources.hubspot.clone()))));
+    for (portal, own) in sources.per_portal.clone() {
+        router = router.merge(source_routes(own, Some(&portal)));
+    }
+    router.merge(source_routes(sources, None)).merge(admin).layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(state)
 }
 
 /// What a connection over the cap is served ([`serve`]): `/health`, and 503 for the rest.

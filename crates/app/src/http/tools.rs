@@ -25,7 +25,7 @@ pub async fn vapi(State(state): State<AppState>, request: Verified<Vapi>) -> Res
     let answer = async {
         let body = decode_json(&request.body).map_err(|f| ApiError::InvalidPayload(f.errors))?;
         let calls = frames::vapi(&body).map_err(unreadable)?;
-        let outcomes = join_all(calls.iter().map(|(_, call)| state.tools.call("vapi", call))).await;
+        let outcomes = join_all(calls.iter().map(|(_, call)| state.tools.call(&request.portal, "vapi", call))).await;
         let results: Vec<_> =
             calls.into_iter().zip(outcomes).map(|((id, call), outcome)| (id, call.name, outcome)).collect();
         Ok::<_, ApiError>(Json(frames::vapi_answer(&results)).into_response())
@@ -38,7 +38,7 @@ pub async fn retell(State(state): State<AppState>, Path(name): Path<String>, req
     let answer = async {
         let body = decode_json(&request.body).map_err(|f| ApiError::InvalidPayload(f.errors))?;
         let call = frames::retell(&name, &body).map_err(unreadable)?;
-        let outcome = state.tools.call("retell", &call).await;
+        let outcome = state.tools.call(&request.portal, "retell", &call).await;
         Ok::<_, ApiError>(Json(frames::json_answer(&outcome)).into_response())
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
@@ -58,7 +58,7 @@ pub async fn elevenlabs(
             Some(decode_json(&request.body).map_err(|f| ApiError::InvalidPayload(f.errors))?)
         };
         let call = frames::elevenlabs(&name, body.as_ref(), &query).map_err(unreadable)?;
-        let outcome = state.tools.call("elevenlabs", &call).await;
+        let outcome = state.tools.call(&request.portal, "elevenlabs", &call).await;
         Ok::<_, ApiError>(Json(frames::json_answer(&outcome)).into_response())
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)

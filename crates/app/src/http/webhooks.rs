@@ -24,6 +24,8 @@ use super::{ApiError, AppState};
 /// (an `Extension`): its headers and raw body.
 pub struct Verified<P> {
     pub platform: Arc<P>,
+    /// The portal its route names (an `Extension`), else the one served.
+    pub portal: PortalId,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -38,7 +40,8 @@ impl<P: Guard> FromRequest<AppState> for Verified<P> {
             platform.check_headers(&parts.headers, now_ms()).map_err(|u| ApiError::Unauthorized(u.0))?;
             let body = state.intake.read(&parts.headers, body).await?;
             platform.check_body(&parts.headers, &body.bytes, now_ms()).map_err(|u| ApiError::Unauthorized(u.0))?;
-            Ok(Verified { platform, headers: parts.headers, body: body.bytes })
+            let portal = parts.extensions.get::<PortalId>().cloned().unwrap_or_default();
+            Ok(Verified { platform, portal, headers: parts.headers, body: body.bytes })
         };
         checked.await.inspect_err(|e| state.metrics.count_rejection(e))
     }
@@ -53,13 +56,13 @@ pub async fn webhook<P: Platform>(State(state): State<AppState>, delivery: Verif
 }
 
 async fn receive<P: Platform>(state: &AppState, delivery: Verified<P>) -> Result<Response, ApiError> {
-    let Verified { platform, headers, body } = delivery;
+    let Verified { platform, portal, headers, body } = delivery;
     let value = platform.decode(&headers, &body).map_err(|f| ApiError::InvalidPayload(f.errors))?;
     match platform.parse(&headers, &value, state.region).map_err(|f| ApiError::InvalidPayload(f.errors))? {
-        Parsed::Event(event, key) => Ok(acknowledge(accept(state, P::NAME, key, &body, *event).await?, None)),
+        Parsed::Event(event, key) => Ok(acknowledge(accept(state, &portal, P::NAME, key, &body, *event).await?, None)),
         Parsed::Record { key, kept } => {
             let kept = kept.map(|v| Bytes::from(v.to_string())).unwrap_or(body);
-            Ok(acknowledge(record(state, P::NAME, key, &kept).await?, None))
+            Ok(acknowledge(record(state, &portal, P::NAME, key, &kept).await?, None))
         }
         // Nothing to attach it to in HubSpot: kept and listed (`/events?status=recorded`), so
         // no call is lost silently; a retry by the sender would not help.
@@ -68,7 +71,7 @@ async fn receive<P: Platform>(state: &AppState, delivery: Verified<P>) -> Result
                 event.source = P::NAME,
                 "a call with no usable caller phone or email was recorded, not synced"
             );
-            let ingested = record(state, P::NAME, key, &body).await?;
+            let ingested = record(state, &portal, P::NAME, key, &body).await?;
             Ok(acknowledge(ingested, Some("no caller phone or email to attach the call to: kept, not synced")))
         }
         Parsed::Ignored(kind) => {
@@ -81,21 +84,23 @@ async fn receive<P: Platform>(state: &AppState, delivery: Verified<P>) -> Result
 /// Stores the delivery and the job that lands its event in one commit, then answers.
 async fn accept(
     state: &AppState,
+    portal: &PortalId,
     source: &str,
     key: IdempotencyKey,
     body: &Bytes,
     event: Event,
 ) -> Result<Ingested, ApiError> {
     let booking = match &event {
-        Event::Booking(b) => crate::tools::booking_of(&PortalId::default(), source, b),
+        Event::Booking(b) => crate::tools::booking_of(portal, source, b),
         Event::Call(_) => None,
     };
     let delivery =
-        crate::inbox::with_job(PortalId::default(), source, key, body.to_vec(), event, Some(state.live_window_ms))
-            .map_err(|e| {
+        crate::inbox::with_job(portal.clone(), source, key, body.to_vec(), event, Some(state.live_window_ms)).map_err(
+            |e| {
                 tracing::error!(error.kind = "serialise", event.source = source, "an event could not be stored: {e}");
                 ApiError::Internal
-            })?;
+            },
+        )?;
     let ingested = store(state, source, delivery).await?;
     // A booked time is kept where the tools see it (availability, reschedule, cancel). On a
     // redelivery too: a failure here is mended by the sender's retry.
@@ -109,8 +114,14 @@ async fn accept(
 }
 
 /// Keeps a delivery that needs no work (recorded, not queued).
-async fn record(state: &AppState, source: &str, key: IdempotencyKey, body: &Bytes) -> Result<Ingested, ApiError> {
-    store(state, source, crate::inbox::recorded(PortalId::default(), source, key, body.to_vec())).await
+async fn record(
+    state: &AppState,
+    portal: &PortalId,
+    source: &str,
+    key: IdempotencyKey,
+    body: &Bytes,
+) -> Result<Ingested, ApiError> {
+    store(state, source, crate::inbox::recorded(portal.clone(), source, key, body.to_vec())).await
 }
 
 pub(super) async fn store(state: &AppState, source: &str, delivery: NewDelivery) -> Result<Ingested, ApiError> {

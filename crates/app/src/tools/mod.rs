@@ -84,9 +84,9 @@ pub struct Tools {
 }
 
 impl Tools {
-    /// Runs a tool call from `platform` (its name in keys and on records).
-    pub async fn call(&self, platform: &'static str, call: &ToolCall) -> Outcome {
-        let portal = PortalId::default();
+    /// Runs a tool call from `platform` (its name in keys and on records) for `portal`.
+    pub async fn call(&self, portal: &PortalId, platform: &'static str, call: &ToolCall) -> Outcome {
+        let portal = portal.clone();
         match canonical(&call.name) {
             Some("lookup_caller") => self.lookup_caller(&portal, call).await,
             Some("check_availability") => self.check_availability(&portal, call).await,

@@ -14,6 +14,7 @@ mod oauth;
 mod outage_logs;
 mod pipeline;
 mod platforms;
+mod portals;
 mod pull_poll;
 mod pull_session;
 mod readiness;

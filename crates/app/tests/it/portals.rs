@@ -1,0 +1,131 @@
+//! Many portals from one deployment: `[portals.NAME]` sections, each reached at
+//! `/webhooks/{platform}/{portal}` with its own secrets, landing in its own HubSpot account, and
+//! one portal's outage never holding up another's calls.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use callbridge::{App, Config};
+use callbridge_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{ADMIN_TOKEN, database_url, temp_db, vapi_report};
+
+const NAMES: [&str; 3] = ["acme", "bravo", "crash"];
+
+fn secret(name: &str) -> String {
+    format!("{name}-vapi-secret")
+}
+
+/// The deployment's file: three portals, each on its own sandbox, token and Vapi secret.
+fn config(sandboxes: &[RunningSandbox], database_url: &str) -> Config {
+    let mut text = format!(
+        "database_url = {database_url:?}\nadmin_token = {ADMIN_TOKEN:?}\nhubspot_tier = \"professional\"\n\
+         vapi_secret = \"the-deployment-secret\"\nretry_base_ms = 50\nretry_max_ms = 400\n"
+    );
+    let mut vars = HashMap::new();
+    for (name, sandbox) in NAMES.iter().zip(sandboxes) {
+        let upper = name.to_ascii_uppercase();
+        text.push_str(&format!(
+            "[portals.{name}]\nhubspot_base_url = {:?}\nhubspot_token_env = \"{upper}_HUBSPOT\"\nvapi_secret_env = \"{upper}_VAPI\"\n",
+            sandbox.base_url()
+        ));
+        vars.insert(format!("{upper}_HUBSPOT"), sandbox.token().to_string());
+        vars.insert(format!("{upper}_VAPI"), secret(name));
+    }
+    Config::from_text(Some((&text, "callbridge.toml")), &vars).unwrap()
+}
+
+async fn post(http: &reqwest::Client, url: String, secret: &str, body: &Value) -> u16 {
+    http.post(url).header("x-vapi-secret", secret).json(body).send().await.unwrap().status().as_u16()
+}
+
+fn calls(sandbox: &RunningSandbox) -> usize {
+    sandbox.dump()["calls"].as_array().map_or(0, Vec::len)
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(60), "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn three_portals_land_apart_and_one_in_an_outage_holds_up_neither_of_the_others() {
+    let mut sandboxes = Vec::new();
+    for _ in NAMES {
+        sandboxes.push(Sandbox::spawn(SandboxConfig::default()).await.unwrap());
+    }
+    let db = temp_db();
+    let config = config(&sandboxes, &database_url(&db).await);
+    let store = callbridge_store::open(&config.database_url).await.unwrap();
+    let app = App::with_portal_sections(&config, store.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(listener, shutdown.clone()));
+    let http = reqwest::Client::new();
+
+    // Every portal is listed, and set up in its own account.
+    let started = Instant::now();
+    let listed = loop {
+        let r = http.get(format!("{base}/portals")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let listed: Value = r.json().await.unwrap();
+        if listed["portals"].as_array().unwrap().iter().all(|p| p["ready"] == true) {
+            break listed;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "portals never ready: {listed}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ids: Vec<&str> = listed["portals"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, NAMES);
+
+    // A portal's secret opens only its own route; an unknown portal has no route.
+    let report = vapi_report("call-x", "+15715550199", "2026-01-06T14:05:00Z");
+    assert_eq!(post(&http, format!("{base}/webhooks/vapi/bravo"), &secret("acme"), &report).await, 401);
+    assert_eq!(post(&http, format!("{base}/webhooks/vapi/bravo"), "the-deployment-secret", &report).await, 401);
+    assert_eq!(post(&http, format!("{base}/webhooks/vapi/nowhere"), &secret("acme"), &report).await, 404);
+
+    // `crash`'s HubSpot goes down; five calls arrive for each portal.
+    sandboxes[2].outage(Duration::from_secs(600));
+    for (p, name) in NAMES.iter().enumerate() {
+        for i in 0..5 {
+            let body = vapi_report(&format!("{name}-call-{i}"), &format!("+1571555{p}{i:03}"), "2026-01-06T14:05:00Z");
+            assert_eq!(post(&http, format!("{base}/webhooks/vapi/{name}"), &secret(name), &body).await, 200);
+        }
+    }
+    // The two healthy portals land all of theirs, each in its own account, while `crash` is down.
+    until("acme and bravo land their five calls", || calls(&sandboxes[0]) == 5 && calls(&sandboxes[1]) == 5).await;
+    assert_eq!(calls(&sandboxes[2]), 0);
+    // A mid-call lookup knows the caller in the portal they called, and only there.
+    let lookup = |number: &str| {
+        serde_json::json!({"message": {"type": "tool-calls", "call": {"id": "live-1", "customer": {"number": number}},
+            "toolCallList": [{"id": "t1", "type": "function", "function": {"name": "lookup_caller", "arguments": {}}}]}})
+    };
+    let answer = |portal: &'static str| {
+        let (http, base, body) = (http.clone(), base.clone(), lookup("+15715550000"));
+        async move {
+            let r =
+                http.post(format!("{base}/tools/vapi/{portal}")).header("x-vapi-secret", secret(portal)).json(&body);
+            let answer: Value = r.send().await.unwrap().json().await.unwrap();
+            answer["results"][0]["result"].as_str().unwrap().to_string()
+        }
+    };
+    let (known, stranger) = (answer("acme").await, answer("bravo").await);
+    assert!(known.contains("Dana Reyes"), "{known}");
+    assert_eq!(stranger, "This caller is not known yet.");
+    let dead = store.counts().await.unwrap().dead;
+    assert_eq!(dead, 0, "nothing goes dead while a portal is down");
+
+    // Its HubSpot back, `crash` lands all five: nothing was lost.
+    sandboxes[2].outage(Duration::ZERO);
+    until("crash lands its five calls", || calls(&sandboxes[2]) == 5).await;
+    assert_eq!((calls(&sandboxes[0]), calls(&sandboxes[1])), (5, 5), "nothing landed twice or in another portal");
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let _ = std::fs::remove_file(&db);
+}
