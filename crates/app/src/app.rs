@@ -178,6 +178,13 @@ impl App {
                 wake: wake.clone(),
             }),
             live_window_ms: config.live_update_window_ms as i64,
+            agents: Arc::new(
+                config
+                    .portals
+                    .iter()
+                    .flat_map(|(id, portal)| portal.agent_ids.iter().map(|agent| (agent.clone(), id.clone())))
+                    .collect(),
+            ),
             oauth: config.oauth_app().map(|app| {
                 Arc::new(crate::http::oauth::OAuthInstall {
                     app,

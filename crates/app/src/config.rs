@@ -129,6 +129,9 @@ pub struct Config {
     /// The key OAuth tokens are sealed with at rest (`CALLBRIDGE_SECRET_KEY`): 32 random bytes,
     /// base64 or hex (`openssl rand -base64 32`). Required with OAuth.
     pub secret_key: Option<SecretString>,
+    /// The platforms' assistant or agent ids whose calls are this portal's when they arrive at
+    /// the deployment's routes (set in a `[portals.NAME]` section only).
+    pub agent_ids: Vec<String>,
     /// Named booking webhooks (`[generic.NAME]` in the file), each at `/webhooks/generic/NAME`.
     pub generic: BTreeMap<String, GenericEndpoint>,
     /// Pull sources (`[pull.NAME]` in the file): receptionists polled through their web app.
@@ -144,7 +147,8 @@ pub struct Config {
 
 /// What a `[portals.NAME]` section may set: the portal's HubSpot account and the sources that
 /// reach it. The rest (workers, database, limits, business hours) is the deployment's.
-const PER_PORTAL: [&str; 13] = [
+const PER_PORTAL: [&str; 14] = [
+    "agent_ids",
     "hubspot_token",
     "hubspot_base_url",
     "hubspot_tier",
@@ -263,6 +267,7 @@ impl Default for Config {
             oauth_optional_scopes: "scheduler.meetings.meeting-link.read".into(),
             hubspot_authorize_url: "https://app.hubspot.com/oauth/authorize".into(),
             secret_key: None,
+            agent_ids: Vec::new(),
             generic: BTreeMap::new(),
             pull: BTreeMap::new(),
             pull_sources: Vec::new(),
@@ -480,6 +485,14 @@ impl Config {
                 "invalid setting `hubspot_client_id`: OAuth installs the one portal served; \
                  `[portals.NAME]` sections use private-app tokens (`hubspot_token`)"
             );
+        }
+        let mut agents = std::collections::HashMap::new();
+        for (id, portal) in &config.portals {
+            for agent in &portal.agent_ids {
+                if let Some(other) = agents.insert(agent.as_str(), id) {
+                    bail!("invalid setting `portals.{id}.agent_ids`: agent {agent:?} is also `portals.{other}`'s");
+                }
+            }
         }
         if let Some((id, _)) = config.portals.iter().find(|(id, _)| config.generic.contains_key(id.as_str())) {
             bail!(
@@ -815,7 +828,8 @@ mod tests {
     fn a_portal_section_inherits_the_deployment_and_sets_its_own_account_and_secrets() {
         let file = "hubspot_tier = \"professional\"\nvapi_secret = \"shared\"\nworkers = 6\n\
                     [portals.acme]\nhubspot_token_env = \"ACME_TOKEN\"\nhubspot_hub_id = 42\n\
-                    [portals.bravo]\nhubspot_token = \"pat-b\"\nvapi_secret = \"bravo-own\"\nhubspot_tier = \"starter\"\n";
+                    [portals.bravo]\nhubspot_token = \"pat-b\"\nvapi_secret = \"bravo-own\"\nhubspot_tier = \"starter\"\n\
+                    agent_ids = [\"asst-1\", \"agent-2\"]\n";
         let c = load(&[("ACME_TOKEN", "pat-a")], Some(file)).unwrap();
         let names: Vec<&str> = c.portals.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(names, ["acme", "bravo"]);
@@ -825,6 +839,10 @@ mod tests {
         assert_eq!(acme.vapi_secret.as_ref().map(|t| t.expose_secret().to_string()).as_deref(), Some("shared"));
         assert_eq!(bravo.vapi_secret.as_ref().map(|t| t.expose_secret().to_string()).as_deref(), Some("bravo-own"));
         assert_eq!((bravo.hubspot_tier.as_str(), c.workers), ("starter", 6));
+        assert_eq!(
+            (acme.agent_ids.len(), bravo.agent_ids.as_slice()),
+            (0, ["asst-1".to_string(), "agent-2".into()].as_slice())
+        );
     }
 
     #[test]
@@ -841,6 +859,9 @@ mod tests {
                     [portals.acme]\nhubspot_token = \"x\"\n";
         let e = load(&[], Some(file)).unwrap_err().to_string();
         assert!(e.contains("hubspot_client_id"), "{e}");
+        let file = "[portals.acme]\nagent_ids = [\"asst-1\"]\n[portals.bravo]\nagent_ids = [\"asst-1\"]\n";
+        let e = load(&[], Some(file)).unwrap_err().to_string();
+        assert!(e.contains("`portals.bravo.agent_ids`") && e.contains("`portals.acme`"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub struct ElevenLabs {
 
 impl Platform for ElevenLabs {
     const NAME: &'static str = "elevenlabs";
+    const AGENT_PATHS: &'static [&'static str] = &["data.agent_id"];
 
     fn check_headers(&self, headers: &HeaderMap, now_ms: i64) -> Result<(), Unauthorized> {
         configured(&self.secret)?;

@@ -105,4 +105,8 @@ pub trait Platform: Send + Sync + 'static {
 
     /// The payload as a canonical event, or every problem with it.
     fn parse(&self, headers: &HeaderMap, body: &Value, region: DefaultRegion) -> Result<Parsed, Fields>;
+
+    /// Where the platform names the assistant or agent that took the call (which may map it to
+    /// a portal), first found wins.
+    const AGENT_PATHS: &'static [&'static str] = &[];
 }

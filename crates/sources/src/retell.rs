@@ -21,6 +21,7 @@ pub struct Retell {
 
 impl Platform for Retell {
     const NAME: &'static str = "retell";
+    const AGENT_PATHS: &'static [&'static str] = &["call.agent_id", "agent_id"];
 
     fn check_headers(&self, headers: &HeaderMap, now_ms: i64) -> Result<(), Unauthorized> {
         configured(&self.api_key)?;

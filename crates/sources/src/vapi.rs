@@ -26,6 +26,7 @@ pub struct Vapi {
 
 impl Platform for Vapi {
     const NAME: &'static str = "vapi";
+    const AGENT_PATHS: &'static [&'static str] = &["message.call.assistantId", "message.assistant.id"];
 
     fn check_headers(&self, headers: &HeaderMap, now_ms: i64) -> Result<(), Unauthorized> {
         match (&self.secret, self.hmac) {

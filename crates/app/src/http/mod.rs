@@ -72,6 +72,36 @@ pub struct AppState {
     pub live_window_ms: i64,
     /// Installing the portal by OAuth, when configured.
     pub oauth: Option<Arc<oauth::OAuthInstall>>,
+    /// Assistant or agent id → the portal its calls are, for deliveries to the deployment's routes.
+    pub agents: Arc<std::collections::HashMap<String, PortalId>>,
+}
+
+impl AppState {
+    /// The portal a request is for: the one its route names, else the one its assistant or
+    /// agent id (found at `agent_paths`) maps to, else the portal served when there is one —
+    /// or a 400 naming where the agent id belongs, since a call no portal takes would wait forever.
+    pub fn portal_for(
+        &self,
+        routed: Option<&PortalId>,
+        body: Option<&serde_json::Value>,
+        agent_paths: &[&str],
+    ) -> Result<PortalId, ApiError> {
+        let agent = || {
+            let body = body?;
+            agent_paths.iter().find_map(|p| callbridge_sources::Fields::at(body, p).and_then(|v| v.as_str()))
+        };
+        routed
+            .or_else(|| agent().and_then(|a| self.agents.get(a)))
+            .or_else(|| self.portals.default_portal().map(|p| p.id()))
+            .cloned()
+            .ok_or_else(|| {
+                let field = agent_paths.first().copied().unwrap_or("portal");
+                ApiError::field(
+                    field,
+                    "names no portal's agent (`agent_ids`): post to this route with /{portal} at its end",
+                )
+            })
+    }
 }
 
 /// The platforms whose webhooks are served, as configured.

@@ -7,7 +7,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use callbridge_sources::{Retell, SharedSecret, Vapi, decode_json};
+use callbridge_sources::{Platform, Retell, SharedSecret, Vapi, decode_json};
 use futures_util::future::join_all;
 
 use super::webhooks::Verified;
@@ -25,7 +25,8 @@ pub async fn vapi(State(state): State<AppState>, request: Verified<Vapi>) -> Res
     let answer = async {
         let body = decode_json(&request.body).map_err(|f| ApiError::InvalidPayload(f.errors))?;
         let calls = frames::vapi(&body).map_err(unreadable)?;
-        let outcomes = join_all(calls.iter().map(|(_, call)| state.tools.call(&request.portal, "vapi", call))).await;
+        let portal = state.portal_for(request.portal.as_ref(), Some(&body), Vapi::AGENT_PATHS)?;
+        let outcomes = join_all(calls.iter().map(|(_, call)| state.tools.call(&portal, "vapi", call))).await;
         let results: Vec<_> =
             calls.into_iter().zip(outcomes).map(|((id, call), outcome)| (id, call.name, outcome)).collect();
         Ok::<_, ApiError>(Json(frames::vapi_answer(&results)).into_response())
@@ -38,7 +39,8 @@ pub async fn retell(State(state): State<AppState>, Path(name): Path<String>, req
     let answer = async {
         let body = decode_json(&request.body).map_err(|f| ApiError::InvalidPayload(f.errors))?;
         let call = frames::retell(&name, &body).map_err(unreadable)?;
-        let outcome = state.tools.call(&request.portal, "retell", &call).await;
+        let portal = state.portal_for(request.portal.as_ref(), Some(&body), Retell::AGENT_PATHS)?;
+        let outcome = state.tools.call(&portal, "retell", &call).await;
         Ok::<_, ApiError>(Json(frames::json_answer(&outcome)).into_response())
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
@@ -58,7 +60,8 @@ pub async fn elevenlabs(
             Some(decode_json(&request.body).map_err(|f| ApiError::InvalidPayload(f.errors))?)
         };
         let call = frames::elevenlabs(&name, body.as_ref(), &query).map_err(unreadable)?;
-        let outcome = state.tools.call(&request.portal, "elevenlabs", &call).await;
+        let portal = state.portal_for(request.portal.as_ref(), None, &[])?;
+        let outcome = state.tools.call(&portal, "elevenlabs", &call).await;
         Ok::<_, ApiError>(Json(frames::json_answer(&outcome)).into_response())
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)

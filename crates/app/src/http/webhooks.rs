@@ -24,8 +24,8 @@ use super::{ApiError, AppState};
 /// (an `Extension`): its headers and raw body.
 pub struct Verified<P> {
     pub platform: Arc<P>,
-    /// The portal its route names (an `Extension`), else the one served.
-    pub portal: PortalId,
+    /// The portal its route names (an `Extension`), if any ([`AppState::portal_for`]).
+    pub portal: Option<PortalId>,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -40,7 +40,7 @@ impl<P: Guard> FromRequest<AppState> for Verified<P> {
             platform.check_headers(&parts.headers, now_ms()).map_err(|u| ApiError::Unauthorized(u.0))?;
             let body = state.intake.read(&parts.headers, body).await?;
             platform.check_body(&parts.headers, &body.bytes, now_ms()).map_err(|u| ApiError::Unauthorized(u.0))?;
-            let portal = parts.extensions.get::<PortalId>().cloned().unwrap_or_default();
+            let portal = parts.extensions.get::<PortalId>().cloned();
             Ok(Verified { platform, portal, headers: parts.headers, body: body.bytes })
         };
         checked.await.inspect_err(|e| state.metrics.count_rejection(e))
@@ -58,6 +58,7 @@ pub async fn webhook<P: Platform>(State(state): State<AppState>, delivery: Verif
 async fn receive<P: Platform>(state: &AppState, delivery: Verified<P>) -> Result<Response, ApiError> {
     let Verified { platform, portal, headers, body } = delivery;
     let value = platform.decode(&headers, &body).map_err(|f| ApiError::InvalidPayload(f.errors))?;
+    let portal = state.portal_for(portal.as_ref(), Some(&value), P::AGENT_PATHS)?;
     match platform.parse(&headers, &value, state.region).map_err(|f| ApiError::InvalidPayload(f.errors))? {
         Parsed::Event(event, key) => Ok(acknowledge(accept(state, &portal, P::NAME, key, &body, *event).await?, None)),
         Parsed::Record { key, kept } => {

@@ -1,6 +1,6 @@
 //! Many portals from one deployment: `[portals.NAME]` sections, each reached at
-//! `/webhooks/{platform}/{portal}` with its own secrets, landing in its own HubSpot account, and
-//! one portal's outage never holding up another's calls.
+//! `/webhooks/{platform}/{portal}` with its own secrets or by its agents' ids, landing in its own
+//! HubSpot account, and one portal's outage never holding up another's calls.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -31,6 +31,7 @@ fn config(sandboxes: &[RunningSandbox], database_url: &str) -> Config {
             "[portals.{name}]\nhubspot_base_url = {:?}\nhubspot_token_env = \"{upper}_HUBSPOT\"\nvapi_secret_env = \"{upper}_VAPI\"\n",
             sandbox.base_url()
         ));
+        text.push_str(&format!("agent_ids = [\"asst-{name}\"]\n"));
         vars.insert(format!("{upper}_HUBSPOT"), sandbox.token().to_string());
         vars.insert(format!("{upper}_VAPI"), secret(name));
     }
@@ -124,6 +125,19 @@ async fn three_portals_land_apart_and_one_in_an_outage_holds_up_neither_of_the_o
     sandboxes[2].outage(Duration::ZERO);
     until("crash lands its five calls", || calls(&sandboxes[2]) == 5).await;
     assert_eq!((calls(&sandboxes[0]), calls(&sandboxes[1])), (5, 5), "nothing landed twice or in another portal");
+
+    // At the deployment's route, the assistant id names the portal; an unknown one is refused
+    // with the field named, since no portal would ever take the call.
+    let mut mapped = vapi_report("mapped-call", "+15715559000", "2026-01-06T14:05:00Z");
+    mapped["message"]["call"]["assistantId"] = "asst-bravo".into();
+    assert_eq!(post(&http, format!("{base}/webhooks/vapi"), "the-deployment-secret", &mapped).await, 200);
+    until("the mapped call lands in bravo", || calls(&sandboxes[1]) == 6).await;
+    mapped["message"]["call"]["assistantId"] = "asst-unknown".into();
+    let r = http.post(format!("{base}/webhooks/vapi")).header("x-vapi-secret", "the-deployment-secret").json(&mapped);
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("message.call.assistantId"));
+    assert_eq!((calls(&sandboxes[0]), calls(&sandboxes[2])), (5, 5));
 
     shutdown.cancel();
     task.await.unwrap().unwrap();
