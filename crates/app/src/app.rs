@@ -178,6 +178,7 @@ impl App {
                 wake: wake.clone(),
             }),
             live_window_ms: config.live_update_window_ms as i64,
+            rejections: Default::default(),
             agents: Arc::new(
                 config
                     .portals

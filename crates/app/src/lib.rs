@@ -20,6 +20,7 @@ pub mod portals;
 pub mod properties;
 pub mod pull;
 pub mod readiness;
+pub mod rejections;
 pub mod scheduler;
 pub mod sealing;
 pub mod sync;

@@ -362,9 +362,50 @@ pub trait Coordination: Send + Sync {
 }
 
 /// Everything callbridge stores; what the app holds as `Arc<dyn Store>`.
-pub trait Store: Queue + CallerIndex + Activities + Credentials + Coordination + Marks + Bookings + DedupRuns {}
+pub trait Store:
+    Queue + CallerIndex + Activities + Credentials + Coordination + Marks + Bookings + DedupRuns + Rejections
+{
+}
 
-impl<T: Queue + CallerIndex + Activities + Credentials + Coordination + Marks + Bookings + DedupRuns> Store for T {}
+impl<T: Queue + CallerIndex + Activities + Credentials + Coordination + Marks + Bookings + DedupRuns + Rejections> Store
+    for T
+{
+}
+
+/// How many rejected deliveries are kept: the newest.
+pub const REJECTIONS_KEPT: i64 = 10_000;
+
+/// A delivery refused before it was stored: where it came, why, how big, from whom — never
+/// its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// Its number once kept (0 before).
+    pub id: i64,
+    /// The portal its route names, if any.
+    pub portal: Option<String>,
+    /// The route it was sent to, as configured (`/webhooks/vapi`, `/tools/retell/{name}`).
+    pub route: String,
+    /// `unauthorized`, `invalid_payload`, `payload_too_large` or `request_timeout`.
+    pub reason: String,
+    /// What the sender was told.
+    pub detail: String,
+    pub status: i64,
+    /// The body's declared length, when it declared one.
+    pub size: Option<i64>,
+    /// The sending address.
+    pub peer: Option<String>,
+    pub at_ms: i64,
+}
+
+/// Rejected deliveries, newest kept ([`REJECTIONS_KEPT`]), readable from any instance.
+#[async_trait]
+pub trait Rejections: Send + Sync {
+    /// Keeps one; every hundredth drops those older than the newest `keep`
+    /// ([`REJECTIONS_KEPT`]), so at most `keep` + 99 are ever kept.
+    async fn record_rejection(&self, rejection: &Rejection, keep: i64) -> Result<()>;
+    /// The newest first.
+    async fn rejections(&self, limit: i64) -> Result<Vec<Rejection>>;
+}
 
 /// A duplicate sweep started through the admin API, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

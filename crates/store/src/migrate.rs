@@ -24,6 +24,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     migration!(7, "sqlite", "0007_dedup_runs.sql"),
     migration!(8, "sqlite", "0008_forgotten_callers.sql"),
     migration!(9, "sqlite", "0009_oauth_states.sql"),
+    migration!(10, "sqlite", "0010_rejections.sql"),
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -37,6 +38,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(8, "postgres", "0008_dedup_runs.sql"),
     migration!(9, "postgres", "0009_forgotten_callers.sql"),
     migration!(10, "postgres", "0010_oauth_states.sql"),
+    migration!(11, "postgres", "0011_rejections.sql"),
 ];
 
 #[cfg(test)]

@@ -1126,3 +1126,38 @@ impl crate::DedupRuns for PgStore {
         row.as_ref().map(crate::rows::dedup_run).transpose()
     }
 }
+
+#[async_trait]
+impl crate::Rejections for PgStore {
+    async fn record_rejection(&self, r: &crate::Rejection, keep: i64) -> Result<()> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO rejections (portal, route, reason, detail, status, size, peer, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(r.portal.as_deref())
+        .bind(&r.route)
+        .bind(&r.reason)
+        .bind(&r.detail)
+        .bind(r.status)
+        .bind(r.size)
+        .bind(r.peer.as_deref())
+        .bind(r.at_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        // Ids only grow: everything older than the newest `keep` goes, by the key.
+        if id % 100 == 0 {
+            sqlx::query("DELETE FROM rejections WHERE id <= $1").bind(id - keep).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn rejections(&self, limit: i64) -> Result<Vec<crate::Rejection>> {
+        let rows = sqlx::query(
+            "SELECT id, portal, route, reason, detail, status, size, peer, at FROM rejections ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(crate::rows::rejection).collect()
+    }
+}

@@ -3,7 +3,9 @@
 
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 
-use crate::{Activity, DedupRun, EventRow, Job, JobCounts, ListedActivity, PortalId, Result, StoreError, StoredTokens};
+use crate::{
+    Activity, DedupRun, EventRow, Job, JobCounts, ListedActivity, PortalId, Rejection, Result, StoreError, StoredTokens,
+};
 
 fn get<'r, R, T>(r: &'r R, column: &str) -> Result<T>
 where
@@ -199,5 +201,26 @@ where
         error: get(r, "error")?,
         started_at_ms: get(r, "started_at")?,
         finished_at_ms: get(r, "finished_at")?,
+    })
+}
+
+pub(crate) fn rejection<R, DB>(r: &R) -> Result<Rejection>
+where
+    DB: Database,
+    R: Row<Database = DB>,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+{
+    Ok(Rejection {
+        id: get(r, "id")?,
+        portal: get(r, "portal")?,
+        route: get(r, "route")?,
+        reason: get(r, "reason")?,
+        detail: get(r, "detail")?,
+        status: get(r, "status")?,
+        size: get(r, "size")?,
+        peer: get(r, "peer")?,
+        at_ms: get(r, "at")?,
     })
 }

@@ -739,3 +739,30 @@ async fn a_privacy_erase_takes_everything_of_one_contact_forgotten_keys_included
         assert_eq!(again, callbridge_store::Erased::default(), "{name}: a second erase finds nothing");
     }
 }
+
+#[tokio::test]
+async fn rejections_are_listed_newest_first_and_only_the_newest_are_kept() {
+    for (name, s) in backends().await {
+        for i in 0..250i64 {
+            let r = callbridge_store::Rejection {
+                id: 0,
+                portal: (i % 2 == 0).then(|| "acme".to_string()),
+                route: "/webhooks/retell".into(),
+                reason: "unauthorized".into(),
+                detail: format!("attempt {i}"),
+                status: 401,
+                size: Some(i),
+                peer: Some("127.0.0.1".into()),
+                at_ms: 1_000 + i,
+            };
+            s.record_rejection(&r, 120).await.unwrap();
+        }
+        let all = s.rejections(1_000).await.unwrap();
+        // The 200th pruned everything but its newest 120; the 50 after it were added.
+        assert_eq!(all.len(), 170, "{name}");
+        assert_eq!((all[0].detail.as_str(), all[0].size, all[0].portal.as_deref()), ("attempt 249", Some(249), None));
+        assert_eq!(all[1].portal.as_deref(), Some("acme"), "{name}");
+        assert!(all.windows(2).all(|w| w[0].id > w[1].id), "{name}: newest first");
+        assert_eq!(s.rejections(3).await.unwrap().len(), 3, "{name}");
+    }
+}

@@ -37,16 +37,17 @@ pub struct EventsQuery {
 }
 
 pub async fn events(State(state): State<AppState>, Query(q): Query<EventsQuery>) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    if q.status.as_deref() == Some("rejected") {
+        let rows = state.store.rejections(limit).await.map_err(|_| ApiError::Unavailable)?;
+        return Ok(Json(json!({"events": rows})).into_response());
+    }
     if let Some(s) = &q.status
         && !matches!(s.as_str(), "queued" | "running" | "done" | "dead" | "recorded" | "coalesced")
     {
-        return Err(ApiError::field("status", "must be queued, running, done, dead, recorded or coalesced"));
+        return Err(ApiError::field("status", "must be queued, running, done, dead, recorded, coalesced or rejected"));
     }
-    let rows = state
-        .store
-        .events(q.status.as_deref(), q.limit.unwrap_or(100).clamp(1, 1000))
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+    let rows = state.store.events(q.status.as_deref(), limit).await.map_err(|_| ApiError::Unavailable)?;
     Ok(Json(json!({"events": rows})).into_response())
 }
 
@@ -100,6 +101,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         [("queued", jobs.queued), ("running", jobs.running), ("done", jobs.done), ("dead", jobs.dead)].into();
     for (status, n) in by_status {
         lines.push((format!("callbridge_jobs{{status=\"{status}\"}}"), n as u64));
+    }
+    for (route, reason, n) in state.rejections.totals() {
+        lines.push((format!("callbridge_webhooks_rejected_total{{route=\"{route}\",reason=\"{reason}\"}}"), n));
     }
     let body: String = lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()

@@ -51,8 +51,44 @@ impl ApiError {
     }
 }
 
+/// A refusal of what the sender sent, attached to the answer so that it can be recorded
+/// ([`crate::rejections`]): the error's code and what the sender was told.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl ApiError {
+    /// What a refusal of the sender's request tells it; `None` for any other answer.
+    fn refused(&self) -> Option<Refused> {
+        let (reason, detail) = match self {
+            ApiError::Unauthorized(why) => ("unauthorized", why.to_string()),
+            ApiError::InvalidPayload(fields) => (
+                "invalid_payload",
+                fields.iter().map(|f| format!("{}: {}", f.field, f.problem)).collect::<Vec<_>>().join("; "),
+            ),
+            ApiError::TooLarge { limit } => ("payload_too_large", format!("over {limit} bytes")),
+            ApiError::BodyTimeout { secs } => ("request_timeout", format!("not complete within {secs} s")),
+            _ => return None,
+        };
+        Some(Refused { reason, detail })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let refused = self.refused();
+        let mut response = self.answer();
+        if let Some(refused) = refused {
+            response.extensions_mut().insert(refused);
+        }
+        response
+    }
+}
+
+impl ApiError {
+    fn answer(self) -> Response {
         let (status, body) = match self {
             ApiError::Unauthorized(reason) => {
                 (StatusCode::UNAUTHORIZED, json!({"error": "unauthorized", "reason": reason}))

@@ -29,7 +29,7 @@ use secrecy::SecretString;
 use serde_json::json;
 use tokio::sync::Notify;
 
-pub use error::{ApiError, RETRY_AFTER_SECS};
+pub use error::{ApiError, RETRY_AFTER_SECS, Refused};
 pub use intake::{BODY_LIMIT, Intake};
 
 #[derive(Default)]
@@ -74,6 +74,8 @@ pub struct AppState {
     pub oauth: Option<Arc<oauth::OAuthInstall>>,
     /// Assistant or agent id → the portal its calls are, for deliveries to the deployment's routes.
     pub agents: Arc<std::collections::HashMap<String, PortalId>>,
+    /// Deliveries refused, counted and recorded ([`crate::rejections`]).
+    pub rejections: Arc<crate::rejections::RejectionLog>,
 }
 
 impl AppState {
@@ -122,47 +124,43 @@ pub struct Sources {
     pub per_portal: Vec<(PortalId, Sources)>,
 }
 
-/// `POST {path}`, served by the one webhook handler with `platform` (and the portal its path
-/// names, if any) attached.
-fn webhook_route_at<P: Platform>(path: &str, platform: P, portal: Option<&PortalId>) -> Router<AppState> {
-    with_portal(Router::new().route(path, post(webhooks::webhook::<P>).layer(Extension(Arc::new(platform)))), portal)
-}
-
-fn with_portal(routes: Router<AppState>, portal: Option<&PortalId>) -> Router<AppState> {
-    match portal {
-        Some(portal) => routes.layer(Extension(portal.clone())),
-        None => routes,
-    }
+/// `POST {path}`, served by the one webhook handler with `platform` attached.
+fn webhook_route_at<P: Platform>(path: &str, platform: P) -> Router<AppState> {
+    Router::new().route(path, post(webhooks::webhook::<P>).layer(Extension(Arc::new(platform))))
 }
 
 /// The sources' webhook and tool routes: `/webhooks/vapi`, `/tools/retell/{name}`, … for the
 /// portal served, or `/webhooks/vapi/{portal}`, `/tools/retell/{portal}/{name}`, … for a named
-/// one, each with that portal's secrets.
-fn source_routes(sources: Sources, portal: Option<&PortalId>) -> Router<AppState> {
+/// one (attached to each request), each with that portal's secrets; what they refuse is
+/// recorded ([`crate::rejections`]).
+fn source_routes(state: &AppState, sources: Sources, portal: Option<&PortalId>) -> Router<AppState> {
     let at = |base: &str| match portal {
         Some(p) => format!("{base}/{p}"),
         None => base.to_string(),
     };
     let mut router = Router::new();
     for (name, generic) in sources.named {
-        router = router.merge(webhook_route_at(&format!("/webhooks/generic/{name}"), generic, portal));
+        router = router.merge(webhook_route_at(&format!("/webhooks/generic/{name}"), generic));
     }
-    let tools = Router::new()
-        .route(&at("/tools/vapi"), post(tools::vapi).layer(Extension(Arc::new(sources.vapi.clone()))))
+    let router = router
+        .merge(webhook_route_at(&at("/webhooks/generic"), sources.generic))
+        .merge(webhook_route_at(&at("/webhooks/vapi"), sources.vapi.clone()))
+        .merge(webhook_route_at(&at("/webhooks/retell"), sources.retell.clone()))
+        .merge(webhook_route_at(&at("/webhooks/elevenlabs"), sources.elevenlabs))
+        .route(&at("/tools/vapi"), post(tools::vapi).layer(Extension(Arc::new(sources.vapi))))
         .route(
             &format!("{}/{{name}}", at("/tools/retell")),
-            post(tools::retell).layer(Extension(Arc::new(sources.retell.clone()))),
+            post(tools::retell).layer(Extension(Arc::new(sources.retell))),
         )
         .route(
             &format!("{}/{{name}}", at("/tools/elevenlabs")),
             post(tools::elevenlabs).get(tools::elevenlabs).layer(Extension(Arc::new(sources.elevenlabs_tools))),
-        );
-    router
-        .merge(webhook_route_at(&at("/webhooks/generic"), sources.generic, portal))
-        .merge(webhook_route_at(&at("/webhooks/vapi"), sources.vapi, portal))
-        .merge(webhook_route_at(&at("/webhooks/retell"), sources.retell, portal))
-        .merge(webhook_route_at(&at("/webhooks/elevenlabs"), sources.elevenlabs, portal))
-        .merge(with_portal(tools, portal))
+        )
+        .route_layer(from_fn_with_state(state.clone(), crate::rejections::observe));
+    match portal {
+        Some(portal) => router.layer(Extension(portal.clone())),
+        None => router,
+    }
 }
 
 pub fn router(state: AppState, sources: Sources) -> Router {
@@ -179,15 +177,22 @@ pub fn router(state: AppState, sources: Sources) -> Router {
         .route("/dedup", post(admin::dedup_start))
         .route("/dedup/{id}", get(admin::dedup_get))
         .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
+    let hubspot = Router::new()
+        .route("/webhooks/hubspot", post(hubspot::receive).layer(Extension(Arc::new(sources.hubspot.clone()))))
+        .route_layer(from_fn_with_state(state.clone(), crate::rejections::observe));
     let mut router = Router::new()
         .route("/health", get(health))
         .route("/oauth/login", get(oauth::login))
         .route("/oauth/callback", get(oauth::callback))
-        .route("/webhooks/hubspot", post(hubspot::receive).layer(Extension(Arc::new(sources.hubspot.clone()))));
+        .merge(hubspot);
     for (portal, own) in sources.per_portal.clone() {
-        router = router.merge(source_routes(own, Some(&portal)));
+        router = router.merge(source_routes(&state, own, Some(&portal)));
     }
-    router.merge(source_routes(sources, None)).merge(admin).layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(state)
+    router
+        .merge(source_routes(&state, sources, None))
+        .merge(admin)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
 }
 
 /// What a connection over the cap is served ([`serve`]): `/health`, and 503 for the rest.

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -102,7 +103,7 @@ pub async fn serve(listener: TcpListener, routers: Routers, limits: ConnectionLi
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, most often: back off instead of spinning.
                     tracing::warn!(error = %e, "accepting a connection failed; pausing accepts");
@@ -111,6 +112,7 @@ pub async fn serve(listener: TcpListener, routers: Routers, limits: ConnectionLi
                 }
             },
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
         let mut builder = http1::Builder::new();
         builder.timer(timer.clone()).max_buf_size(HEADER_BUFFER);
@@ -132,6 +134,8 @@ pub async fn serve(listener: TcpListener, routers: Routers, limits: ConnectionLi
                 }
             },
         };
+        // The sender's address, for the record of a delivery refused (crate::rejections).
+        let router = tower_layer::Layer::layer(&axum::Extension(ConnectInfo(peer)), router);
         let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

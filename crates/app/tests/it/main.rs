@@ -18,6 +18,7 @@ mod portals;
 mod pull_poll;
 mod pull_session;
 mod readiness;
+mod rejections;
 mod restart;
 mod shared;
 mod tools;

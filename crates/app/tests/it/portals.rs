@@ -89,6 +89,19 @@ async fn three_portals_land_apart_and_one_in_an_outage_holds_up_neither_of_the_o
     assert_eq!(post(&http, format!("{base}/webhooks/vapi/bravo"), &secret("acme"), &report).await, 401);
     assert_eq!(post(&http, format!("{base}/webhooks/vapi/bravo"), "the-deployment-secret", &report).await, 401);
     assert_eq!(post(&http, format!("{base}/webhooks/vapi/nowhere"), &secret("acme"), &report).await, 404);
+    // The refusals are recorded with the portal their route names.
+    let started = Instant::now();
+    loop {
+        let r = http.get(format!("{base}/events?status=rejected")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let listed: Value = r.json().await.unwrap();
+        let rows = listed["events"].as_array().unwrap();
+        if rows.len() == 2 {
+            assert!(rows.iter().all(|r| r["portal"] == "bravo" && r["route"] == "/webhooks/vapi/bravo"), "{listed}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "rejections never listed: {listed}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // `crash`'s HubSpot goes down; five calls arrive for each portal.
     sandboxes[2].outage(Duration::from_secs(600));
