@@ -36,6 +36,8 @@ pub enum Command {
     Backfill(crate::cmd::backfill::Args),
     /// Merge duplicate contacts into the oldest, in passes (a dry run with --dry-run).
     Dedup(crate::cmd::dedup::Args),
+    /// Check the configuration, the database, HubSpot and the sources; print what to fix.
+    Doctor,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -58,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::SyncNow(args) => crate::cmd::sync_now::run(config, args).await,
             Command::Backfill(args) => crate::cmd::backfill::run(config, args).await,
             Command::Dedup(args) => crate::cmd::dedup::run(config, args).await,
+            Command::Doctor => crate::cmd::doctor::run(config).await,
             Command::Sandbox(_) => unreachable!("handled above"),
         }
     })

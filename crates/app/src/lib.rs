@@ -10,6 +10,7 @@ pub mod cli;
 mod cmd;
 pub mod config;
 pub mod dedup;
+pub mod doctor;
 pub mod http;
 pub mod hubspot_webhooks;
 pub mod inbox;

@@ -154,7 +154,7 @@ pub async fn prepare(
 /// The default task owner is an owner of the account, and every lead status the mapping sets
 /// is an option the portal's `hs_lead_status` has: either would fail every call that uses it,
 /// so the portal is not ready (with the reason) until the setting or the portal is mended.
-async fn rules_fit_the_portal(
+pub(crate) async fn rules_fit_the_portal(
     hubspot: &dyn HubSpotApi,
     rules: &callbridge_domain::plan::PlanRules,
 ) -> Result<(), String> {

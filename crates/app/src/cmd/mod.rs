@@ -4,6 +4,7 @@ pub mod admin;
 pub mod backfill;
 pub mod dedup;
 pub mod demo;
+pub mod doctor;
 pub mod replay;
 pub mod sandbox;
 pub mod serve;

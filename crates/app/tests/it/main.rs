@@ -5,6 +5,7 @@ mod bookings;
 mod bounds;
 mod burst;
 mod dedup;
+mod doctor;
 mod fuzz_regressions;
 mod helpers;
 mod hubspot_webhooks;
