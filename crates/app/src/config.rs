@@ -788,6 +788,18 @@ impl Config {
         crate::sealing::SealingKey::parse(key).map_err(|why| anyhow::anyhow!("invalid setting `secret_key`: {why}"))
     }
 
+    /// The sources a portal's settings can open: name, the setting holding its secret, its
+    /// route (the deployment's; a `[portals.NAME]` adds `/NAME`) and whether the secret is set.
+    pub fn sources(&self) -> [(&'static str, &'static str, &'static str, bool); 5] {
+        [
+            ("vapi", "vapi_secret", "/webhooks/vapi", self.vapi_secret.is_some()),
+            ("retell", "retell_api_key", "/webhooks/retell", self.retell_api_key.is_some()),
+            ("elevenlabs", "elevenlabs_secret", "/webhooks/elevenlabs", self.elevenlabs_secret.is_some()),
+            ("generic booking", "generic_token", "/webhooks/generic", self.generic_token.is_some()),
+            ("elevenlabs tools", "elevenlabs_tool_secret", "/tools/elevenlabs", self.elevenlabs_tool_secret.is_some()),
+        ]
+    }
+
     pub fn require_hubspot_token(&self) -> anyhow::Result<&SecretString> {
         match &self.hubspot_token {
             Some(t) => Ok(t),

@@ -94,14 +94,8 @@ fn configuration(config: &Config) -> Finding {
 /// Each source's secret, set or not (a source without one refuses everything sent to it).
 fn sources(portal: &PortalId, c: &Config, named: bool) -> Vec<Finding> {
     let route = |base: &str| if named { format!("{base}/{portal}") } else { base.to_string() };
-    let secrets = [
-        ("vapi", c.vapi_secret.is_some(), "vapi_secret", route("/webhooks/vapi")),
-        ("retell", c.retell_api_key.is_some(), "retell_api_key", route("/webhooks/retell")),
-        ("elevenlabs", c.elevenlabs_secret.is_some(), "elevenlabs_secret", route("/webhooks/elevenlabs")),
-        ("generic booking", c.generic_token.is_some(), "generic_token", route("/webhooks/generic")),
-        ("elevenlabs tools", c.elevenlabs_tool_secret.is_some(), "elevenlabs_tool_secret", route("/tools/elevenlabs")),
-    ];
-    let enabled = secrets.iter().filter(|s| s.1).count();
+    let secrets = c.sources();
+    let enabled = secrets.iter().filter(|s| s.3).count();
     let check = format!("{portal}: sources");
     if enabled == 0 {
         return vec![finding(
@@ -111,8 +105,8 @@ fn sources(portal: &PortalId, c: &Config, named: bool) -> Vec<Finding> {
             "set vapi_secret, retell_api_key, elevenlabs_secret or generic_token",
         )];
     }
-    let on: Vec<String> = secrets.iter().filter(|s| s.1).map(|s| format!("{} at {}", s.0, s.3)).collect();
-    let off: Vec<&str> = secrets.iter().filter(|s| !s.1).map(|s| s.2).collect();
+    let on: Vec<String> = secrets.iter().filter(|s| s.3).map(|s| format!("{} at {}", s.0, route(s.2))).collect();
+    let off: Vec<&str> = secrets.iter().filter(|s| !s.3).map(|s| s.1).collect();
     let detail = format!("enabled: {}", on.join(", "));
     if off.is_empty() {
         vec![finding(check, Verdict::Ok, detail, "")]
@@ -158,8 +152,16 @@ async fn portal(id: &PortalId, c: &Config, store: Option<&Arc<dyn Store>>) -> Ve
     };
     let mut out = Vec::new();
     let calls = if caps.calls_api { "calls via the v3 Calls API" } else { "calls via v1 engagements" };
-    let fix = if caps.calls_api { "" } else { "grant the calls scopes for v3 call activities" };
-    out.push(finding(check("hubspot"), Verdict::Ok, format!("token accepted; {calls}"), fix));
+    let scheduler = if caps.scheduler { "scheduler readable" } else { "no scheduler" };
+    let fix = if caps.missing_scopes.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "the token lacks {}: grant them in the private app for what they turn on",
+            caps.missing_scopes.join(", ")
+        )
+    };
+    out.push(finding(check("hubspot"), Verdict::Ok, format!("token accepted; {calls}; {scheduler}"), fix));
     let budget = client.budget();
     let daily = budget.daily_remaining().map_or("not stated".to_string(), |d| d.to_string());
     out.push(finding(

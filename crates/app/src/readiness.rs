@@ -50,15 +50,22 @@ impl Readiness {
     }
 
     /// Records a new state; logs only when it differs from the last.
-    fn set(&self, portal: &str, ready: bool, reason: Option<String>) {
+    /// Records the portal's state and logs a change; `caps`, when ready, says how calls land.
+    fn set(&self, portal: &str, ready: bool, reason: Option<String>, caps: Option<&callbridge_hubspot::Capabilities>) {
         let mut status = self.status.lock();
         let next = Status { ready, reason };
         if *status == next {
             return;
         }
-        match &next.reason {
-            None => tracing::info!(portal.id = portal, "HubSpot is ready: properties in place, token accepted"),
-            Some(why) => tracing::warn!(portal.id = portal, reason = %why, "HubSpot is not ready; jobs wait"),
+        match (&next.reason, caps) {
+            (None, Some(caps)) => tracing::info!(
+                portal.id = portal,
+                hubspot.calls = if caps.calls_api { "v3 Calls API" } else { "v1 engagements (no calls scope)" },
+                hubspot.scheduler = caps.scheduler,
+                "HubSpot is ready: properties in place, token accepted"
+            ),
+            (None, None) => tracing::info!(portal.id = portal, "HubSpot is ready: properties in place, token accepted"),
+            (Some(why), _) => tracing::warn!(portal.id = portal, reason = %why, "HubSpot is not ready; jobs wait"),
         }
         *status = next;
     }
@@ -71,7 +78,7 @@ impl Readiness {
 
     /// A round met something only setup can mend (a refused token, a missing property).
     pub fn lose(&self, portal: &str, reason: String) {
-        self.set(portal, false, Some(reason));
+        self.set(portal, false, Some(reason), None);
         self.lost.notify_one();
     }
 }
@@ -119,18 +126,18 @@ pub async fn prepare(
         let wait = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = attempt => match r {
-                Ok(_) => {
-                    readiness.set(&portal, true, None);
+                Ok(caps) => {
+                    readiness.set(&portal, true, None, Some(&caps));
                     delay = Duration::from_secs(1);
                     None
                 }
                 // Another instance holds the setup lock: look again soon, it will be done.
                 Err(None) => {
-                    readiness.set(&portal, false, Some("another instance is setting properties up".into()));
+                    readiness.set(&portal, false, Some("another instance is setting properties up".into()), None);
                     Some(Duration::from_millis(250))
                 }
                 Err(Some(why)) => {
-                    readiness.set(&portal, false, Some(why));
+                    readiness.set(&portal, false, Some(why), None);
                     let d = delay;
                     delay = (delay * 2).min(Duration::from_secs(60));
                     Some(d)

@@ -380,4 +380,7 @@ pub struct Capabilities {
     pub scheduler: bool,
     /// Granted scopes, when the token can tell (OAuth).
     pub scopes: Option<Vec<String>>,
+    /// The scopes HubSpot's 403 `MISSING_SCOPES` named for what the token may not do (granting
+    /// them turns on v3 calls or the scheduler).
+    pub missing_scopes: Vec<String>,
 }

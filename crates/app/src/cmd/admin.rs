@@ -20,5 +20,8 @@ pub async fn probe(config: Config) -> anyhow::Result<()> {
         "calls are logged through {}",
         if caps.calls_api { "the v3 Calls API" } else { "legacy v1 engagements (no calls scope)" }
     );
+    if !caps.missing_scopes.is_empty() {
+        println!("the token lacks: {} (grant them in the private app's scopes)", caps.missing_scopes.join(", "));
+    }
     Ok(())
 }

@@ -55,3 +55,17 @@ async fn a_refused_token_and_no_source_secret_fail_with_what_to_fix() {
     assert!(table(&findings).contains("FAIL"));
     let _ = std::fs::remove_file(&db);
 }
+
+#[tokio::test]
+async fn a_token_without_the_calls_scopes_lands_calls_as_v1_and_names_the_scopes_to_grant() {
+    let sandbox = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let db = temp_db();
+    let mut config = config_for(&sandbox, &db);
+    config.hubspot_token = Some(SecretString::from(sandbox.no_calls_token().to_string()));
+    let findings = examine(&config).await;
+    let hubspot = find(&findings, "default: hubspot");
+    assert_eq!(hubspot.verdict, Verdict::Ok, "{}", table(&findings));
+    assert!(hubspot.detail.contains("v1 engagements"), "{hubspot:?}");
+    assert!(hubspot.fix.contains("crm.objects.calls.read"), "{hubspot:?}");
+    let _ = std::fs::remove_file(&db);
+}

@@ -74,10 +74,18 @@ impl HubSpotClient {
 
     pub async fn probe(&self) -> Result<Capabilities, HubSpotError> {
         let scopes = self.token_scopes().await?;
-        let allowed = |r: Result<Value, HubSpotError>| -> Result<bool, HubSpotError> {
+        let mut missing_scopes: Vec<String> = Vec::new();
+        let mut allowed = |r: Result<Value, HubSpotError>| -> Result<bool, HubSpotError> {
             match r {
                 Ok(_) => Ok(true),
-                Err(HubSpotError::MissingScopes { .. }) => Ok(false),
+                Err(HubSpotError::MissingScopes { scopes }) => {
+                    for scope in scopes {
+                        if !missing_scopes.contains(&scope) {
+                            missing_scopes.push(scope);
+                        }
+                    }
+                    Ok(false)
+                }
                 Err(e) => Err(e),
             }
         };
@@ -86,7 +94,7 @@ impl HubSpotClient {
         )?;
         let scheduler =
             allowed(self.execute(Call::new(Method::GET, self.paths.scheduler()).query("limit", "1")).await)?;
-        let caps = Capabilities { calls_api, scheduler, scopes };
+        let caps = Capabilities { calls_api, scheduler, scopes, missing_scopes };
         *self.capabilities.lock() = Some(caps.clone());
         tracing::info!(hubspot.calls_api = calls_api, hubspot.scheduler = scheduler, "probed HubSpot capabilities");
         Ok(caps)
