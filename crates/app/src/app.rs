@@ -22,6 +22,8 @@ use crate::worker::{Worker, WorkerConfig};
 
 pub struct App {
     pub state: AppState,
+    /// Messages to the operator, when `notify_url` is set.
+    pub notifier: Option<crate::notify::Notifier>,
     pub sources: Sources,
     /// How long a shutdown lets requests and rounds in flight finish.
     pub grace: Duration,
@@ -217,7 +219,13 @@ impl App {
             max_connections: config.max_connections,
             header_timeout: Duration::from_secs(config.header_timeout_secs),
         };
-        App { state, sources, worker, limits, grace: Duration::from_secs(config.shutdown_grace_secs) }
+        let notifier = config.notify_url.clone().map(|url| crate::notify::Notifier {
+            url,
+            secret: config.notify_secret.clone(),
+            interval: Duration::from_secs(config.notify_interval_secs),
+            http: reqwest::Client::new(),
+        });
+        App { state, notifier, sources, worker, limits, grace: Duration::from_secs(config.shutdown_grace_secs) }
     }
 
     /// The HTTP service alone (no worker).
@@ -249,6 +257,9 @@ impl App {
         for runner in self.state.pulls.iter() {
             let (store, wake) = (self.state.store.clone(), self.state.wake.clone());
             loops.push(tokio::spawn(runner.clone().schedule(store, wake, self.state.region, shutdown.clone())));
+        }
+        if let Some(notifier) = self.notifier.clone() {
+            loops.push(tokio::spawn(notifier.run(self.state.clone(), shutdown.clone())));
         }
         let routers = Routers { full: self.router(), overflow: overflow_router(self.state.clone()) };
         let mut server = tokio::spawn(crate::http::serve::serve(listener, routers, self.limits, shutdown.clone()));

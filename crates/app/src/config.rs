@@ -132,6 +132,13 @@ pub struct Config {
     /// The platforms' assistant or agent ids whose calls are this portal's when they arrive at
     /// the deployment's routes (set in a `[portals.NAME]` section only).
     pub agent_ids: Vec<String>,
+    /// Where to post a message when an event goes dead, a portal needs reconnecting or a pull
+    /// source's login fails (a Slack or Teams incoming webhook, or any JSON receiver).
+    pub notify_url: Option<String>,
+    /// Signs those messages (`X-Callbridge-Signature`).
+    pub notify_secret: Option<SecretString>,
+    /// At most one message per kind per this many seconds.
+    pub notify_interval_secs: u64,
     /// Named booking webhooks (`[generic.NAME]` in the file), each at `/webhooks/generic/NAME`.
     pub generic: BTreeMap<String, GenericEndpoint>,
     /// Pull sources (`[pull.NAME]` in the file): receptionists polled through their web app.
@@ -268,6 +275,9 @@ impl Default for Config {
             hubspot_authorize_url: "https://app.hubspot.com/oauth/authorize".into(),
             secret_key: None,
             agent_ids: Vec::new(),
+            notify_url: None,
+            notify_secret: None,
+            notify_interval_secs: 300,
             generic: BTreeMap::new(),
             pull: BTreeMap::new(),
             pull_sources: Vec::new(),
@@ -277,8 +287,9 @@ impl Default for Config {
 }
 
 /// Settings that take whole numbers (environment values are text).
-const NUMERIC: [&str; 21] = [
+const NUMERIC: [&str; 22] = [
     "workers",
+    "notify_interval_secs",
     "hubspot_hub_id",
     "max_attempts",
     "retry_base_ms",
@@ -301,7 +312,7 @@ const NUMERIC: [&str; 21] = [
     "booking_notice_minutes",
 ];
 /// Settings that take text.
-const TEXT: [&str; 28] = [
+const TEXT: [&str; 30] = [
     "listen",
     "database_url",
     "hubspot_base_url",
@@ -330,6 +341,8 @@ const TEXT: [&str; 28] = [
     "oauth_optional_scopes",
     "hubspot_authorize_url",
     "secret_key",
+    "notify_url",
+    "notify_secret",
 ];
 
 /// `CALLBRIDGE_*` variables that are not settings: the log filter, and the test and sandbox
@@ -685,6 +698,12 @@ impl Config {
         range("retry_base_ms", self.retry_base_ms, 10, 600_000, "the first retry waits 10 ms to 10 minutes")?;
         range("retry_max_ms", self.retry_max_ms, self.retry_base_ms, 86_400_000, "from retry_base_ms to a day")?;
         range("shutdown_grace_secs", self.shutdown_grace_secs, 0, 600, "a shutdown must end")?;
+        range("notify_interval_secs", self.notify_interval_secs, 1, 86_400, "one message a day at least")?;
+        if let Some(url) = &self.notify_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(bad("notify_url", "an http:// or https:// URL".into()));
+        }
         range("max_connections", self.max_connections as u64, 16, 1_000_000, "from 16 connections to a million")?;
         range("header_timeout_secs", self.header_timeout_secs, 1, 300, "headers must arrive, and in time")?;
         range("body_timeout_secs", self.body_timeout_secs, 1, 600, "a body must arrive, and in time")?;

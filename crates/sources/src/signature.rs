@@ -225,6 +225,16 @@ fn hubspot_uri(uri: &str) -> String {
     out
 }
 
+/// HMAC-SHA256 of `parts` (concatenated) under `secret`, lowercase hex: how callbridge signs
+/// what it sends (its notifications), and how a receiver checks it.
+pub fn hmac_sha256_hex(secret: &str, parts: &[&[u8]]) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// HubSpot's v3 signature of a request, base64: for the sandbox's deliveries and tests.
 pub fn sign_hubspot_v3(secret: &str, method: &str, uri: &str, body: &[u8], timestamp_ms: i64) -> String {
     use base64::Engine;
