@@ -1,9 +1,10 @@
 //! Told, not just shown: when an event goes dead, a portal needs reconnecting (HubSpot refused
-//! its refresh token) or a pull source's login fails, callbridge posts a message to the
-//! configured `notify_url` — a Slack or Teams incoming webhook, or anything that takes JSON.
+//! its refresh token), a pull source's login fails or a portal's daily HubSpot budget runs low
+//! (under [`DAILY_LOW`] of its limit), callbridge posts a message to the configured
+//! `notify_url` — a Slack or Teams incoming webhook, or anything that takes JSON.
 //!
-//! It watches what the admin API shows (the dead count, each portal's OAuth connection, each
-//! pull source's last failed login) every few seconds, and sends at most one message per kind
+//! It watches what the admin API shows (the dead count, each portal's OAuth connection and
+//! daily budget, each pull source's last failed login) every few seconds, and sends at most one message per kind
 //! per `notify_interval_secs`, counting what happened meanwhile. A message names portals and
 //! sources and counts — never a phone number, email, token or body. With `notify_secret` it is
 //! signed: `X-Callbridge-Timestamp` (epoch seconds) and `X-Callbridge-Signature:
@@ -44,12 +45,17 @@ struct Pending {
 struct Seen {
     dead: Option<i64>,
     reconnect: HashSet<String>,
+    daily_low: HashSet<String>,
     login_failures: BTreeMap<String, i64>,
 }
 
 const EVENT_DEAD: &str = "event_dead";
 const RECONNECT: &str = "reconnect_needed";
 const LOGIN_FAILED: &str = "pull_login_failed";
+const BUDGET_LOW: &str = "daily_budget_low";
+
+/// The share of the daily limit under which a portal's budget is low.
+pub const DAILY_LOW: f64 = 0.10;
 
 impl Notifier {
     /// Looks every tenth of the interval (1 to 30 s) until `shutdown`.
@@ -84,9 +90,17 @@ impl Notifier {
             if rejected && seen.reconnect.insert(id.clone()) {
                 let p = pending.entry(RECONNECT).or_default();
                 p.count += 1;
-                p.names.insert(id);
+                p.names.insert(id.clone());
             } else if !rejected {
                 seen.reconnect.remove(&id);
+            }
+            let low = portal.hubspot.daily().is_some_and(|(left, limit)| (left as f64) < limit as f64 * DAILY_LOW);
+            if low && seen.daily_low.insert(id.clone()) {
+                let p = pending.entry(BUDGET_LOW).or_default();
+                p.count += 1;
+                p.names.insert(id);
+            } else if !low {
+                seen.daily_low.remove(&id);
             }
         }
         for runner in state.pulls.iter() {
@@ -156,6 +170,9 @@ fn text(kind: &str, count: u64, names: &[&str]) -> String {
         ),
         RECONNECT => format!(
             "callbridge: HubSpot refused the refresh token of portal(s) {names}; their calls wait. Install the app again at /oauth/login."
+        ),
+        BUDGET_LOW => format!(
+            "callbridge: portal(s) {names} have less than a tenth of HubSpot's daily request limit left; at the very end only mid-call work is sent. The limit resets at midnight."
         ),
         _ => format!(
             "callbridge: {count} failed login(s) of pull source(s) {names}. See GET /token/status; polling resumes after the cooldown."

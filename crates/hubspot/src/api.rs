@@ -70,6 +70,10 @@ pub trait HubSpotApi: Send + Sync {
     }
     /// Whether requests wait for the portal's rate budget now (work is piling up).
     fn backlogged(&self) -> bool;
+    /// The daily requests left and the daily limit, once HubSpot's headers have stated them.
+    fn daily(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 #[async_trait]
@@ -165,5 +169,8 @@ impl HubSpotApi for HubSpotClient {
     }
     fn backlogged(&self) -> bool {
         self.budget().backlogged()
+    }
+    fn daily(&self) -> Option<(u64, u64)> {
+        self.budget().daily()
     }
 }

@@ -425,6 +425,12 @@ impl Budget {
     pub fn daily_remaining(&self) -> Option<u64> {
         self.daily.lock().remaining
     }
+
+    /// The daily requests left and the daily limit, as HubSpot's headers last stated them.
+    pub fn daily(&self) -> Option<(u64, u64)> {
+        let d = self.daily.lock();
+        Some((d.remaining?, d.limit?))
+    }
 }
 
 /// HubSpot resets the daily count at midnight in the account's time zone; UTC is assumed.

@@ -1,5 +1,5 @@
-//! Told, not just shown: events going dead reach the notification URL as signed, counted
-//! messages that carry no personal data.
+//! Told, not just shown: events going dead and a daily budget running low reach the
+//! notification URL as signed, counted messages that carry no personal data.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -75,5 +75,41 @@ async fn events_going_dead_are_told_in_signed_counted_messages_without_personal_
             assert!(!raw.contains(personal), "{personal} in {raw}");
         }
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_daily_budget_running_low_is_told_once_naming_the_portal() {
+    let (url, received) = receiver().await;
+    let app = TestApp::start_with(SandboxConfig::default(), |c| {
+        c.notify_url = Some(url);
+        c.notify_interval_secs = 1;
+    })
+    .await;
+    // The day's limit is spent (setup used more than 1): HubSpot answers 429 DAILY.
+    app.sandbox.set_daily_max(Some(1));
+    for i in 0..3 {
+        app.vapi(&vapi_report(&format!("low-{i}"), "+15715550150", "2026-01-06T14:05:29Z")).await;
+    }
+    let started = Instant::now();
+    loop {
+        let low: Vec<Value> = received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| serde_json::from_str::<Value>(b).unwrap())
+            .filter(|m| m["kind"] == "daily_budget_low")
+            .collect();
+        if let Some(message) = low.first() {
+            assert_eq!(message["names"], serde_json::json!(["default"]));
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never told of the low budget");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still low several intervals later: nothing more to tell.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let told = received.lock().unwrap().iter().filter(|(_, b)| b.contains("daily_budget_low")).count();
+    assert_eq!(told, 1, "told once while it stays low");
     app.stop().await;
 }
