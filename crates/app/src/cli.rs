@@ -38,6 +38,11 @@ pub enum Command {
     Dedup(crate::cmd::dedup::Args),
     /// Check the configuration, the database, HubSpot and the sources; print what to fix.
     Doctor,
+    /// The portals the configuration serves (`[portals.NAME]` sections).
+    Portals {
+        #[command(subcommand)]
+        action: crate::cmd::portals::Action,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -61,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Backfill(args) => crate::cmd::backfill::run(config, args).await,
             Command::Dedup(args) => crate::cmd::dedup::run(config, args).await,
             Command::Doctor => crate::cmd::doctor::run(config).await,
+            Command::Portals { action } => crate::cmd::portals::run(&config, &action),
             Command::Sandbox(_) => unreachable!("handled above"),
         }
     })

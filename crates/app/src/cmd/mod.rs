@@ -5,6 +5,7 @@ pub mod backfill;
 pub mod dedup;
 pub mod demo;
 pub mod doctor;
+pub mod portals;
 pub mod replay;
 pub mod sandbox;
 pub mod serve;
