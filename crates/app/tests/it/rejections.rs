@@ -29,7 +29,10 @@ async fn a_wrong_secret_and_a_bad_body_are_listed_and_counted_without_their_bodi
         assert!(started.elapsed() < Duration::from_secs(30), "never listed: {listed}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let (bad_body, wrong_secret) = (&rows[0], &rows[1]);
+    // Written after the answers, each on its own: found by route, not by order.
+    let by_route =
+        |route: &str| rows.iter().find(|r| r["route"] == route).unwrap_or_else(|| panic!("{route}: {rows:?}"));
+    let (bad_body, wrong_secret) = (by_route("/webhooks/generic"), by_route("/webhooks/vapi"));
     assert_eq!(
         (wrong_secret["route"].as_str(), wrong_secret["reason"].as_str(), wrong_secret["status"].as_i64()),
         (Some("/webhooks/vapi"), Some("unauthorized"), Some(401))
