@@ -807,6 +807,25 @@ impl Config {
         crate::sealing::SealingKey::parse(key).map_err(|why| anyhow::anyhow!("invalid setting `secret_key`: {why}"))
     }
 
+    /// Every portal served with its settings: the `[portals.NAME]` sections, or without any the
+    /// one portal (`default`) these settings describe.
+    pub fn served_portals(&self) -> Vec<(callbridge_domain::PortalId, &Config)> {
+        if self.portals.is_empty() {
+            vec![(callbridge_domain::PortalId::default(), self)]
+        } else {
+            self.portals.iter().map(|(id, c)| (id.clone(), c)).collect()
+        }
+    }
+
+    /// How a portal reaches HubSpot: `oauth`, `private app`, or `none` configured.
+    pub fn credentials_kind(&self) -> &'static str {
+        match (self.oauth_app().is_some(), self.hubspot_token.is_some()) {
+            (true, _) => "oauth",
+            (false, true) => "private app",
+            (false, false) => "none",
+        }
+    }
+
     /// The sources a portal's settings can open: name, the setting holding its secret, its
     /// route (the deployment's; a `[portals.NAME]` adds `/NAME`) and whether the secret is set.
     pub fn sources(&self) -> [(&'static str, &'static str, &'static str, bool); 5] {

@@ -56,11 +56,7 @@ pub async fn examine(config: &Config) -> Vec<Finding> {
             None
         }
     };
-    let portals: Vec<(PortalId, &Config)> = if config.portals.is_empty() {
-        vec![(PortalId::default(), config)]
-    } else {
-        config.portals.iter().map(|(id, c)| (id.clone(), c)).collect()
-    };
+    let portals = config.served_portals();
     for (id, settings) in &portals {
         out.extend(portal(id, settings, store.as_ref()).await);
         out.extend(sources(id, settings, portals.len() > 1));

@@ -50,22 +50,22 @@ impl Readiness {
     }
 
     /// Records a new state; logs only when it differs from the last.
-    /// Records the portal's state and logs a change; `caps`, when ready, says how calls land.
-    fn set(&self, portal: &str, ready: bool, reason: Option<String>, caps: Option<&callbridge_hubspot::Capabilities>) {
+    /// Records the portal's state — ready with what the token may do, or not with why — and
+    /// logs a change.
+    fn set(&self, portal: &str, state: Result<&callbridge_hubspot::Capabilities, String>) {
         let mut status = self.status.lock();
-        let next = Status { ready, reason };
+        let next = Status { ready: state.is_ok(), reason: state.as_ref().err().cloned() };
         if *status == next {
             return;
         }
-        match (&next.reason, caps) {
-            (None, Some(caps)) => tracing::info!(
+        match state {
+            Ok(caps) => tracing::info!(
                 portal.id = portal,
                 hubspot.calls = if caps.calls_api { "v3 Calls API" } else { "v1 engagements (no calls scope)" },
                 hubspot.scheduler = caps.scheduler,
                 "HubSpot is ready: properties in place, token accepted"
             ),
-            (None, None) => tracing::info!(portal.id = portal, "HubSpot is ready: properties in place, token accepted"),
-            (Some(why), _) => tracing::warn!(portal.id = portal, reason = %why, "HubSpot is not ready; jobs wait"),
+            Err(why) => tracing::warn!(portal.id = portal, reason = %why, "HubSpot is not ready; jobs wait"),
         }
         *status = next;
     }
@@ -78,7 +78,7 @@ impl Readiness {
 
     /// A round met something only setup can mend (a refused token, a missing property).
     pub fn lose(&self, portal: &str, reason: String) {
-        self.set(portal, false, Some(reason), None);
+        self.set(portal, Err(reason));
         self.lost.notify_one();
     }
 }
@@ -127,17 +127,17 @@ pub async fn prepare(
             _ = shutdown.cancelled() => return,
             r = attempt => match r {
                 Ok(caps) => {
-                    readiness.set(&portal, true, None, Some(&caps));
+                    readiness.set(&portal, Ok(&caps));
                     delay = Duration::from_secs(1);
                     None
                 }
                 // Another instance holds the setup lock: look again soon, it will be done.
                 Err(None) => {
-                    readiness.set(&portal, false, Some("another instance is setting properties up".into()), None);
+                    readiness.set(&portal, Err("another instance is setting properties up".into()));
                     Some(Duration::from_millis(250))
                 }
                 Err(Some(why)) => {
-                    readiness.set(&portal, false, Some(why), None);
+                    readiness.set(&portal, Err(why));
                     let d = delay;
                     delay = (delay * 2).min(Duration::from_secs(60));
                     Some(d)

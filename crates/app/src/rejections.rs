@@ -83,14 +83,17 @@ impl RejectionLog {
 
 /// Middleware on the sources' routes: records what their handlers refused.
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
-    let portal = request.extensions().get::<PortalId>().map(PortalId::to_string);
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-    let size =
-        request.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<i64>().ok());
+    // Kept cheap for the requests that go through (shared and copied values); made text only
+    // for a refusal.
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let portal = request.extensions().get::<PortalId>().cloned();
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let size = request.headers().get(axum::http::header::CONTENT_LENGTH).cloned();
     let response = next.run(request).await;
     if let Some(refused) = response.extensions().get::<Refused>() {
         let at_ms = now_ms();
+        let route = route.as_ref().map_or("", MatchedPath::as_str).to_string();
+        let size = size.and_then(|v| v.to_str().ok()?.parse::<i64>().ok());
         let admitted = state.rejections.admit(&route, refused.reason, at_ms);
         if let Some(count) = admitted.log {
             tracing::warn!(
@@ -103,13 +106,13 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         if admitted.keep {
             let rejection = Rejection {
                 id: 0,
-                portal,
+                portal: portal.map(|p| p.to_string()),
                 route,
                 reason: refused.reason.to_string(),
                 detail: cut(&refused.detail),
                 status: i64::from(response.status().as_u16()),
                 size,
-                peer,
+                peer: peer.map(|ip| ip.to_string()),
                 at_ms,
             };
             keep(state.store.clone(), rejection);

@@ -19,18 +19,9 @@ pub fn run(config: &Config, action: &Action) -> anyhow::Result<()> {
 /// One line per portal.
 pub fn list(config: &Config) -> String {
     let named = !config.portals.is_empty();
-    let portals: Vec<(String, &Config)> = if named {
-        config.portals.iter().map(|(id, c)| (id.to_string(), c)).collect()
-    } else {
-        vec![(callbridge_domain::PortalId::default().to_string(), config)]
-    };
     let mut out = String::from("portal\thub id\ttier\tcredentials\tsources\tagents\n");
-    for (id, c) in portals {
-        let credentials = match (c.oauth_app().is_some(), c.hubspot_token.is_some()) {
-            (true, _) => "oauth",
-            (false, true) => "private app",
-            (false, false) => "none",
-        };
+    for (id, c) in config.served_portals() {
+        let credentials = c.credentials_kind();
         let suffix = if named { format!("/{id}") } else { String::new() };
         let sources: Vec<String> = c.sources().iter().filter(|s| s.3).map(|s| format!("{}{suffix}", s.2)).collect();
         let hub = c.hubspot_hub_id.map_or("-".to_string(), |h| h.to_string());

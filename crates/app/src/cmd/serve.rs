@@ -12,18 +12,12 @@ use crate::config::Config;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Checked before anything is opened: OAuth without the sealing key does not start.
     let key = config.oauth_app().map(|_| config.require_sealing_key()).transpose()?;
-    let portals: Vec<(String, &Config)> = if config.portals.is_empty() {
-        vec![(callbridge_domain::PortalId::default().to_string(), &config)]
-    } else {
-        config.portals.iter().map(|(id, c)| (id.to_string(), c)).collect()
-    };
-    for (id, settings) in portals {
+    for (id, settings) in config.served_portals() {
         let sources: Vec<&str> = settings.sources().iter().filter(|s| s.3).map(|s| s.0).collect();
-        let credentials = if settings.oauth_app().is_some() { "oauth" } else { "private app" };
         tracing::info!(
             portal.id = %id,
             hubspot.tier = %settings.hubspot_tier,
-            hubspot.credentials = credentials,
+            hubspot.credentials = settings.credentials_kind(),
             sources = %sources.join(", "),
             "serving a portal (v3 calls or v1 engagements is logged once HubSpot is probed)"
         );
