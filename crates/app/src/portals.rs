@@ -61,6 +61,14 @@ impl Portals {
         })
     }
 
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Portal>> {
         self.by_id.values()
     }

@@ -9,6 +9,10 @@
 //! claims up to `batch_max` callers' jobs at once; at `batch_min` jobs or more work is piling
 //! up, and the loop first tops the claim up with what is still arriving, for fuller batches.
 //! Jobs a round hands back run in rounds after it.
+//!
+//! Portals are served fairly: one whose HubSpot is down, whose token is refused or whose
+//! budget is already backlogged hands its claimed jobs back for a moment (not an attempt), so
+//! no loop waits on it while another portal's calls queue.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -27,6 +31,8 @@ use crate::sync::{RoundReport, SyncError, SyncJob};
 
 /// How long jobs of a portal that is not ready wait before they are looked at again.
 const NOT_READY_WAIT: Duration = Duration::from_secs(1);
+/// How long a portal's jobs step aside while its budget is backlogged ([`Worker::yields_to_others`]).
+const BUDGET_WAIT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -240,6 +246,10 @@ impl Worker {
                     self.wait(&jobs.iter().map(|j| j.id).collect::<Vec<_>>(), NOT_READY_WAIT).await;
                     return;
                 }
+                if self.yields_to_others(&portal, jobs.iter().map(|j| &held[&j.id])) {
+                    self.wait(&jobs.iter().map(|j| j.id).collect::<Vec<_>>(), BUDGET_WAIT).await;
+                    return;
+                }
                 self.sync(&portal, jobs, held).await;
             }
         }))
@@ -252,6 +262,15 @@ impl Worker {
         }
     }
 
+    /// Fairness between portals: a portal whose budget already has requests waiting (work
+    /// of its own in other rounds) gains nothing from another worker, which would only wait
+    /// with them while other portals' calls queue behind. Its claimed jobs go back for a
+    /// moment instead — unless an agent waits on one (interactive work has its reserve). With
+    /// one portal served there is no one to yield to.
+    fn yields_to_others<'h>(&self, portal: &Portal, mut jobs: impl Iterator<Item = &'h Held>) -> bool {
+        self.portals.len() > 1 && portal.hubspot.backlogged() && !jobs.any(|j| j.interactive)
+    }
+
     /// Runs a job that is not part of a sync round (`update_meeting`, `book_link`,
     /// `contact_change`) and records its outcome.
     async fn single_job(&self, job: &Held, portal_id: &PortalId, kind: &JobKind, retrying: bool) {
@@ -260,6 +279,9 @@ impl Worker {
         };
         if !portal.readiness.is_ready() {
             return self.wait(&[job.id], NOT_READY_WAIT).await;
+        }
+        if self.yields_to_others(&portal, std::iter::once(job)) {
+            return self.wait(&[job.id], BUDGET_WAIT).await;
         }
         let work = async {
             match kind {

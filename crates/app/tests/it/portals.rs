@@ -54,6 +54,20 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `GET /portals` once every portal is set up in its account.
+async fn until_ready(http: &reqwest::Client, base: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let r = http.get(format!("{base}/portals")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let listed: Value = r.json().await.unwrap();
+        if listed["portals"].as_array().unwrap().iter().all(|p| p["ready"] == true) {
+            return listed;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "portals never ready: {listed}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn three_portals_land_apart_and_one_in_an_outage_holds_up_neither_of_the_others() {
     let mut sandboxes = Vec::new();
@@ -71,16 +85,7 @@ async fn three_portals_land_apart_and_one_in_an_outage_holds_up_neither_of_the_o
     let http = reqwest::Client::new();
 
     // Every portal is listed, and set up in its own account.
-    let started = Instant::now();
-    let listed = loop {
-        let r = http.get(format!("{base}/portals")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-        let listed: Value = r.json().await.unwrap();
-        if listed["portals"].as_array().unwrap().iter().all(|p| p["ready"] == true) {
-            break listed;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "portals never ready: {listed}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let listed = until_ready(&http, &base).await;
     let ids: Vec<&str> = listed["portals"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
     assert_eq!(ids, NAMES);
 
@@ -155,4 +160,57 @@ async fn three_portals_land_apart_and_one_in_an_outage_holds_up_neither_of_the_o
     shutdown.cancel();
     task.await.unwrap().unwrap();
     let _ = std::fs::remove_file(&db);
+}
+
+#[tokio::test]
+async fn a_portal_over_its_rate_budget_never_holds_up_another_portals_calls() {
+    // `acme` may send 4 requests per 1-second window; `bravo` has the default budget.
+    let tight = SandboxConfig { ten_second_max: Some(4), window: Duration::from_secs(1), ..SandboxConfig::default() };
+    let sandboxes = [Sandbox::spawn(tight).await.unwrap(), Sandbox::spawn(SandboxConfig::default()).await.unwrap()];
+    let db = temp_db();
+    let mut text = format!(
+        "database_url = {:?}\nadmin_token = {ADMIN_TOKEN:?}\nhubspot_tier = \"professional\"\nworkers = 2\nbatch_min = 2\nbatch_max = 2\n",
+        database_url(&db).await
+    );
+    let mut vars = HashMap::new();
+    for (name, sandbox) in NAMES.iter().zip(&sandboxes) {
+        let upper = name.to_ascii_uppercase();
+        text.push_str(&format!(
+            "[portals.{name}]\nhubspot_base_url = {:?}\nhubspot_token_env = \"{upper}_HUBSPOT\"\nvapi_secret_env = \"{upper}_VAPI\"\n",
+            sandbox.base_url()
+        ));
+        vars.insert(format!("{upper}_HUBSPOT"), sandbox.token().to_string());
+        vars.insert(format!("{upper}_VAPI"), secret(name));
+    }
+    let config = Config::from_text(Some((&text, "callbridge.toml")), &vars).unwrap();
+    let store = callbridge_store::open(&config.database_url).await.unwrap();
+    let app = App::with_portal_sections(&config, store.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(listener, shutdown.clone()));
+    let http = reqwest::Client::new();
+
+    until_ready(&http, &base).await;
+    // Ten calls for `acme` are queued ahead of three for `bravo`, with two loops taking two
+    // callers at a time: served in queue order, `bravo`'s would wait for all of `acme`'s.
+    for i in 0..10 {
+        let body = vapi_report(&format!("acme-call-{i}"), &format!("+1571555{i:04}"), "2026-01-06T14:05:00Z");
+        assert_eq!(post(&http, format!("{base}/webhooks/vapi/acme"), &secret("acme"), &body).await, 200);
+    }
+    for i in 0..3 {
+        let body = vapi_report(&format!("bravo-call-{i}"), &format!("+1571556{i:04}"), "2026-01-06T14:05:00Z");
+        assert_eq!(post(&http, format!("{base}/webhooks/vapi/bravo"), &secret("bravo"), &body).await, 200);
+    }
+    until("bravo lands its three calls", || calls(&sandboxes[1]) == 3).await;
+    let acme_landed = calls(&sandboxes[0]);
+    // At most the rounds already running when they came (two loops, two callers each).
+    assert!(acme_landed <= 4, "bravo's calls waited behind acme's backlog ({acme_landed} of 10 landed first)");
+    // `acme` still lands every call at its own pace, each once, and never got a 429.
+    until("acme lands its ten calls", || calls(&sandboxes[0]) == 10).await;
+    let stats = sandboxes[0].stats();
+    assert_eq!(stats.with_status(429), 0, "{stats:?}");
+    assert_eq!(store.counts().await.unwrap().dead, 0);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }
