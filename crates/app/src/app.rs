@@ -31,6 +31,19 @@ pub struct App {
     pub worker: Arc<Worker>,
 }
 
+/// A portal's HubSpot credentials: OAuth tokens kept sealed in the store when an OAuth app is
+/// configured for it (which needs the sealing key), else its private-app token.
+pub fn credentials(config: &Config, portal: &PortalId, store: &Arc<dyn Store>) -> anyhow::Result<Credentials> {
+    match config.oauth_app() {
+        Some(app) => {
+            let key = config.require_sealing_key()?;
+            let tokens = crate::tokens::StoreTokens { store: store.clone(), portal: portal.clone(), key };
+            Ok(Credentials::OAuth { app, store: Arc::new(tokens) })
+        }
+        None => Ok(Credentials::PrivateApp(config.require_hubspot_token()?.clone())),
+    }
+}
+
 /// The HubSpot client a configuration describes, counting its budget in `store` when the
 /// store can share it with other instances.
 pub fn hubspot_client_sharing(config: &Config, credentials: Credentials, store: &Arc<dyn Store>) -> HubSpotClient {
@@ -91,7 +104,14 @@ fn portal(id: PortalId, config: &Config, store: &Arc<dyn Store>, hubspot: Arc<dy
         .scheduler_link
         .clone()
         .map(|slug| crate::scheduler::MeetingLink::new(slug, config.business_time_zone.clone()));
-    Portal { hubspot, engine, readiness: Default::default(), scheduler, hub_id: config.hubspot_hub_id }
+    Portal {
+        hubspot,
+        engine,
+        readiness: Default::default(),
+        scheduler,
+        configured_hub_id: config.hubspot_hub_id,
+        installed_hub_id: Default::default(),
+    }
 }
 
 /// The sources a configuration's secrets open: the deployment's routes, or with
@@ -140,10 +160,10 @@ impl App {
     pub async fn with_portal_sections(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<App> {
         let mut portals = Vec::new();
         for (id, settings) in &config.portals {
-            let token = settings.hubspot_token.clone().ok_or_else(|| {
-                anyhow::anyhow!("portal {id} has no HubSpot token (`portals.{id}.hubspot_token_env`)")
+            let credentials = credentials(settings, id, &store).map_err(|e| {
+                anyhow::anyhow!("portal {id}: {e} (a section sets `portals.{id}.hubspot_token_env`)")
             })?;
-            let client = portal_client(settings, id, Credentials::PrivateApp(token), &store);
+            let client = portal_client(settings, id, credentials, &store);
             portals.push(portal(id.clone(), settings, &store, Arc::new(client)));
         }
         Ok(App::with_portals(config, store, Portals::new(portals)).await)
@@ -248,6 +268,9 @@ impl App {
                 let (portal, stop, store) = (portal.clone(), shutdown.clone(), self.state.store.clone());
                 tokio::spawn(async move {
                     let (id, hubspot) = (portal.id().to_string(), portal.hubspot.as_ref());
+                    if let Some(hub_id) = hubspot.oauth_status().await.and_then(|s| s.hub_id) {
+                        portal.installed_in(hub_id);
+                    }
                     let rules = portal.engine.rules();
                     crate::readiness::prepare(id, hubspot, store.as_ref(), rules, &portal.readiness, stop).await
                 })

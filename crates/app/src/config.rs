@@ -493,12 +493,6 @@ impl Config {
             let portal = Config::portal_section(&table, &name, section, vars)?;
             config.portals.push(portal);
         }
-        if !config.portals.is_empty() && config.hubspot_client_id.is_some() {
-            bail!(
-                "invalid setting `hubspot_client_id`: OAuth installs the one portal served; \
-                 `[portals.NAME]` sections use private-app tokens (`hubspot_token`)"
-            );
-        }
         let mut agents = std::collections::HashMap::new();
         for (id, portal) in &config.portals {
             for agent in &portal.agent_ids {
@@ -530,6 +524,11 @@ impl Config {
             bail!("invalid setting `portals.{name}`: expected a table of settings");
         };
         let mut merged = base.clone();
+        // A section with a private-app token of its own uses it; the others are installed
+        // through the deployment's OAuth app, when there is one.
+        if section.contains_key("hubspot_token") || section.contains_key("hubspot_token_env") {
+            merged.remove("hubspot_client_id");
+        }
         for (key, value) in section {
             let setting = match key.strip_suffix("_env") {
                 Some(secret) if PER_PORTAL_SECRETS.contains(&secret) => {
@@ -905,13 +904,19 @@ mod tests {
         assert!(e.contains("`portals.Acme`"), "{e}");
         let e = load(&[], Some("[portals.acme]\nhubspot_tier = \"gold\"\n")).unwrap_err().to_string();
         assert!(e.contains("portals.acme") && e.contains("hubspot_tier"), "{e}");
-        let file = "hubspot_client_id = \"c\"\nhubspot_app_secret = \"s\"\npublic_url = \"https://b.example\"\n\
-                    [portals.acme]\nhubspot_token = \"x\"\n";
-        let e = load(&[], Some(file)).unwrap_err().to_string();
-        assert!(e.contains("hubspot_client_id"), "{e}");
         let file = "[portals.acme]\nagent_ids = [\"asst-1\"]\n[portals.bravo]\nagent_ids = [\"asst-1\"]\n";
         let e = load(&[], Some(file)).unwrap_err().to_string();
         assert!(e.contains("`portals.bravo.agent_ids`") && e.contains("`portals.acme`"), "{e}");
+    }
+
+    #[test]
+    fn with_an_oauth_app_a_section_is_installed_by_oauth_unless_it_has_a_token_of_its_own() {
+        let file = "hubspot_client_id = \"c\"\nhubspot_app_secret = \"s\"\npublic_url = \"https://b.example\"\n\
+                    [portals.acme]\nhubspot_token = \"x\"\n[portals.bravo]\nhubspot_tier = \"oauth\"\n";
+        let config = load(&[], Some(file)).unwrap();
+        let kinds: Vec<(&str, &str)> =
+            config.portals.iter().map(|(id, c)| (id.as_str(), c.credentials_kind())).collect();
+        assert_eq!(kinds, [("acme", "private app"), ("bravo", "oauth")]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use callbridge_domain::PortalId;
 use callbridge_hubspot::HubSpotApi;
@@ -20,12 +21,24 @@ pub struct Portal {
     /// The scheduler meeting link availability and bookings go through, when configured.
     pub scheduler: Option<crate::scheduler::MeetingLink>,
     /// Its HubSpot account id, when configured: HubSpot's webhooks name their portal by it.
-    pub hub_id: Option<u64>,
+    pub configured_hub_id: Option<u64>,
+    /// The account its OAuth install was made in (0: none yet).
+    pub installed_hub_id: AtomicU64,
 }
 
 impl Portal {
     pub fn id(&self) -> &PortalId {
         self.engine.portal()
+    }
+
+    /// Its HubSpot account id: configured, else the one its OAuth install was made in.
+    pub fn hub_id(&self) -> Option<u64> {
+        self.configured_hub_id.or(Some(self.installed_hub_id.load(Ordering::Relaxed)).filter(|h| *h != 0))
+    }
+
+    /// Learns the account an OAuth install was made in.
+    pub fn installed_in(&self, hub_id: u64) {
+        self.installed_hub_id.store(hub_id, Ordering::Relaxed);
     }
 }
 
@@ -52,8 +65,8 @@ impl Portals {
     /// The portal a HubSpot account id names: the one configured with it, else the only
     /// portal served when it has no account id configured.
     pub fn for_hub(&self, hub_id: u64) -> Option<&Arc<Portal>> {
-        self.by_id.values().find(|p| p.hub_id == Some(hub_id)).or_else(|| {
-            let mut unnamed = self.by_id.values().filter(|p| p.hub_id.is_none());
+        self.by_id.values().find(|p| p.hub_id() == Some(hub_id)).or_else(|| {
+            let mut unnamed = self.by_id.values().filter(|p| p.hub_id().is_none());
             match (unnamed.next(), unnamed.next(), self.by_id.len()) {
                 (Some(only), None, 1) => Some(only),
                 _ => None,

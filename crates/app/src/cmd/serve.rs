@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use callbridge_hubspot::Credentials;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, hubspot_client_sharing};
@@ -11,7 +10,11 @@ use crate::config::Config;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Checked before anything is opened: OAuth without the sealing key does not start.
-    let key = config.oauth_app().map(|_| config.require_sealing_key()).transpose()?;
+    for (_, settings) in config.served_portals() {
+        if settings.oauth_app().is_some() {
+            settings.require_sealing_key()?;
+        }
+    }
     for (id, settings) in config.served_portals() {
         let sources: Vec<&str> = settings.sources().iter().filter(|s| s.3).map(|s| s.0).collect();
         tracing::info!(
@@ -24,7 +27,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let store = super::open_store(&config).await?;
     let app = if config.portals.is_empty() {
-        let credentials = credentials(&config, key, &store)?;
+        let credentials = crate::app::credentials(&config, &callbridge_domain::PortalId::default(), &store)?;
         let hubspot = Arc::new(hubspot_client_sharing(&config, credentials, &store));
         App::build(&config, store, hubspot).await
     } else {
@@ -47,26 +50,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         signal.cancel();
     });
     app.run(listener, shutdown).await
-}
-
-/// The portal's HubSpot credentials: OAuth tokens kept sealed in the store when an OAuth app
-/// is configured (which needs the sealing key), else the private-app token.
-fn credentials(
-    config: &Config,
-    key: Option<crate::sealing::SealingKey>,
-    store: &Arc<dyn callbridge_store::Store>,
-) -> anyhow::Result<Credentials> {
-    match config.oauth_app() {
-        Some(app) => {
-            let key = key.map_or_else(|| config.require_sealing_key(), Ok)?;
-            let portal = callbridge_domain::PortalId::default();
-            Ok(Credentials::OAuth {
-                app,
-                store: Arc::new(crate::tokens::StoreTokens { store: store.clone(), portal, key }),
-            })
-        }
-        None => Ok(Credentials::PrivateApp(config.require_hubspot_token()?.clone())),
-    }
 }
 
 /// Registers for SIGTERM (what systemd, Docker and Kubernetes send) and SIGINT (Ctrl-C) now;

@@ -162,7 +162,7 @@ pub async fn portals(State(state): State<AppState>) -> Response {
     for portal in state.portals.iter() {
         portals.push(json!({
             "id": portal.id(),
-            "hub_id": portal.hub_id,
+            "hub_id": portal.hub_id(),
             "ready": portal.readiness.is_ready(),
             "readiness": portal.readiness.status(),
             "scheduler_link": portal.scheduler.is_some(),

@@ -1,11 +1,12 @@
-//! Installing a portal by OAuth. `GET /oauth/login` sends the browser to HubSpot's authorize
-//! page with the configured scopes and a `state` that is random (32 bytes from the OS), valid
-//! for 10 minutes, single-use across instances (kept in the store) and bound to this browser by
-//! a cookie (the store keeps only its hash). `GET /oauth/callback` refuses a missing, unknown,
-//! reused, expired or other browser's state with a 400 naming why and stores nothing; else it
-//! exchanges the code, keeps the tokens sealed ([`crate::tokens`]), has the portal set up and
-//! probed at once ([`crate::readiness`]) and answers a page naming the connected account.
-//! A portal HubSpot stopped refreshing ("reconnect needed") resumes the same way.
+//! Installing a portal by OAuth. `GET /oauth/login` (`?portal=NAME` when several are served)
+//! sends the browser to HubSpot's authorize page with the configured scopes and a `state` that
+//! names the portal and is random (32 bytes from the OS), valid for 10 minutes, single-use
+//! across instances (kept in the store) and bound to this browser by a cookie (the store keeps
+//! only its hash). `GET /oauth/callback` refuses a missing, unknown, reused, expired or other
+//! browser's state with a 400 naming why and stores nothing; else it exchanges the code, keeps
+//! the tokens sealed for that portal ([`crate::tokens`]), has the portal set up and probed at
+//! once ([`crate::readiness`]) and answers a page naming the connected account. A portal HubSpot
+//! stopped refreshing ("reconnect needed") resumes the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +14,14 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use callbridge_domain::PortalId;
 use callbridge_hubspot::OAuthApp;
 use callbridge_store::{OAuthState, now_ms};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
+use crate::portals::Portal;
 
 /// How long an install may take from login to callback.
 const STATE_LIFE_MS: i64 = 600_000;
@@ -48,10 +51,32 @@ fn configured(state: &AppState) -> Result<&Arc<OAuthInstall>, ApiError> {
     state.oauth.as_ref().ok_or(ApiError::NotFound("OAuth is not configured (hubspot_client_id)"))
 }
 
-/// `GET /oauth/login`.
-pub async fn login(State(state): State<AppState>) -> Result<Response, ApiError> {
+#[derive(Deserialize)]
+pub struct Login {
+    portal: Option<String>,
+}
+
+/// The portal an install is for: the one named (`?portal=NAME`), else the only one served.
+fn portal_named(state: &AppState, name: Option<&str>) -> Result<Arc<Portal>, ApiError> {
+    let portal = match name {
+        Some(name) => PortalId::parse(name).ok().and_then(|id| state.portals.get(&id)).cloned(),
+        None => state.portals.default_portal().cloned(),
+    };
+    portal.ok_or_else(|| match name {
+        Some(_) => ApiError::field("portal", "no such portal is served: see GET /portals"),
+        None => ApiError::field("portal", "several portals are served: name one, /oauth/login?portal=NAME"),
+    })
+}
+
+/// `GET /oauth/login[?portal=NAME]`.
+pub async fn login(State(state): State<AppState>, Query(q): Query<Login>) -> Result<Response, ApiError> {
     let install = configured(&state)?;
-    let (oauth_state, browser) = (random_hex()?, random_hex()?);
+    let portal = portal_named(&state, q.portal.as_deref())?;
+    if portal.hubspot.oauth_status().await.is_none() {
+        return Err(ApiError::field("portal", "this portal uses a private-app token, not OAuth"));
+    }
+    // The state names its portal: it is looked up whole, so the name cannot be changed.
+    let (oauth_state, browser) = (format!("{}.{}", portal.id(), random_hex()?), random_hex()?);
     state.store.save_oauth_state(&oauth_state, &digest(&browser), now_ms() + STATE_LIFE_MS).await.map_err(|e| {
         tracing::error!(error = %e, "keeping an OAuth state failed");
         ApiError::Unavailable
@@ -110,7 +135,8 @@ pub async fn callback(
         OAuthState::Issued { .. } => {}
     }
     let code = q.code.filter(|c| !c.is_empty()).ok_or_else(|| ApiError::field("code", "missing code"))?;
-    let portal = state.portals.default_portal().ok_or(ApiError::Internal)?.clone();
+    let name = oauth_state.rsplit_once('.').map(|(portal, _)| portal);
+    let portal = portal_named(&state, name)?;
     let tokens = portal.hubspot.install_oauth(&code).await.map_err(|e| match e {
         callbridge_hubspot::HubSpotError::Api { status: 400..=499, message, .. } => {
             ApiError::field("code", format!("HubSpot refused the code: {message}"))
@@ -118,6 +144,9 @@ pub async fn callback(
         other => ApiError::Upstream(format!("the code could not be exchanged: {}", crate::readiness::reason(&other))),
     })?;
     tracing::info!(portal.id = %portal.id(), hub.id = tokens.hub_id, "a HubSpot account was connected by OAuth");
+    if let Some(hub_id) = tokens.hub_id {
+        portal.installed_in(hub_id);
+    }
     // Setup and the capability probe run now, not at the end of a backoff.
     portal.readiness.recheck();
     let started = tokio::time::Instant::now();

@@ -220,3 +220,89 @@ async fn two_instances_and_many_callers_refresh_a_portal_once() {
     assert_eq!(refreshes, 1, "one refresh for 20 callers on two instances");
     assert!(bearers.iter().all(|t| t == &bearers[0] && t != installed.access_token.expose_secret()), "{bearers:?}");
 }
+
+#[tokio::test]
+async fn one_oauth_app_installs_several_portals_each_into_its_own_account_and_keeps_them_apart() {
+    // Two HubSpot accounts, and a third portal on a private-app token; one OAuth app.
+    let accounts = [
+        Sandbox::spawn(SandboxConfig { portal_id: 111, ..SandboxConfig::default() }).await.unwrap(),
+        Sandbox::spawn(SandboxConfig { portal_id: 222, ..SandboxConfig::default() }).await.unwrap(),
+        Sandbox::spawn(SandboxConfig::default()).await.unwrap(),
+    ];
+    let db = temp_db();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut text = format!(
+        "database_url = {:?}\nadmin_token = {ADMIN_TOKEN:?}\nhubspot_tier = \"oauth\"\npublic_url = {base:?}\n\
+         hubspot_client_id = \"sandbox-client-id\"\nhubspot_app_secret = \"sandbox-client-secret\"\n\
+         secret_key = {KEY:?}\nhubspot_authorize_url = \"{}/oauth/authorize\"\n",
+        database_url(&db).await,
+        accounts[0].base_url()
+    );
+    for (name, account) in ["acme", "bravo"].iter().zip(&accounts) {
+        text.push_str(&format!(
+            "[portals.{name}]\nhubspot_base_url = {:?}\nvapi_secret = \"{name}-secret\"\n",
+            account.base_url()
+        ));
+    }
+    text.push_str(&format!(
+        "[portals.carol]\nhubspot_base_url = {:?}\nhubspot_token = {:?}\nhubspot_tier = \"professional\"\n",
+        accounts[2].base_url(),
+        accounts[2].token()
+    ));
+    let config = callbridge::Config::from_text(Some((&text, "callbridge.toml")), &Default::default()).unwrap();
+    let store = callbridge_store::open(&config.database_url).await.unwrap();
+    let app = callbridge::App::with_portal_sections(&config, store.clone()).await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(app.run(listener, shutdown.clone()));
+
+    // Several portals served: the login names which one it installs.
+    let r = browser().get(format!("{base}/oauth/login")).send().await.unwrap();
+    let answer = r.text().await.unwrap();
+    assert!(refused(&answer).starts_with("several portals are served"), "{answer}");
+    let r = browser().get(format!("{base}/oauth/login?portal=nowhere")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = browser().get(format!("{base}/oauth/login?portal=carol")).send().await.unwrap();
+    assert!(refused(&r.text().await.unwrap()).contains("private-app token"));
+
+    for (name, account) in ["acme", "bravo"].iter().zip(&accounts) {
+        let login = browser().get(format!("{base}/oauth/login?portal={name}")).send().await.unwrap();
+        assert_eq!(login.status().as_u16(), 303);
+        let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+        // The person installing signs in to this portal's HubSpot account on the authorize page.
+        let to = location(&login).replace(&accounts[0].base_url(), &account.base_url());
+        let to_callback = location(&browser().get(&to).send().await.unwrap());
+        let (status, page) = callback(&to_callback, &cookie).await;
+        assert_eq!(status, 200, "{page}");
+        let hub = if *name == "acme" { 111 } else { 222 };
+        assert!(page.contains(&format!("HubSpot account {hub} is connected")) && page.contains(name), "{page}");
+        let stored = store.load_tokens(&PortalId::parse(name).unwrap()).await.unwrap().unwrap();
+        assert_eq!(stored.hub_id, Some(hub));
+        assert!(stored.access_token.starts_with("v1:"), "sealed");
+    }
+
+    // Each portal's calls land in its own account.
+    let http = reqwest::Client::new();
+    for (name, number) in [("acme", "+15715550101"), ("bravo", "+15715550102")] {
+        let body = vapi_report(&format!("{name}-call"), number, "2026-01-07T10:00:00.000Z");
+        let r = http.post(format!("{base}/webhooks/vapi/{name}")).header("x-vapi-secret", format!("{name}-secret"));
+        assert_eq!(r.json(&body).send().await.unwrap().status().as_u16(), 200);
+    }
+    let started = Instant::now();
+    let calls = |s: &callbridge_sandbox::RunningSandbox| s.dump()["calls"].as_array().map_or(0, Vec::len);
+    while calls(&accounts[0]) + calls(&accounts[1]) < 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the calls never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((calls(&accounts[0]), calls(&accounts[1]), calls(&accounts[2])), (1, 1, 0));
+    let r = http.get(format!("{base}/portals")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let listed: Value = r.json().await.unwrap();
+    // Each lists the account it was installed in; the private-app portal has no OAuth.
+    let portals = listed["portals"].as_array().unwrap();
+    let hubs: Vec<&Value> = portals.iter().map(|p| &p["hub_id"]).collect();
+    assert_eq!(hubs, [&json!(111), &json!(222), &Value::Null], "{listed}");
+    let installed: Vec<&Value> = portals.iter().map(|p| &p["oauth"]["installed"]).collect();
+    assert_eq!(installed, [&json!(true), &json!(true), &Value::Null], "{listed}");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
