@@ -109,6 +109,7 @@ fn portal(id: PortalId, config: &Config, store: &Arc<dyn Store>, hubspot: Arc<dy
         engine,
         readiness: Default::default(),
         scheduler,
+        hours: config.business().expect("validated with the configuration"),
         configured_hub_id: config.hubspot_hub_id,
         installed_hub_id: Default::default(),
     }
@@ -194,7 +195,6 @@ impl App {
             tools: Arc::new(crate::tools::Tools {
                 store: store.clone(),
                 portals: portals.clone(),
-                hours: config.business().expect("validated with the configuration"),
                 deadline: Duration::from_millis(config.tool_deadline_ms),
                 region: config.region(),
                 wake: wake.clone(),

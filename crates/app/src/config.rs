@@ -153,9 +153,16 @@ pub struct Config {
 }
 
 /// What a `[portals.NAME]` section may set: the portal's HubSpot account and the sources that
-/// reach it. The rest (workers, database, limits, business hours) is the deployment's.
-const PER_PORTAL: [&str; 14] = [
+/// reach it, and its business hours. The rest (workers, database, limits) is the deployment's.
+const PER_PORTAL: [&str; 21] = [
     "agent_ids",
+    "business_time_zone",
+    "business_days",
+    "business_hours",
+    "slot_minutes",
+    "slot_buffer_minutes",
+    "booking_horizon_days",
+    "booking_notice_minutes",
     "hubspot_token",
     "hubspot_base_url",
     "hubspot_tier",

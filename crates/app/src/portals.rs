@@ -20,6 +20,8 @@ pub struct Portal {
     pub readiness: Readiness,
     /// The scheduler meeting link availability and bookings go through, when configured.
     pub scheduler: Option<crate::scheduler::MeetingLink>,
+    /// The business hours its tools offer and book when it has no scheduler link.
+    pub hours: callbridge_domain::availability::BusinessHours,
     /// Its HubSpot account id, when configured: HubSpot's webhooks name their portal by it.
     pub configured_hub_id: Option<u64>,
     /// The account its OAuth install was made in (0: none yet).

@@ -77,7 +77,6 @@ fn refuse<T>(why: impl Into<String>) -> Result<T, ToolError> {
 pub struct Tools {
     pub store: Arc<dyn Store>,
     pub portals: Portals,
-    pub hours: BusinessHours,
     pub deadline: Duration,
     pub region: DefaultRegion,
     pub wake: Arc<Notify>,
@@ -100,13 +99,19 @@ impl Tools {
         }
     }
 
+    /// The portal's business hours (each portal has its own).
+    fn hours(&self, portal: &PortalId) -> Result<&BusinessHours, ToolError> {
+        self.portals.get(portal).map(|p| &p.hours).ok_or_else(|| ToolError("this portal is not served here".into()))
+    }
+
     async fn lookup_caller(&self, portal: &PortalId, call: &ToolCall) -> Outcome {
         let caller = self.caller(call)?;
         if caller.phone.is_none() && caller.email.is_none() {
             return refuse("no caller number or email to look up");
         }
+        let zone = &self.hours(portal)?.zone;
         let upcoming = self.upcoming(portal, &caller).await?;
-        let meetings: Vec<Value> = upcoming.iter().map(|b| self.meeting_json(b, None)).collect();
+        let meetings: Vec<Value> = upcoming.iter().map(|b| meeting_json(b, zone, None)).collect();
         // callbridge's own records first: the caller's latest events, as stored.
         let keys: Vec<String> =
             [caller.phone.as_ref().map(|p| format!("phone:{p}")), caller.email.as_ref().map(|e| format!("email:{e}"))]
@@ -153,7 +158,7 @@ impl Tools {
             text.push('.');
         }
         if let Some(next) = upcoming.first() {
-            text.push_str(&format!(" Next meeting: {}.", speakable(next.start_ms, &self.hours.zone)));
+            text.push_str(&format!(" Next meeting: {}.", speakable(next.start_ms, zone)));
         }
         Ok(Answer {
             text,
@@ -181,8 +186,9 @@ impl Tools {
     }
 
     async fn check_availability(&self, portal: &PortalId, call: &ToolCall) -> Outcome {
-        let zone = self.zone(call)?;
-        let duration = self.duration(call)?;
+        let hours = self.hours(portal)?;
+        let zone = zone(call, hours)?;
+        let duration = duration(call, hours)?;
         let range = self.range(call, &zone)?;
         let slots = self.open(portal, range, duration, SLOTS_OFFERED, None).await?;
         if slots.is_empty() {
@@ -200,10 +206,11 @@ impl Tools {
     }
 
     async fn book_meeting(&self, portal: &PortalId, platform: &'static str, call: &ToolCall) -> Outcome {
-        let zone = self.zone(call)?;
+        let hours = self.hours(portal)?;
+        let zone = zone(call, hours)?;
         let raw_start = arg(&call.args, START).ok_or(ToolError("a start time is required (start_time)".into()))?;
         let start = parse_time(&raw_start, &zone)?;
-        let duration = self.duration(call)?;
+        let duration = duration(call, hours)?;
         let mut caller = self.caller(call)?;
         if let Some(name) = arg(&call.args, NAME) {
             caller = caller.with_full_name(&name);
@@ -290,7 +297,7 @@ impl Tools {
         call: &ToolCall,
         cancel: bool,
     ) -> Outcome {
-        let zone = self.zone(call)?;
+        let zone = zone(call, self.hours(portal)?)?;
         let booking = self.which_booking(portal, call).await?;
         let now = now_ms();
         let (change, key) = if cancel {
@@ -357,7 +364,7 @@ impl Tools {
         if cancel {
             return Ok(Answer {
                 text: format!("Cancelled the meeting on {}.", speakable(changed.start_ms, &zone)),
-                data: self.meeting_json(&changed, None),
+                data: meeting_json(&changed, &zone, None),
             });
         }
         Ok(self.booked_answer(&changed, &zone, None))
@@ -366,7 +373,8 @@ impl Tools {
     /// Whether a meeting of `duration` can start at `start`, with the notice kept: an open time
     /// of the portal's meeting link (read afresh), else within business hours.
     async fn bookable(&self, portal: &PortalId, start: i64, duration: i64, now: i64) -> Result<bool, ToolError> {
-        if start < now + self.hours.min_notice_minutes * 60_000 {
+        let hours = self.hours(portal)?;
+        if start < now + hours.min_notice_minutes * 60_000 {
             return Ok(false);
         }
         match self.portals.get(portal).and_then(|p| p.scheduler.as_ref().map(|l| (p, l))) {
@@ -377,7 +385,7 @@ impl Tools {
                     .map_err(calendar_failed)?;
                 Ok(open.contains(&(start, start + duration)))
             }
-            None => Ok(self.hours.admits(start, duration)),
+            None => Ok(hours.admits(start, duration)),
         }
     }
 
@@ -422,18 +430,18 @@ impl Tools {
         limit: usize,
         except: Option<&str>,
     ) -> Result<Vec<i64>, ToolError> {
-        let now = now_ms();
+        let (now, hours) = (now_ms(), self.hours(portal)?);
         let from = range.0.unwrap_or(now).max(now);
-        let to = range.1.unwrap_or(now + self.hours.horizon_days * 86_400_000);
-        let buffer = self.hours.buffer_minutes * 60_000;
+        let to = range.1.unwrap_or(now + hours.horizon_days * 86_400_000);
+        let buffer = hours.buffer_minutes * 60_000;
         let booked = self.store.bookings_between(portal, from - buffer, to + buffer).await.map_err(store_failed)?;
         let busy: Vec<(i64, i64)> =
             booked.iter().filter(|b| Some(b.key.as_str()) != except).map(|b| (b.start_ms, b.end_ms)).collect();
         let Some((p, link)) = self.portals.get(portal).and_then(|p| p.scheduler.as_ref().map(|l| (p, l))) else {
-            return Ok(open_slots(&self.hours, &busy, now, range, duration, limit));
+            return Ok(open_slots(hours, &busy, now, range, duration, limit));
         };
         // The link's open times, less what callbridge booked that HubSpot may not show yet.
-        let notice = now + self.hours.min_notice_minutes * 60_000;
+        let notice = now + hours.min_notice_minutes * 60_000;
         let (open, offered) =
             link.open_times(p.hubspot.as_ref(), duration, (from, to), false).await.map_err(calendar_failed)?;
         if !offered.is_empty() && !offered.contains(&duration) {
@@ -501,18 +509,7 @@ impl Tools {
             BookingStatus::Rescheduled => format!("Rescheduled: the meeting is now {when}."),
             BookingStatus::Scheduled => format!("Booked for {when}."),
         };
-        Answer { text, data: self.meeting_json(b, landed) }
-    }
-
-    fn meeting_json(&self, b: &Booking, landed: Option<bool>) -> Value {
-        let mut v = json!({"booking_id": b.key, "start": time::iso_ms(b.start_ms), "end": time::iso_ms(b.end_ms),
-                           "spoken": speakable(b.start_ms, &self.hours.zone), "status": b.status.as_str(),
-                           "meeting_type": b.meeting_type});
-        if let Some(landed) = landed {
-            // false: recorded and queued; it lands in HubSpot from the queue.
-            v["in_hubspot"] = json!(landed);
-        }
-        v
+        Answer { text, data: meeting_json(b, zone, landed) }
     }
 
     fn caller(&self, call: &ToolCall) -> Result<Caller, ToolError> {
@@ -534,27 +531,6 @@ impl Tools {
         Ok(Caller { phone, email, ..Caller::default() })
     }
 
-    fn zone(&self, call: &ToolCall) -> Result<jiff::tz::TimeZone, ToolError> {
-        match arg(&call.args, TIME_ZONE) {
-            Some(name) => jiff::tz::TimeZone::get(&name)
-                .map_err(|_| ToolError("unknown time zone; use a name like America/New_York".into())),
-            None => Ok(self.hours.zone.clone()),
-        }
-    }
-
-    fn duration(&self, call: &ToolCall) -> Result<i64, ToolError> {
-        let minutes = match call.args.get("duration_minutes").or_else(|| call.args.get("duration")) {
-            None | Some(Value::Null) => self.hours.slot_minutes,
-            Some(Value::Number(n)) => n.as_i64().unwrap_or(-1),
-            Some(Value::String(s)) => s.trim().trim_end_matches("minutes").trim().parse().unwrap_or(-1),
-            Some(_) => -1,
-        };
-        if !(5..=480).contains(&minutes) {
-            return refuse("the duration must be 5 to 480 minutes");
-        }
-        Ok(minutes * 60_000)
-    }
-
     /// The range asked about: a `date` (that day in the zone), or `from`/`to` times.
     fn range(&self, call: &ToolCall, zone: &jiff::tz::TimeZone) -> Result<(Option<i64>, Option<i64>), ToolError> {
         if let Some(date) = arg(&call.args, DATE) {
@@ -574,6 +550,41 @@ impl Tools {
         let to = arg(&call.args, TO).map(|t| parse_time(&t, zone)).transpose()?;
         Ok((from, to))
     }
+}
+
+/// The time zone a tool call asks in: its own, else the portal's business hours'.
+fn zone(call: &ToolCall, hours: &BusinessHours) -> Result<jiff::tz::TimeZone, ToolError> {
+    match arg(&call.args, TIME_ZONE) {
+        Some(name) => jiff::tz::TimeZone::get(&name)
+            .map_err(|_| ToolError("unknown time zone; use a name like America/New_York".into())),
+        None => Ok(hours.zone.clone()),
+    }
+}
+
+/// The meeting length a tool call asks for, else the portal's slot length.
+fn duration(call: &ToolCall, hours: &BusinessHours) -> Result<i64, ToolError> {
+    let minutes = match call.args.get("duration_minutes").or_else(|| call.args.get("duration")) {
+        None | Some(Value::Null) => hours.slot_minutes,
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(-1),
+        Some(Value::String(s)) => s.trim().trim_end_matches("minutes").trim().parse().unwrap_or(-1),
+        Some(_) => -1,
+    };
+    if !(5..=480).contains(&minutes) {
+        return refuse("the duration must be 5 to 480 minutes");
+    }
+    Ok(minutes * 60_000)
+}
+
+/// A booking as a tool's answer carries it, its time said in `zone`.
+fn meeting_json(b: &Booking, zone: &jiff::tz::TimeZone, landed: Option<bool>) -> Value {
+    let mut v = json!({"booking_id": b.key, "start": time::iso_ms(b.start_ms), "end": time::iso_ms(b.end_ms),
+                       "spoken": speakable(b.start_ms, zone), "status": b.status.as_str(),
+                       "meeting_type": b.meeting_type});
+    if let Some(landed) = landed {
+        // false: recorded and queued; it lands in HubSpot from the queue.
+        v["in_hubspot"] = json!(landed);
+    }
+    v
 }
 
 /// The booking record of a booking event with a time (any path: a tool, the booking webhook).

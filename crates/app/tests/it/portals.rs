@@ -214,3 +214,51 @@ async fn a_portal_over_its_rate_budget_never_holds_up_another_portals_calls() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn each_portal_offers_times_in_its_own_business_hours() {
+    let sandbox = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let db = temp_db();
+    let text = format!(
+        "database_url = {:?}\nadmin_token = {ADMIN_TOKEN:?}\nhubspot_base_url = {:?}\nhubspot_token = {:?}\n\
+         vapi_secret = \"s\"\nbusiness_time_zone = \"America/New_York\"\nbusiness_hours = \"09:00-17:00\"\n\
+         [portals.acme]\n[portals.bravo]\nbusiness_time_zone = \"Europe/London\"\nbusiness_hours = \"08:00-10:00\"\n\
+         slot_minutes = 60\n",
+        database_url(&db).await,
+        sandbox.base_url(),
+        sandbox.token()
+    );
+    let config = Config::from_text(Some((&text, "callbridge.toml")), &HashMap::new()).unwrap();
+    let store = callbridge_store::open(&config.database_url).await.unwrap();
+    let app = App::with_portal_sections(&config, store).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(listener, shutdown.clone()));
+    let http = reqwest::Client::new();
+    // A Tuesday at least two days ahead, inside the booking horizon.
+    let mut day = jiff::Zoned::now().date().checked_add(jiff::Span::new().days(2)).unwrap();
+    while day.weekday() != jiff::civil::Weekday::Tuesday {
+        day = day.tomorrow().unwrap();
+    }
+    let (date, said) = (day.to_string(), day.strftime("Tuesday, %B %-d").to_string());
+    let open = |portal: &'static str| {
+        let (http, base, date) = (http.clone(), base.clone(), date.clone());
+        let body = serde_json::json!({"message": {"type": "tool-calls", "call": {"id": "live-1"},
+            "toolCallList": [{"id": "t1", "type": "function",
+                "function": {"name": "check_availability", "arguments": {"date": date}}}]}});
+        async move {
+            let r = http.post(format!("{base}/tools/vapi/{portal}")).header("x-vapi-secret", "s").json(&body);
+            let answer: Value = r.send().await.unwrap().json().await.unwrap();
+            let result = answer["results"][0]["result"].as_str().unwrap().to_string();
+            result
+        }
+    };
+    // acme offers its half-hours from 9:00 New York time; bravo its two hour-long slots from
+    // 8:00 London time, and nothing after 10:00.
+    let (acme, bravo) = (open("acme").await, open("bravo").await);
+    assert!(acme.starts_with(&format!("Open times: {said} at 9:00 AM; {said} at 9:30 AM")), "{acme}");
+    assert_eq!(bravo, format!("Open times: {said} at 8:00 AM; {said} at 9:00 AM."));
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
