@@ -250,8 +250,7 @@ async fn each_portal_offers_times_in_its_own_business_hours() {
         async move {
             let r = http.post(format!("{base}/tools/vapi/{portal}")).header("x-vapi-secret", "s").json(&body);
             let answer: Value = r.send().await.unwrap().json().await.unwrap();
-            let result = answer["results"][0]["result"].as_str().unwrap().to_string();
-            result
+            answer["results"][0]["result"].as_str().unwrap().to_string()
         }
     };
     // acme offers its half-hours from 9:00 New York time; bravo its two hour-long slots from
