@@ -161,9 +161,8 @@ impl App {
     pub async fn with_portal_sections(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<App> {
         let mut portals = Vec::new();
         for (id, settings) in &config.portals {
-            let credentials = credentials(settings, id, &store).map_err(|e| {
-                anyhow::anyhow!("portal {id}: {e} (a section sets `portals.{id}.hubspot_token_env`)")
-            })?;
+            let credentials = credentials(settings, id, &store)
+                .map_err(|e| anyhow::anyhow!("portal {id}: {e} (a section sets `portals.{id}.hubspot_token_env`)"))?;
             let client = portal_client(settings, id, credentials, &store);
             portals.push(portal(id.clone(), settings, &store, Arc::new(client)));
         }

@@ -38,7 +38,7 @@ pub enum Command {
     Dedup(crate::cmd::dedup::Args),
     /// Check the configuration, the database, HubSpot and the sources; print what to fix.
     Doctor,
-    /// The portals the configuration serves (`[portals.NAME]` sections).
+    /// The portals the configuration serves (`[portals.NAME]` sections): list, add, remove.
     Portals {
         #[command(subcommand)]
         action: crate::cmd::portals::Action,
@@ -66,7 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Backfill(args) => crate::cmd::backfill::run(config, args).await,
             Command::Dedup(args) => crate::cmd::dedup::run(config, args).await,
             Command::Doctor => crate::cmd::doctor::run(config).await,
-            Command::Portals { action } => crate::cmd::portals::run(&config, &action),
+            Command::Portals { action } => crate::cmd::portals::run(&config, cli.config.as_deref(), &action).await,
             Command::Sandbox(_) => unreachable!("handled above"),
         }
     })

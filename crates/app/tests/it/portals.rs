@@ -261,3 +261,69 @@ async fn each_portal_offers_times_in_its_own_business_hours() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// `callbridge --config FILE portals ARGS…`: its exit status, output and errors.
+async fn portals_cli(file: &std::path::Path, args: &[&str], vars: &[(&str, &str)]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args(["--config", file.to_str().unwrap(), "portals"])
+        .args(args)
+        .envs(vars.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
+#[tokio::test]
+async fn portals_add_and_remove_edit_the_file_and_a_portal_with_calls_to_land_is_kept_unless_forced() {
+    let db = temp_db();
+    let url = database_url(&db).await;
+    let dir = std::env::temp_dir().join(format!("callbridge-portals-{:x}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("callbridge.toml");
+    let original =
+        format!("database_url = {url:?}\nvapi_secret = \"shared\"\n\n[portals.acme]\nhubspot_token = \"pat-a\"\n");
+    std::fs::write(&file, &original).unwrap();
+
+    // A variable that is not set: refused, the file unchanged.
+    let (ok, said) = portals_cli(&file, &["add", "bravo", "--token-env", "BRAVO_TOKEN"], &[]).await;
+    assert!(!ok && said.contains("BRAVO_TOKEN") && said.contains("unchanged"), "{said}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    let vars = [("BRAVO_TOKEN", "pat-b")];
+    let (ok, said) =
+        portals_cli(&file, &["add", "bravo", "--token-env", "BRAVO_TOKEN", "--agent", "asst-b"], &vars).await;
+    assert!(ok, "{said}");
+    let (ok, listed) = portals_cli(&file, &["list"], &vars).await;
+    assert!(
+        ok && listed.contains("acme\t") && listed.contains("bravo\t-\tstarter\tprivate app\t/webhooks/vapi/bravo\t1")
+    );
+    assert!(!listed.contains("pat-"), "{listed}");
+
+    // A call for bravo is queued (serve is not running): removing bravo is refused…
+    let store = callbridge_store::open(&url).await.unwrap();
+    let config =
+        Config::load_from(Some(&file), &vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap();
+    let app = App::with_portal_sections(&config, store.clone()).await.unwrap();
+    let body = vapi_report("bravo-call", "+15715550123", "2026-01-06T14:05:00Z");
+    // Only the HTTP side runs: no worker takes the call.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(axum::serve(listener, app.router()).into_future());
+    let r = reqwest::Client::new()
+        .post(format!("{base}/webhooks/vapi/bravo"))
+        .header("x-vapi-secret", "shared")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    server.abort();
+    assert_eq!(r.status().as_u16(), 200);
+    let (ok, said) = portals_cli(&file, &["remove", "bravo"], &vars).await;
+    assert!(!ok && said.contains("still has 1") && said.contains("--force"), "{said}");
+    // …unless forced; then the file is as it was.
+    let (ok, said) = portals_cli(&file, &["remove", "bravo", "--force"], &vars).await;
+    assert!(ok, "{said}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    std::fs::remove_dir_all(&dir).ok();
+}
