@@ -222,7 +222,7 @@ async fn two_instances_and_many_callers_refresh_a_portal_once() {
 }
 
 #[tokio::test]
-async fn one_oauth_app_installs_several_portals_each_into_its_own_account_and_keeps_them_apart() {
+async fn one_oauth_app_installs_several_portals_apart_and_a_refused_refresh_pauses_only_its_own_portal() {
     // Two HubSpot accounts, and a third portal on a private-app token; one OAuth app.
     let accounts = [
         Sandbox::spawn(SandboxConfig { portal_id: 111, ..SandboxConfig::default() }).await.unwrap(),
@@ -265,16 +265,23 @@ async fn one_oauth_app_installs_several_portals_each_into_its_own_account_and_ke
     let r = browser().get(format!("{base}/oauth/login?portal=carol")).send().await.unwrap();
     assert!(refused(&r.text().await.unwrap()).contains("private-app token"));
 
-    for (name, account) in ["acme", "bravo"].iter().zip(&accounts) {
-        let login = browser().get(format!("{base}/oauth/login?portal={name}")).send().await.unwrap();
-        assert_eq!(login.status().as_u16(), 303);
-        let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
-        // The person installing signs in to this portal's HubSpot account on the authorize page.
-        let to = location(&login).replace(&accounts[0].base_url(), &account.base_url());
-        let to_callback = location(&browser().get(&to).send().await.unwrap());
-        let (status, page) = callback(&to_callback, &cookie).await;
+    // The person installing signs in to the portal's HubSpot account on the authorize page.
+    let install = |name: &'static str, account: String| {
+        let (base, first) = (base.clone(), accounts[0].base_url());
+        async move {
+            let login = browser().get(format!("{base}/oauth/login?portal={name}")).send().await.unwrap();
+            assert_eq!(login.status().as_u16(), 303);
+            let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+            let to = location(&login).replace(&first, &account);
+            let to_callback = location(&browser().get(&to).send().await.unwrap());
+            callback(&to_callback, &cookie).await
+        }
+    };
+    let urls: Vec<String> = accounts.iter().map(|a| a.base_url()).collect();
+    for (name, url) in ["acme", "bravo"].into_iter().zip(&urls) {
+        let (status, page) = install(name, url.clone()).await;
         assert_eq!(status, 200, "{page}");
-        let hub = if *name == "acme" { 111 } else { 222 };
+        let hub = if name == "acme" { 111 } else { 222 };
         assert!(page.contains(&format!("HubSpot account {hub} is connected")) && page.contains(name), "{page}");
         let stored = store.load_tokens(&PortalId::parse(name).unwrap()).await.unwrap().unwrap();
         assert_eq!(stored.hub_id, Some(hub));
@@ -303,6 +310,40 @@ async fn one_oauth_app_installs_several_portals_each_into_its_own_account_and_ke
     assert_eq!(hubs, [&json!(111), &json!(222), &Value::Null], "{listed}");
     let installed: Vec<&Value> = portals.iter().map(|p| &p["oauth"]["installed"]).collect();
     assert_eq!(installed, [&json!(true), &json!(true), &Value::Null], "{listed}");
+
+    // acme's app is uninstalled (its refresh token refused) and its access token runs out:
+    // acme waits for a reinstall, bravo goes on landing.
+    let acme_tokens = StoreTokens { store: store.clone(), portal: PortalId::parse("acme").unwrap(), key: key() };
+    let acme = acme_tokens.load().await.unwrap().unwrap();
+    let revoke = format!("{}/oauth/v1/refresh-tokens/{}", urls[0], acme.refresh_token.expose_secret());
+    assert_eq!(http.delete(revoke).send().await.unwrap().status().as_u16(), 204);
+    accounts[0].expire_token(acme.access_token.expose_secret());
+    for (name, number) in [("acme", "+15715550201"), ("bravo", "+15715550202")] {
+        let body = vapi_report(&format!("{name}-later"), number, "2026-01-07T11:00:00.000Z");
+        let r = http.post(format!("{base}/webhooks/vapi/{name}")).header("x-vapi-secret", format!("{name}-secret"));
+        assert_eq!(r.json(&body).send().await.unwrap().status().as_u16(), 200);
+    }
+    let started = Instant::now();
+    let reconnect = loop {
+        let r = http.get(format!("{base}/portals")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let listed: Value = r.json().await.unwrap();
+        if calls(&accounts[1]) == 2 && listed["portals"][0]["ready"] == false {
+            break listed["portals"][0]["oauth"]["reconnect_needed"].clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "bravo never landed or acme never paused: {listed}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(reconnect.is_string(), "{reconnect}");
+    assert_eq!(calls(&accounts[0]), 1, "acme's call waits");
+    assert_eq!(store.counts().await.unwrap().dead, 0, "nothing dead");
+    // Installed again, acme lands the call that waited.
+    assert_eq!(install("acme", urls[0].clone()).await.0, 200);
+    let started = Instant::now();
+    while calls(&accounts[0]) < 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "acme's waiting call never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((calls(&accounts[0]), calls(&accounts[1]), calls(&accounts[2])), (2, 2, 0));
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
