@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::serve::{ConnectionLimits, Routers};
-use crate::http::{AppState, Intake, Metrics, Sources, overflow_router, router};
+use crate::http::{AppState, Intake, Sources, overflow_router, router};
 use crate::portals::{Portal, Portals};
 use crate::sync::Engine;
 use crate::worker::{Worker, WorkerConfig};
@@ -170,6 +170,8 @@ impl App {
     }
 
     pub async fn with_portals(config: &Config, store: Arc<dyn Store>, portals: Portals) -> App {
+        // What is measured from now on is recorded.
+        crate::meters::handle();
         let wake = Arc::new(Notify::new());
         // Jobs enqueued by other instances (PostgreSQL) wake this one's workers too.
         store.subscribe(wake.clone());
@@ -179,7 +181,6 @@ impl App {
             wake: wake.clone(),
             region: config.region(),
             admin_token: config.admin_token.clone(),
-            metrics: Arc::new(Metrics::default()),
             pulls: Arc::new(
                 config
                     .pull_sources

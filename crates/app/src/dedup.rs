@@ -174,6 +174,7 @@ async fn passes(
             match outcome {
                 Merge::Done => {
                     pass.merges += 1;
+                    metrics::counter!("callbridge_dedup_merges_total").increment(1);
                     report.merged.push((survivor.to_string(), merged.to_string()));
                     progress(Progress::Merged(report.merged.len()));
                 }

@@ -17,6 +17,7 @@ pub mod inbox;
 pub mod invariants;
 pub mod jobs;
 pub mod meetings;
+pub mod meters;
 pub mod notify;
 pub mod portals;
 pub mod properties;

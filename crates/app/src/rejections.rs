@@ -39,7 +39,6 @@ struct Window {
     /// Since the last log line (which this minute's first rejection writes).
     unlogged: u64,
     kept: u32,
-    total: u64,
 }
 
 /// What to do with one more rejection.
@@ -59,7 +58,6 @@ impl RejectionLog {
         let w = windows
             .entry((route.to_string(), reason))
             .or_insert_with(|| Window { minute: i64::MIN, ..Window::default() });
-        w.total += 1;
         w.unlogged += 1;
         let log = if w.minute != minute {
             w.minute = minute;
@@ -71,13 +69,6 @@ impl RejectionLog {
         let keep = w.kept < KEPT_PER_MINUTE;
         w.kept += u32::from(keep);
         Admitted { keep, log }
-    }
-
-    /// Every rejection counted, by route and reason.
-    pub fn totals(&self) -> Vec<(String, &'static str, u64)> {
-        let mut totals: Vec<_> = self.windows.lock().iter().map(|((r, why), w)| (r.clone(), *why, w.total)).collect();
-        totals.sort();
-        totals
     }
 }
 
@@ -94,6 +85,8 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         let at_ms = now_ms();
         let route = route.as_ref().map_or("", MatchedPath::as_str).to_string();
         let size = size.and_then(|v| v.to_str().ok()?.parse::<i64>().ok());
+        metrics::counter!("callbridge_webhooks_rejected_total", "route" => route.clone(), "reason" => refused.reason)
+            .increment(1);
         let admitted = state.rejections.admit(&route, refused.reason, at_ms);
         if let Some(count) = admitted.log {
             tracing::warn!(
@@ -157,13 +150,6 @@ mod tests {
         assert_eq!(
             log.admit("/webhooks/retell", "unauthorized", minute + 60_000),
             Admitted { keep: true, log: Some(100) }
-        );
-        assert_eq!(
-            log.totals(),
-            [
-                ("/webhooks/retell".to_string(), "invalid_payload", 1),
-                ("/webhooks/retell".to_string(), "unauthorized", 101)
-            ]
         );
     }
 

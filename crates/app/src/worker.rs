@@ -301,8 +301,9 @@ impl Worker {
                     done: vec![job.id],
                     ..Default::default()
                 };
-                if let Err(e) = self.store.settle(&settled).await {
-                    tracing::error!(error = %e, "recording a finished job failed; it will run again");
+                match self.store.settle(&settled).await {
+                    Ok(()) => crate::meters::job_outcome("done", job.attempts + 1),
+                    Err(e) => tracing::error!(error = %e, "recording a finished job failed; it will run again"),
                 }
             }
             Err(SyncError::Unready(why)) => {
@@ -334,8 +335,15 @@ impl Worker {
                     if !landed.done.is_empty() {
                         self.landed_again();
                     }
-                    if let Err(e) = self.store.settle(landed).await {
-                        tracing::error!(error = %e, "recording landed jobs failed; their leases will expire and they will run again");
+                    match self.store.settle(landed).await {
+                        Ok(()) => {
+                            for id in &landed.done {
+                                crate::meters::job_outcome("done", held.get(id).map_or(0, |h| h.attempts) + 1);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "recording landed jobs failed; their leases will expire and they will run again")
+                        }
                     }
                     let (mut waiting, mut wait) = (Vec::new(), Duration::ZERO);
                     for (id, e) in failed {
@@ -391,6 +399,9 @@ impl Worker {
     /// Puts jobs back to wait for `delay` (a portal that is not ready, HubSpot's requests paused):
     /// not an attempt, so nothing goes dead while HubSpot is unreachable or the token is refused.
     async fn wait(&self, ids: &[i64], delay: Duration) {
+        for _ in ids {
+            crate::meters::job_outcome("waiting", 0);
+        }
         if let Err(e) = self.store.defer(ids, now_ms() + delay.as_millis() as i64).await {
             tracing::error!(error = %e, "handing jobs back failed; their leases will expire");
         }
@@ -406,6 +417,7 @@ impl Worker {
             }
             _ => Failure::Dead,
         };
+        crate::meters::job_outcome(if matches!(failure, Failure::Dead) { "dead" } else { "retry" }, attempt as i64);
         match failure {
             Failure::Dead => tracing::error!(
                 job.id = job.id,

@@ -74,6 +74,10 @@ pub trait HubSpotApi: Send + Sync {
     fn daily(&self) -> Option<(u64, u64)> {
         None
     }
+    /// What is left of each budget window now (`ten_second`, `search`, `daily`).
+    fn budget_remaining(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 #[async_trait]
@@ -166,6 +170,9 @@ impl HubSpotApi for HubSpotClient {
     }
     async fn oauth_status(&self) -> Option<OAuthStatus> {
         self.tokens().status().await
+    }
+    fn budget_remaining(&self) -> Vec<(&'static str, u64)> {
+        self.budget().remaining()
     }
     fn backlogged(&self) -> bool {
         self.budget().backlogged()

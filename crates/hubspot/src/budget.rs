@@ -383,6 +383,17 @@ impl Budget {
         }
     }
 
+    /// What is left now of each window (as this process counts it) and of the day (as
+    /// HubSpot's headers last said): `ten_second`, `search`, `daily`.
+    pub fn remaining(&self) -> Vec<(&'static str, u64)> {
+        let left = |l: &Limiter| u64::from(l.max().saturating_sub(l.used()));
+        let mut remaining = vec![("ten_second", left(&self.window)), ("search", left(&self.search))];
+        if let Some(daily) = self.daily_remaining() {
+            remaining.push(("daily", daily));
+        }
+        remaining
+    }
+
     /// Whether requests are waiting for the window or the search limit: a backlog on the
     /// budget, which an agent should not be made to wait behind.
     pub fn backlogged(&self) -> bool {

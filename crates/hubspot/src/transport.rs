@@ -414,7 +414,12 @@ impl HubSpotClient {
             req = req.json(b);
         }
         self.stats.lock().requests += 1;
+        let (endpoint, started) = (endpoint(&call.url), Instant::now());
         let sent = req.send().await;
+        metrics::histogram!("callbridge_hubspot_request_duration_seconds", "endpoint" => endpoint.clone())
+            .record(started.elapsed().as_secs_f64());
+        let status = sent.as_ref().map_or("error".to_string(), |r| r.status().as_u16().to_string());
+        metrics::counter!("callbridge_hubspot_requests_total", "endpoint" => endpoint, "status" => status).increment(1);
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -475,6 +480,9 @@ impl HubSpotClient {
                 self.stats.lock().rate_limited += 1;
                 let policy = body.get("policyName").and_then(Value::as_str).unwrap_or("");
                 tracing::warn!(hubspot.policy = policy, "HubSpot answered 429");
+                let known = ["DAILY", "SECONDLY", "TEN_SECONDLY_ROLLING"].into_iter().find(|p| *p == policy);
+                metrics::counter!("callbridge_hubspot_rate_limited_total", "policy" => known.unwrap_or("other"))
+                    .increment(1);
                 match policy {
                     "DAILY" => {
                         self.budget.daily_spent();
@@ -513,6 +521,19 @@ impl HubSpotClient {
     }
 }
 
+/// A request's endpoint as a metrics label: its path with every segment that is not a plain
+/// word (an id, an email, a token, a number) masked, so the label set stays small and
+/// carries nothing personal: `/crm/v3/objects/contacts/{id}/associations/calls/{id}`.
+pub fn endpoint(url: &str) -> String {
+    let path = reqwest::Url::parse(url).map(|u| u.path().to_string()).unwrap_or_default();
+    let word = |s: &str| {
+        let version = s.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        version || (s.len() <= 40 && s.chars().all(|c| c.is_ascii_lowercase() || c == '-' || c == '_'))
+    };
+    let masked: Vec<&str> = path.split('/').skip(1).map(|s| if word(s) { s } else { "{id}" }).collect();
+    format!("/{}", masked.join("/"))
+}
+
 fn rate_error(status: u16, body: &Value) -> HubSpotError {
     HubSpotError::Unavailable {
         status,
@@ -523,4 +544,21 @@ fn rate_error(status: u16, body: &Value) -> HubSpotError {
 
 pub(crate) fn decode(v: Value) -> Result<CrmObject, HubSpotError> {
     serde_json::from_value(v).map_err(|e| HubSpotError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_endpoint_label_keeps_the_words_and_masks_ids_emails_and_tokens() {
+        let e = super::endpoint("https://api.hubapi.com/crm/v3/objects/contacts/123/associations/calls/456");
+        assert_eq!(e, "/crm/v3/objects/contacts/{id}/associations/calls/{id}");
+        let e = super::endpoint("https://api.hubapi.com/crm/v3/objects/contacts/dana@example.com?idProperty=email");
+        assert_eq!(e, "/crm/v3/objects/contacts/{id}");
+        let e = super::endpoint("https://api.hubapi.com/oauth/v1/refresh-tokens/de5c1a2b-90f3-4c2e-a1b7-0d9e8f7a6b5c");
+        assert_eq!(e, "/oauth/v1/refresh-tokens/{id}");
+        assert_eq!(
+            super::endpoint("http://127.0.0.1:9/crm/v3/objects/calls/batch/create"),
+            "/crm/v3/objects/calls/batch/create"
+        );
+    }
 }

@@ -150,6 +150,8 @@ pub struct JobCounts {
     pub running: i64,
     pub done: i64,
     pub dead: i64,
+    /// When the oldest queued job was made (epoch ms), if any is queued.
+    pub oldest_queued_at_ms: Option<i64>,
 }
 
 /// A HubSpot activity made from an event.

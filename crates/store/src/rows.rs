@@ -47,7 +47,9 @@ where
     for<'a> i64: Decode<'a, DB> + Type<DB>,
     for<'a> String: Decode<'a, DB> + Type<DB>,
 {
-    let rows = sqlx::query::<DB>("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetch_all(db).await?;
+    let rows = sqlx::query::<DB>("SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM jobs GROUP BY status")
+        .fetch_all(db)
+        .await?;
     counts(&rows)
 }
 
@@ -78,7 +80,7 @@ where
     for r in rows {
         let n: i64 = get(r, "n")?;
         match get::<R, String>(r, "status")?.as_str() {
-            "queued" => c.queued = n,
+            "queued" => (c.queued, c.oldest_queued_at_ms) = (n, Some(get(r, "oldest")?)),
             "running" => c.running = n,
             "done" => c.done = n,
             "dead" => c.dead = n,

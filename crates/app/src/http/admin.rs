@@ -3,15 +3,12 @@
 //! pull sources (`sync-now`, their sessions' status and a login on demand), and duplicate
 //! sweeps (`POST /dedup`, `GET /dedup/{id}`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use callbridge_hubspot::ClientStats;
 use callbridge_sources::credential::check_shared_secret;
 use serde::Deserialize;
 use serde_json::json;
@@ -22,11 +19,7 @@ use crate::portals::Portal;
 pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
     match check_shared_secret(state.admin_token.as_ref(), req.headers(), &[]) {
         Ok(()) => next.run(req).await,
-        Err(u) => {
-            let e = ApiError::Unauthorized(u.0);
-            state.metrics.count_rejection(&e);
-            e.into_response()
-        }
+        Err(u) => ApiError::Unauthorized(u.0).into_response(),
     }
 }
 
@@ -74,39 +67,6 @@ pub async fn setup_properties(State(state): State<AppState>) -> Result<Response,
         .await
         .map_err(|e| ApiError::Upstream(e.to_string()))?;
     Ok(Json(json!(report)).into_response())
-}
-
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    let m = &state.metrics;
-    let jobs = state.store.counts().await.unwrap_or_default();
-    let client = state.portals.iter().map(|p| p.hubspot.stats()).fold(ClientStats::default(), |a, s| ClientStats {
-        requests: a.requests + s.requests,
-        retries: a.retries + s.retries,
-        rate_limited: a.rate_limited + s.rate_limited,
-        refreshes: a.refreshes + s.refreshes,
-    });
-    let mut lines: Vec<(String, u64)> = vec![
-        ("callbridge_webhooks_accepted_total".into(), m.accepted.load(Ordering::Relaxed)),
-        ("callbridge_webhooks_duplicate_total".into(), m.duplicates.load(Ordering::Relaxed)),
-        ("callbridge_webhooks_ignored_total".into(), m.ignored.load(Ordering::Relaxed)),
-        ("callbridge_webhooks_unauthorized_total".into(), m.rejected_auth.load(Ordering::Relaxed)),
-        ("callbridge_webhooks_invalid_total".into(), m.rejected_payload.load(Ordering::Relaxed)),
-        ("callbridge_webhooks_overloaded_total".into(), m.overloaded.load(Ordering::Relaxed)),
-        ("callbridge_hubspot_requests_total".into(), client.requests),
-        ("callbridge_hubspot_retries_total".into(), client.retries),
-        ("callbridge_hubspot_rate_limited_total".into(), client.rate_limited),
-        ("callbridge_hubspot_token_refreshes_total".into(), client.refreshes),
-    ];
-    let by_status: HashMap<&str, i64> =
-        [("queued", jobs.queued), ("running", jobs.running), ("done", jobs.done), ("dead", jobs.dead)].into();
-    for (status, n) in by_status {
-        lines.push((format!("callbridge_jobs{{status=\"{status}\"}}"), n as u64));
-    }
-    for (route, reason, n) in state.rejections.totals() {
-        lines.push((format!("callbridge_webhooks_rejected_total{{route=\"{route}\",reason=\"{reason}\"}}"), n));
-    }
-    let body: String = lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
-    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 
 #[derive(Deserialize)]

@@ -32,10 +32,7 @@ pub async fn receive(
     Extension(settings): Extension<Arc<HubSpotWebhooks>>,
     request: Request,
 ) -> Response {
-    accept(&state, &settings, request).await.unwrap_or_else(|e| {
-        state.metrics.count_rejection(&e);
-        e.into_response()
-    })
+    accept(&state, &settings, request).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn accept(state: &AppState, settings: &HubSpotWebhooks, request: Request) -> Result<Response, ApiError> {

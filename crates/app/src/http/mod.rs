@@ -14,7 +14,6 @@ mod tools;
 mod webhooks;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -32,29 +31,6 @@ use tokio::sync::Notify;
 pub use error::{ApiError, RETRY_AFTER_SECS, Refused};
 pub use intake::{BODY_LIMIT, Intake};
 
-#[derive(Default)]
-pub struct Metrics {
-    pub accepted: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub ignored: AtomicU64,
-    pub rejected_auth: AtomicU64,
-    pub rejected_payload: AtomicU64,
-    pub overloaded: AtomicU64,
-}
-
-impl Metrics {
-    fn count_rejection(&self, e: &ApiError) {
-        match e {
-            ApiError::Unauthorized(_) => self.rejected_auth.fetch_add(1, Ordering::Relaxed),
-            ApiError::InvalidPayload(_) | ApiError::TooLarge { .. } | ApiError::BodyTimeout { .. } => {
-                self.rejected_payload.fetch_add(1, Ordering::Relaxed)
-            }
-            ApiError::Overloaded => self.overloaded.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
-    }
-}
-
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
@@ -62,7 +38,6 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     pub region: DefaultRegion,
     pub admin_token: Option<SecretString>,
-    pub metrics: Arc<Metrics>,
     pub intake: Arc<Intake>,
     /// The pulled sources, with their schedules' last outcomes.
     pub pulls: Arc<Vec<Arc<crate::pull::runner::Runner>>>,
@@ -169,7 +144,7 @@ pub fn router(state: AppState, sources: Sources) -> Router {
         .route("/events/{id}/replay", post(admin::replay))
         .route("/probe", get(admin::probe))
         .route("/setup-properties", post(admin::setup_properties))
-        .route("/metrics", get(admin::metrics))
+        .route("/metrics", get(crate::meters::scrape))
         .route("/portals", get(admin::portals))
         .route("/sync-now", post(admin::sync_now))
         .route("/token/status", get(admin::token_status))
@@ -192,12 +167,17 @@ pub fn router(state: AppState, sources: Sources) -> Router {
         .merge(source_routes(&state, sources, None))
         .merge(admin)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(crate::meters::observe))
         .with_state(state)
 }
 
 /// What a connection over the cap is served ([`serve`]): `/health`, and 503 for the rest.
 pub fn overflow_router(state: AppState) -> Router {
-    Router::new().route("/health", get(health)).fallback(|| async { ApiError::Overloaded }).with_state(state)
+    Router::new()
+        .route("/health", get(health))
+        .fallback(|| async { ApiError::Overloaded })
+        .layer(axum::middleware::from_fn(crate::meters::observe))
+        .with_state(state)
 }
 
 /// Liveness (200 while the process serves) with readiness: each portal's, and `ready` when

@@ -6,7 +6,6 @@
 //! `accepted`, or `duplicate` for a delivery seen before (which changes nothing).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -43,16 +42,13 @@ impl<P: Guard> FromRequest<AppState> for Verified<P> {
             let portal = parts.extensions.get::<PortalId>().cloned();
             Ok(Verified { platform, portal, headers: parts.headers, body: body.bytes })
         };
-        checked.await.inspect_err(|e| state.metrics.count_rejection(e))
+        checked.await
     }
 }
 
 /// `POST /webhooks/{platform}`.
 pub async fn webhook<P: Platform>(State(state): State<AppState>, delivery: Verified<P>) -> Response {
-    receive(&state, delivery).await.unwrap_or_else(|e| {
-        state.metrics.count_rejection(&e);
-        e.into_response()
-    })
+    receive(&state, delivery).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn receive<P: Platform>(state: &AppState, delivery: Verified<P>) -> Result<Response, ApiError> {
@@ -76,7 +72,7 @@ async fn receive<P: Platform>(state: &AppState, delivery: Verified<P>) -> Result
             Ok(acknowledge(ingested, Some("no caller phone or email to attach the call to: kept, not synced")))
         }
         Parsed::Ignored(kind) => {
-            state.metrics.ignored.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("callbridge_webhooks_total", "outcome" => "ignored").increment(1);
             Ok(Json(json!({"status": "ignored", "type": kind})).into_response())
         }
     }
@@ -127,15 +123,17 @@ async fn record(
 
 pub(super) async fn store(state: &AppState, source: &str, delivery: NewDelivery) -> Result<Ingested, ApiError> {
     let queued = delivery.job_kind.is_some();
+    let started = std::time::Instant::now();
     let ingested = state.store.ingest(delivery).await.map_err(|e| {
         tracing::error!(error = %e, "storing a delivery failed");
         ApiError::Unavailable
     })?;
+    metrics::histogram!("callbridge_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
     if ingested.duplicate {
-        state.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("callbridge_webhooks_total", "outcome" => "duplicate").increment(1);
         tracing::info!(event.id = ingested.inbox_id, event.source = source, "duplicate delivery acknowledged");
     } else {
-        state.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("callbridge_webhooks_total", "outcome" => "accepted").increment(1);
         if queued {
             state.wake.notify_one();
         }

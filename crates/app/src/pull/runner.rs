@@ -116,6 +116,19 @@ impl Runner {
     }
 
     fn record(&self, result: Result<&RunReport, &str>) {
+        let source = self.source.name.clone();
+        let outcome = match result {
+            Ok(RunReport { failed: None, .. }) => "ok",
+            Ok(_) => "failed",
+            Err(_) => "error",
+        };
+        metrics::counter!("callbridge_poll_runs_total", "source" => source.clone(), "outcome" => outcome).increment(1);
+        if let Ok(report) = result {
+            for (kind, n) in [("new", report.new), ("known", report.known), ("rejected", report.rejected)] {
+                metrics::counter!("callbridge_poll_records_total", "source" => source.clone(), "kind" => kind)
+                    .increment(n);
+            }
+        }
         {
             let mut o = self.outcome.lock();
             let now = now_ms();

@@ -90,7 +90,7 @@ async fn a_sweep_merges_duplicates_into_the_oldest_in_passes_and_leaves_shared_n
 }
 
 /// Polls `GET /dedup/{id}` until the run has ended.
-async fn finished(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn finished(app: &TestApp, id: &str) -> Value {
     for _ in 0..500 {
         let (status, run) = app.admin_get(&format!("/dedup/{id}")).await;
         assert_eq!(status, 200, "{run}");

@@ -11,6 +11,7 @@ mod helpers;
 mod hubspot_webhooks;
 mod live;
 mod logs;
+mod metrics;
 mod notify;
 mod oauth;
 mod outage_logs;

@@ -30,6 +30,11 @@ fn tokens(store: &Arc<dyn Store>, key: SealingKey) -> StoreTokens {
 
 /// The app with an OAuth app configured and nothing installed yet.
 async fn app() -> TestApp {
+    app_with(|_| {}).await
+}
+
+/// [`app`] with more settings.
+pub(crate) async fn app_with(more: impl FnOnce(&mut callbridge::Config)) -> TestApp {
     let sandbox = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
     let authorize = format!("{}/oauth/authorize", sandbox.base_url());
     TestApp::launch_with(
@@ -41,6 +46,7 @@ async fn app() -> TestApp {
             c.hubspot_app_secret = Some(SecretString::from("sandbox-client-secret"));
             c.hubspot_authorize_url = authorize;
             c.secret_key = Some(SecretString::from(KEY));
+            more(c);
         },
         |config, store| Credentials::OAuth { app: config.oauth_app().unwrap(), store: Arc::new(tokens(store, key())) },
     )
@@ -57,7 +63,7 @@ fn location(r: &reqwest::Response) -> String {
 
 /// `/oauth/login` → HubSpot's authorize page: the callback URL HubSpot sends the browser to,
 /// and the browser's cookie.
-async fn authorize(app: &TestApp) -> (String, String) {
+pub(crate) async fn authorize(app: &TestApp) -> (String, String) {
     let login = browser().get(format!("{}/oauth/login", app.base)).send().await.unwrap();
     assert_eq!(login.status().as_u16(), 303, "a redirect to HubSpot's authorize page");
     let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
@@ -70,7 +76,7 @@ async fn authorize(app: &TestApp) -> (String, String) {
     (location(&authorized), cookie)
 }
 
-async fn callback(url: &str, cookie: &str) -> (u16, String) {
+pub(crate) async fn callback(url: &str, cookie: &str) -> (u16, String) {
     let r = browser().get(url).header("cookie", cookie).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }

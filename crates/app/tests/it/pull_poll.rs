@@ -27,7 +27,7 @@ const CALLS: usize = 25;
 const PAGE: usize = 10;
 
 #[derive(Default)]
-struct Fake {
+pub(crate) struct Fake {
     requests: AtomicU64,
     /// Page numbers asked for, in order.
     pages: parking_lot::Mutex<Vec<u64>>,
@@ -86,7 +86,7 @@ async fn calls(State(fake): State<Arc<Fake>>, headers: HeaderMap, Query(q): Quer
     Json(json!({"data": {"calls": in_window[start..end]}, "total": in_window.len()})).into_response()
 }
 
-async fn fake() -> (String, Arc<Fake>) {
+pub(crate) async fn fake() -> (String, Arc<Fake>) {
     let fake = Arc::new(Fake::default());
     let app = Router::new().route("/v0/calls", get(calls)).with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -243,7 +243,7 @@ async fn a_configured_source_is_polled_at_start_lands_in_hubspot_once_and_answer
     app.stop().await;
 }
 
-fn resolved(base: &str) -> callbridge::pull::settings::Resolved {
+pub(crate) fn resolved(base: &str) -> callbridge::pull::settings::Resolved {
     let settings: callbridge::pull::settings::PullSettings = toml::from_str(&settings_toml(base)).unwrap();
     let vars = std::collections::HashMap::from([("RECEPTIONIST_TOKEN".to_string(), TOKEN.to_string())]);
     let mut resolved = settings.resolve("receptionist", &vars).unwrap();
