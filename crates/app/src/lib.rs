@@ -11,6 +11,7 @@ mod cmd;
 pub mod config;
 pub mod dedup;
 pub mod doctor;
+pub mod events;
 pub mod http;
 pub mod hubspot_webhooks;
 pub mod inbox;

@@ -446,7 +446,7 @@ impl Worker {
                 streak.failed += 1;
             }
         }
-        if let Err(err) = self.store.fail(job.id, &e.to_string(), failure).await {
+        if let Err(err) = self.store.fail(job.id, e.kind(), &e.to_string(), failure).await {
             tracing::error!(error = %err, "recording the job's outcome failed; its lease will expire and it will run again");
         }
     }

@@ -130,6 +130,29 @@ pub enum Failure {
     Dead,
 }
 
+/// One event as `/events/{id}` shows it: its row, what was received, the canonical event its
+/// job runs, when it runs next, and each attempt that failed.
+#[derive(Debug, Clone)]
+pub struct EventDetail {
+    pub row: EventRow,
+    pub raw_body: Vec<u8>,
+    pub event_json: String,
+    /// When its job runs next, while it is queued.
+    pub run_at_ms: Option<i64>,
+    pub attempts: Vec<AttemptRow>,
+}
+
+/// A failed attempt of an event's job.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    pub at_ms: i64,
+    pub error_kind: String,
+    pub error: String,
+    /// When it was to be tried again; `None`: it went dead.
+    pub retry_at_ms: Option<i64>,
+}
+
 /// An inbox row with its job's state, for the admin API.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventRow {
@@ -226,13 +249,17 @@ pub trait Queue: Send + Sync {
     async fn defer(&self, job_ids: &[i64], run_at: i64) -> Result<()>;
     /// Records what jobs of one portal wrote and marks them done, all in one transaction.
     async fn settle(&self, settlement: &Settlement) -> Result<()>;
-    async fn fail(&self, job_id: i64, error: &str, failure: Failure) -> Result<()>;
+    /// Records a failed attempt (`kind`: the error's kind, `error`: its message) and what
+    /// follows: a retry at a time, or dead.
+    async fn fail(&self, job_id: i64, kind: &str, error: &str, failure: Failure) -> Result<()>;
     /// Queues an event's job again (dead or done); false when there is no such event. With
     /// `event_json`, the job's payload becomes it first (a re-read of the same call in today's
     /// format), also for a job still queued; true then when the job will run with it (a
     /// running job keeps what it read).
     async fn replay(&self, inbox_id: i64, event_json: Option<&str>) -> Result<bool>;
     async fn events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>>;
+    /// One event with what was received and its failed attempts.
+    async fn event(&self, id: i64) -> Result<Option<EventDetail>>;
     async fn counts(&self) -> Result<JobCounts>;
     /// The earliest time a queued job becomes runnable, if any is waiting.
     async fn next_run_at(&self) -> Result<Option<i64>>;

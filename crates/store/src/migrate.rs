@@ -25,6 +25,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     migration!(8, "sqlite", "0008_forgotten_callers.sql"),
     migration!(9, "sqlite", "0009_oauth_states.sql"),
     migration!(10, "sqlite", "0010_rejections.sql"),
+    migration!(11, "sqlite", "0011_job_attempts.sql"),
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -39,6 +40,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(9, "postgres", "0009_forgotten_callers.sql"),
     migration!(10, "postgres", "0010_oauth_states.sql"),
     migration!(11, "postgres", "0011_rejections.sql"),
+    migration!(12, "postgres", "0012_job_attempts.sql"),
 ];
 
 #[cfg(test)]

@@ -13,9 +13,9 @@ use sqlx::{PgExecutor, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 use crate::{
-    Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventRow, Failure, Ingested,
-    Job, JobCounts, ListedActivity, NewDelivery, OAuthState, PortalId, Queue, Result, Settlement, SourceSession,
-    StoredTokens, now_ms,
+    Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventDetail, EventRow,
+    Failure, Ingested, Job, JobCounts, ListedActivity, NewDelivery, OAuthState, PortalId, Queue, Result, Settlement,
+    SourceSession, StoredTokens, now_ms,
 };
 
 /// The channel new jobs are announced on.
@@ -326,11 +326,12 @@ impl Queue for PgStore {
         Ok(())
     }
 
-    async fn fail(&self, job_id: i64, error: &str, failure: Failure) -> Result<()> {
-        let (status, run_at) = match failure {
-            Failure::RetryAt(at) => ("queued", at),
-            Failure::Dead => ("dead", now_ms()),
+    async fn fail(&self, job_id: i64, kind: &str, error: &str, failure: Failure) -> Result<()> {
+        let (status, run_at, retry_at) = match failure {
+            Failure::RetryAt(at) => ("queued", at, Some(at)),
+            Failure::Dead => ("dead", now_ms(), None),
         };
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE jobs SET status = $1, run_at = $2, attempts = attempts + 1, last_error = $3, locked_by = NULL, lease_until = NULL, updated_at = $4
              WHERE id = $5",
@@ -340,8 +341,20 @@ impl Queue for PgStore {
         .bind(error)
         .bind(now_ms())
         .bind(job_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO job_attempts (inbox_id, attempt, at, error_kind, error, retry_at)
+             SELECT inbox_id, attempts, $1, $2, $3, $4 FROM jobs WHERE id = $5",
+        )
+        .bind(now_ms())
+        .bind(kind)
+        .bind(error)
+        .bind(retry_at)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -388,6 +401,13 @@ impl Queue for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(crate::rows::event).collect()
+    }
+
+    async fn event(&self, id: i64) -> Result<Option<EventDetail>> {
+        let detail = crate::rows::event_detail_sql!("$1");
+        let Some(row) = sqlx::query(detail).bind(id).fetch_optional(&self.pool).await? else { return Ok(None) };
+        let attempts = sqlx::query(crate::rows::event_attempts_sql!("$1")).bind(id).fetch_all(&self.pool).await?;
+        crate::rows::event_detail(&row, &attempts).map(Some)
     }
 
     async fn counts(&self) -> Result<JobCounts> {
@@ -529,6 +549,7 @@ impl CallerIndex for PgStore {
         .bind(before_ms)
         .fetch_all(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM job_attempts WHERE inbox_id = ANY($1)").bind(&inbox).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM jobs WHERE inbox_id = ANY($1)").bind(&inbox).execute(&mut *tx).await?;
         let deliveries = sqlx::query("DELETE FROM inbox WHERE id = ANY($1) OR coalesced_into = ANY($1)")
             .bind(&inbox)

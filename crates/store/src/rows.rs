@@ -4,7 +4,8 @@
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 
 use crate::{
-    Activity, DedupRun, EventRow, Job, JobCounts, ListedActivity, PortalId, Rejection, Result, StoreError, StoredTokens,
+    Activity, AttemptRow, DedupRun, EventDetail, EventRow, Job, JobCounts, ListedActivity, PortalId, Rejection, Result,
+    StoreError, StoredTokens,
 };
 
 fn get<'r, R, T>(r: &'r R, column: &str) -> Result<T>
@@ -15,6 +16,64 @@ where
 {
     Ok(r.try_get(column)?)
 }
+
+/// An event's detail (its row's columns plus `raw_body`, `event`, `run_at`) and its attempts'
+/// rows (`attempt`, `at`, `error_kind`, `error`, `retry_at`): the same on every backend.
+pub(crate) fn event_detail<R, DB>(r: &R, attempts: &[R]) -> Result<EventDetail>
+where
+    DB: Database,
+    R: Row<Database = DB>,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+    for<'a> Vec<u8>: Decode<'a, DB> + Type<DB>,
+{
+    let attempts = attempts
+        .iter()
+        .map(|a| {
+            Ok(AttemptRow {
+                attempt: get(a, "attempt")?,
+                at_ms: get(a, "at")?,
+                error_kind: get(a, "error_kind")?,
+                error: get(a, "error")?,
+                retry_at_ms: get(a, "retry_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(EventDetail {
+        row: event(r)?,
+        raw_body: get(r, "raw_body")?,
+        event_json: get(r, "event")?,
+        run_at_ms: get(r, "run_at")?,
+        attempts,
+    })
+}
+
+/// The statement reading one event's detail, with the backend's placeholder for its id.
+macro_rules! event_detail_sql {
+    ($id:literal) => {
+        concat!(
+            "SELECT i.id, i.portal, i.source, i.idempotency_key, i.received_at, i.raw_body, i.event, j.kind,
+                COALESCE(j.status, CASE WHEN i.coalesced_into IS NULL THEN 'recorded' ELSE 'coalesced' END) AS status,
+                COALESCE(j.attempts, 0) AS attempts, j.last_error, CASE WHEN j.status = 'queued' THEN j.run_at END AS run_at
+             FROM inbox i LEFT JOIN jobs j ON j.inbox_id = i.id WHERE i.id = ",
+            $id
+        )
+    };
+}
+pub(crate) use event_detail_sql;
+
+/// The statement reading one event's failed attempts, oldest first.
+macro_rules! event_attempts_sql {
+    ($id:literal) => {
+        concat!(
+            "SELECT attempt, at, error_kind, error, retry_at FROM job_attempts WHERE inbox_id = ",
+            $id,
+            " ORDER BY id"
+        )
+    };
+}
+pub(crate) use event_attempts_sql;
 
 pub(crate) fn event<R, DB>(r: &R) -> Result<EventRow>
 where

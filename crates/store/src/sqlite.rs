@@ -19,9 +19,9 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventRow, Failure, Ingested,
-    Job, JobCounts, ListedActivity, NewDelivery, OAuthState, PortalId, Queue, Result, Settlement, SourceSession,
-    StoreError, StoredTokens, now_ms,
+    Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventDetail, EventRow,
+    Failure, Ingested, Job, JobCounts, ListedActivity, NewDelivery, OAuthState, PortalId, Queue, Result, Settlement,
+    SourceSession, StoreError, StoredTokens, now_ms,
 };
 
 /// Writes a single group commit takes at most.
@@ -510,10 +510,10 @@ impl Queue for SqliteStore {
         Ok(())
     }
 
-    async fn fail(&self, job_id: i64, error: &str, failure: Failure) -> Result<()> {
-        let (status, run_at) = match failure {
-            Failure::RetryAt(at) => ("queued", at),
-            Failure::Dead => ("dead", now_ms()),
+    async fn fail(&self, job_id: i64, kind: &str, error: &str, failure: Failure) -> Result<()> {
+        let (status, run_at, retry_at) = match failure {
+            Failure::RetryAt(at) => ("queued", at, Some(at)),
+            Failure::Dead => ("dead", now_ms(), None),
         };
         let mut tx = self.write().await?;
         sqlx::query(
@@ -524,6 +524,17 @@ impl Queue for SqliteStore {
         .bind(run_at)
         .bind(error)
         .bind(now_ms())
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO job_attempts (inbox_id, attempt, at, error_kind, error, retry_at)
+             SELECT inbox_id, attempts, ?, ?, ?, ? FROM jobs WHERE id = ?",
+        )
+        .bind(now_ms())
+        .bind(kind)
+        .bind(error)
+        .bind(retry_at)
         .bind(job_id)
         .execute(&mut *tx)
         .await?;
@@ -572,6 +583,13 @@ impl Queue for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(crate::rows::event).collect()
+    }
+
+    async fn event(&self, id: i64) -> Result<Option<EventDetail>> {
+        let detail = crate::rows::event_detail_sql!("?1");
+        let Some(row) = sqlx::query(detail).bind(id).fetch_optional(&self.pool).await? else { return Ok(None) };
+        let attempts = sqlx::query(crate::rows::event_attempts_sql!("?1")).bind(id).fetch_all(&self.pool).await?;
+        crate::rows::event_detail(&row, &attempts).map(Some)
     }
 
     async fn counts(&self) -> Result<JobCounts> {
@@ -713,6 +731,10 @@ impl CallerIndex for SqliteStore {
         .fetch_all(&mut *tx)
         .await?;
         let inbox = serde_json::to_string(&inbox).unwrap_or_default();
+        sqlx::query("DELETE FROM job_attempts WHERE inbox_id IN (SELECT value FROM json_each(?))")
+            .bind(&inbox)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM jobs WHERE inbox_id IN (SELECT value FROM json_each(?))")
             .bind(&inbox)
             .execute(&mut *tx)

@@ -105,10 +105,10 @@ async fn failed_jobs_retry_later_then_die_and_can_be_replayed() {
         let ingested = s.ingest(delivery("k", "c")).await.unwrap();
         let lease = Duration::from_secs(60);
         let job = s.claim("w", lease).await.unwrap().unwrap();
-        s.fail(job.id, "HubSpot answered 503", Failure::RetryAt(now_ms() + 60_000)).await.unwrap();
+        s.fail(job.id, "transient", "HubSpot answered 503", Failure::RetryAt(now_ms() + 60_000)).await.unwrap();
         assert!(s.claim("w", lease).await.unwrap().is_none(), "{name}: not before its time");
         assert!(s.next_run_at().await.unwrap().unwrap() > now_ms(), "{name}");
-        s.fail(job.id, "gave up", Failure::Dead).await.unwrap();
+        s.fail(job.id, "permanent", "gave up", Failure::Dead).await.unwrap();
         let dead = s.events(Some("dead"), 10).await.unwrap();
         assert_eq!(dead.len(), 1, "{name}");
         assert_eq!(dead[0].last_error.as_deref(), Some("gave up"), "{name}");
@@ -243,7 +243,7 @@ async fn a_batch_claim_takes_callers_oldest_jobs_then_what_queues_behind_them() 
         let heads: Vec<_> = heads.into_iter().chain(more).collect();
         assert_eq!(keys(&heads), ["d1", "e1"], "{name}");
         done(&s, &[heads[0].id]).await;
-        s.fail(heads[1].id, "boom", Failure::RetryAt(now_ms() + 60_000)).await.unwrap();
+        s.fail(heads[1].id, "transient", "boom", Failure::RetryAt(now_ms() + 60_000)).await.unwrap();
         let batch = s.claim_many("w", lease, 100).await.unwrap();
         assert_eq!(keys(&batch), ["d2", "d3"], "{name}: erin's next jobs wait behind her retry");
         done(&s, &batch.iter().map(|j| j.id).collect::<Vec<_>>()).await;

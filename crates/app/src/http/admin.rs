@@ -44,6 +44,30 @@ pub async fn events(State(state): State<AppState>, Query(q): Query<EventsQuery>)
     Ok(Json(json!({"events": rows})).into_response())
 }
 
+#[derive(Deserialize)]
+pub struct EventQuery {
+    /// Show personal values (numbers, emails, names, transcripts) instead of masking them.
+    #[serde(default)]
+    reveal: bool,
+}
+
+/// `GET /events/{id}[?reveal=true]`: the event's detail ([`crate::events`]).
+pub async fn event(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<EventQuery>,
+) -> Result<Response, ApiError> {
+    let detail = crate::events::detail(state.store.as_ref(), &state.portals, id, q.reveal).await.map_err(|e| {
+        tracing::error!(error = %e, "reading an event failed");
+        ApiError::Unavailable
+    })?;
+    let detail = detail.ok_or(ApiError::NotFound("no event with this id"))?;
+    if q.reveal {
+        tracing::info!(event.id = id, "an event's personal values were shown to an admin");
+    }
+    Ok(Json(detail).into_response())
+}
+
 pub async fn replay(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response, ApiError> {
     if !state.store.replay(id, None).await.map_err(|_| ApiError::Unavailable)? {
         return Err(ApiError::NotFound("no finished or dead event with this id"));

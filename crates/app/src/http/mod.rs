@@ -141,6 +141,7 @@ fn source_routes(state: &AppState, sources: Sources, portal: Option<&PortalId>) 
 pub fn router(state: AppState, sources: Sources) -> Router {
     let admin = Router::new()
         .route("/events", get(admin::events))
+        .route("/events/{id}", get(admin::event))
         .route("/events/{id}/replay", post(admin::replay))
         .route("/probe", get(admin::probe))
         .route("/setup-properties", post(admin::setup_properties))

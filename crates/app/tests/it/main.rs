@@ -6,6 +6,7 @@ mod bounds;
 mod burst;
 mod dedup;
 mod doctor;
+mod events;
 mod fuzz_regressions;
 mod helpers;
 mod hubspot_webhooks;

@@ -1,0 +1,12 @@
+-- Each failed attempt of an event's job: when, why (the error's kind and message, never a
+-- body) and when it was to be tried again (NULL: it went dead). Erased with its delivery.
+CREATE TABLE job_attempts (
+    id BIGSERIAL PRIMARY KEY,
+    inbox_id BIGINT NOT NULL,
+    attempt BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    error_kind TEXT NOT NULL,
+    error TEXT NOT NULL,
+    retry_at BIGINT
+);
+CREATE INDEX job_attempts_inbox ON job_attempts (inbox_id, id);
