@@ -38,6 +38,8 @@ pub enum Command {
     Dedup(crate::cmd::dedup::Args),
     /// Check the configuration, the database, HubSpot and the sources; print what to fix.
     Doctor,
+    /// Post a signed sample call of a source to a running instance, to see one land.
+    SendTest(crate::cmd::send_test::Args),
     /// The portals the configuration serves (`[portals.NAME]` sections): list, add, remove.
     Portals {
         #[command(subcommand)]
@@ -66,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Backfill(args) => crate::cmd::backfill::run(config, args).await,
             Command::Dedup(args) => crate::cmd::dedup::run(config, args).await,
             Command::Doctor => crate::cmd::doctor::run(config).await,
+            Command::SendTest(args) => crate::cmd::send_test::run(config, args).await,
             Command::Portals { action } => crate::cmd::portals::run(&config, cli.config.as_deref(), &action).await,
             Command::Sandbox(_) => unreachable!("handled above"),
         }

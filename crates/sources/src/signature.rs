@@ -266,6 +266,22 @@ pub fn verify_vapi_hmac(
     vapi(signature, timestamp, now_ms)?.verify(secret, body)
 }
 
+/// What a sender puts in `x-retell-signature` for `body` at `now_ms` (as Retell signs).
+pub fn retell_header(api_key: &str, body: &[u8], now_ms: i64) -> String {
+    format!("v={now_ms},d={}", sign(api_key, &[body, now_ms.to_string().as_bytes()]))
+}
+
+/// What a sender puts in `ElevenLabs-Signature` for `body` at `now_s` (as ElevenLabs signs).
+pub fn elevenlabs_header(secret: &str, body: &[u8], now_s: i64) -> String {
+    format!("t={now_s},v0={}", sign(secret, &[now_s.to_string().as_bytes(), b".", body]))
+}
+
+/// What a sender puts in Vapi's HMAC credential headers (`x-signature`, `x-timestamp`).
+pub fn vapi_hmac_headers(secret: &str, body: &[u8], now_ms: i64) -> (String, String) {
+    let ts = now_ms.to_string();
+    (sign(secret, &[ts.as_bytes(), b".", body]), ts)
+}
+
 /// Hex HMAC-SHA256 of the parts, for signing test requests and benchmarks.
 pub fn sign(key: &str, parts: &[&[u8]]) -> String {
     let mut mac = HmacSha256::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod portals;
 pub mod replay;
 pub mod sandbox;
+pub mod send_test;
 pub mod serve;
 pub mod sync_now;
 

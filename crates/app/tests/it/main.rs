@@ -24,6 +24,7 @@ mod pull_session;
 mod readiness;
 mod rejections;
 mod restart;
+mod send_test;
 mod shared;
 mod tools;
 mod upgrade;

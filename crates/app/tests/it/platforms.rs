@@ -30,11 +30,11 @@ pub(crate) async fn app() -> TestApp {
 }
 
 fn retell_header(body: &str, ts: i64, key: &str) -> String {
-    format!("v={ts},d={}", sign(key, &[body.as_bytes(), ts.to_string().as_bytes()]))
+    callbridge_sources::signature::retell_header(key, body.as_bytes(), ts)
 }
 
 fn eleven_header(body: &str, t: i64, secret: &str) -> String {
-    format!("t={t},v0={}", sign(secret, &[t.to_string().as_bytes(), b".", body.as_bytes()]))
+    callbridge_sources::signature::elevenlabs_header(secret, body.as_bytes(), t)
 }
 
 pub(crate) async fn retell(app: &TestApp, body: &str) -> (u16, Value) {
