@@ -86,6 +86,8 @@ pub async fn observe(request: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`: the gauges sampled now, then everything recorded, in Prometheus' text format.
+#[utoipa::path(get, path = "/metrics", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "Prometheus' text format", content_type = "text/plain", body = String)))]
 pub async fn scrape(State(state): State<AppState>) -> Response {
     sample(&state).await;
     let body = handle().render();

@@ -144,6 +144,7 @@ pub struct EventDetail {
 
 /// A failed attempt of an event's job.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptRow {
     pub attempt: i64,
     pub at_ms: i64,
@@ -155,6 +156,7 @@ pub struct AttemptRow {
 
 /// An inbox row with its job's state, for the admin API.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventRow {
     pub id: i64,
     pub portal: String,
@@ -168,6 +170,7 @@ pub struct EventRow {
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobCounts {
     pub queued: i64,
     pub running: i64,
@@ -407,6 +410,7 @@ pub const REJECTIONS_KEPT: i64 = 10_000;
 /// A delivery refused before it was stored: where it came, why, how big, from whom — never
 /// its body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rejection {
     /// Its number once kept (0 before).
     pub id: i64,

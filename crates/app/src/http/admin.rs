@@ -29,19 +29,33 @@ pub struct EventsQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/events", tag = "admin", security(("admin" = [])),
+    params(("status" = Option<String>, Query, description = "queued, running, done, dead, recorded, coalesced or rejected"),
+           ("limit" = Option<i64>, Query, description = "at most this many, newest first (1–1000, default 100)")),
+    responses((status = 200, description = "`{\"events\": [...]}`: events, or refused deliveries with status=rejected", body = EventList),
+              (status = 400, description = "an unknown status", body = crate::http::error::ErrorBody)))]
 pub async fn events(State(state): State<AppState>, Query(q): Query<EventsQuery>) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     if q.status.as_deref() == Some("rejected") {
-        let rows = state.store.rejections(limit).await.map_err(|_| ApiError::Unavailable)?;
-        return Ok(Json(json!({"events": rows})).into_response());
+        let events = state.store.rejections(limit).await.map_err(|_| ApiError::Unavailable)?;
+        return Ok(Json(EventList::Rejections { events }).into_response());
     }
     if let Some(s) = &q.status
         && !matches!(s.as_str(), "queued" | "running" | "done" | "dead" | "recorded" | "coalesced")
     {
         return Err(ApiError::field("status", "must be queued, running, done, dead, recorded, coalesced or rejected"));
     }
-    let rows = state.store.events(q.status.as_deref(), limit).await.map_err(|_| ApiError::Unavailable)?;
-    Ok(Json(json!({"events": rows})).into_response())
+    let events = state.store.events(q.status.as_deref(), limit).await.map_err(|_| ApiError::Unavailable)?;
+    Ok(Json(EventList::Events { events }).into_response())
+}
+
+/// `GET /events`: events with their jobs' state, or with `status=rejected` the deliveries
+/// refused before they were stored.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum EventList {
+    Events { events: Vec<callbridge_store::EventRow> },
+    Rejections { events: Vec<callbridge_store::Rejection> },
 }
 
 #[derive(Deserialize)]
@@ -52,6 +66,11 @@ pub struct EventQuery {
 }
 
 /// `GET /events/{id}[?reveal=true]`: the event's detail ([`crate::events`]).
+#[utoipa::path(get, path = "/events/{id}", tag = "admin", security(("admin" = [])),
+    params(("id" = i64, Path, description = "the event's id"),
+           ("reveal" = Option<bool>, Query, description = "show personal values instead of masking them (logged)")),
+    responses((status = 200, description = "the event: times, each failed attempt, what it wrote to HubSpot, raw body and canonical event", body = Object),
+              (status = 404, description = "no such event", body = crate::http::error::ErrorBody)))]
 pub async fn event(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -68,6 +87,9 @@ pub async fn event(
     Ok(Json(detail).into_response())
 }
 
+#[utoipa::path(post, path = "/events/{id}/replay", tag = "admin", security(("admin" = [])),
+    params(("id" = i64, Path, description = "a dead or finished event's id")),
+    responses((status = 200, description = "queued again", body = Object), (status = 404, description = "no dead or finished event with this id", body = crate::http::error::ErrorBody)))]
 pub async fn replay(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response, ApiError> {
     if !state.store.replay(id, None).await.map_err(|_| ApiError::Unavailable)? {
         return Err(ApiError::NotFound("no finished or dead event with this id"));
@@ -81,11 +103,17 @@ fn portal(state: &AppState) -> Result<&Arc<Portal>, ApiError> {
     state.portals.default_portal().ok_or(ApiError::NotFound("no portal is configured"))
 }
 
+#[utoipa::path(get, path = "/probe", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "what the token may do: v3 calls or v1 engagements, scheduler, missing scopes", body = Object),
+              (status = 502, description = "HubSpot refused or failed", body = crate::http::error::ErrorBody)))]
 pub async fn probe(State(state): State<AppState>) -> Result<Response, ApiError> {
     let c = portal(&state)?.hubspot.probe().await.map_err(|e| ApiError::Upstream(e.to_string()))?;
     Ok(Json(json!({"capabilities": c})).into_response())
 }
 
+#[utoipa::path(post, path = "/setup-properties", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "callbridge's property group and properties, created where missing", body = Object),
+              (status = 502, description = "HubSpot refused or failed", body = crate::http::error::ErrorBody)))]
 pub async fn setup_properties(State(state): State<AppState>) -> Result<Response, ApiError> {
     let report = crate::properties::setup(portal(&state)?.hubspot.as_ref())
         .await
@@ -113,6 +141,10 @@ fn runner<'a>(state: &'a AppState, q: &SourceQuery) -> Result<&'a Arc<crate::pul
 }
 
 /// `POST /sync-now?source=`: a run now, or the one going; its report.
+#[utoipa::path(post, path = "/sync-now", tag = "admin", security(("admin" = [])),
+    params(("source" = Option<String>, Query, description = "the pulled source (needed when several are configured)")),
+    responses((status = 200, description = "the run's report", body = Object), (status = 404, description = "no such pulled source", body = crate::http::error::ErrorBody),
+              (status = 502, description = "a run is still going", body = crate::http::error::ErrorBody)))]
 pub async fn sync_now(State(state): State<AppState>, Query(q): Query<SourceQuery>) -> Result<Response, ApiError> {
     let runner = runner(&state, &q)?;
     match runner.run_now(&state.store, &state.wake, state.region).await {
@@ -125,6 +157,8 @@ pub async fn sync_now(State(state): State<AppState>, Query(q): Query<SourceQuery
 }
 
 /// `GET /token/status`: each pulled source's session, never its token.
+#[utoipa::path(get, path = "/token/status", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "each pulled source's session and each portal's OAuth connection, never a token", body = Object)))]
 pub async fn token_status(State(state): State<AppState>) -> Response {
     let mut sources = Vec::new();
     for r in state.pulls.iter() {
@@ -141,6 +175,8 @@ pub async fn token_status(State(state): State<AppState>) -> Response {
 
 /// `GET /portals`: each portal served, its HubSpot account, whether it can take work (and why
 /// not) and its OAuth connection — never a token.
+#[utoipa::path(get, path = "/portals", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "each portal served: account id, readiness, scheduler link, OAuth connection", body = Object)))]
 pub async fn portals(State(state): State<AppState>) -> Response {
     let mut portals = Vec::new();
     for portal in state.portals.iter() {
@@ -157,6 +193,10 @@ pub async fn portals(State(state): State<AppState>) -> Response {
 }
 
 /// `POST /token/refresh?source=[&force=true]`: log in now; during a cooldown only when forced.
+#[utoipa::path(post, path = "/token/refresh", tag = "admin", security(("admin" = [])),
+    params(("source" = Option<String>, Query, description = "the pulled source"), ("force" = Option<bool>, Query, description = "log in even during a cooldown")),
+    responses((status = 200, description = "the session after logging in", body = Object), (status = 400, description = "in a cooldown (pass force)", body = crate::http::error::ErrorBody),
+              (status = 502, description = "the login failed", body = crate::http::error::ErrorBody)))]
 pub async fn token_refresh(State(state): State<AppState>, Query(q): Query<SourceQuery>) -> Result<Response, ApiError> {
     let runner = runner(&state, &q)?;
     let session = &runner.source.session;
@@ -187,6 +227,12 @@ pub struct DedupQuery {
 /// `POST /dedup[?dry_run=false&max_passes=&merge_shared_numbers=&portal=]`: starts a duplicate
 /// sweep (a dry run unless `dry_run=false`) and answers its run id at once; one sweep per portal
 /// at a time (409 while one runs, on any instance).
+#[utoipa::path(post, path = "/dedup", tag = "admin", security(("admin" = [])),
+    params(("dry_run" = Option<bool>, Query, description = "plan only (the default) or merge with false"),
+           ("max_passes" = Option<u32>, Query, description = "passes at most"),
+           ("merge_shared_numbers" = Option<bool>, Query, description = "merge contacts sharing a number used by several names"),
+           ("portal" = Option<String>, Query, description = "the portal to sweep")),
+    responses((status = 202, description = "the sweep started: its run id", body = Object), (status = 409, description = "a sweep of that portal is running", body = crate::http::error::ErrorBody)))]
 pub async fn dedup_start(State(state): State<AppState>, Query(q): Query<DedupQuery>) -> Result<Response, ApiError> {
     let portal = match &q.portal {
         Some(p) => callbridge_domain::PortalId::parse(p).map_err(|e| ApiError::field("portal", e.to_string()))?,
@@ -237,6 +283,9 @@ pub async fn dedup_start(State(state): State<AppState>, Query(q): Query<DedupQue
 }
 
 /// `GET /dedup/{id}`: a sweep's state, options and (once done) its report.
+#[utoipa::path(get, path = "/dedup/{id}", tag = "admin", security(("admin" = [])),
+    params(("id" = i64, Path, description = "the run id")),
+    responses((status = 200, description = "the sweep's status and report", body = Object), (status = 404, description = "no such run", body = crate::http::error::ErrorBody)))]
 pub async fn dedup_get(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response, ApiError> {
     let Some(run) = state.store.dedup_run(id).await.map_err(|_| ApiError::Unavailable)? else {
         return Err(ApiError::NotFound("no duplicate sweep with this id"));

@@ -15,7 +15,37 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use callbridge_sources::FieldError;
-use serde_json::json;
+
+/// Every error's body: its kind, and what the sender needs to act on it.
+#[derive(Debug, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// `unauthorized`, `invalid_payload`, `not_found`, `conflict`, `payload_too_large`,
+    /// `request_timeout`, `overloaded`, `hubspot`, `storage_unavailable` or `internal`.
+    pub error: &'static str,
+    /// Why, in words (the check that failed, what was not found, the limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Each bad field and its problem (`invalid_payload`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<FieldProblem>>)]
+    pub fields: Option<Vec<FieldError>>,
+    /// The body size limit (`payload_too_large`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<usize>,
+    /// Whether sending again later can succeed (5xx).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<bool>,
+}
+
+/// A bad field, as `fields` lists it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct FieldProblem {
+    /// Its path in the body (`message.call.customer.number`, `[2].portalId`).
+    field: String,
+    /// What is wrong with it.
+    problem: String,
+}
 
 /// What an overloaded answer asks the sender to wait, in seconds.
 pub const RETRY_AFTER_SECS: u64 = 1;
@@ -89,33 +119,53 @@ impl IntoResponse for ApiError {
 
 impl ApiError {
     fn answer(self) -> Response {
+        let body = |error: &'static str| ErrorBody { error, ..ErrorBody::default() };
         let (status, body) = match self {
             ApiError::Unauthorized(reason) => {
-                (StatusCode::UNAUTHORIZED, json!({"error": "unauthorized", "reason": reason}))
+                (StatusCode::UNAUTHORIZED, ErrorBody { reason: Some(reason.into()), ..body("unauthorized") })
             }
             ApiError::InvalidPayload(fields) => {
-                (StatusCode::BAD_REQUEST, json!({"error": "invalid_payload", "fields": fields}))
+                (StatusCode::BAD_REQUEST, ErrorBody { fields: Some(fields), ..body("invalid_payload") })
             }
-            ApiError::NotFound(reason) => (StatusCode::NOT_FOUND, json!({"error": "not_found", "reason": reason})),
-            ApiError::Conflict(reason) => (StatusCode::CONFLICT, json!({"error": "conflict", "reason": reason})),
+            ApiError::NotFound(reason) => {
+                (StatusCode::NOT_FOUND, ErrorBody { reason: Some(reason.into()), ..body("not_found") })
+            }
+            ApiError::Conflict(reason) => {
+                (StatusCode::CONFLICT, ErrorBody { reason: Some(reason), ..body("conflict") })
+            }
             ApiError::TooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                json!({"error": "payload_too_large", "reason": format!("the body is over the limit of {limit} bytes"), "limit_bytes": limit}),
+                ErrorBody {
+                    reason: Some(format!("the body is over the limit of {limit} bytes")),
+                    limit_bytes: Some(limit),
+                    ..body("payload_too_large")
+                },
             ),
             ApiError::BodyTimeout { secs } => (
                 StatusCode::REQUEST_TIMEOUT,
-                json!({"error": "request_timeout", "reason": format!("the body did not arrive within {secs} s")}),
+                ErrorBody {
+                    reason: Some(format!("the body did not arrive within {secs} s")),
+                    ..body("request_timeout")
+                },
             ),
             ApiError::Overloaded => {
-                let body = json!({"error": "overloaded", "reason": "too many requests in flight; retry shortly", "retry": true});
+                let body = ErrorBody {
+                    reason: Some("too many requests in flight; retry shortly".into()),
+                    retry: Some(true),
+                    ..body("overloaded")
+                };
                 let retry_after = [(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())];
                 return (StatusCode::SERVICE_UNAVAILABLE, retry_after, Json(body)).into_response();
             }
-            ApiError::Upstream(reason) => (StatusCode::BAD_GATEWAY, json!({"error": "hubspot", "reason": reason})),
-            ApiError::Unavailable => {
-                (StatusCode::SERVICE_UNAVAILABLE, json!({"error": "storage_unavailable", "retry": true}))
+            ApiError::Upstream(reason) => {
+                (StatusCode::BAD_GATEWAY, ErrorBody { reason: Some(reason), ..body("hubspot") })
             }
-            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal", "retry": true})),
+            ApiError::Unavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorBody { retry: Some(true), ..body("storage_unavailable") })
+            }
+            ApiError::Internal => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody { retry: Some(true), ..body("internal") })
+            }
         };
         (status, Json(body)).into_response()
     }

@@ -27,6 +27,11 @@ pub struct HubSpotWebhooks {
     pub public_url: Option<String>,
 }
 
+#[utoipa::path(post, path = "/webhooks/hubspot", tag = "webhooks",
+    description = "HubSpot's app webhooks (contact merge, deletion, privacy deletion, property change), verified with `X-HubSpot-Signature-v3`.",
+    request_body(content = Vec<Object>, description = "HubSpot's batch of events"),
+    responses((status = 200, description = "stored", body = Object), (status = 400, description = "a malformed event, named", body = crate::http::error::ErrorBody),
+              (status = 401, description = "the signature is missing, stale or wrong", body = crate::http::error::ErrorBody)))]
 pub async fn receive(
     State(state): State<AppState>,
     Extension(settings): Extension<Arc<HubSpotWebhooks>>,

@@ -9,6 +9,7 @@ mod error;
 pub mod hubspot;
 pub mod intake;
 pub mod oauth;
+pub mod openapi;
 pub mod serve;
 mod tools;
 mod webhooks;
@@ -158,6 +159,7 @@ pub fn router(state: AppState, sources: Sources) -> Router {
         .route_layer(from_fn_with_state(state.clone(), crate::rejections::observe));
     let mut router = Router::new()
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/oauth/login", get(oauth::login))
         .route("/oauth/callback", get(oauth::callback))
         .merge(hubspot);
@@ -183,7 +185,10 @@ pub fn overflow_router(state: AppState) -> Router {
 
 /// Liveness (200 while the process serves) with readiness: each portal's, and `ready` when
 /// every portal can take work.
-async fn health(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "ready or not (and why), each portal, the queue, each pulled source", body = Object),
+              (status = 503, description = "the store cannot be read", body = Object)))]
+pub async fn health(State(state): State<AppState>) -> Response {
     let portals: Vec<_> =
         state.portals.iter().map(|p| json!({"id": p.id(), "readiness": p.readiness.status()})).collect();
     let ready = state.portals.iter().all(|p| p.readiness.is_ready());

@@ -69,6 +69,10 @@ fn portal_named(state: &AppState, name: Option<&str>) -> Result<Arc<Portal>, Api
 }
 
 /// `GET /oauth/login[?portal=NAME]`.
+#[utoipa::path(get, path = "/oauth/login", tag = "install",
+    params(("portal" = Option<String>, Query, description = "the portal to install (when several are served)")),
+    responses((status = 303, description = "to HubSpot's authorize page, with a state cookie"), (status = 400, description = "no such portal, or it uses a private-app token", body = crate::http::error::ErrorBody),
+              (status = 404, description = "OAuth is not configured", body = crate::http::error::ErrorBody)))]
 pub async fn login(State(state): State<AppState>, Query(q): Query<Login>) -> Result<Response, ApiError> {
     let install = configured(&state)?;
     let portal = portal_named(&state, q.portal.as_deref())?;
@@ -105,6 +109,10 @@ pub struct Callback {
 }
 
 /// `GET /oauth/callback`.
+#[utoipa::path(get, path = "/oauth/callback", tag = "install",
+    params(("code" = Option<String>, Query), ("state" = Option<String>, Query)),
+    responses((status = 200, description = "a page naming the connected account", content_type = "text/html", body = String),
+              (status = 400, description = "missing, unknown, reused, expired or another browser's state; or HubSpot refused the code", body = crate::http::error::ErrorBody)))]
 pub async fn callback(
     State(state): State<AppState>,
     headers: HeaderMap,

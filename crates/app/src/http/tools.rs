@@ -21,6 +21,10 @@ fn unreadable(u: Unreadable) -> ApiError {
 }
 
 /// `POST /tools/vapi`: every call of the message, answered in call order.
+#[utoipa::path(post, path = "/tools/vapi", tag = "tools",
+    description = "Vapi's tool-calls: lookup_caller, check_availability, book_meeting, reschedule_meeting, cancel_meeting.",
+    request_body(content = Object), responses((status = 200, description = "the tool's answer in the platform's shape (a refusal is an answer the agent can say)", body = Object),
+              (status = 401, description = "a credential is missing or wrong", body = crate::http::error::ErrorBody), (status = 400, description = "not a tool call", body = crate::http::error::ErrorBody)))]
 pub async fn vapi(State(state): State<AppState>, request: Verified<Vapi>) -> Response {
     let answer = async {
         let body = decode_json(&request.body).map_err(|f| ApiError::InvalidPayload(f.errors))?;
@@ -35,6 +39,10 @@ pub async fn vapi(State(state): State<AppState>, request: Verified<Vapi>) -> Res
 }
 
 /// `POST /tools/retell/{name}`.
+#[utoipa::path(post, path = "/tools/retell/{name}", tag = "tools",
+    description = "A Retell custom function, signed like its webhooks.", params(("name" = String, Path, description = "the tool")),
+    request_body(content = Object), responses((status = 200, description = "the tool's answer in the platform's shape (a refusal is an answer the agent can say)", body = Object),
+              (status = 401, description = "a credential is missing or wrong", body = crate::http::error::ErrorBody), (status = 400, description = "not a tool call", body = crate::http::error::ErrorBody)))]
 pub async fn retell(State(state): State<AppState>, Path(name): Path<String>, request: Verified<Retell>) -> Response {
     let answer = async {
         let body = decode_json(&request.body).map_err(|f| ApiError::InvalidPayload(f.errors))?;
@@ -47,6 +55,10 @@ pub async fn retell(State(state): State<AppState>, Path(name): Path<String>, req
 }
 
 /// `POST /tools/elevenlabs/{name}`: the arguments as the body (optional) and the query.
+#[utoipa::path(post, path = "/tools/elevenlabs/{name}", tag = "tools",
+    description = "An ElevenLabs server tool (POST, or GET with query parameters), with `X-Callbridge-Secret`.", params(("name" = String, Path, description = "the tool")),
+    request_body(content = Object), responses((status = 200, description = "the tool's answer in the platform's shape (a refusal is an answer the agent can say)", body = Object),
+              (status = 401, description = "a credential is missing or wrong", body = crate::http::error::ErrorBody), (status = 400, description = "not a tool call", body = crate::http::error::ErrorBody)))]
 pub async fn elevenlabs(
     State(state): State<AppState>,
     Path(name): Path<String>,

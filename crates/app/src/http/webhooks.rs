@@ -47,6 +47,14 @@ impl<P: Guard> FromRequest<AppState> for Verified<P> {
 }
 
 /// `POST /webhooks/{platform}`.
+#[utoipa::path(post, path = "/webhooks/{platform}", tag = "webhooks",
+    description = "A platform's webhook. A portal of several is named by path (`/webhooks/{platform}/{portal}`) or by its agent's id. Credentials: Vapi `X-Vapi-Secret` (or its HMAC), Retell `x-retell-signature`, ElevenLabs `ElevenLabs-Signature`, generic `Authorization: Bearer`. Acknowledged only once stored; a duplicate changes nothing. Unknown fields are accepted.",
+    params(("platform" = String, Path, description = "vapi, retell, elevenlabs, generic, or generic/NAME")),
+    request_body(content = Object, description = "the platform's payload, as it sends it"),
+    responses((status = 200, description = "stored", body = Acknowledged), (status = 400, description = "a field is missing or malformed: each named", body = crate::http::error::ErrorBody),
+              (status = 401, description = "a credential is missing or wrong: the check named", body = crate::http::error::ErrorBody),
+              (status = 408, description = "the body did not arrive in time", body = crate::http::error::ErrorBody), (status = 413, description = "over the body limit", body = crate::http::error::ErrorBody),
+              (status = 503, description = "overloaded or storage unavailable: retry", body = crate::http::error::ErrorBody)))]
 pub async fn webhook<P: Platform>(State(state): State<AppState>, delivery: Verified<P>) -> Response {
     receive(&state, delivery).await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -143,15 +151,23 @@ pub(super) async fn store(state: &AppState, source: &str, delivery: NewDelivery)
 
 /// The 200 for a stored delivery: `accepted`, or `duplicate` when it was seen before;
 /// `recorded`, with the reason, when it is kept without work to do.
-fn acknowledge(ingested: Ingested, recorded: Option<&str>) -> Response {
+fn acknowledge(ingested: Ingested, recorded: Option<&'static str>) -> Response {
     let status = match (ingested.duplicate, recorded) {
         (true, _) => "duplicate",
         (false, Some(_)) => "recorded",
         (false, None) => "accepted",
     };
-    let mut answer = json!({"status": status, "event_id": ingested.inbox_id});
-    if let Some(reason) = recorded {
-        answer["reason"] = json!(reason);
-    }
-    Json(answer).into_response()
+    Json(Acknowledged { status, event_id: ingested.inbox_id, reason: recorded }).into_response()
+}
+
+/// A delivery's acknowledgement, sent once it is stored.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Acknowledged {
+    /// `accepted` (stored, its job queued), `duplicate` (stored before: nothing changes) or
+    /// `recorded` (stored, nothing to sync: `reason` says why).
+    pub status: &'static str,
+    /// Its id at `/events/{id}`.
+    pub event_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }

@@ -129,3 +129,16 @@ async fn a_body_over_the_limit_is_a_413_that_states_the_limit() {
     assert!(app.store.events(None, 10).await.unwrap().is_empty(), "nothing stored");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_without_credentials_and_names_every_route_family() {
+    let app = TestApp::start().await;
+    let r = app.http.get(format!("{}/openapi.json", app.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in ["/webhooks/{platform}", "/tools/vapi", "/events/{id}", "/metrics", "/oauth/callback", "/health"] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    app.stop().await;
+}
