@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+# The dashboard's browser test drives headless Chromium through chromedriver (Debian packages).
+if ! command -v chromedriver >/dev/null 2>&1; then
+  echo "installing chromium and chromium-driver for the dashboard's browser test"
+  apt-get install -y -q chromium chromium-driver >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }
+fi
 echo "== the suite on SQLite"
 env -u CALLBRIDGE_TEST_DATABASE_URL cargo nextest run --workspace "$@"
 if [ -n "${CALLBRIDGE_TEST_DATABASE_URL:-}" ]; then

@@ -201,6 +201,7 @@ impl App {
             }),
             live_window_ms: config.live_update_window_ms as i64,
             rejections: Default::default(),
+            secure_cookies: config.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
             agents: Arc::new(
                 config
                     .portals

@@ -31,6 +31,7 @@ pub mod sync;
 pub mod telemetry;
 pub mod tokens;
 pub mod tools;
+pub mod ui;
 pub mod worker;
 
 pub use app::App;

@@ -169,6 +169,14 @@ pub struct EventRow {
     pub last_error: Option<String>,
 }
 
+/// What happened over a span of time ([`Queue::tally`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Tally {
+    pub received: i64,
+    pub landed: i64,
+    pub dead: i64,
+}
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobCounts {
@@ -264,6 +272,8 @@ pub trait Queue: Send + Sync {
     /// One event with what was received and its failed attempts.
     async fn event(&self, id: i64) -> Result<Option<EventDetail>>;
     async fn counts(&self) -> Result<JobCounts>;
+    /// What happened since `since_ms`: deliveries received, jobs landed and gone dead.
+    async fn tally(&self, since_ms: i64) -> Result<Tally>;
     /// The earliest time a queued job becomes runnable, if any is waiting.
     async fn next_run_at(&self) -> Result<Option<i64>>;
 }
@@ -464,6 +474,8 @@ pub trait DedupRuns: Send + Sync {
     /// Records how it ended: a report (done) or an error (failed).
     async fn finish_dedup_run(&self, id: i64, report: std::result::Result<&str, &str>) -> Result<()>;
     async fn dedup_run(&self, id: i64) -> Result<Option<DedupRun>>;
+    /// The newest sweeps, newest first.
+    async fn dedup_runs(&self, limit: i64) -> Result<Vec<DedupRun>>;
 }
 
 /// How far each pulled source has been read (its high-water mark, epoch milliseconds).

@@ -5,7 +5,7 @@ use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 
 use crate::{
     Activity, AttemptRow, DedupRun, EventDetail, EventRow, Job, JobCounts, ListedActivity, PortalId, Rejection, Result,
-    StoreError, StoredTokens,
+    StoreError, StoredTokens, Tally,
 };
 
 fn get<'r, R, T>(r: &'r R, column: &str) -> Result<T>
@@ -110,6 +110,43 @@ where
         .fetch_all(db)
         .await?;
     counts(&rows)
+}
+
+/// What happened since a time, with the backend's placeholder for it: deliveries received,
+/// and jobs finished by status.
+macro_rules! tally_sql {
+    ($since:literal) => {
+        concat!(
+            "SELECT 'received' AS status, COUNT(*) AS n FROM inbox WHERE received_at >= ",
+            $since,
+            " UNION ALL SELECT status, COUNT(*) AS n FROM jobs WHERE updated_at >= ",
+            $since,
+            " AND status IN ('done', 'dead') GROUP BY status"
+        )
+    };
+}
+pub(crate) use tally_sql;
+
+/// The rows of [`tally_sql`] as a [`Tally`].
+pub(crate) fn tally<R, DB>(rows: &[R]) -> Result<Tally>
+where
+    DB: Database,
+    R: Row<Database = DB>,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+{
+    let mut t = Tally::default();
+    for r in rows {
+        let n: i64 = get(r, "n")?;
+        match get::<R, String>(r, "status")?.as_str() {
+            "received" => t.received = n,
+            "done" => t.landed = n,
+            "dead" => t.dead = n,
+            _ => {}
+        }
+    }
+    Ok(t)
 }
 
 /// When the next queued job is due: the same statement on every backend.

@@ -596,6 +596,11 @@ impl Queue for SqliteStore {
         crate::rows::job_counts(&self.pool).await
     }
 
+    async fn tally(&self, since_ms: i64) -> Result<crate::Tally> {
+        let rows = sqlx::query(crate::rows::tally_sql!("?1")).bind(since_ms).fetch_all(&self.pool).await?;
+        crate::rows::tally(&rows)
+    }
+
     async fn next_run_at(&self) -> Result<Option<i64>> {
         crate::rows::next_run_at(&self.pool).await
     }
@@ -1229,6 +1234,16 @@ impl crate::DedupRuns for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(crate::rows::dedup_run).transpose()
+    }
+
+    async fn dedup_runs(&self, limit: i64) -> Result<Vec<crate::DedupRun>> {
+        let rows = sqlx::query(
+            "SELECT id, portal, options, status, report, error, started_at, finished_at FROM dedup_runs ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(crate::rows::dedup_run).collect()
     }
 }
 

@@ -52,6 +52,8 @@ pub struct AppState {
     pub agents: Arc<std::collections::HashMap<String, PortalId>>,
     /// Deliveries refused, counted and recorded ([`crate::rejections`]).
     pub rejections: Arc<crate::rejections::RejectionLog>,
+    /// Cookies are marked `Secure` (`public_url` is https).
+    pub secure_cookies: bool,
 }
 
 impl AppState {
@@ -160,6 +162,7 @@ pub fn router(state: AppState, sources: Sources) -> Router {
     let mut router = Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi::openapi_json))
+        .merge(crate::ui::routes(&state))
         .route("/oauth/login", get(oauth::login))
         .route("/oauth/callback", get(oauth::callback))
         .merge(hubspot);

@@ -4,6 +4,7 @@ mod answers;
 mod bookings;
 mod bounds;
 mod burst;
+mod dashboard;
 mod dedup;
 mod doctor;
 mod events;
