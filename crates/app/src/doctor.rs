@@ -214,20 +214,19 @@ async fn properties(check: String, client: &dyn HubSpotApi) -> Finding {
     }
 }
 
-/// The findings as a table.
+/// The findings as a table; what to fix goes on the line under its finding.
 pub fn table(findings: &[Finding]) -> String {
-    let width = findings.iter().map(|f| f.check.chars().count()).max().unwrap_or(5).max(5);
-    let mut out = format!("{:width$}  {:6}  {}\n", "check", "result", "detail");
+    let mut rows = Vec::new();
     for f in findings {
         let verdict = match f.verdict {
             Verdict::Ok => "ok",
             Verdict::Warn => "warn",
             Verdict::Fail => "FAIL",
         };
-        out.push_str(&format!("{:width$}  {verdict:6}  {}\n", f.check, f.detail));
+        rows.push(vec![f.check.to_string(), verdict.to_string(), f.detail.clone()]);
         if !f.fix.is_empty() {
-            out.push_str(&format!("{:width$}  {:6}  → {}\n", "", "", f.fix));
+            rows.push(vec![String::new(), String::new(), format!("→ {}", f.fix)]);
         }
     }
-    out
+    crate::cmd::table(&["check", "result", "detail"], &rows)
 }

@@ -178,7 +178,7 @@ struct PortalLine {
     ten_second: String,
     search: String,
     daily: String,
-    rate_limited: u64,
+    rate_limited: String,
     token: String,
 }
 
@@ -232,7 +232,10 @@ async fn overview(State(state): State<AppState>, axum::Extension(session): axum:
             ten_second: shown("ten_second"),
             search: shown("search"),
             daily: shown("daily"),
-            rate_limited: p.hubspot.stats().rate_limited,
+            rate_limited: match p.hubspot.stats() {
+                s if s.rate_limited == 0 => "0".into(),
+                s => format!("{} (last {})", s.rate_limited, s.last_rate_limited_at_ms.map_or("—".into(), when)),
+            },
             token,
         });
     }
@@ -607,7 +610,7 @@ mod tests {
                 ten_second: "150".into(),
                 search: "5".into(),
                 daily: "249000".into(),
-                rate_limited: 0,
+                rate_limited: "2 (last 2026-01-06 14:05:29 UTC)".into(),
                 token: "OAuth, expires in 25 min".into(),
             }],
             sources: vec![SourceLine {

@@ -208,6 +208,8 @@ pub struct ClientStats {
     pub requests: u64,
     pub retries: u64,
     pub rate_limited: u64,
+    /// When HubSpot last answered 429 (epoch milliseconds).
+    pub last_rate_limited_at_ms: Option<i64>,
     pub refreshes: u64,
 }
 
@@ -477,7 +479,12 @@ impl HubSpotClient {
                 }
             }
             429 => {
-                self.stats.lock().rate_limited += 1;
+                {
+                    let mut stats = self.stats.lock();
+                    stats.rate_limited += 1;
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    stats.last_rate_limited_at_ms = Some(now.as_millis() as i64);
+                }
                 let policy = body.get("policyName").and_then(Value::as_str).unwrap_or("");
                 tracing::warn!(hubspot.policy = policy, "HubSpot answered 429");
                 let known = ["DAILY", "SECONDLY", "TEN_SECONDLY_ROLLING"].into_iter().find(|p| *p == policy);

@@ -124,24 +124,8 @@ fn prop<'a>(record: &'a Value, name: &str) -> &'a str {
 
 fn table(title: &str, headers: &[&str], rows: Vec<Vec<String>>) {
     println!("\n{title}");
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([headers[i].len()]).max().unwrap_or(0).min(60))
-        .collect();
-    let line = |cells: Vec<String>| {
-        let text: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| {
-                let cut: String = c.chars().take(*w).collect();
-                format!("{cut:<w$}", w = *w)
-            })
-            .collect();
-        println!("  {}", text.join("  "));
-    };
-    line(headers.iter().map(|h| h.to_string()).collect());
-    line(widths.iter().map(|w| "-".repeat(*w)).collect());
-    for r in rows {
-        line(r);
+    for line in super::table(headers, &rows).lines() {
+        println!("  {line}");
     }
 }
 

@@ -46,3 +46,34 @@ pub async fn open_existing_store(config: &Config) -> anyhow::Result<Arc<dyn Stor
     }
     open_store(config).await
 }
+
+/// Rows under headers in aligned columns, two spaces apart: each column as wide as its widest
+/// cell (at most 60 characters; longer cells are cut), the last column as it is.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    const MAX: usize = 60;
+    let last = headers.len().saturating_sub(1);
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            let widest = rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+            widest.max(headers[i].chars().count()).min(MAX)
+        })
+        .collect();
+    let line = |cells: &[&str]| {
+        let text: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match i == last {
+                true => c.to_string(),
+                false => format!("{:<w$}", c.chars().take(widths[i]).collect::<String>(), w = widths[i]),
+            })
+            .collect();
+        text.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers);
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&line(&rule.iter().map(String::as_str).collect::<Vec<_>>()));
+    for row in rows {
+        out.push_str(&line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
+    }
+    out
+}

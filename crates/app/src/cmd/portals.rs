@@ -158,23 +158,23 @@ fn section_lines(text: &str, name: &str) -> Option<(usize, usize)> {
     Some((start, end))
 }
 
-/// One line per portal.
+/// One line per portal, in aligned columns.
 pub fn list(config: &Config) -> String {
     let named = !config.portals.is_empty();
-    let mut out = String::from("portal\thub id\ttier\tcredentials\tsources\tagents\n");
+    let mut rows = Vec::new();
     for (id, c) in config.served_portals() {
-        let credentials = c.credentials_kind();
         let suffix = if named { format!("/{id}") } else { String::new() };
         let sources: Vec<String> = c.sources().iter().filter(|s| s.3).map(|s| format!("{}{suffix}", s.2)).collect();
-        let hub = c.hubspot_hub_id.map_or("-".to_string(), |h| h.to_string());
-        out.push_str(&format!(
-            "{id}\t{hub}\t{}\t{credentials}\t{}\t{}\n",
-            c.hubspot_tier,
+        rows.push(vec![
+            id.to_string(),
+            c.hubspot_hub_id.map_or("-".to_string(), |h| h.to_string()),
+            c.hubspot_tier.clone(),
+            c.credentials_kind().to_string(),
+            c.agent_ids.len().to_string(),
             if sources.is_empty() { "-".to_string() } else { sources.join(" ") },
-            c.agent_ids.len()
-        ));
+        ]);
     }
-    out
+    super::table(&["portal", "hub id", "tier", "credentials", "agents", "sources"], &rows)
 }
 
 #[cfg(test)]
@@ -219,10 +219,14 @@ mod tests {
         let config = Config::from_text(Some((file, "test.toml")), &HashMap::new()).unwrap();
         let listed = list(&config);
         let lines: Vec<&str> = listed.lines().collect();
-        assert_eq!(lines[1], "acme\t42\tstarter\tprivate app\t/webhooks/vapi/acme\t1");
-        assert_eq!(lines[2], "bravo\t-\tenterprise\tnone\t/webhooks/vapi/bravo /webhooks/retell/bravo\t0");
+        assert_eq!(lines[0], "portal  hub id  tier        credentials  agents  sources");
+        assert_eq!(lines[2], "acme    42      starter     private app  1       /webhooks/vapi/acme");
+        assert_eq!(
+            lines[3],
+            "bravo   -       enterprise  none         0       /webhooks/vapi/bravo /webhooks/retell/bravo"
+        );
         assert!(!listed.contains("secret"), "{listed}");
         let single = list(&Config::default());
-        assert_eq!(single.lines().nth(1), Some("default\t-\tstarter\tnone\t-\t0"));
+        assert_eq!(single.lines().nth(2), Some("default  -       starter  none         0       -"));
     }
 }
