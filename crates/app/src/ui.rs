@@ -18,7 +18,7 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use callbridge_sources::signature::hmac_sha256_hex;
-use callbridge_store::{EventRow, now_ms};
+use callbridge_store::{EventRow, Rejection, now_ms};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::Value;
@@ -266,9 +266,11 @@ async fn overview(State(state): State<AppState>, axum::Extension(session): axum:
     })
 }
 
-/// An event as the lists show it.
+/// An event (or a refused delivery) as the lists show it.
 struct EventLine {
     id: i64,
+    /// It has a page of its own (a refused delivery was never stored).
+    link: bool,
     received: String,
     portal: String,
     source: String,
@@ -278,10 +280,27 @@ struct EventLine {
     last_error: String,
 }
 
+impl From<Rejection> for EventLine {
+    fn from(r: Rejection) -> EventLine {
+        EventLine {
+            id: r.id,
+            link: false,
+            received: when(r.at_ms),
+            portal: r.portal.unwrap_or_default(),
+            source: r.route,
+            key: format!("{} from {}", r.reason, r.peer.unwrap_or_else(|| "?".into())),
+            status: "rejected".into(),
+            attempts: 0,
+            last_error: r.detail,
+        }
+    }
+}
+
 impl From<EventRow> for EventLine {
     fn from(e: EventRow) -> EventLine {
         EventLine {
             id: e.id,
+            link: true,
             received: when(e.received_at_ms),
             portal: e.portal,
             source: e.source,
@@ -308,7 +327,7 @@ struct Filter {
 struct EventsPage {
     signed_in: bool,
     csrf: String,
-    statuses: [&'static str; 7],
+    statuses: [&'static str; 8],
     filter: Filter,
     rows: Vec<EventLine>,
     scanned: i64,
@@ -319,8 +338,28 @@ async fn events(
     axum::Extension(session): axum::Extension<Session>,
     Query(filter): Query<Filter>,
 ) -> Response {
-    const STATUSES: [&str; 7] = ["", "queued", "running", "done", "dead", "recorded", "coalesced"];
+    const STATUSES: [&str; 8] = ["", "queued", "running", "done", "dead", "recorded", "coalesced", "rejected"];
     let status = Some(filter.status.as_str()).filter(|s| STATUSES[1..].contains(s));
+    if status == Some("rejected") {
+        // Refused deliveries: the route stands for the source.
+        let Ok(refused) = state.store.rejections(SCANNED).await else {
+            return (StatusCode::SERVICE_UNAVAILABLE, "the database cannot be read").into_response();
+        };
+        let rows = refused
+            .into_iter()
+            .map(EventLine::from)
+            .filter(|e| filter.portal.is_empty() || e.portal == filter.portal)
+            .filter(|e| filter.source.is_empty() || e.source.contains(&filter.source))
+            .collect();
+        return page(EventsPage {
+            signed_in: true,
+            csrf: session.csrf,
+            statuses: STATUSES,
+            filter,
+            rows,
+            scanned: SCANNED,
+        });
+    }
     let Ok(rows) = state.store.events(status, SCANNED).await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "the database cannot be read").into_response();
     };
@@ -573,6 +612,7 @@ mod tests {
     fn line(id: i64, status: &str) -> EventLine {
         EventLine {
             id,
+            link: true,
             received: when(1_767_708_329_000),
             portal: "default".into(),
             source: "vapi".into(),
@@ -621,7 +661,7 @@ mod tests {
         };
         insta::assert_snapshot!("overview", overview.render().unwrap());
         let filter = Filter { status: "dead".into(), q: "call-7".into(), ..Filter::default() };
-        let statuses = ["", "queued", "running", "done", "dead", "recorded", "coalesced"];
+        let statuses = ["", "queued", "running", "done", "dead", "recorded", "coalesced", "rejected"];
         let events =
             EventsPage { signed_in: true, csrf: csrf(), statuses, filter, rows: vec![line(7, "dead")], scanned: 1000 };
         insta::assert_snapshot!("events", events.render().unwrap());

@@ -126,6 +126,21 @@ async fn an_operator_signs_in_finds_a_dead_event_replays_it_and_sees_it_land() {
     assert!(!page.contains("5715550143"), "the caller's number is masked");
     screenshot(&client, "event").await;
 
+    // A delivery with a wrong secret is listed among the refused.
+    assert_eq!(app.post("/webhooks/vapi", None, &[("x-vapi-secret", "wrong")], "{}").await.0, 401);
+    let started = Instant::now();
+    let refused = loop {
+        client.goto(&format!("{}/ui/events?status=rejected", app.base)).await.unwrap();
+        let page = client.source().await.unwrap();
+        if page.contains("1 shown") {
+            break page;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the refusal was never listed: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(refused.contains("/webhooks/vapi") && refused.contains("unauthorized"), "{refused}");
+    screenshot(&client, "rejected").await;
+
     client.goto(&format!("{}/ui/dedup", app.base)).await.unwrap();
     screenshot(&client, "dedup").await;
     // Signing out ends the session.
