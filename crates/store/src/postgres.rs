@@ -2,7 +2,9 @@
 //! claimed with `FOR UPDATE SKIP LOCKED` (instances never take the same job), keep each
 //! caller's order across instances (a job is claimable only when no job of its caller is
 //! running and none older waits), and announce themselves with `NOTIFY` so idle workers on
-//! every instance wake at once; polling remains the fallback.
+//! every instance wake at once; polling remains the fallback. Deliveries are stored by group
+//! commit ([`committer`]): acknowledged after their commit, sharing it with those that
+//! arrived meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use tokio::sync::Notify;
 use crate::{
     Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventDetail, EventRow,
     Failure, Ingested, Job, JobCounts, ListedActivity, NewDelivery, OAuthState, PortalId, Queue, Result, Settlement,
-    SourceSession, StoredTokens, now_ms,
+    SourceSession, StoreError, StoredTokens, now_ms,
 };
 
 /// The channel new jobs are announced on.
@@ -29,14 +31,29 @@ const STALE_SLOT_MS: i64 = 120_000;
 
 pub struct PgStore {
     pool: PgPool,
+    /// Deliveries on their way to a group commit ([`committer`]).
+    ingest: tokio::sync::mpsc::Sender<Pending>,
 }
+
+/// A delivery waiting to be committed, and who waits for the outcome.
+type Pending = (NewDelivery, tokio::sync::oneshot::Sender<Result<Ingested>>);
+
+/// Committers running side by side, each committing the deliveries that queued while the
+/// others were busy, up to [`GROUP_MAX`] in one transaction.
+const COMMITTERS: usize = 4;
+const GROUP_MAX: usize = 64;
 
 impl PgStore {
     pub async fn open(url: &str) -> Result<PgStore> {
         let pool =
             PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
         migrate(&pool).await?;
-        Ok(PgStore { pool })
+        let (ingest, queued) = tokio::sync::mpsc::channel(4096);
+        let queued = Arc::new(tokio::sync::Mutex::new(queued));
+        for _ in 0..COMMITTERS {
+            tokio::spawn(committer(pool.clone(), queued.clone()));
+        }
+        Ok(PgStore { pool, ingest })
     }
 
     async fn tx(&self) -> Result<Transaction<'static, Postgres>> {
@@ -190,10 +207,9 @@ async fn keep_callers_in_order(tx: &mut PgTx, rows: Vec<sqlx::postgres::PgRow>) 
 #[async_trait]
 impl Queue for PgStore {
     async fn ingest(&self, d: NewDelivery) -> Result<Ingested> {
-        let mut tx = self.tx().await?;
-        let out = insert_delivery(&mut tx, &d).await?;
-        tx.commit().await?;
-        Ok(out)
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        self.ingest.send((d, answer)).await.map_err(|_| StoreError::Closed)?;
+        outcome.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn job_status(&self, inbox_id: i64) -> Result<Option<String>> {
@@ -878,6 +894,58 @@ type PgTx = Transaction<'static, Postgres>;
 
 /// Stores one delivery (and its job) inside `tx`: the path of work that must commit with
 /// other rows (a booking and its job).
+/// PostgreSQL's group commit, done here: takes the deliveries that queued while the last
+/// commit ran (at least one, at most [`GROUP_MAX`]), stores them in one transaction, and only
+/// then answers each — an acknowledgement still follows a durable commit, and one commit's
+/// flush to disk is shared by all in it. If the group fails, each is stored alone, so one bad
+/// delivery (or a deadlock between groups) costs no other its answer.
+async fn committer(pool: PgPool, queued: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Pending>>>) {
+    loop {
+        let group = {
+            let mut queued = queued.lock().await;
+            let Some(first) = queued.recv().await else { return };
+            let mut group = vec![first];
+            while group.len() < GROUP_MAX {
+                match queued.try_recv() {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+            group
+        };
+        let together = async {
+            let mut tx = pool.begin().await?;
+            let mut stored = Vec::with_capacity(group.len());
+            for (d, _) in &group {
+                stored.push(insert_delivery(&mut tx, d).await?);
+            }
+            tx.commit().await?;
+            Result::Ok(stored)
+        };
+        match together.await {
+            Ok(stored) => {
+                for ((_, answer), ingested) in group.into_iter().zip(stored) {
+                    let _ = answer.send(Ok(ingested));
+                }
+            }
+            Err(e) if group.len() == 1 => {
+                let _ = group.into_iter().next().map(|(_, answer)| answer.send(Err(e)));
+            }
+            Err(_) => {
+                for (d, answer) in group {
+                    let alone = async {
+                        let mut tx = pool.begin().await?;
+                        let ingested = insert_delivery(&mut tx, &d).await?;
+                        tx.commit().await?;
+                        Result::Ok(ingested)
+                    };
+                    let _ = answer.send(alone.await);
+                }
+            }
+        }
+    }
+}
+
 async fn insert_delivery(tx: &mut PgTx, d: &NewDelivery) -> Result<crate::Ingested> {
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, event) VALUES ($1, $2, $3, $4, $5, $6)
