@@ -23,6 +23,10 @@ pub struct Args {
     /// Webhooks in each acknowledgement run.
     #[arg(long, default_value_t = 20_000)]
     requests: usize,
+    /// Bookings queued for the budget run: more than the window lets through in its time
+    /// (batched, a booking costs a few hundredths of a request).
+    #[arg(long, default_value_t = 100_000)]
+    backlog: usize,
     /// Seconds of the budget run (a multiple of 10).
     #[arg(long, default_value_t = 30)]
     seconds: u64,
@@ -166,10 +170,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let sandbox = Sandbox::spawn(SandboxConfig { tier: Tier::Professional, faults: Faults { latency_ms: 150, ..Faults::default() }, ..SandboxConfig::default() }).await?;
         let n = args.instances;
         let fleet = fleet(n, &sandbox, &args.database_url, "professional", &http).await?;
-        for i in 0..3000 {
-            let body = json!({"email": format!("budget{i}@example.com"), "meeting_datetime": "2026-12-01T10:00:00Z", "lifecycle_stage": "lead"});
-            let r = http.post(format!("http://127.0.0.1:{}/webhooks/generic", fleet.ports[i % n])).bearer_auth(SECRET).json(&body).send().await?;
-            anyhow::ensure!(r.status() == 200, "status {}", r.status());
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut posting = Vec::new();
+        for _ in 0..16 {
+            let (http, next, ports, backlog) = (http.clone(), next.clone(), fleet.ports.clone(), args.backlog);
+            posting.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= backlog {
+                        return anyhow::Ok(());
+                    }
+                    let body = json!({"email": format!("budget{i}@example.com"), "meeting_datetime": "2026-12-01T10:00:00Z", "lifecycle_stage": "lead"});
+                    let r = http.post(format!("http://127.0.0.1:{}/webhooks/generic", ports[i % ports.len()])).bearer_auth(SECRET).json(&body).send().await?;
+                    anyhow::ensure!(r.status() == 200, "status {}", r.status());
+                }
+            }));
+        }
+        for p in posting {
+            p.await??;
         }
         // Start counting once the start-up requests (property setup, probe) are behind us.
         tokio::time::sleep(Duration::from_secs(10)).await;
