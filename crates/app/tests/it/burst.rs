@@ -116,11 +116,12 @@ async fn a_burst_lands_every_call_once_on_the_right_contact_without_a_429() {
 }
 
 /// The same burst while HubSpot fails one request in ten and answers 504 after writing one
-/// write in ten, from the first delivery to the last call landed: batch writes whose outcome
-/// is unknown are looked up, never repeated.
+/// write in five, from the first delivery to the last call landed: batch writes whose outcome
+/// is unknown are looked up, never repeated. (One in ten left a run of ~40 batched writes
+/// without any 504 about once in a hundred runs, so the path went untested.)
 #[tokio::test]
 async fn a_burst_through_failures_and_writes_that_time_out_still_lands_each_call_once() {
-    let faults = Faults { error_rate: 0.1, error_after_write_rate: 0.1, ..Faults::default() };
+    let faults = Faults { error_rate: 0.1, error_after_write_rate: 0.2, ..Faults::default() };
     let (app, b, seeded) = burst_app(faults).await;
     deliver(&app, &b).await;
     app.settle().await;
