@@ -58,8 +58,11 @@ async fn screenshot(client: &Client, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
+/// The text of the first element `css` finds, once the page the last click led to has it
+/// (a click does not wait for the page it loads).
 async fn text(client: &Client, css: &str) -> String {
-    client.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+    let wait = client.wait().at_most(Duration::from_secs(20));
+    wait.for_element(Locator::Css(css)).await.unwrap().text().await.unwrap()
 }
 
 #[tokio::test]
@@ -95,6 +98,7 @@ async fn an_operator_signs_in_finds_a_dead_event_replays_it_and_sees_it_land() {
     client.find(Locator::Css("form[action='/ui/login'] button")).await.unwrap().click().await.unwrap();
 
     // The overview counts the dead event.
+    assert!(text(&client, ".cards").await.contains("Dead today"), "the overview's cards");
     assert!(client.current_url().await.unwrap().as_str().ends_with("/ui"));
     let overview = client.source().await.unwrap();
     assert!(overview.contains("Dead today") && overview.contains("1 dead in all"), "{overview}");
@@ -145,6 +149,7 @@ async fn an_operator_signs_in_finds_a_dead_event_replays_it_and_sees_it_land() {
     screenshot(&client, "dedup").await;
     // Signing out ends the session.
     client.find(Locator::Css("header form button")).await.unwrap().click().await.unwrap();
+    client.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css("input[name=token]")).await.unwrap();
     client.goto(&format!("{}/ui", app.base)).await.unwrap();
     assert!(client.current_url().await.unwrap().as_str().ends_with("/ui/login"));
     client.close().await.unwrap();
