@@ -235,6 +235,7 @@ impl App {
             wake,
             instance: fastrand::u64(..),
             streak: Default::default(),
+            rounds: Default::default(),
         });
         let limits = ConnectionLimits {
             max_connections: config.max_connections,

@@ -10,9 +10,9 @@
 //! up, and the loop first tops the claim up with what is still arriving, for fuller batches.
 //! Jobs a round hands back run in rounds after it.
 //!
-//! Portals are served fairly: one whose HubSpot is down, whose token is refused or whose
-//! budget is already backlogged hands its claimed jobs back for a moment (not an attempt), so
-//! no loop waits on it while another portal's calls queue.
+//! Portals are served fairly: one whose HubSpot is down, whose token is refused, whose
+//! budget is already backlogged or whose rounds hold all loops but one hands its claimed jobs
+//! back for a moment (not an attempt), so a loop is always free for another portal's calls.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use crate::sync::{RoundReport, SyncError, SyncJob};
 
 /// How long jobs of a portal that is not ready wait before they are looked at again.
 const NOT_READY_WAIT: Duration = Duration::from_secs(1);
-/// How long a portal's jobs step aside while its budget is backlogged ([`Worker::yields_to_others`]).
+/// How long a portal's jobs step aside for other portals' ([`Worker::take_turn`]).
 const BUDGET_WAIT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
@@ -60,6 +60,22 @@ pub struct Worker {
     pub instance: u64,
     /// Failures retrying can fix, told as one story rather than a line per job per attempt.
     pub streak: parking_lot::Mutex<Streak>,
+    /// Each portal's rounds running on this worker's loops ([`Worker::take_turn`]).
+    pub rounds: parking_lot::Mutex<HashMap<PortalId, usize>>,
+}
+
+/// A portal's round running on a loop ([`Worker::take_turn`]); ended when dropped.
+struct Turn<'w> {
+    worker: &'w Worker,
+    portal: PortalId,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Some(running) = self.worker.rounds.lock().get_mut(&self.portal) {
+            *running = running.saturating_sub(1);
+        }
+    }
 }
 
 /// What recording a claimed job's failure needs of it (not its payload).
@@ -246,10 +262,10 @@ impl Worker {
                     self.wait(&jobs.iter().map(|j| j.id).collect::<Vec<_>>(), NOT_READY_WAIT).await;
                     return;
                 }
-                if self.yields_to_others(&portal, jobs.iter().map(|j| &held[&j.id])) {
+                let Some(_turn) = self.take_turn(&portal, jobs.iter().map(|j| &held[&j.id])) else {
                     self.wait(&jobs.iter().map(|j| j.id).collect::<Vec<_>>(), BUDGET_WAIT).await;
                     return;
-                }
+                };
                 self.sync(&portal, jobs, held).await;
             }
         }))
@@ -262,13 +278,25 @@ impl Worker {
         }
     }
 
-    /// Fairness between portals: a portal whose budget already has requests waiting (work
-    /// of its own in other rounds) gains nothing from another worker, which would only wait
-    /// with them while other portals' calls queue behind. Its claimed jobs go back for a
-    /// moment instead — unless an agent waits on one (interactive work has its reserve). With
-    /// one portal served there is no one to yield to.
-    fn yields_to_others<'h>(&self, portal: &Portal, mut jobs: impl Iterator<Item = &'h Held>) -> bool {
-        self.portals.len() > 1 && portal.hubspot.backlogged() && !jobs.any(|j| j.interactive)
+    /// Fairness between portals: a portal's claimed jobs go back for a moment (not an
+    /// attempt) instead of running when its budget already has requests waiting (another
+    /// worker would only wait with them), or when its rounds already hold all loops but one —
+    /// so a loop is always free for another portal's calls, however long this portal's rounds
+    /// wait for its budget. An agent's job never steps aside (interactive work has its
+    /// reserve); with one portal served there is no one to yield to. The turn is given back
+    /// when dropped.
+    fn take_turn<'h>(&self, portal: &Portal, mut jobs: impl Iterator<Item = &'h Held>) -> Option<Turn<'_>> {
+        let fair = self.portals.len() > 1 && !jobs.any(|j| j.interactive);
+        if fair && portal.hubspot.backlogged() {
+            return None;
+        }
+        let mut rounds = self.rounds.lock();
+        let running = rounds.entry(portal.id().clone()).or_default();
+        if fair && *running >= self.config.workers.saturating_sub(1).max(1) {
+            return None;
+        }
+        *running += 1;
+        Some(Turn { worker: self, portal: portal.id().clone() })
     }
 
     /// Runs a job that is not part of a sync round (`update_meeting`, `book_link`,
@@ -280,9 +308,9 @@ impl Worker {
         if !portal.readiness.is_ready() {
             return self.wait(&[job.id], NOT_READY_WAIT).await;
         }
-        if self.yields_to_others(&portal, std::iter::once(job)) {
+        let Some(_turn) = self.take_turn(&portal, std::iter::once(job)) else {
             return self.wait(&[job.id], BUDGET_WAIT).await;
-        }
+        };
         let work = async {
             match kind {
                 JobKind::BookLink(b) => {
