@@ -6,6 +6,7 @@
 
 use callbridge_domain::PortalId;
 use callbridge_domain::plan::{ActivityKey, KIND_CALL, KIND_MEETING, KIND_TASK};
+use callbridge_domain::time::iso_ms;
 use callbridge_store::{EventDetail, Result as StoreResult, Store};
 use serde_json::{Map, Value, json};
 
@@ -47,16 +48,16 @@ pub async fn detail(store: &dyn Store, portals: &Portals, id: i64, reveal: bool)
     let attempts: Vec<Value> = attempts
         .iter()
         .map(|a| {
-            json!({"attempt": a.attempt, "at_ms": a.at_ms, "at": text_time(a.at_ms), "error_kind": a.error_kind,
-                   "error": a.error, "retry_at_ms": a.retry_at_ms, "retry_at": a.retry_at_ms.map(text_time),
+            json!({"attempt": a.attempt, "at_ms": a.at_ms, "at": iso_ms(a.at_ms), "error_kind": a.error_kind,
+                   "error": a.error, "retry_at_ms": a.retry_at_ms, "retry_at": a.retry_at_ms.map(iso_ms),
                    "outcome": if a.retry_at_ms.is_some() { "retry" } else { "dead" }})
         })
         .collect();
     Ok(Some(json!({
         "id": row.id, "portal": row.portal, "source": row.source, "idempotency_key": row.idempotency_key,
-        "received_at_ms": row.received_at_ms, "received_at": text_time(row.received_at_ms),
+        "received_at_ms": row.received_at_ms, "received_at": iso_ms(row.received_at_ms),
         "kind": row.kind, "status": row.status, "attempts": row.attempts, "last_error": row.last_error,
-        "next_run_at_ms": run_at_ms, "next_run_at": run_at_ms.map(text_time),
+        "next_run_at_ms": run_at_ms, "next_run_at": run_at_ms.map(iso_ms),
         "history": attempts, "written": written, "masked": !reveal,
         "raw_body": raw, "event": event,
     })))
@@ -124,11 +125,6 @@ fn looks_personal(s: &str) -> bool {
         }
     }
     false
-}
-
-/// Epoch milliseconds as RFC 3339 text (UTC).
-fn text_time(ms: i64) -> String {
-    callbridge_domain::time::iso_ms(ms)
 }
 
 #[cfg(test)]

@@ -13,10 +13,11 @@
 use askama::Template;
 use axum::Router;
 use axum::extract::{Form, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use callbridge_sources::credential::same_secret;
 use callbridge_sources::signature::hmac_sha256_hex;
 use callbridge_store::{EventRow, Rejection, now_ms};
 use secrecy::ExposeSecret;
@@ -62,34 +63,18 @@ fn csrf_of(key: &str, session: &str) -> String {
     hmac_sha256_hex(key, &[b"csrf.", session.as_bytes()])
 }
 
-/// Equal, in time that does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 /// A valid, unexpired session cookie signed with `key`.
 fn valid(key: &str, value: &str) -> bool {
     let Some((expires, _)) = value.split_once('.') else { return false };
     let Ok(expires) = expires.parse::<i64>() else { return false };
-    expires > now_ms() && same(value, &session_value(key, expires))
+    expires > now_ms() && same_secret(value, &session_value(key, expires))
 }
 
 async fn require_session(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(key) = key(&state) else {
         return (StatusCode::NOT_FOUND, "the dashboard needs admin_token to be set").into_response();
     };
-    match cookie(request.headers(), COOKIE).filter(|v| valid(key, v)) {
+    match crate::http::cookie(request.headers(), COOKIE).filter(|v| valid(key, v)) {
         Some(value) => {
             let session = Session { csrf: csrf_of(key, value) };
             request.extensions_mut().insert(session);
@@ -97,6 +82,11 @@ async fn require_session(State(state): State<AppState>, mut request: Request, ne
         }
         None => Redirect::to("/ui/login").into_response(),
     }
+}
+
+/// What a page answers when the database cannot be read.
+fn unreadable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "the database cannot be read").into_response()
 }
 
 /// Renders a page, or says it could not.
@@ -131,7 +121,7 @@ async fn login(State(state): State<AppState>, Form(form): Form<Credentials>) -> 
     let Some(key) = key(&state) else {
         return (StatusCode::NOT_FOUND, "the dashboard needs admin_token to be set").into_response();
     };
-    if !same(form.token.trim(), key) {
+    if !same_secret(form.token.trim(), key) {
         let refused =
             LoginPage { signed_in: false, csrf: String::new(), problem: Some("That is not the admin token.") };
         return (StatusCode::UNAUTHORIZED, page(refused)).into_response();
@@ -149,7 +139,7 @@ struct CsrfOnly {
 }
 
 async fn logout(axum::Extension(session): axum::Extension<Session>, Form(form): Form<CsrfOnly>) -> Response {
-    if !same(&form.csrf, &session.csrf) {
+    if !same_secret(&form.csrf, &session.csrf) {
         return (StatusCode::FORBIDDEN, "the form is stale: reload the page").into_response();
     }
     let cookie = format!("{COOKIE}=; Path=/ui; Max-Age=0; HttpOnly; SameSite=Strict");
@@ -211,7 +201,7 @@ async fn overview(State(state): State<AppState>, axum::Extension(session): axum:
         state.store.tally(now - 300_000).await,
         state.store.tally(now - now.rem_euclid(86_400_000)).await,
     ) else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the database cannot be read").into_response();
+        return unreadable();
     };
     let mut portals = Vec::new();
     for p in state.portals.iter() {
@@ -343,7 +333,7 @@ async fn events(
     if status == Some("rejected") {
         // Refused deliveries: the route stands for the source.
         let Ok(refused) = state.store.rejections(SCANNED).await else {
-            return (StatusCode::SERVICE_UNAVAILABLE, "the database cannot be read").into_response();
+            return unreadable();
         };
         let rows = refused
             .into_iter()
@@ -361,7 +351,7 @@ async fn events(
         });
     }
     let Ok(rows) = state.store.events(status, SCANNED).await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the database cannot be read").into_response();
+        return unreadable();
     };
     let since = filter.hours.trim().parse::<f64>().ok().map(|h| now_ms() - (h * 3_600_000.0) as i64);
     let rows = rows
@@ -431,7 +421,7 @@ async fn event(
     let d = match crate::events::detail(state.store.as_ref(), &state.portals, id, q.reveal).await {
         Ok(Some(d)) => d,
         Ok(None) => return (StatusCode::NOT_FOUND, "no event with this id").into_response(),
-        Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "the database cannot be read").into_response(),
+        Err(_) => return unreadable(),
     };
     if q.reveal {
         tracing::info!(event.id = id, "an event's personal values were shown on the dashboard");
@@ -504,7 +494,7 @@ async fn dead(
     Query(q): Query<EventQuery>,
 ) -> Response {
     let Ok(rows) = state.store.events(Some("dead"), SCANNED).await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the database cannot be read").into_response();
+        return unreadable();
     };
     let notice = q.replayed.map(|n| format!("{n} events queued again."));
     page(DeadPage {
@@ -523,14 +513,14 @@ async fn replay(
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Response {
     let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    if !field("csrf").is_some_and(|c| same(c, &session.csrf)) {
+    if !field("csrf").is_some_and(|c| same_secret(c, &session.csrf)) {
         return (StatusCode::FORBIDDEN, "the form is stale: reload the page").into_response();
     }
     let mut ids: Vec<i64> = fields.iter().filter(|(k, _)| k == "id").filter_map(|(_, v)| v.parse().ok()).collect();
     if field("all") == Some("true") {
         match state.store.events(Some("dead"), SCANNED).await {
             Ok(rows) => ids = rows.iter().map(|e| e.id).collect(),
-            Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "the database cannot be read").into_response(),
+            Err(_) => return unreadable(),
         }
     }
     let mut replayed = 0;
@@ -569,7 +559,7 @@ struct DedupPage {
 
 async fn dedup(State(state): State<AppState>, axum::Extension(session): axum::Extension<Session>) -> Response {
     let Ok(runs) = state.store.dedup_runs(50).await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the database cannot be read").into_response();
+        return unreadable();
     };
     let runs = runs
         .into_iter()

@@ -29,6 +29,12 @@ pub fn configured(secret: &Option<SecretString>) -> Result<&SecretString, Unauth
     secret.as_ref().ok_or(Unauthorized::NOT_CONFIGURED)
 }
 
+/// Whether a presented secret is the expected one, in time that does not depend on where
+/// they differ.
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+}
+
 /// Checks the request's Bearer token (or one of `header_names`) against `expected`.
 pub fn check_shared_secret(
     expected: Option<&SecretString>,
@@ -37,11 +43,7 @@ pub fn check_shared_secret(
 ) -> Result<(), Unauthorized> {
     let expected = expected.ok_or(Unauthorized::NOT_CONFIGURED)?;
     let given = presented(headers, header_names).ok_or(Unauthorized("missing credential"))?;
-    if bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
-        Ok(())
-    } else {
-        Err(Unauthorized("wrong credential"))
-    }
+    if same_secret(given, expected.expose_secret()) { Ok(()) } else { Err(Unauthorized("wrong credential")) }
 }
 
 /// An endpoint's shared secret, sent as a Bearer token or in one of `headers` (an ElevenLabs

@@ -62,13 +62,10 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// The setting that holds `source`'s secret, as the configuration names it.
 fn secret_name(source: &str) -> &'static str {
-    match source {
-        "vapi" => "vapi_secret",
-        "retell" => "retell_api_key",
-        "elevenlabs" => "elevenlabs_secret",
-        _ => "generic_token",
-    }
+    let route = format!("/webhooks/{source}");
+    Config::default().sources().iter().find(|s| s.2 == route).map_or("the source's secret", |s| s.1)
 }
 
 /// The signed sample of `source` with call id `id`, at `now_ms`.

@@ -124,7 +124,7 @@ pub async fn callback(
         return Err(ApiError::field("error", format!("HubSpot did not authorize the install: {why}")));
     }
     let oauth_state = q.state.filter(|s| !s.is_empty()).ok_or_else(|| ApiError::field("state", "missing state"))?;
-    let browser = cookie(&headers, COOKIE).ok_or_else(|| {
+    let browser = super::cookie(&headers, COOKIE).ok_or_else(|| {
         ApiError::field("state", "this browser did not start the install (no cookie): start at /oauth/login")
     })?;
     let taken = state.store.take_oauth_state(&oauth_state).await.map_err(|e| {
@@ -174,19 +174,6 @@ pub async fn callback(
         escape(portal.id().as_str())
     );
     Ok((StatusCode::OK, Html(page)).into_response())
-}
-
-/// A cookie's value from the request.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty())
 }
 
 fn escape(text: &str) -> String {

@@ -54,6 +54,29 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The app serving a configuration's portals on a free port: its store, address, a client,
+/// and the way to stop it.
+struct Served {
+    store: std::sync::Arc<dyn callbridge_store::Store>,
+    base: String,
+    http: reqwest::Client,
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+}
+
+async fn serve(config: &Config) -> Served {
+    let store = callbridge_store::open(&config.database_url).await.unwrap();
+    let app = App::with_portal_sections(config, store.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(listener, shutdown.clone()));
+    let stop = Box::pin(async move {
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    });
+    Served { store, base, http: reqwest::Client::new(), stop }
+}
+
 /// `GET /portals` once every portal is set up in its account.
 async fn until_ready(http: &reqwest::Client, base: &str) -> Value {
     let started = Instant::now();
@@ -76,13 +99,7 @@ async fn three_portals_land_apart_and_one_in_an_outage_holds_up_neither_of_the_o
     }
     let db = temp_db();
     let config = config(&sandboxes, &database_url(&db).await);
-    let store = callbridge_store::open(&config.database_url).await.unwrap();
-    let app = App::with_portal_sections(&config, store.clone()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run(listener, shutdown.clone()));
-    let http = reqwest::Client::new();
+    let Served { store, base, http, stop } = serve(&config).await;
 
     // Every portal is listed, and set up in its own account.
     let listed = until_ready(&http, &base).await;
@@ -157,8 +174,7 @@ async fn three_portals_land_apart_and_one_in_an_outage_holds_up_neither_of_the_o
     assert!(r.text().await.unwrap().contains("message.call.assistantId"));
     assert_eq!((calls(&sandboxes[0]), calls(&sandboxes[2])), (5, 5));
 
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    stop.await;
     let _ = std::fs::remove_file(&db);
 }
 
@@ -183,13 +199,7 @@ async fn a_portal_over_its_rate_budget_never_holds_up_another_portals_calls() {
         vars.insert(format!("{upper}_VAPI"), secret(name));
     }
     let config = Config::from_text(Some((&text, "callbridge.toml")), &vars).unwrap();
-    let store = callbridge_store::open(&config.database_url).await.unwrap();
-    let app = App::with_portal_sections(&config, store.clone()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run(listener, shutdown.clone()));
-    let http = reqwest::Client::new();
+    let Served { store, base, http, stop } = serve(&config).await;
 
     until_ready(&http, &base).await;
     // Ten calls for `acme` are queued ahead of three for `bravo`, with two loops taking two
@@ -213,8 +223,7 @@ async fn a_portal_over_its_rate_budget_never_holds_up_another_portals_calls() {
     let stats = sandboxes[0].stats();
     assert_eq!(stats.with_status(429), 0, "{stats:?}");
     assert_eq!(store.counts().await.unwrap().dead, 0);
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    stop.await;
 }
 
 #[tokio::test]
@@ -231,13 +240,7 @@ async fn each_portal_offers_times_in_its_own_business_hours() {
         sandbox.token()
     );
     let config = Config::from_text(Some((&text, "callbridge.toml")), &HashMap::new()).unwrap();
-    let store = callbridge_store::open(&config.database_url).await.unwrap();
-    let app = App::with_portal_sections(&config, store).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run(listener, shutdown.clone()));
-    let http = reqwest::Client::new();
+    let Served { base, http, stop, .. } = serve(&config).await;
     // A Tuesday at least two days ahead, inside the booking horizon.
     let mut day = jiff::Zoned::now().date().checked_add(jiff::Span::new().days(2)).unwrap();
     while day.weekday() != jiff::civil::Weekday::Tuesday {
@@ -260,8 +263,7 @@ async fn each_portal_offers_times_in_its_own_business_hours() {
     let (acme, bravo) = (open("acme").await, open("bravo").await);
     assert!(acme.starts_with(&format!("Open times: {said} at 9:00 AM; {said} at 9:30 AM")), "{acme}");
     assert_eq!(bravo, format!("Open times: {said} at 8:00 AM; {said} at 9:00 AM."));
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    stop.await;
 }
 
 /// `callbridge --config FILE portals ARGS…`: its exit status, output and errors.
