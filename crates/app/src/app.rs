@@ -236,6 +236,7 @@ impl App {
             instance: fastrand::u64(..),
             streak: Default::default(),
             rounds: Default::default(),
+            probe_turn: Default::default(),
         });
         let limits = ConnectionLimits {
             max_connections: config.max_connections,

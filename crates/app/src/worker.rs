@@ -10,7 +10,9 @@
 //! up, and the loop first tops the claim up with what is still arriving, for fuller batches.
 //! Jobs a round hands back run in rounds after it.
 //!
-//! Portals are served fairly: one whose HubSpot is down, whose token is refused, whose
+//! While every ready portal's circuit breaker holds its requests back, the loops claim nothing
+//! until the next probe may go (claiming only to hand jobs back would take the database from
+//! acknowledgements). Portals are served fairly: one whose HubSpot is down, whose token is refused, whose
 //! budget is already backlogged or whose rounds hold all loops but one hands its claimed jobs
 //! back for a moment (not an attempt), so a loop is always free for another portal's calls.
 
@@ -33,6 +35,8 @@ use crate::sync::{RoundReport, SyncError, SyncJob};
 const NOT_READY_WAIT: Duration = Duration::from_secs(1);
 /// How long a portal's jobs step aside for other portals' ([`Worker::take_turn`]).
 const BUDGET_WAIT: Duration = Duration::from_millis(500);
+/// The shortest wait of a loop that leaves the queue alone while HubSpot is paused.
+const PROBE_POLL: Duration = callbridge_hubspot::breaker::PROBE_POLL;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -62,6 +66,9 @@ pub struct Worker {
     pub streak: parking_lot::Mutex<Streak>,
     /// Each portal's rounds running on this worker's loops ([`Worker::take_turn`]).
     pub rounds: parking_lot::Mutex<HashMap<PortalId, usize>>,
+    /// Held by the one loop that claims while every portal's breaker is open and its probe
+    /// may go (see `run_loop`).
+    pub probe_turn: tokio::sync::Mutex<()>,
 }
 
 /// A portal's round running on a loop ([`Worker::take_turn`]); ended when dropped.
@@ -166,6 +173,21 @@ impl Worker {
                     _ = tokio::time::sleep(NOT_READY_WAIT / 5) => continue,
                 }
             }
+            // Every portal that can take work has its requests paused by its breaker: claiming
+            // now would only hand the jobs back (a write per job, taken from acknowledgements
+            // while HubSpot is down), so wait until the next probe may go; then one loop claims,
+            // and its round's first request is the probe, while the others wait for its answer.
+            let mut _probing = None;
+            if let Some(wait) = self.paused() {
+                let turn = if wait.is_zero() { self.probe_turn.try_lock().ok() } else { None };
+                if turn.is_none() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait.clamp(PROBE_POLL, NOT_READY_WAIT)) => continue,
+                    }
+                }
+                _probing = turn;
+            }
             let notified = self.wake.notified();
             match self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await {
                 Ok(mut jobs) if !jobs.is_empty() => {
@@ -195,6 +217,14 @@ impl Worker {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// How long every ready portal's requests stay paused ([`callbridge_hubspot::HubSpotApi::paused_for`]),
+    /// or `None` when some ready portal could send now.
+    fn paused(&self) -> Option<Duration> {
+        let mut ready = self.portals.iter().filter(|p| p.readiness.is_ready()).peekable();
+        ready.peek()?;
+        ready.map(|p| p.hubspot.paused_for()).try_fold(Duration::MAX, |least, p| p.map(|p| least.min(p)))
     }
 
     /// A burst is still arriving: claim what comes in for a moment, up to `batch_max`.

@@ -1,5 +1,6 @@
 //! Several `callbridge serve` processes on one PostgreSQL database: durable acknowledgements
-//! per second with 1 and 3 instances, and the share of HubSpot's window the 3 instances use
+//! per second with 1 and 3 instances (after one instance on SQLite, the embedded default, in
+//! the same harness, so the two backends compare in one run), and the share of HubSpot's window the 3 instances use
 //! together when work piles up (coordinated through PostgreSQL).
 //!
 //! Needs the release binary (`cargo build --release --bin callbridge`) and a PostgreSQL
@@ -87,6 +88,8 @@ async fn healthy(http: &reqwest::Client, port: u16) -> anyhow::Result<()> {
 struct Fleet {
     children: Vec<Child>,
     ports: Vec<u16>,
+    /// The SQLite file a fleet on SQLite wrote, removed with it.
+    sqlite: Option<String>,
 }
 
 impl Drop for Fleet {
@@ -95,17 +98,40 @@ impl Drop for Fleet {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if let Some(path) = &self.sqlite {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        }
     }
+}
+
+/// Where a fleet keeps its queue.
+#[derive(Clone, Copy, PartialEq)]
+enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 async fn fleet(
     n: usize,
+    backend: Backend,
     sandbox: &callbridge_sandbox::RunningSandbox,
     admin: &str,
     tier: &str,
     http: &reqwest::Client,
 ) -> anyhow::Result<Fleet> {
-    let db = callbridge_store::test_support::fresh_postgres_database(admin).await?;
+    let db = match backend {
+        Backend::Postgres => callbridge_store::test_support::fresh_postgres_database(admin).await?,
+        Backend::Sqlite => {
+            let path = std::env::temp_dir().join(format!(
+                "callbridge-bench-multi-{}-{:x}.db",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            format!("sqlite://{}", path.display())
+        }
+    };
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let mut children = Vec::new();
     for p in &ports {
@@ -114,7 +140,11 @@ async fn fleet(
     for p in &ports {
         healthy(http, *p).await?;
     }
-    Ok(Fleet { children, ports })
+    Ok(Fleet {
+        children,
+        ports,
+        sqlite: (backend == Backend::Sqlite).then(|| db.trim_start_matches("sqlite://").into()),
+    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -123,9 +153,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
         // Acknowledgements: HubSpot is unreachable for the run (an outage), so the instances'
         // workers only wait and the measure is ingest.
-        for n in if args.budget_only { vec![] } else { vec![1usize, 3] } {
+        let runs = [(Backend::Sqlite, 1usize), (Backend::Postgres, 1), (Backend::Postgres, 3)];
+        let mut one_instance = Vec::new();
+        for (backend, n) in if args.budget_only { &runs[..0] } else { &runs[..] }.iter().copied() {
+            // Each run starts with the last one's writes on disk, so neither pays for the other.
+            Command::new("sync").status()?;
             let sandbox = Sandbox::spawn(SandboxConfig::default()).await?;
-            let fleet = fleet(n, &sandbox, &args.database_url, "professional", &http).await?;
+            let fleet = fleet(n, backend, &sandbox, &args.database_url, "professional", &http).await?;
             sandbox.outage(Duration::from_secs(3600));
             let bodies: Arc<Vec<(u16, String)>> = Arc::new(
                 (0..args.requests)
@@ -155,21 +189,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             let secs = started.elapsed().as_secs_f64();
             samples.sort();
+            let rate = args.requests as f64 / secs;
+            if n == 1 {
+                one_instance.push(rate);
+            }
             println!(
-                "PostgreSQL, {n} instance(s): {} acknowledgements in {secs:.1} s = {:.0}/s, p50 {:.1} ms, p99 {:.1} ms",
+                "{}, {n} instance(s): {} acknowledgements in {secs:.1} s = {rate:.0}/s, p50 {:.1} ms, p99 {:.1} ms",
+                if backend == Backend::Sqlite { "SQLite" } else { "PostgreSQL" },
                 args.requests,
-                args.requests as f64 / secs,
                 ms(percentile(&samples, 50.0)),
                 ms(percentile(&samples, 99.0))
             );
             drop(fleet);
+        }
+        if let [sqlite, postgres] = one_instance[..] {
+            println!("PostgreSQL against SQLite, 1 instance each: {:.2} × (goal >= 0.8 ×)", postgres / sqlite);
         }
 
         // The budget: three instances, Professional tier (190 per 10 s), 150 ms latency,
         // more work queued than the window allows.
         let sandbox = Sandbox::spawn(SandboxConfig { tier: Tier::Professional, faults: Faults { latency_ms: 150, ..Faults::default() }, ..SandboxConfig::default() }).await?;
         let n = args.instances;
-        let fleet = fleet(n, &sandbox, &args.database_url, "professional", &http).await?;
+        let fleet = fleet(n, Backend::Postgres, &sandbox, &args.database_url, "professional", &http).await?;
         let next = Arc::new(AtomicUsize::new(0));
         let mut posting = Vec::new();
         for _ in 0..16 {

@@ -70,6 +70,11 @@ pub trait HubSpotApi: Send + Sync {
     }
     /// Whether requests wait for the portal's rate budget now (work is piling up).
     fn backlogged(&self) -> bool;
+    /// While the circuit breaker holds requests back (HubSpot keeps failing): how long until
+    /// the next probe may go (zero: now). Work for this portal can wait that long unclaimed.
+    fn paused_for(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// The daily requests left and the daily limit, once HubSpot's headers have stated them.
     fn daily(&self) -> Option<(u64, u64)> {
         None
@@ -176,6 +181,9 @@ impl HubSpotApi for HubSpotClient {
     }
     fn backlogged(&self) -> bool {
         self.budget().backlogged()
+    }
+    fn paused_for(&self) -> Option<std::time::Duration> {
+        self.breaker().paused_for()
     }
     fn daily(&self) -> Option<(u64, u64)> {
         self.budget().daily()

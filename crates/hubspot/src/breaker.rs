@@ -40,6 +40,9 @@ impl Default for BreakerPolicy {
     }
 }
 
+/// How long [`Breaker::paused_for`] answers while a probe is in flight.
+pub const PROBE_POLL: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Clone, Copy)]
 enum State {
     Closed { failures: u32 },
@@ -155,6 +158,17 @@ impl Breaker {
         }
     }
 
+    /// While the breaker is open, how long until the next probe may go: zero when it may go
+    /// now (the next request is that probe); a probe in flight counts as a short pause (its
+    /// answer decides). `None` while closed.
+    pub fn paused_for(&self) -> Option<Duration> {
+        match *self.state.lock() {
+            State::Closed { .. } => None,
+            State::Open { until, .. } => Some(until.saturating_duration_since(Instant::now())),
+            State::Probing { .. } => Some(PROBE_POLL),
+        }
+    }
+
     /// Whether requests are paused now.
     pub fn is_open(&self) -> bool {
         !matches!(*self.state.lock(), State::Closed { .. })
@@ -248,5 +262,22 @@ mod tests {
             let backoff = Duration::from_secs(backoff);
             assert!(*wait <= backoff && *wait >= backoff.mul_f64(0.75), "{waits:?}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn it_tells_how_long_work_can_wait_until_the_probe_and_zero_once_the_probe_may_go() {
+        let b = breaker();
+        assert_eq!(b.paused_for(), None, "closed");
+        for _ in 0..3 {
+            b.failed();
+        }
+        let wait = b.paused_for().expect("open");
+        assert!(wait <= Duration::from_secs(1) && wait >= Duration::from_millis(750), "{wait:?}");
+        tokio::time::advance(wait).await;
+        assert_eq!(b.paused_for(), Some(Duration::ZERO), "the next request is the probe");
+        assert_eq!(b.admit().await, Admit::Probe);
+        assert_eq!(b.paused_for(), Some(PROBE_POLL), "a probe in flight");
+        b.succeeded();
+        assert_eq!(b.paused_for(), None);
     }
 }

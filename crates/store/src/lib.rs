@@ -28,6 +28,7 @@ pub use callbridge_domain::{IdempotencyKey, PortalId};
 use serde::Serialize;
 
 pub mod bookings;
+mod group;
 mod migrate;
 pub mod postgres;
 mod rows;

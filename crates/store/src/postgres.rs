@@ -14,6 +14,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgExecutor, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
+use crate::group::{Group, Key};
 use crate::{
     Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventDetail, EventRow,
     Failure, Ingested, Job, JobCounts, ListedActivity, NewDelivery, OAuthState, PortalId, Queue, Result, Settlement,
@@ -40,8 +41,8 @@ type Pending = (NewDelivery, tokio::sync::oneshot::Sender<Result<Ingested>>);
 
 /// Committers running side by side, each committing the deliveries that queued while the
 /// others were busy, up to [`GROUP_MAX`] in one transaction.
-const COMMITTERS: usize = 4;
-const GROUP_MAX: usize = 64;
+const COMMITTERS: usize = 2;
+const GROUP_MAX: usize = 256;
 
 impl PgStore {
     pub async fn open(url: &str) -> Result<PgStore> {
@@ -892,8 +893,6 @@ impl crate::Marks for PgStore {
 
 type PgTx = Transaction<'static, Postgres>;
 
-/// Stores one delivery (and its job) inside `tx`: the path of work that must commit with
-/// other rows (a booking and its job).
 /// PostgreSQL's group commit, done here: takes the deliveries that queued while the last
 /// commit ran (at least one, at most [`GROUP_MAX`]), stores them in one transaction, and only
 /// then answers each — an acknowledgement still follows a durable commit, and one commit's
@@ -914,18 +913,16 @@ async fn committer(pool: PgPool, queued: Arc<tokio::sync::Mutex<tokio::sync::mps
             group
         };
         let together = async {
+            let deliveries: Vec<&NewDelivery> = group.iter().map(|(d, _)| d).collect();
             let mut tx = pool.begin().await?;
-            let mut stored = Vec::with_capacity(group.len());
-            for (d, _) in &group {
-                stored.push(insert_delivery(&mut tx, d).await?);
-            }
+            let stored = commit_batch(&mut tx, &deliveries).await?;
             tx.commit().await?;
             Result::Ok(stored)
         };
         match together.await {
             Ok(stored) => {
                 for ((_, answer), ingested) in group.into_iter().zip(stored) {
-                    let _ = answer.send(Ok(ingested));
+                    let _ = answer.send(ingested);
                 }
             }
             Err(e) if group.len() == 1 => {
@@ -946,44 +943,77 @@ async fn committer(pool: PgPool, queued: Arc<tokio::sync::Mutex<tokio::sync::mps
     }
 }
 
+/// Stores one delivery (and its job) inside `tx`: the path of work that must commit with
+/// other rows (a booking and its job).
 async fn insert_delivery(tx: &mut PgTx, d: &NewDelivery) -> Result<crate::Ingested> {
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, event) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id",
+    commit_batch(tx, &[d]).await?.pop().unwrap_or(Err(StoreError::Closed))
+}
+
+/// Writes a group inside `tx` with one statement per table, whatever its size: the inbox rows
+/// and then the jobs from arrays (`UNNEST … WITH ORDINALITY`, so ids follow arrival and each
+/// caller's jobs keep their order), one `NOTIFY`, and one look-up of keys stored before. Which
+/// delivery is stored and which answers as a duplicate is [`Group`]'s rule.
+async fn commit_batch(tx: &mut PgTx, batch: &[&NewDelivery]) -> Result<Vec<Result<Ingested>>> {
+    use std::collections::HashMap;
+    let group = Group::new(batch);
+    let candidates = group.candidates();
+    let rows = sqlx::query(
+        "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, event)
+         SELECT p, s, k, r, b, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::text[])
+           WITH ORDINALITY AS u(p, s, k, r, b, e, n) ORDER BY n
+         ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id, portal, idempotency_key",
     )
-    .bind(d.portal.as_str())
-    .bind(&d.source)
-    .bind(d.idempotency_key.as_str())
-    .bind(d.received_at_ms)
-    .bind(&d.raw_body)
-    .bind(&d.event_json)
-    .fetch_optional(&mut **tx)
+    .bind(candidates.iter().map(|d| d.portal.as_str()).collect::<Vec<_>>())
+    .bind(candidates.iter().map(|d| d.source.as_str()).collect::<Vec<_>>())
+    .bind(candidates.iter().map(|d| d.idempotency_key.as_str()).collect::<Vec<_>>())
+    .bind(candidates.iter().map(|d| d.received_at_ms).collect::<Vec<_>>())
+    .bind(candidates.iter().map(|d| d.raw_body.as_slice()).collect::<Vec<_>>())
+    .bind(candidates.iter().map(|d| d.event_json.as_str()).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
     .await?;
-    if let Some(id) = inserted {
-        if d.job_kind.is_some() && d.coalesce.is_some() {
-            enqueue_coalesced(tx, d, id).await?;
-            sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
-        } else if let Some(kind) = d.job_kind {
-            sqlx::query("INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                .bind(id)
-                .bind(d.portal.as_str())
-                .bind(kind)
-                .bind(&d.caller_key)
-                .bind(d.received_at_ms)
-                .bind(d.received_at_ms)
-                .bind(d.received_at_ms)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
-        }
-        return Ok(crate::Ingested { inbox_id: id, duplicate: false });
+    let mut new_ids: HashMap<Key, i64> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        new_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
     }
-    let id: i64 = sqlx::query_scalar("SELECT id FROM inbox WHERE portal = $1 AND idempotency_key = $2")
-        .bind(d.portal.as_str())
-        .bind(d.idempotency_key.as_str())
-        .fetch_one(&mut **tx)
+    let queued = group.queued(&new_ids);
+    let announce = !queued.coalescing.is_empty() || !queued.jobs.is_empty();
+    for (d, id) in queued.coalescing {
+        enqueue_coalesced(tx, d, id).await?;
+    }
+    if !queued.jobs.is_empty() {
+        let jobs = &queued.jobs;
+        sqlx::query(
+            "INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at)
+             SELECT i, p, k, c, t, t, t FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+               WITH ORDINALITY AS u(i, p, k, c, t, n) ORDER BY n",
+        )
+        .bind(jobs.iter().map(|(_, id)| *id).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|(d, _)| d.portal.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|(d, _)| d.job_kind.unwrap_or_default()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|(d, _)| d.caller_key.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|(d, _)| d.received_at_ms).collect::<Vec<_>>())
+        .execute(&mut **tx)
         .await?;
-    Ok(crate::Ingested { inbox_id: id, duplicate: true })
+    }
+    if announce {
+        sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
+    }
+    let seen = group.seen_before(&new_ids);
+    let mut old_ids: HashMap<Key, i64> = HashMap::with_capacity(seen.len());
+    if !seen.is_empty() {
+        let rows = sqlx::query(
+            "SELECT id, portal, idempotency_key FROM inbox
+             WHERE (portal, idempotency_key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+        )
+        .bind(seen.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>())
+        .bind(seen.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            old_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
+        }
+    }
+    Ok(group.answers(&new_ids, &old_ids))
 }
 
 /// Enqueues a live update stored as inbox row `id` ([`crate::Coalesce`]): it takes over its

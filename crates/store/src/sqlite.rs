@@ -18,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::group::{Group, Key};
 use crate::{
     Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventDetail, EventRow,
     Failure, Ingested, Job, JobCounts, ListedActivity, NewDelivery, OAuthState, PortalId, Queue, Result, Settlement,
@@ -256,22 +257,14 @@ async fn commit_group(
 /// Rows per multi-row INSERT (SQLite allows 32,766 bound values; six per row here).
 const ROWS_PER_STATEMENT: usize = 256;
 
-/// Writes a batch in one transaction with a few multi-row statements, not two per delivery:
-/// the statements cross to SQLite's thread one by one, so fewer is faster.
+/// Writes a batch in one transaction with a few multi-row statements, not two per delivery
+/// (the statements cross to SQLite's thread one by one, so fewer is faster); which delivery
+/// is stored and which answers as a duplicate is [`Group`]'s rule.
 async fn commit_batch(tx: &mut Tx, batch: &[&NewDelivery]) -> Result<Vec<Result<Ingested>>> {
     use std::collections::HashMap;
-    // The first delivery of a key (in its portal) in the batch is the candidate; later ones
-    // are duplicates.
-    let key_of = |d: &NewDelivery| (d.portal.as_str().to_string(), d.idempotency_key.as_str().to_string());
-    let mut first: HashMap<(String, String), usize> = HashMap::new();
-    let candidates: Vec<&NewDelivery> = batch
-        .iter()
-        .enumerate()
-        .filter(|(i, d)| *first.entry(key_of(d)).or_insert(*i) == *i)
-        .map(|(_, d)| *d)
-        .collect();
-    let mut new_ids: HashMap<(String, String), i64> = HashMap::new();
-    for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
+    let group = Group::new(batch);
+    let mut new_ids: HashMap<Key, i64> = HashMap::new();
+    for chunk in group.candidates().chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, event) VALUES {}
              ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id, portal, idempotency_key",
@@ -291,16 +284,11 @@ async fn commit_batch(tx: &mut Tx, batch: &[&NewDelivery]) -> Result<Vec<Result<
             new_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
         }
     }
-    type Queued<'a> = Vec<(&'a NewDelivery, i64)>;
-    let (coalescing, jobs): (Queued<'_>, Queued<'_>) = candidates
-        .iter()
-        .filter(|d| d.job_kind.is_some())
-        .filter_map(|d| new_ids.get(&key_of(d)).map(|id| (*d, *id)))
-        .partition(|(d, _)| d.coalesce.is_some());
-    for (d, id) in coalescing {
+    let queued = group.queued(&new_ids);
+    for (d, id) in queued.coalescing {
         enqueue_coalesced(tx, d, id).await?;
     }
-    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
+    for chunk in queued.jobs.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at) VALUES {}",
             vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
@@ -319,10 +307,8 @@ async fn commit_batch(tx: &mut Tx, batch: &[&NewDelivery]) -> Result<Vec<Result<
         }
         q.execute(&mut **tx).await?;
     }
-    // Keys seen before this batch: look their rows up.
-    let old: Vec<&(String, String)> = first.keys().filter(|k| !new_ids.contains_key(*k)).collect();
-    let mut old_ids: HashMap<(String, String), i64> = HashMap::new();
-    for chunk in old.chunks(ROWS_PER_STATEMENT) {
+    let mut old_ids: HashMap<Key, i64> = HashMap::new();
+    for chunk in group.seen_before(&new_ids).chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "SELECT id, portal, idempotency_key FROM inbox WHERE (portal, idempotency_key) IN (VALUES {})",
             vec!["(?, ?)"; chunk.len()].join(", ")
@@ -335,20 +321,7 @@ async fn commit_batch(tx: &mut Tx, batch: &[&NewDelivery]) -> Result<Vec<Result<
             old_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
         }
     }
-    Ok(batch
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let key = key_of(d);
-            match (new_ids.get(&key), first.get(&key)) {
-                (Some(id), Some(f)) => Ok(Ingested { inbox_id: *id, duplicate: *f != i }),
-                _ => old_ids
-                    .get(&key)
-                    .map(|id| Ingested { inbox_id: *id, duplicate: true })
-                    .ok_or_else(|| StoreError::Database(sqlx::Error::RowNotFound)),
-            }
-        })
-        .collect())
+    Ok(group.answers(&new_ids, &old_ids))
 }
 
 /// A claim of the jobs `candidates` selects (`?1` worker, `?2` lease end, `?3` now),
@@ -960,41 +933,7 @@ impl crate::Marks for SqliteStore {
 /// Stores one delivery (and its job) inside `tx`: the path of work that must commit with
 /// other rows (a booking and its job).
 async fn insert_delivery(tx: &mut Tx, d: &NewDelivery) -> Result<crate::Ingested> {
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, event) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id",
-    )
-    .bind(d.portal.as_str())
-    .bind(&d.source)
-    .bind(d.idempotency_key.as_str())
-    .bind(d.received_at_ms)
-    .bind(&d.raw_body)
-    .bind(&d.event_json)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if let Some(id) = inserted {
-        if d.job_kind.is_some() && d.coalesce.is_some() {
-            enqueue_coalesced(tx, d, id).await?;
-        } else if let Some(kind) = d.job_kind {
-            sqlx::query("INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
-                .bind(id)
-                .bind(d.portal.as_str())
-                .bind(kind)
-                .bind(&d.caller_key)
-                .bind(d.received_at_ms)
-                .bind(d.received_at_ms)
-                .bind(d.received_at_ms)
-                .execute(&mut **tx)
-                .await?;
-        }
-        return Ok(crate::Ingested { inbox_id: id, duplicate: false });
-    }
-    let id: i64 = sqlx::query_scalar("SELECT id FROM inbox WHERE portal = ? AND idempotency_key = ?")
-        .bind(d.portal.as_str())
-        .bind(d.idempotency_key.as_str())
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(crate::Ingested { inbox_id: id, duplicate: true })
+    commit_batch(tx, &[d]).await?.pop().unwrap_or(Err(StoreError::Closed))
 }
 
 /// A booking, unless one with its key exists or another holds its time; with its delivery.

@@ -213,6 +213,36 @@ async fn an_outage_pauses_the_portal_and_its_jobs_wait_without_spending_attempts
     app.stop().await;
 }
 
+/// While the breaker holds requests back, the workers leave the queue alone: only the loop
+/// whose round carries the next probe claims jobs, instead of every job being claimed and
+/// handed back at each probe (a write per job, taken from acknowledgements). With batches of
+/// two, four loops, 20 queued calls and ~4 probes: 60–74 jobs handed back when every loop
+/// claimed at each probe, 12–14 with one loop claiming (the rounds the outage met in flight
+/// and one batch per probe).
+#[tokio::test]
+async fn while_the_breaker_is_open_the_queue_is_left_alone_until_the_next_probe() {
+    let app = TestApp::start_with(SandboxConfig::default(), |c| {
+        (c.workers, c.batch_min, c.batch_max) = (4, 2, 2);
+    })
+    .await;
+    app.sandbox.outage(Duration::from_secs(5));
+    for i in 0..20 {
+        let report = vapi_report(&format!("quiet-{i}"), &format!("+1415555{:04}", 500 + i), "2026-01-06T14:05:29Z");
+        assert_eq!(app.vapi(&report).await.0, 200);
+    }
+    app.settle().await;
+    let r = app.http.get(format!("{}/metrics", app.base)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let metrics = r.text().await.unwrap();
+    let handed_back: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("callbridge_job_outcomes_total{outcome=\"waiting\"} "))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    assert!(handed_back > 0, "the jobs met the outage: {metrics}");
+    assert!(handed_back <= 24, "jobs handed back while HubSpot was down: {handed_back}");
+    assert_eq!(app.records("calls").len(), 20);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn writes_that_time_out_after_landing_are_not_repeated() {
     let app = TestApp::start().await;
