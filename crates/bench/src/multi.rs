@@ -1,6 +1,7 @@
 //! Several `callbridge serve` processes on one PostgreSQL database: durable acknowledgements
 //! per second with 1 and 3 instances (after one instance on SQLite, the embedded default, in
-//! the same harness, so the two backends compare in one run), and the share of HubSpot's window the 3 instances use
+//! the same harness, so the two backends compare in one run; `--draining` has the workers
+//! drain the reports as they arrive), and the share of HubSpot's window the 3 instances use
 //! together when work piles up (coordinated through PostgreSQL).
 //!
 //! Needs the release binary (`cargo build --release --bin callbridge`) and a PostgreSQL
@@ -37,6 +38,14 @@ pub struct Args {
     /// Skip the acknowledgement runs.
     #[arg(long)]
     budget_only: bool,
+    /// In the acknowledgement runs, HubSpot is up (Professional tier, 150 ms latency) and a
+    /// burst of 10,000 reports is landing when the measured ones start, instead of an outage:
+    /// the measure is acknowledgements while the workers drain.
+    #[arg(long)]
+    draining: bool,
+    /// Skip the budget run.
+    #[arg(long)]
+    acks_only: bool,
 }
 
 const SECRET: &str = "bench-secret";
@@ -147,6 +156,37 @@ async fn fleet(
     })
 }
 
+/// Posts every body (to its instance) over 64 connections; each request's latency.
+async fn send(http: &reqwest::Client, bodies: Arc<Vec<(u16, String)>>) -> anyhow::Result<Vec<Duration>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (http, bodies, next) = (http.clone(), bodies.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((port, body)) = bodies.get(i) else { return anyhow::Ok(samples) };
+                let t = Instant::now();
+                let r = http
+                    .post(format!("http://127.0.0.1:{port}/webhooks/vapi"))
+                    .header("x-vapi-secret", SECRET)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status() == 200, "status {}", r.status());
+                samples.push(t.elapsed());
+            }
+        }));
+    }
+    let mut samples = Vec::new();
+    for t in tasks {
+        samples.extend(t.await??);
+    }
+    Ok(samples)
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
@@ -158,36 +198,44 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for (backend, n) in if args.budget_only { &runs[..0] } else { &runs[..] }.iter().copied() {
             // Each run starts with the last one's writes on disk, so neither pays for the other.
             Command::new("sync").status()?;
-            let sandbox = Sandbox::spawn(SandboxConfig::default()).await?;
+            let sandbox = if args.draining {
+                let faults = Faults { latency_ms: 150, ..Faults::default() };
+                Sandbox::spawn(SandboxConfig { tier: Tier::Professional, faults, ..SandboxConfig::default() }).await?
+            } else {
+                Sandbox::spawn(SandboxConfig::default()).await?
+            };
             let fleet = fleet(n, backend, &sandbox, &args.database_url, "professional", &http).await?;
-            sandbox.outage(Duration::from_secs(3600));
-            let bodies: Arc<Vec<(u16, String)>> = Arc::new(
-                (0..args.requests)
-                    .map(|i| (fleet.ports[i % n], crate::ingest::report(&format!("multi-{n}-{i}"), &format!("+1415555{:04}", i % 10_000), None)))
-                    .collect(),
-            );
-            let next = Arc::new(AtomicUsize::new(0));
+            if !args.draining {
+                sandbox.outage(Duration::from_secs(3600));
+            }
+            let bodies = |tag: &str, count: usize| -> Arc<Vec<(u16, String)>> {
+                Arc::new(
+                    (0..count)
+                        .map(|i| (fleet.ports[i % n], crate::ingest::report(&format!("{tag}-{n}-{i}"), &format!("+1415555{:04}", i % 10_000), None)))
+                        .collect(),
+                )
+            };
+            if args.draining {
+                // A burst first, measured from once its rounds are writing to HubSpot.
+                send(&http, bodies("burst", 10_000)).await?;
+                let waiting = Instant::now();
+                while sandbox.stats().matching("POST", "batch/create") == 0 {
+                    anyhow::ensure!(waiting.elapsed() < Duration::from_secs(120), "the burst never began to land");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                sandbox.reset_stats();
+            }
             let started = Instant::now();
-            let mut tasks = Vec::new();
-            for _ in 0..64 {
-                let (http, bodies, next) = (http.clone(), bodies.clone(), next.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut samples = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((port, body)) = bodies.get(i) else { return anyhow::Ok(samples) };
-                        let t = Instant::now();
-                        let r = http.post(format!("http://127.0.0.1:{port}/webhooks/vapi")).header("x-vapi-secret", SECRET).header("content-type", "application/json").body(body.clone()).send().await?;
-                        anyhow::ensure!(r.status() == 200, "status {}", r.status());
-                        samples.push(t.elapsed());
-                    }
-                }));
-            }
-            let mut samples = Vec::new();
-            for t in tasks {
-                samples.extend(t.await??);
-            }
+            let mut samples = send(&http, bodies("multi", args.requests)).await?;
             let secs = started.elapsed().as_secs_f64();
+            if args.draining {
+                let stats = sandbox.stats();
+                println!(
+                    "  the workers meanwhile: {} HubSpot requests, {} of them batch creates",
+                    stats.total(),
+                    stats.matching("POST", "batch/create")
+                );
+            }
             samples.sort();
             let rate = args.requests as f64 / secs;
             if n == 1 {
@@ -204,6 +252,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if let [sqlite, postgres] = one_instance[..] {
             println!("PostgreSQL against SQLite, 1 instance each: {:.2} × (goal >= 0.8 ×)", postgres / sqlite);
+        }
+        if args.acks_only {
+            return anyhow::Ok(());
         }
 
         // The budget: three instances, Professional tier (190 per 10 s), 150 ms latency,
