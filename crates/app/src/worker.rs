@@ -12,9 +12,11 @@
 //!
 //! While every ready portal's circuit breaker holds its requests back, the loops claim nothing
 //! until the next probe may go (claiming only to hand jobs back would take the database from
-//! acknowledgements). Portals are served fairly: one whose HubSpot is down, whose token is refused, whose
-//! budget is already backlogged or whose rounds hold all loops but one hands its claimed jobs
-//! back for a moment (not an attempt), so a loop is always free for another portal's calls.
+//! acknowledgements).
+//!
+//! Portals are served fairly: one whose HubSpot is down, whose token is refused, whose budget
+//! is already backlogged or whose rounds hold all loops but one hands its claimed jobs back
+//! for a moment (not an attempt), so a loop is always free for another portal's calls.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -177,16 +179,13 @@ impl Worker {
             // now would only hand the jobs back (a write per job, taken from acknowledgements
             // while HubSpot is down), so wait until the next probe may go; then one loop claims,
             // and its round's first request is the probe, while the others wait for its answer.
-            let mut _probing = None;
-            if let Some(wait) = self.paused() {
-                let turn = if wait.is_zero() { self.probe_turn.try_lock().ok() } else { None };
-                if turn.is_none() {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(wait.clamp(PROBE_POLL, NOT_READY_WAIT)) => continue,
-                    }
+            let paused = self.paused();
+            let _probing = paused.filter(|w| w.is_zero()).and_then(|_| self.probe_turn.try_lock().ok());
+            if let (Some(wait), None) = (paused, &_probing) {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait.clamp(PROBE_POLL, NOT_READY_WAIT)) => continue,
                 }
-                _probing = turn;
             }
             let notified = self.wake.notified();
             match self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await {

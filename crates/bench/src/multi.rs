@@ -156,6 +156,15 @@ async fn fleet(
     })
 }
 
+/// HubSpot at the Professional tier (190 requests per 10 s) with 150 ms on every request.
+fn professional() -> SandboxConfig {
+    SandboxConfig {
+        tier: Tier::Professional,
+        faults: Faults { latency_ms: 150, ..Faults::default() },
+        ..SandboxConfig::default()
+    }
+}
+
 /// Posts every body (to its instance) over 64 connections; each request's latency.
 async fn send(http: &reqwest::Client, bodies: Arc<Vec<(u16, String)>>) -> anyhow::Result<Vec<Duration>> {
     let next = Arc::new(AtomicUsize::new(0));
@@ -198,12 +207,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for (backend, n) in if args.budget_only { &runs[..0] } else { &runs[..] }.iter().copied() {
             // Each run starts with the last one's writes on disk, so neither pays for the other.
             Command::new("sync").status()?;
-            let sandbox = if args.draining {
-                let faults = Faults { latency_ms: 150, ..Faults::default() };
-                Sandbox::spawn(SandboxConfig { tier: Tier::Professional, faults, ..SandboxConfig::default() }).await?
-            } else {
-                Sandbox::spawn(SandboxConfig::default()).await?
-            };
+            let sandbox = Sandbox::spawn(if args.draining { professional() } else { SandboxConfig::default() }).await?;
             let fleet = fleet(n, backend, &sandbox, &args.database_url, "professional", &http).await?;
             if !args.draining {
                 sandbox.outage(Duration::from_secs(3600));
@@ -259,7 +263,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
         // The budget: three instances, Professional tier (190 per 10 s), 150 ms latency,
         // more work queued than the window allows.
-        let sandbox = Sandbox::spawn(SandboxConfig { tier: Tier::Professional, faults: Faults { latency_ms: 150, ..Faults::default() }, ..SandboxConfig::default() }).await?;
+        let sandbox = Sandbox::spawn(professional()).await?;
         let n = args.instances;
         let fleet = fleet(n, Backend::Postgres, &sandbox, &args.database_url, "professional", &http).await?;
         let next = Arc::new(AtomicUsize::new(0));

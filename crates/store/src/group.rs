@@ -11,15 +11,17 @@ use crate::{Ingested, NewDelivery, Result, StoreError};
 /// A delivery's identity in the inbox: (portal, idempotency key).
 pub(crate) type Key = (String, String);
 
-pub(crate) fn key_of(d: &NewDelivery) -> Key {
+fn key_of(d: &NewDelivery) -> Key {
     (d.portal.as_str().to_string(), d.idempotency_key.as_str().to_string())
 }
 
 /// A group of deliveries on its way to one transaction.
 pub(crate) struct Group<'a> {
     batch: &'a [&'a NewDelivery],
-    /// The index of each key's first delivery.
-    first: HashMap<Key, usize>,
+    /// Each delivery's key, made once.
+    keys: Vec<Key>,
+    /// For each delivery, the index of its key's first delivery in the group.
+    first: Vec<usize>,
 }
 
 /// Deliveries stored by this group that need a job: those that coalesce with their call's
@@ -31,48 +33,48 @@ pub(crate) struct Queued<'a> {
 
 impl<'a> Group<'a> {
     pub fn new(batch: &'a [&'a NewDelivery]) -> Group<'a> {
-        let mut first = HashMap::with_capacity(batch.len());
-        for (i, d) in batch.iter().enumerate() {
-            first.entry(key_of(d)).or_insert(i);
-        }
-        Group { batch, first }
+        let keys: Vec<Key> = batch.iter().map(|d| key_of(d)).collect();
+        let mut seen: HashMap<&Key, usize> = HashMap::with_capacity(batch.len());
+        let first = keys.iter().enumerate().map(|(i, k)| *seen.entry(k).or_insert(i)).collect();
+        Group { batch, keys, first }
+    }
+
+    /// The indexes of the first delivery of each key, in arrival order.
+    fn firsts(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.batch.len()).filter(|&i| self.first[i] == i)
     }
 
     /// The first delivery of each key, in arrival order: the rows to insert.
     pub fn candidates(&self) -> Vec<&'a NewDelivery> {
-        self.batch.iter().enumerate().filter(|(i, d)| self.first[&key_of(d)] == *i).map(|(_, d)| *d).collect()
+        self.firsts().map(|i| self.batch[i]).collect()
     }
 
     /// The candidates the insert stored (`new_ids` holds their ids) that need a job.
     pub fn queued(&self, new_ids: &HashMap<Key, i64>) -> Queued<'a> {
         let (coalescing, jobs) = self
-            .candidates()
-            .into_iter()
-            .filter(|d| d.job_kind.is_some())
-            .filter_map(|d| new_ids.get(&key_of(d)).map(|id| (d, *id)))
+            .firsts()
+            .filter(|&i| self.batch[i].job_kind.is_some())
+            .filter_map(|i| new_ids.get(&self.keys[i]).map(|id| (self.batch[i], *id)))
             .partition(|(d, _)| d.coalesce.is_some());
         Queued { coalescing, jobs }
     }
 
     /// Keys the database held before this group: their rows must be looked up.
     pub fn seen_before(&self, new_ids: &HashMap<Key, i64>) -> Vec<&Key> {
-        self.first.keys().filter(|k| !new_ids.contains_key(*k)).collect()
+        self.firsts().map(|i| &self.keys[i]).filter(|k| !new_ids.contains_key(*k)).collect()
     }
 
     /// Every delivery's answer, in the group's order.
     pub fn answers(&self, new_ids: &HashMap<Key, i64>, old_ids: &HashMap<Key, i64>) -> Vec<Result<Ingested>> {
-        self.batch
+        self.keys
             .iter()
             .enumerate()
-            .map(|(i, d)| {
-                let key = key_of(d);
-                match new_ids.get(&key) {
-                    Some(id) => Ok(Ingested { inbox_id: *id, duplicate: self.first[&key] != i }),
-                    None => old_ids
-                        .get(&key)
-                        .map(|id| Ingested { inbox_id: *id, duplicate: true })
-                        .ok_or(StoreError::Database(sqlx::Error::RowNotFound)),
-                }
+            .map(|(i, key)| match new_ids.get(key) {
+                Some(id) => Ok(Ingested { inbox_id: *id, duplicate: self.first[i] != i }),
+                None => old_ids
+                    .get(key)
+                    .map(|id| Ingested { inbox_id: *id, duplicate: true })
+                    .ok_or(StoreError::Database(sqlx::Error::RowNotFound)),
             })
             .collect()
     }

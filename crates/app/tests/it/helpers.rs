@@ -139,6 +139,13 @@ impl TestApp {
         self.http.get(format!("{}/health", self.base)).send().await.unwrap().json().await.unwrap()
     }
 
+    /// The `/metrics` scrape (Prometheus' text format), read with the admin token.
+    pub async fn metrics(&self) -> String {
+        let r = self.http.get(format!("{}/metrics", self.base)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.unwrap()
+    }
+
     /// Waits until every portal is ready.
     pub async fn ready(&self) {
         let started = Instant::now();

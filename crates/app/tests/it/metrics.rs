@@ -72,9 +72,7 @@ async fn the_scrape_parses_carries_every_family_and_no_label_is_personal() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let r = app.http.get(format!("{}/metrics", app.base)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let text = r.text().await.unwrap();
+    let text = app.metrics().await;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
     // Histograms come as `_bucket`, `_sum` and `_count` samples of one family.
     let families: BTreeSet<&str> = scrape

@@ -231,8 +231,7 @@ async fn while_the_breaker_is_open_the_queue_is_left_alone_until_the_next_probe(
         assert_eq!(app.vapi(&report).await.0, 200);
     }
     app.settle().await;
-    let r = app.http.get(format!("{}/metrics", app.base)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-    let metrics = r.text().await.unwrap();
+    let metrics = app.metrics().await;
     let handed_back: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("callbridge_job_outcomes_total{outcome=\"waiting\"} "))

@@ -49,8 +49,7 @@ async fn a_wrong_secret_and_a_bad_body_are_listed_and_counted_without_their_bodi
         assert!(!listed.contains(personal), "{personal} kept in {listed}");
     }
 
-    let r = app.http.get(format!("{}/metrics", app.base)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-    let metrics = r.text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("callbridge_webhooks_rejected_total{route=\"/webhooks/vapi\",reason=\"unauthorized\"} 1"),
         "{metrics}"
