@@ -407,7 +407,9 @@ impl HubSpotClient {
             Err(e) => return Outcome::Fail(e),
         };
         let limiter = if call.search { &self.budget.search } else { &self.budget.window };
+        let asked = Instant::now();
         let permit = limiter.acquire_as(priority).await;
+        let waited = asked.elapsed();
         let mut req = self.http.request(call.method.clone(), &call.url).bearer_auth(bearer.token.expose_secret());
         if !call.query.is_empty() {
             req = req.query(&call.query);
@@ -421,6 +423,13 @@ impl HubSpotClient {
         metrics::histogram!("callbridge_hubspot_request_duration_seconds", "endpoint" => endpoint.clone())
             .record(started.elapsed().as_secs_f64());
         let status = sent.as_ref().map_or("error".to_string(), |r| r.status().as_u16().to_string());
+        tracing::debug!(
+            http.endpoint = %endpoint,
+            http.status = %status,
+            budget.waited_ms = waited.as_millis() as u64,
+            http.duration_ms = started.elapsed().as_millis() as u64,
+            "HubSpot request"
+        );
         metrics::counter!("callbridge_hubspot_requests_total", "endpoint" => endpoint, "status" => status).increment(1);
         let response = match sent {
             Ok(r) => r,
