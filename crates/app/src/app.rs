@@ -269,13 +269,14 @@ impl App {
             .iter()
             .map(|portal| {
                 let (portal, stop, store) = (portal.clone(), shutdown.clone(), self.state.store.clone());
+                let wake = self.state.wake.clone();
                 tokio::spawn(async move {
                     let (id, hubspot) = (portal.id().to_string(), portal.hubspot.as_ref());
                     if let Some(hub_id) = hubspot.oauth_status().await.and_then(|s| s.hub_id) {
                         portal.installed_in(hub_id);
                     }
                     let rules = portal.engine.rules();
-                    crate::readiness::prepare(id, hubspot, store.as_ref(), rules, &portal.readiness, stop).await
+                    crate::readiness::prepare(id, hubspot, store.as_ref(), rules, &portal.readiness, &wake, stop).await
                 })
             })
             .collect();

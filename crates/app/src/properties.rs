@@ -159,28 +159,61 @@ async fn add_missing_options(
     Ok(true)
 }
 
-/// Creates what is missing and reports what it did.
+/// What setup did to one property.
+enum Outcome {
+    Created,
+    Existing,
+    Updated,
+}
+
+/// Creates what is missing and reports what it did. The object types are set up side by side,
+/// and each type's properties too once its group exists: a few round trips, not one per
+/// property, so a restart is not held up by setup.
 pub async fn setup(client: &dyn HubSpotApi) -> Result<SetupReport, HubSpotError> {
+    let types = [ObjectType::Contacts, ObjectType::Meetings, ObjectType::Tasks];
+    let done = futures_util::future::try_join_all(types.map(|t| setup_type(client, t))).await?;
     let mut report = SetupReport::default();
-    for t in [ObjectType::Contacts, ObjectType::Meetings, ObjectType::Tasks] {
-        if !client.group_names(t).await?.iter().any(|g| g == GROUP)
-            && client.create_group(t, GROUP, "callbridge").await?
-        {
+    for (t, (created_group, properties)) in types.iter().zip(done) {
+        if created_group {
             report.created_groups.push(format!("{}.{GROUP}", t.as_str()));
         }
-        let existing = client.property_names(t).await?;
-        for (_, spec) in definitions().into_iter().filter(|(ot, _)| *ot == t) {
-            let name = format!("{}.{}", t.as_str(), spec.name);
-            if existing.contains(&spec.name) || !client.create_property(t, &spec).await? {
-                // A choice property from an earlier release gains the options added since.
-                if !spec.options.is_empty() && add_missing_options(client, t, &spec).await? {
+        for (name, outcome) in properties {
+            let name = format!("{}.{name}", t.as_str());
+            match outcome {
+                Outcome::Created => report.created_properties.push(name),
+                Outcome::Updated => {
                     report.updated_properties.push(name.clone());
+                    report.existing_properties.push(name);
                 }
-                report.existing_properties.push(name);
-            } else {
-                report.created_properties.push(name);
+                Outcome::Existing => report.existing_properties.push(name),
             }
         }
     }
     Ok(report)
+}
+
+/// One object type's group and properties: whether the group was created, and what became of
+/// each property, in definition order.
+async fn setup_type(client: &dyn HubSpotApi, t: ObjectType) -> Result<(bool, Vec<(String, Outcome)>), HubSpotError> {
+    let (groups, existing) = tokio::try_join!(client.group_names(t), client.property_names(t))?;
+    let created_group = !groups.iter().any(|g| g == GROUP) && client.create_group(t, GROUP, "callbridge").await?;
+    let specs: Vec<PropertySpec> = definitions().into_iter().filter(|(ot, _)| *ot == t).map(|(_, s)| s).collect();
+    let outcomes = futures_util::future::try_join_all(specs.iter().map(|spec| {
+        let existing = &existing;
+        async move {
+            let outcome = if existing.contains(&spec.name) || !client.create_property(t, spec).await? {
+                // A choice property from an earlier release gains the options added since.
+                if !spec.options.is_empty() && add_missing_options(client, t, spec).await? {
+                    Outcome::Updated
+                } else {
+                    Outcome::Existing
+                }
+            } else {
+                Outcome::Created
+            };
+            Ok::<_, HubSpotError>((spec.name.clone(), outcome))
+        }
+    }))
+    .await?;
+    Ok((created_group, outcomes))
 }

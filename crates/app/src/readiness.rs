@@ -101,13 +101,15 @@ pub fn reason(e: &HubSpotError) -> String {
 }
 
 /// Keeps a portal ready until `shutdown`: sets its properties up and probes it, retrying with
-/// backoff while that fails, and again whenever a round reports it not ready.
+/// backoff while that fails, and again whenever a round reports it not ready. `wake` is
+/// told when the portal becomes ready, so waiting workers claim at once.
 pub async fn prepare(
     portal: String,
     hubspot: &dyn HubSpotApi,
     store: &dyn Store,
     rules: &callbridge_domain::plan::PlanRules,
     readiness: &Readiness,
+    wake: &Notify,
     shutdown: CancellationToken,
 ) {
     let mut delay = Duration::from_secs(1);
@@ -118,16 +120,20 @@ pub async fn prepare(
             let Some(_lock) = store.try_exclusive(&format!("setup-properties:{portal}")).await.ok().flatten() else {
                 return Err(None);
             };
-            properties::setup(hubspot).await.map_err(|e| Some(reason(&e)))?;
-            rules_fit_the_portal(hubspot, rules).await.map_err(Some)?;
-            // What the token may do (v3 calls or v1): probed once, then cached by the client.
-            hubspot.capabilities().await.map_err(|e| Some(reason(&e)))
+            // Side by side, and reported in this order. What the token may do (v3 calls or v1) is
+            // probed once, then cached by the client.
+            let (setup, rules, caps) =
+                tokio::join!(properties::setup(hubspot), rules_fit_the_portal(hubspot, rules), hubspot.capabilities());
+            setup.map_err(|e| Some(reason(&e)))?;
+            rules.map_err(Some)?;
+            caps.map_err(|e| Some(reason(&e)))
         };
         let wait = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = attempt => match r {
                 Ok(caps) => {
                     readiness.set(&portal, Ok(&caps));
+                    wake.notify_waiters();
                     delay = Duration::from_secs(1);
                     None
                 }

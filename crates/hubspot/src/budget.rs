@@ -74,6 +74,9 @@ struct Window {
     blocked_until: Option<Instant>,
     /// Slots background work leaves free for interactive work.
     reserve: u32,
+    /// Whether HubSpot has answered yet: until then the window's real size is a guess (the
+    /// tier's), so one request goes at a time and the first answer's headers correct it.
+    answered: bool,
 }
 
 impl Window {
@@ -195,6 +198,7 @@ impl Limiter {
                     in_flight: 0,
                     blocked_until: None,
                     reserve: 0,
+                    answered: true,
                 }),
                 Notify::new(),
             )),
@@ -206,6 +210,14 @@ impl Limiter {
     /// The same limiter, counted in a window shared with other processes.
     pub fn shared_through(mut self, window: Arc<dyn SharedWindow>, bucket: &str) -> Limiter {
         self.shared = Some(Shared { window, bucket: bucket.to_string() });
+        self
+    }
+
+    /// The same limiter, sending one request at a time until the first answer tells it the
+    /// window HubSpot applies ([`Limiter::learn`]): a parallel start (property setup, a
+    /// backlog's first reads) never bursts past a window smaller than the tier's.
+    pub fn learning(self) -> Limiter {
+        self.inner.0.lock().answered = false;
         self
     }
 
@@ -256,7 +268,8 @@ impl Limiter {
                 match w.blocked_until {
                     Some(t) if t > now => Some(t - now),
                     // Bulk work yields to any other work waiting for a slot.
-                    _ if w.used() < w.room(priority)
+                    _ if (w.answered || w.in_flight == 0)
+                        && w.used() < w.room(priority)
                         && (priority != Priority::Bulk || self.waiting.load(Ordering::Relaxed) == 0) =>
                     {
                         w.in_flight += 1;
@@ -285,6 +298,7 @@ impl Limiter {
     pub fn learn(&self, max: Option<u32>, interval: Option<Duration>, remaining: Option<u32>) {
         let (lock, notify) = &*self.inner;
         let mut w = lock.lock();
+        w.answered = true;
         if let Some(m) = max.filter(|m| *m > 0) {
             w.max = m;
         }
@@ -376,7 +390,7 @@ pub enum Refusal {
 impl Budget {
     pub fn new(ten_second_max: u32, window: Duration, search_per_second: u32, reserve_share: f64) -> Budget {
         Budget {
-            window: Limiter::new(ten_second_max, window).with_reserve(WINDOW_RESERVE),
+            window: Limiter::new(ten_second_max, window).with_reserve(WINDOW_RESERVE).learning(),
             search: Limiter::new(search_per_second, Duration::from_secs(1)).with_reserve(SEARCH_RESERVE),
             daily: Arc::new(Mutex::new(Daily::default())),
             reserve_share,
@@ -467,6 +481,24 @@ mod tests {
         assert!(!waiter.is_finished());
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(waiter.is_finished());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn until_hubspot_first_answers_requests_go_one_at_a_time_then_fill_the_window() {
+        let limiter = Limiter::new(190, Duration::from_secs(10)).learning();
+        let first = limiter.acquire().await;
+        let second = {
+            let l = limiter.clone();
+            tokio::spawn(async move { l.acquire().await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "a second request waits while the first is unanswered");
+        first.complete();
+        limiter.learn(Some(4), Some(Duration::from_secs(1)), Some(3));
+        let second = second.await.unwrap();
+        let (third, fourth) = (limiter.acquire().await, limiter.acquire().await);
+        assert_eq!(limiter.used(), 4, "answered: the window HubSpot stated (4) fills at once");
+        drop((second, third, fourth));
     }
 
     #[tokio::test]
