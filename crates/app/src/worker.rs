@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callbridge_domain::PortalId;
-use callbridge_store::{Failure, Job, Store, now_ms};
+use callbridge_store::{Failure, Job, Settlement, Store, now_ms};
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,10 @@ use crate::sync::{RoundReport, SyncError, SyncJob};
 
 /// How long jobs of a portal that is not ready wait before they are looked at again.
 const NOT_READY_WAIT: Duration = Duration::from_secs(1);
+
+/// Rows of a kind recorded per transaction when a round is settled: a round of a thousand
+/// jobs is a dozen short transactions, not one long one ingest would wait behind.
+const SETTLE_PART: usize = 100;
 /// How long a portal's jobs step aside for other portals' ([`Worker::take_turn`]).
 const BUDGET_WAIT: Duration = Duration::from_millis(500);
 /// The shortest wait of a loop that leaves the queue alone while HubSpot is paused.
@@ -169,9 +173,11 @@ impl Worker {
         while !shutdown.is_cancelled() {
             // Nothing to claim for while no portal can take work (setup pending, token refused):
             // claiming only to hand jobs back would load the database for nothing.
+            let ready = self.wake.notified();
             if !self.portals.iter().any(|p| p.readiness.is_ready()) {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    _ = ready => continue,
                     _ = tokio::time::sleep(NOT_READY_WAIT / 5) => continue,
                 }
             }
@@ -392,7 +398,7 @@ impl Worker {
                     if !landed.done.is_empty() {
                         self.landed_again();
                     }
-                    match self.store.settle(landed).await {
+                    match self.settle(landed).await {
                         Ok(()) => {
                             for id in &landed.done {
                                 crate::meters::job_outcome("done", held.get(id).map_or(0, |h| h.attempts) + 1);
@@ -438,6 +444,15 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Records a round's landed jobs in short parts ([`Settlement::parts`]), so acknowledgements
+    /// take their turns with the store between them.
+    async fn settle(&self, landed: &Settlement) -> Result<(), callbridge_store::StoreError> {
+        for part in landed.parts(SETTLE_PART) {
+            self.store.settle(&part).await?;
+        }
+        Ok(())
     }
 
     /// Ends a run of failures, if one was going on, with its counts.

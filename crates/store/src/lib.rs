@@ -124,6 +124,30 @@ pub struct Settlement {
     pub done: Vec<i64>,
 }
 
+impl Settlement {
+    /// The same settlement as a sequence of short ones, each of at most `size` rows of a
+    /// kind, to record in order: a big round's bookkeeping then never holds the writer (or
+    /// the jobs table) for long, and acknowledgements get their turns between the parts.
+    /// What was written comes first and the jobs are marked done last, so a crash between two
+    /// parts leaves jobs that run again and find their activities recorded (no second write),
+    /// never a job marked done whose activity is not.
+    pub fn parts(&self, size: usize) -> Vec<Settlement> {
+        let size = size.max(1);
+        let empty = || Settlement { portal: self.portal.clone(), ..Settlement::default() };
+        let part = |i: usize| Settlement {
+            activities: self.activities.iter().skip(i * size).take(size).cloned().collect(),
+            last_calls: self.last_calls.iter().skip(i * size).take(size).copied().collect(),
+            ..empty()
+        };
+        let written = self.activities.len().max(self.last_calls.len()).div_ceil(size);
+        let mut parts: Vec<Settlement> = (0..written).map(part).collect();
+        for d in self.done.chunks(size) {
+            parts.push(Settlement { done: d.to_vec(), ..empty() });
+        }
+        parts
+    }
+}
+
 /// What happens to a job that failed.
 #[derive(Debug, Clone, Copy)]
 pub enum Failure {
@@ -541,4 +565,41 @@ impl Drop for Exclusive {
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity(n: u64) -> ActivityRecord {
+        ActivityRecord {
+            source: "vapi".into(),
+            key: format!("call-{n}"),
+            kind: "call",
+            activity: Activity { hubspot_id: n, contact_id: Some(n), via: "v3".into(), stage: 0 },
+            occurred_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_settlement_in_parts_records_every_row_once_and_marks_jobs_done_only_after_every_write() {
+        let whole = Settlement {
+            portal: PortalId::default(),
+            activities: (0..250).map(activity).collect(),
+            last_calls: (0..120).map(|c| (c, 1)).collect(),
+            done: (0..260).collect(),
+        };
+        let parts = whole.parts(100);
+        assert!(parts.iter().all(|p| p.activities.len() <= 100 && p.last_calls.len() <= 100 && p.done.len() <= 100));
+        let keys: Vec<String> = parts.iter().flat_map(|p| p.activities.iter().map(|a| a.key.clone())).collect();
+        assert_eq!(keys, whole.activities.iter().map(|a| a.key.clone()).collect::<Vec<_>>());
+        assert_eq!(parts.iter().flat_map(|p| p.last_calls.clone()).collect::<Vec<_>>(), whole.last_calls);
+        assert_eq!(parts.iter().flat_map(|p| p.done.clone()).collect::<Vec<_>>(), whole.done);
+        let first_done = parts.iter().position(|p| !p.done.is_empty()).expect("jobs are marked done");
+        assert!(
+            parts[first_done..].iter().all(|p| p.activities.is_empty() && p.last_calls.is_empty()),
+            "nothing is written after the first job is marked done"
+        );
+        assert_eq!(parts.len(), 3 + 3, "three parts of writes, three of jobs done");
+    }
 }

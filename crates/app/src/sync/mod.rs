@@ -11,6 +11,8 @@
 //!    with an email are read by email (exact, no index lag), except a lone one known by email
 //!    alone, whose contact is created directly (HubSpot's 409 names it if the email is taken);
 //!    the rest are found by phone in bulk searches packed across every round in flight.
+//!    Steps 3 and 4 run first for the callers settled without a search, while the searches
+//!    run, then for those a search found (one contact per round across both).
 //! 3. **Plan** ([`callbridge_domain::plan::plan_caller`]): pure; per caller one contact write
 //!    and per job its activity write.
 //! 4. **Apply** ([`apply`]): contacts through `batch/update` and `batch/upsert`; calls and
@@ -130,6 +132,10 @@ enum State {
     Next,
     /// Runs alone in a round of its own.
     Alone,
+    /// Waits for a phone search while the round lands the callers settled without one.
+    Searching,
+    /// Landed before the round's searches were answered; at the end, landed.
+    Landed,
 }
 
 /// A job within a round.
@@ -271,32 +277,45 @@ impl Engine {
         let mut report = RoundReport::default();
         let started = std::time::Instant::now();
         self.resolve_known(&mut works).await?;
-        self.resolve_strangers(&mut works).await?;
-        self.plan(&mut works).await?;
+        let searches = self.resolve_strangers(&mut works).await?;
+        // Callers settled without a search land now, while the searches run: their writes
+        // wait for no number they do not need, and the window slots they take free sooner.
+        for leader in searches.waiting() {
+            for i in works[leader].group.clone() {
+                if works[i].open() {
+                    works[i].state = State::Searching;
+                }
+            }
+        }
+        // One contact per round: the callers found by a search are planned against the same
+        // targets as those landed before them.
+        let mut targets = HashSet::new();
+        let settled = async {
+            if works.iter().any(Work::open) {
+                self.land(&mut works, &mut targets, &mut report).await
+            } else {
+                Ok(vec![])
+            }
+        };
+        let (settled, answers) = tokio::join!(settled, searches.answers());
+        let mut records = settled?;
+        for w in &mut works {
+            w.state = match std::mem::replace(&mut w.state, State::Open) {
+                State::Open => State::Landed,
+                State::Searching => State::Open,
+                other => other,
+            };
+        }
+        self.take_searches(&mut works, answers);
         report.phase_ms[0] = started.elapsed().as_millis() as u64;
-        let clock = std::time::Instant::now();
-        // Contacts found need only their update, and their activities only their id: both go
-        // out at once. New contacts are made first, since their activities need the id HubSpot
-        // gives them.
-        let updates = Self::contact_updates(&works);
-        let (updated, written) = tokio::join!(self.send_contact_updates(&updates), async {
-            let created = self.write_new_contacts(&mut works).await?;
-            let made_at = std::time::Instant::now();
-            let activities = self.write_activities(&mut works).await?;
-            Ok::<_, SyncError>((created, made_at, activities))
-        });
-        let (created_contacts, made_at, (mut records, created)) = written?;
-        self.take_contact_updates(&mut works, updated).await?;
-        records.extend(self.write_tasks(&mut works).await);
-        report.contacts_created = created_contacts;
-        report.activities_created = created;
-        report.phase_ms[1] = made_at.duration_since(clock).as_millis() as u64;
-        report.phase_ms[2] = made_at.elapsed().as_millis() as u64;
+        if works.iter().any(Work::open) {
+            records.extend(self.land(&mut works, &mut targets, &mut report).await?);
+        }
 
         report.landed = Settlement { portal: self.portal.clone(), activities: records, ..Settlement::default() };
         for w in works {
             match w.state {
-                State::Open => {
+                State::Open | State::Landed => {
                     if let (Event::Call(c), true, Some(contact)) = (&w.job.event, w.newest, w.contact_id) {
                         report.landed.last_calls.push((contact, c.occurred_at_ms));
                     }
@@ -307,16 +326,48 @@ impl Engine {
                 // after its activity went out): the next run looks for it before writing.
                 State::Next => report.next.push(SyncJob { retrying: w.job.retrying || w.wrote, ..w.job }),
                 State::Alone => report.alone.push(SyncJob { retrying: w.job.retrying || w.wrote, ..w.job }),
+                // Every search is answered before the round ends; should one not be, it runs again.
+                State::Searching => {
+                    report.failed.push((w.job.id, SyncError::Transient("its phone search was not answered".into())))
+                }
             }
         }
         Ok(report)
     }
 
+    /// Plans and writes the open jobs (steps 3 and 4); returns the activity records to keep.
+    async fn land(
+        &self,
+        works: &mut [Work],
+        targets: &mut HashSet<String>,
+        report: &mut RoundReport,
+    ) -> Result<Vec<ActivityRecord>, SyncError> {
+        self.plan(works, targets).await?;
+        let clock = std::time::Instant::now();
+        // Contacts found need only their update, and their activities only their id: both go
+        // out at once. New contacts are made first, since their activities need the id HubSpot
+        // gives them.
+        let updates = Self::contact_updates(works);
+        let (updated, written) = tokio::join!(self.send_contact_updates(&updates), async {
+            let created = self.write_new_contacts(works).await?;
+            let made_at = std::time::Instant::now();
+            let activities = self.write_activities(works).await?;
+            Ok::<_, SyncError>((created, made_at, activities))
+        });
+        let (created_contacts, made_at, (mut records, created)) = written?;
+        self.take_contact_updates(works, updated).await?;
+        records.extend(self.write_tasks(works).await);
+        report.contacts_created += created_contacts;
+        report.activities_created += created;
+        report.phase_ms[1] += made_at.duration_since(clock).as_millis() as u64;
+        report.phase_ms[2] += made_at.elapsed().as_millis() as u64;
+        Ok(records)
+    }
+
     /// What each caller's jobs make, from the planner: per caller one contact write (its
     /// jobs' wishes applied in order), per job its activity write. A caller whose contact
     /// another caller of the round also lands on waits for the next round.
-    async fn plan(&self, works: &mut [Work]) -> Result<(), SyncError> {
-        let mut targets = HashSet::new();
+    async fn plan(&self, works: &mut [Work], targets: &mut HashSet<String>) -> Result<(), SyncError> {
         for leader in 0..works.len() {
             if !works[leader].leader() || !works[leader].open() {
                 continue;
@@ -438,8 +489,9 @@ fn hold_back_followers(works: &mut [Work]) {
 /// Where a job goes behind an earlier job of its caller that is in `state`.
 fn follow(state: &State) -> State {
     match state {
-        State::Open => State::Open,
+        State::Open | State::Landed => State::Open,
         State::Next => State::Next,
+        State::Searching => State::Searching,
         // Paused is not an attempt for the first, nor for those behind it.
         State::Failed(paused @ SyncError::Paused(..)) => State::Failed(paused.clone()),
         State::Failed(_) | State::Alone => State::Failed(SyncError::Transient(

@@ -35,6 +35,20 @@ struct FinderState {
     next: u64,
 }
 
+/// A phone lookup asked of the [`PhoneFinder`]: its answer, when awaited.
+pub struct Asked(Option<oneshot::Receiver<Result<Vec<CrmObject>, HubSpotError>>>);
+
+impl Asked {
+    pub async fn answer(self) -> SearchAnswer {
+        match self.0 {
+            None => Ok(Vec::new()),
+            Some(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(HubSpotError::Transport { attempts: 0, message: "search abandoned".into() })),
+        }
+    }
+}
+
 struct Waiter {
     /// Numbers not yet searched for.
     left: usize,
@@ -48,10 +62,11 @@ impl PhoneFinder {
     }
 
     /// Every contact whose `phone` or `mobilephone` holds one of these national numbers
-    /// (and maybe others: callers match the answer in code), oldest first per search.
-    pub async fn find(self: &Arc<Self>, nationals: Vec<String>) -> Result<Vec<CrmObject>, HubSpotError> {
+    /// (and maybe others: callers match the answer in code), oldest first per search. The
+    /// numbers join the queue now, at the asker's priority; the answer comes when awaited.
+    pub fn ask(self: &Arc<Self>, nationals: Vec<String>) -> Asked {
         if nationals.is_empty() {
-            return Ok(Vec::new());
+            return Asked(None);
         }
         let (tx, rx) = oneshot::channel();
         {
@@ -69,7 +84,7 @@ impl PhoneFinder {
             }
         }
         self.pump();
-        rx.await.unwrap_or_else(|_| Err(HubSpotError::Transport { attempts: 0, message: "search abandoned".into() }))
+        Asked(Some(rx))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FinderState> {
@@ -159,7 +174,26 @@ async fn search_phones(hubspot: &dyn HubSpotApi, nationals: &[String]) -> Result
 }
 
 /// National numbers to search for and the jobs waiting on each.
-type PhoneQuery = HashMap<String, Vec<usize>>;
+pub(super) type PhoneQuery = HashMap<String, Vec<usize>>;
+
+/// What a phone search found.
+pub(super) type SearchAnswer = Result<Vec<CrmObject>, HubSpotError>;
+
+/// The phone searches a round asked for, still running, with the callers waiting on each.
+pub(super) struct Searches(Vec<(PhoneQuery, Asked)>);
+
+impl Searches {
+    /// The callers (their leaders' indices) waiting on a search.
+    pub(super) fn waiting(&self) -> Vec<usize> {
+        self.0.iter().flat_map(|(q, _)| q.values().flatten().copied()).collect()
+    }
+
+    pub(super) async fn answers(self) -> Vec<(PhoneQuery, SearchAnswer)> {
+        let (queries, asked): (Vec<PhoneQuery>, Vec<Asked>) = self.0.into_iter().unzip();
+        let answers = futures_util::future::join_all(asked.into_iter().map(Asked::answer)).await;
+        queries.into_iter().zip(answers).collect()
+    }
+}
 
 /// Open, unresolved jobs with a phone that `pick` selects, grouped by national number.
 fn phones_to_find(works: &[Work], pick: impl Fn(&Work) -> bool) -> PhoneQuery {
@@ -236,8 +270,9 @@ impl Engine {
     /// Callers the index does not know. Those with an email are read by email, 100 per
     /// request (exact, no index lag), while phone-only callers are searched for; then
     /// callers whose email HubSpot does not have are searched for by phone too, as the
-    /// single path does.
-    pub(super) async fn resolve_strangers(&self, works: &mut [Work]) -> Result<(), SyncError> {
+    /// single path does. Returns the searches asked for, still running: the callers settled
+    /// without one need not wait for them.
+    pub(super) async fn resolve_strangers(&self, works: &mut [Work]) -> Result<Searches, SyncError> {
         let mut by_email: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader()) {
             if let (true, None, Some(e)) = (w.open(), &w.found, &w.caller().email) {
@@ -258,15 +293,14 @@ impl Engine {
             by_email.clear();
         }
         let phone_only = phones_to_find(works, |w| w.caller().email.is_none());
+        let first = self.phones.ask(phone_only.keys().cloned().collect());
         let emails: Vec<String> = by_email.keys().cloned().collect();
         let read: Vec<&str> = CONTACT_READ.iter().copied().chain(["hs_additional_emails"]).collect();
-        let (by_email_answers, phone_answers) = tokio::join!(
-            chunked(&emails, BATCH_MAX, |chunk| {
-                let read = &read;
-                async move { self.hubspot.batch_read(ObjectType::Contacts, chunk, Some("email"), read).await }
-            }),
-            self.phones.find(phone_only.keys().cloned().collect()),
-        );
+        let by_email_answers = chunked(&emails, BATCH_MAX, |chunk| {
+            let read = &read;
+            async move { self.hubspot.batch_read(ObjectType::Contacts, chunk, Some("email"), read).await }
+        })
+        .await;
         for (chunk, answer) in by_email_answers {
             match answer {
                 Ok(out) => {
@@ -291,16 +325,22 @@ impl Engine {
                 }
             }
         }
-        self.take_phone_answers(works, &phone_only, phone_answers);
         let rest = phones_to_find(works, |w| w.caller().email.is_some());
-        let answer = self.phones.find(rest.keys().cloned().collect()).await;
-        self.take_phone_answers(works, &rest, answer);
-        Ok(())
+        let second = self.phones.ask(rest.keys().cloned().collect());
+        Ok(Searches(vec![(phone_only, first), (rest, second)]))
+    }
+
+    /// Takes the searches' answers: each caller waiting on one gets the oldest contact holding
+    /// their number, or stays a stranger.
+    pub(super) fn take_searches(&self, works: &mut [Work], answers: Vec<(PhoneQuery, SearchAnswer)>) {
+        for (query, answer) in answers {
+            self.take_phone_answers(works, &query, answer);
+        }
     }
 
     /// Matches what the phone finder answered back to callers: the oldest contact
     /// holding the number.
-    fn take_phone_answers(&self, works: &mut [Work], query: &PhoneQuery, answer: Result<Vec<CrmObject>, HubSpotError>) {
+    fn take_phone_answers(&self, works: &mut [Work], query: &PhoneQuery, answer: SearchAnswer) {
         let indices: Vec<usize> = query.values().flatten().copied().collect();
         match answer {
             Ok(mut contacts) => {
