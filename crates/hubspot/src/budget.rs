@@ -168,6 +168,7 @@ impl Permit {
         if let (Some(slot), Some(shared)) = (self.slot.take(), self.limiter.shared.clone()) {
             self.open = false;
             tokio::spawn(async move { shared.window.release(&shared.bucket, slot).await });
+            self.limiter.settle_local();
             return;
         }
         if std::mem::take(&mut self.open) {
@@ -236,10 +237,23 @@ impl Limiter {
     pub async fn acquire_as(&self, priority: Priority) -> Permit {
         let mut waiting: Option<Waiting> = None;
         if let Some(shared) = &self.shared {
+            let (lock, notify) = &*self.inner;
             loop {
-                let (max, interval) = {
-                    let w = self.inner.0.lock();
-                    (w.room(priority), w.interval)
+                // This process's requests in flight are counted here too, so that until
+                // HubSpot first answers only one goes at a time (the same rule as below).
+                let notified = notify.notified();
+                let room = {
+                    let mut w = lock.lock();
+                    let free = w.answered || w.in_flight == 0;
+                    if free {
+                        w.in_flight += 1;
+                    }
+                    free.then(|| (w.room(priority), w.interval))
+                };
+                let Some((max, interval)) = room else {
+                    waiting.get_or_insert_with(|| Waiting::enter(&self.waiting));
+                    notified.await;
+                    continue;
                 };
                 let yields = priority == Priority::Bulk && self.waiting() > 0;
                 let taken = if yields {
@@ -250,6 +264,7 @@ impl Limiter {
                 match taken {
                     Ok(slot) => return Permit { limiter: self.clone(), open: true, slot: Some(slot) },
                     Err(wait) => {
+                        self.settle_local();
                         if priority != Priority::Bulk {
                             waiting.get_or_insert_with(|| Waiting::enter(&self.waiting));
                         }
@@ -292,6 +307,16 @@ impl Limiter {
                 None => notified.await,
             }
         }
+    }
+
+    /// A request of a shared window left this process (its slot is counted in the shared
+    /// window; only the local in-flight count changes here).
+    fn settle_local(&self) {
+        let (lock, notify) = &*self.inner;
+        let mut w = lock.lock();
+        w.in_flight = w.in_flight.saturating_sub(1);
+        drop(w);
+        notify.notify_waiters();
     }
 
     /// Adopts the limit HubSpot states in its headers.
@@ -498,6 +523,38 @@ mod tests {
         let second = second.await.unwrap();
         let (third, fourth) = (limiter.acquire().await, limiter.acquire().await);
         assert_eq!(limiter.used(), 4, "answered: the window HubSpot stated (4) fills at once");
+        drop((second, third, fourth));
+    }
+
+    /// A shared window with room for everything: what it holds back is the limiter's doing.
+    struct Roomy(AtomicU32);
+
+    #[async_trait::async_trait]
+    impl SharedWindow for Roomy {
+        async fn take(&self, _: &str, _: u32, _: Duration) -> Result<i64, Duration> {
+            Ok(self.0.fetch_add(1, Ordering::Relaxed) as i64)
+        }
+        async fn release(&self, _: &str, _: i64) {}
+        async fn block(&self, _: &str, _: Duration) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_window_also_sends_one_request_at_a_time_until_hubspot_first_answers() {
+        let shared = Arc::new(Roomy(AtomicU32::new(0)));
+        let limiter = Limiter::new(190, Duration::from_secs(10)).shared_through(shared.clone(), "portal").learning();
+        let first = limiter.acquire().await;
+        let second = {
+            let l = limiter.clone();
+            tokio::spawn(async move { l.acquire().await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "a second request waits while the first is unanswered");
+        assert_eq!(shared.0.load(Ordering::Relaxed), 1, "only the first took a shared slot");
+        first.complete();
+        limiter.learn(Some(4), Some(Duration::from_secs(1)), Some(3));
+        let second = second.await.unwrap();
+        let (third, fourth) = (limiter.acquire().await, limiter.acquire().await);
+        assert_eq!(shared.0.load(Ordering::Relaxed), 4, "answered: requests go side by side");
         drop((second, third, fourth));
     }
 
