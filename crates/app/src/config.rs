@@ -57,7 +57,9 @@ pub struct Config {
     /// arriving for a moment (fuller batches, fewer requests per event).
     pub batch_min: usize,
     /// Callers a worker claims at once at most (with up to as many more jobs queued behind
-    /// them); batch requests still carry at most HubSpot's 100 inputs each.
+    /// them); batch requests still carry at most HubSpot's 100 inputs each. Four workers of
+    /// 2,000 take a 10,000-call burst in one pass, so every caller's lookup is asked at once
+    /// and the searches never idle between passes (BENCHMARKS.md, "Draining a burst").
     pub batch_max: usize,
     /// How long one HubSpot request is retried (5xx, timeouts) before the job fails and
     /// waits for its own retry.
@@ -249,7 +251,7 @@ impl Default for Config {
             retry_max_ms: 600_000,
             lease_secs: 120,
             batch_min: 10,
-            batch_max: 1000,
+            batch_max: 2000,
             hubspot_retry_secs: 45,
             hubspot_search_per_second: 5,
             shutdown_grace_secs: 10,

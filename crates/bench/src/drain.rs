@@ -40,8 +40,8 @@ pub struct Args {
     /// Worker loops.
     #[arg(long, default_value_t = 4)]
     workers: usize,
-    /// Jobs a worker claims at once at most.
-    #[arg(long, default_value_t = 1000)]
+    /// Callers a worker claims at once at most (callbridge's default unless given).
+    #[arg(long, default_value_t = callbridge::config::Config::default().batch_max)]
     batch_max: usize,
     /// Deliveries in flight while the burst arrives.
     #[arg(long, default_value_t = 64)]
