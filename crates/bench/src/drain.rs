@@ -264,7 +264,7 @@ async fn drain(args: Args) -> anyhow::Result<()> {
         println!("drain (backlog: from the workers' start, every call queued, to the last call landed): {secs:.2} s");
     }
     println!(
-        "floor for the fewest requests this burst needs ({fewest_window} + {fewest_search} searches): {floor_fewest:.2} s; ratio {:.2} (goal <= 1.5)",
+        "floor for the fewest requests this burst needs ({fewest_window} + {fewest_search} searches): {floor_fewest:.2} s; ratio {:.2} (goal <= 1.25)",
         secs / floor_fewest
     );
     println!(
