@@ -237,7 +237,6 @@ impl App {
             streak: Default::default(),
             rounds: Default::default(),
             probe_turn: Default::default(),
-            claiming: Default::default(),
         });
         let limits = ConnectionLimits {
             max_connections: config.max_connections,

@@ -8,7 +8,6 @@
 //! lone job is a round of one; several callers share each request the round makes). A loop
 //! claims up to `batch_max` callers' jobs at once; at `batch_min` jobs or more work is piling
 //! up, and the loop first tops the claim up with what is still arriving, for fuller batches.
-//! One loop claims at a time, so the one gathering sees the whole burst.
 //! Jobs a round hands back run in rounds after it.
 //!
 //! While every ready portal's circuit breaker holds its requests back, the loops claim nothing
@@ -40,8 +39,6 @@ const NOT_READY_WAIT: Duration = Duration::from_secs(1);
 /// Rows of a kind recorded per transaction when a round is settled: a round of a thousand
 /// jobs is a dozen short transactions, not one long one ingest would wait behind.
 const SETTLE_PART: usize = 100;
-/// How many times `gather` a loop may keep topping a round up while a burst keeps arriving.
-const GATHER_LIMIT: u32 = 8;
 /// How long a portal's jobs step aside for other portals' ([`Worker::take_turn`]).
 const BUDGET_WAIT: Duration = Duration::from_millis(500);
 /// The shortest wait of a loop that leaves the queue alone while HubSpot is paused.
@@ -78,9 +75,6 @@ pub struct Worker {
     /// Held by the one loop that claims while every portal's breaker is open and its probe
     /// may go (see `run_loop`).
     pub probe_turn: tokio::sync::Mutex<()>,
-    /// Held by the loop claiming (and gathering) now: one loop at a time sees what arrives,
-    /// so a tick that brings nothing means the burst paused, not that another loop took it.
-    pub claiming: tokio::sync::Mutex<()>,
 }
 
 /// A portal's round running on a loop ([`Worker::take_turn`]); ended when dropped.
@@ -95,16 +89,6 @@ impl Drop for Turn<'_> {
             *running = running.saturating_sub(1);
         }
     }
-}
-
-/// Whether an agent waits on one of these jobs (a tool's booking or change).
-fn waited_on(jobs: &[Job]) -> bool {
-    jobs.iter().any(|j| crate::tools::is_interactive(&j.idempotency_key))
-}
-
-/// The callers these jobs are for (a claim counts callers; a caller may have several jobs).
-fn callers(jobs: &[Job]) -> usize {
-    jobs.iter().map(|j| j.caller_key.as_str()).collect::<std::collections::HashSet<_>>().len()
 }
 
 /// What recording a claimed job's failure needs of it (not its payload).
@@ -210,30 +194,14 @@ impl Worker {
                 }
             }
             let notified = self.wake.notified();
-            let claimed = {
-                let _claiming = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    held = self.claiming.lock() => held,
-                };
-                let claimed = self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await;
-                match claimed {
-                    // A burst gathers into fuller rounds — unless an agent waits on a job.
-                    Ok(mut jobs) if jobs.len() >= self.config.batch_min.max(2) && !waited_on(&jobs) => {
-                        let (claimed, started) = (jobs.len(), tokio::time::Instant::now());
+            match self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await {
+                Ok(mut jobs) if !jobs.is_empty() => {
+                    // A burst gathers for a moment into fuller rounds — unless an agent waits on
+                    // one of its jobs.
+                    let waited_on = jobs.iter().any(|j| crate::tools::is_interactive(&j.idempotency_key));
+                    if jobs.len() >= self.config.batch_min.max(2) && !waited_on {
                         self.top_up(&name, &mut jobs).await;
-                        tracing::debug!(
-                            jobs.claimed = claimed,
-                            jobs.gathered = jobs.len() - claimed,
-                            gathered_ms = started.elapsed().as_millis() as u64,
-                            "claimed a round"
-                        );
-                        Ok(jobs)
                     }
-                    other => other,
-                }
-            };
-            match claimed {
-                Ok(jobs) if !jobs.is_empty() => {
                     // The leases of every job held are renewed until they are all recorded.
                     let heartbeat = self.heartbeat(&name, jobs.iter().map(|j| j.id).collect());
                     self.run(jobs).await;
@@ -264,26 +232,14 @@ impl Worker {
         ready.map(|p| p.hubspot.paused_for()).try_fold(Duration::MAX, |least, p| p.map(|p| least.min(p)))
     }
 
-    /// A burst is still arriving: claim what comes in, a tick at a time, up to `batch_max`
-    /// callers. For the first `gather` any arrival keeps the round open; after that only a
-    /// burst does (`batch_min` jobs or more per tick), for at most [`GATHER_LIMIT`] ×
-    /// `gather`. A tick that brings an agent's job ends the gathering at once.
+    /// A burst is still arriving: claim what comes in for a moment, up to `batch_max`.
     async fn top_up(&self, name: &str, jobs: &mut Vec<Job>) {
-        let started = tokio::time::Instant::now();
-        let (tick, limit) = (self.config.gather / 5, self.config.gather * GATHER_LIMIT);
-        while callers(jobs) < self.config.batch_max && started.elapsed() < limit {
-            tokio::time::sleep(tick).await;
-            let room = self.config.batch_max - callers(jobs);
-            match self.store.claim_many(name, self.config.lease, room).await {
-                Ok(more) => {
-                    let (arrived, urgent) = (more.len(), waited_on(&more));
-                    jobs.extend(more);
-                    let burst = arrived >= self.config.batch_min.max(2);
-                    if urgent || arrived == 0 || (!burst && started.elapsed() >= self.config.gather) {
-                        return;
-                    }
-                }
-                Err(_) => return,
+        let deadline = tokio::time::Instant::now() + self.config.gather;
+        while jobs.len() < self.config.batch_max && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(self.config.gather / 5).await;
+            match self.store.claim_many(name, self.config.lease, self.config.batch_max - jobs.len()).await {
+                Ok(more) if !more.is_empty() => jobs.extend(more),
+                _ => return,
             }
         }
     }
