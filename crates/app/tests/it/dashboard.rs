@@ -59,10 +59,25 @@ async fn screenshot(client: &Client, name: &str) {
 }
 
 /// The text of the first element `css` finds, once the page the last click led to has it
-/// (a click does not wait for the page it loads).
+/// (a click does not wait for the page it loads). A look-up the navigation cuts short
+/// ("aborted by navigation", an element of the page being left) is asked again.
 async fn text(client: &Client, css: &str) -> String {
-    let wait = client.wait().at_most(Duration::from_secs(20));
-    wait.for_element(Locator::Css(css)).await.unwrap().text().await.unwrap()
+    let started = Instant::now();
+    loop {
+        let wait = client.wait().at_most(Duration::from_secs(20));
+        let found = match wait.for_element(Locator::Css(css)).await {
+            Ok(element) => element.text().await,
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(text) => return text,
+            Err(e) if started.elapsed() < Duration::from_secs(20) => {
+                eprintln!("looking for {css} again: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{css} never appeared: {e}"),
+        }
+    }
 }
 
 #[tokio::test]
