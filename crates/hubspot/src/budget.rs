@@ -90,6 +90,12 @@ impl Window {
         self.done.len() as u32 + self.in_flight
     }
 
+    /// Whether the learning rule lets another request go: until HubSpot first answers, only
+    /// one of this process's requests is in flight at a time.
+    fn may_send(&self) -> bool {
+        self.answered || self.in_flight == 0
+    }
+
     /// The slots a request of this priority may fill (a reserve never takes a whole small
     /// window).
     fn room(&self, priority: Priority) -> u32 {
@@ -165,19 +171,15 @@ impl Permit {
     }
 
     fn finish(&mut self) {
-        if let (Some(slot), Some(shared)) = (self.slot.take(), self.limiter.shared.clone()) {
-            self.open = false;
-            tokio::spawn(async move { shared.window.release(&shared.bucket, slot).await });
-            self.limiter.settle_local();
+        if !std::mem::take(&mut self.open) {
             return;
         }
-        if std::mem::take(&mut self.open) {
-            let (lock, notify) = &*self.limiter.inner;
-            let mut w = lock.lock();
-            w.in_flight = w.in_flight.saturating_sub(1);
-            w.done.push_back(Instant::now());
-            drop(w);
-            notify.notify_waiters();
+        match (self.slot.take(), self.limiter.shared.clone()) {
+            (Some(slot), Some(shared)) => {
+                tokio::spawn(async move { shared.window.release(&shared.bucket, slot).await });
+                self.limiter.settle(false);
+            }
+            _ => self.limiter.settle(true),
         }
     }
 }
@@ -244,14 +246,16 @@ impl Limiter {
                 let notified = notify.notified();
                 let room = {
                     let mut w = lock.lock();
-                    let free = w.answered || w.in_flight == 0;
+                    let free = w.may_send();
                     if free {
                         w.in_flight += 1;
                     }
                     free.then(|| (w.room(priority), w.interval))
                 };
                 let Some((max, interval)) = room else {
-                    waiting.get_or_insert_with(|| Waiting::enter(&self.waiting));
+                    if priority != Priority::Bulk {
+                        waiting.get_or_insert_with(|| Waiting::enter(&self.waiting));
+                    }
                     notified.await;
                     continue;
                 };
@@ -264,7 +268,7 @@ impl Limiter {
                 match taken {
                     Ok(slot) => return Permit { limiter: self.clone(), open: true, slot: Some(slot) },
                     Err(wait) => {
-                        self.settle_local();
+                        self.settle(false);
                         if priority != Priority::Bulk {
                             waiting.get_or_insert_with(|| Waiting::enter(&self.waiting));
                         }
@@ -283,7 +287,7 @@ impl Limiter {
                 match w.blocked_until {
                     Some(t) if t > now => Some(t - now),
                     // Bulk work yields to any other work waiting for a slot.
-                    _ if (w.answered || w.in_flight == 0)
+                    _ if w.may_send()
                         && w.used() < w.room(priority)
                         && (priority != Priority::Bulk || self.waiting.load(Ordering::Relaxed) == 0) =>
                     {
@@ -309,12 +313,16 @@ impl Limiter {
         }
     }
 
-    /// A request of a shared window left this process (its slot is counted in the shared
-    /// window; only the local in-flight count changes here).
-    fn settle_local(&self) {
+    /// A request of this process is over (or never went): it leaves the in-flight count, and
+    /// on the in-process window (`cools`) its slot cools down from now — a shared window
+    /// counts its slots itself.
+    fn settle(&self, cools: bool) {
         let (lock, notify) = &*self.inner;
         let mut w = lock.lock();
         w.in_flight = w.in_flight.saturating_sub(1);
+        if cools {
+            w.done.push_back(Instant::now());
+        }
         drop(w);
         notify.notify_waiters();
     }
@@ -508,9 +516,9 @@ mod tests {
         assert!(waiter.is_finished());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn until_hubspot_first_answers_requests_go_one_at_a_time_then_fill_the_window() {
-        let limiter = Limiter::new(190, Duration::from_secs(10)).learning();
+    /// A learning limiter at the tier's 190 sends one request until HubSpot answers with a
+    /// window of 4, then four side by side; `taken` counts the slots its window holds.
+    async fn one_at_a_time_until_answered(limiter: Limiter, taken: impl Fn() -> u32) {
         let first = limiter.acquire().await;
         let second = {
             let l = limiter.clone();
@@ -518,12 +526,19 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!second.is_finished(), "a second request waits while the first is unanswered");
+        assert_eq!(taken(), 1, "only the first took a slot");
         first.complete();
         limiter.learn(Some(4), Some(Duration::from_secs(1)), Some(3));
         let second = second.await.unwrap();
         let (third, fourth) = (limiter.acquire().await, limiter.acquire().await);
-        assert_eq!(limiter.used(), 4, "answered: the window HubSpot stated (4) fills at once");
+        assert_eq!(taken(), 4, "answered: the window HubSpot stated (4) fills at once");
         drop((second, third, fourth));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn until_hubspot_first_answers_requests_go_one_at_a_time_then_fill_the_window() {
+        let limiter = Limiter::new(190, Duration::from_secs(10)).learning();
+        one_at_a_time_until_answered(limiter.clone(), || limiter.used()).await;
     }
 
     /// A shared window with room for everything: what it holds back is the limiter's doing.
@@ -542,20 +557,7 @@ mod tests {
     async fn a_shared_window_also_sends_one_request_at_a_time_until_hubspot_first_answers() {
         let shared = Arc::new(Roomy(AtomicU32::new(0)));
         let limiter = Limiter::new(190, Duration::from_secs(10)).shared_through(shared.clone(), "portal").learning();
-        let first = limiter.acquire().await;
-        let second = {
-            let l = limiter.clone();
-            tokio::spawn(async move { l.acquire().await })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!second.is_finished(), "a second request waits while the first is unanswered");
-        assert_eq!(shared.0.load(Ordering::Relaxed), 1, "only the first took a shared slot");
-        first.complete();
-        limiter.learn(Some(4), Some(Duration::from_secs(1)), Some(3));
-        let second = second.await.unwrap();
-        let (third, fourth) = (limiter.acquire().await, limiter.acquire().await);
-        assert_eq!(shared.0.load(Ordering::Relaxed), 4, "answered: requests go side by side");
-        drop((second, third, fourth));
+        one_at_a_time_until_answered(limiter, || shared.0.load(Ordering::Relaxed)).await;
     }
 
     #[tokio::test]

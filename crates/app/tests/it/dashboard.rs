@@ -65,11 +65,8 @@ async fn text(client: &Client, css: &str) -> String {
     let started = Instant::now();
     loop {
         let wait = client.wait().at_most(Duration::from_secs(20));
-        let found = match wait.for_element(Locator::Css(css)).await {
-            Ok(element) => element.text().await,
-            Err(e) => Err(e),
-        };
-        match found {
+        let found = async { wait.for_element(Locator::Css(css)).await?.text().await };
+        match found.await {
             Ok(text) => return text,
             Err(e) if started.elapsed() < Duration::from_secs(20) => {
                 eprintln!("looking for {css} again: {e}");
