@@ -41,6 +41,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(10, "postgres", "0010_oauth_states.sql"),
     migration!(11, "postgres", "0011_rejections.sql"),
     migration!(12, "postgres", "0012_job_attempts.sql"),
+    migration!(13, "postgres", "0013_inbox_lz4.sql"),
 ];
 
 #[cfg(test)]

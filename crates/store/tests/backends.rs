@@ -766,3 +766,27 @@ async fn rejections_are_listed_newest_first_and_only_the_newest_are_kept() {
         assert_eq!(s.rejections(3).await.unwrap().len(), 3, "{name}");
     }
 }
+
+#[tokio::test]
+async fn on_postgresql_a_deliverys_body_is_stored_compressed_with_lz4() {
+    let Ok(admin) = std::env::var("CALLBRIDGE_TEST_DATABASE_URL") else {
+        eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let url = callbridge_store::test_support::fresh_postgres_database(&admin).await.unwrap();
+    let s = callbridge_store::open(&url).await.unwrap();
+    // A body long and repetitive enough that PostgreSQL compresses it inline.
+    let body = br#"{"role":"user","message":"I would like to book for Tuesday"},"#.repeat(200);
+    let id = s.ingest(NewDelivery { raw_body: body.clone(), ..delivery("k", "alice") }).await.unwrap().inbox_id;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let (method, stored, whole): (Option<String>, i32, i32) = sqlx::query_as(
+        "SELECT pg_column_compression(raw_body), pg_column_size(raw_body), octet_length(raw_body) FROM inbox WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(method.as_deref(), Some("lz4"), "this server has LZ4 (PostgreSQL 14+ as Debian builds it)");
+    assert!(stored < whole / 4, "stored {stored} bytes of {whole}");
+    assert_eq!(whole as usize, body.len());
+}
