@@ -357,6 +357,8 @@ impl HubSpotClient {
         match &outcome {
             Outcome::Retry { error: HubSpotError::Transport { .. }, .. } => self.breaker.failed(),
             Outcome::Retry { error: HubSpotError::Unavailable { status: 500..=599, .. }, .. } => self.breaker.failed(),
+            // Not sent: the breaker opened while it waited for its slot.
+            Outcome::Fail(HubSpotError::Paused { .. }) => {}
             _ => self.breaker.succeeded(),
         }
         outcome
@@ -410,6 +412,11 @@ impl HubSpotClient {
         let asked = Instant::now();
         let permit = limiter.acquire_as(priority).await;
         let waited = asked.elapsed();
+        // The breaker may have opened while this request waited for its slot (a search queued
+        // behind the per-second limit, a write behind the window): it goes back unsent.
+        if let Some(wait) = self.breaker.paused_for() {
+            return Outcome::Fail(Breaker::refusal(wait));
+        }
         let mut req = self.http.request(call.method.clone(), &call.url).bearer_auth(bearer.token.expose_secret());
         if !call.query.is_empty() {
             req = req.query(&call.query);

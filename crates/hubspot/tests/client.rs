@@ -155,6 +155,47 @@ async fn writes_through_a_30_second_outage_and_a_5xx_burst_land_exactly_once() {
     });
 }
 
+/// Requests queued behind a limit when HubSpot goes down are not sent into the outage once
+/// the breaker has opened: they go back (Paused) and are sent after it.
+#[tokio::test]
+async fn searches_queued_behind_the_search_limit_stay_unsent_once_the_breaker_opens() {
+    let sb = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    // The first failure opens it, so what went out before is what the limit let out at once.
+    let breaker = BreakerPolicy { threshold: 1, ..BreakerPolicy::default() };
+    let config = ClientConfig { breaker, ..config(&sb) };
+    let client = Arc::new(HubSpotClient::new(
+        config.clone(),
+        Credentials::PrivateApp(SecretString::from(sb.token().to_string())),
+    ));
+    sb.outage(Duration::from_secs(4));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = Search::new().group(vec![Filter::eq("phone", format!("415555{i:04}"))]).limit(5);
+            through_pauses(|| client.search(ObjectType::Contacts, &s)).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = sb.stats();
+    let searches = |status: u16| {
+        stats
+            .rows
+            .iter()
+            .filter(|r| r.endpoint.ends_with("/search") && r.status == status)
+            .map(|r| r.count)
+            .sum::<u64>()
+    };
+    // The first second's searches meet the outage and open the breaker; the others wait for
+    // their slots and then for HubSpot, and go out once each when it is back.
+    let at_once = config.search_per_second as u64;
+    assert!((1..=at_once).contains(&searches(503)), "searches sent into the outage: {}", searches(503));
+    assert_eq!(searches(200), 20, "{stats:?}");
+    assert!(client.breaker().times_opened() >= 1);
+}
+
 async fn oauth_tokens(sb: &RunningSandbox) -> OAuthTokens {
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let r = http
