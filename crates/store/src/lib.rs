@@ -311,7 +311,8 @@ pub trait CallerIndex: Send + Sync {
     async fn remember_contact(&self, portal: &PortalId, keys: &[String], contact_id: u64) -> Result<()> {
         self.remember_contacts(portal, &[(keys.to_vec(), contact_id)]).await
     }
-    /// Remembers many callers' contacts in one transaction.
+    /// Remembers many callers' contacts; a key named twice keeps its last contact. Each key is
+    /// its own fact, so a backend may write them in several short transactions.
     async fn remember_contacts(&self, portal: &PortalId, entries: &[(Vec<String>, u64)]) -> Result<()>;
     /// The contact is no longer looked up by its callers' keys (its next caller is searched
     /// for again); what it was known by is kept aside for [`CallerIndex::erase_contact`].
@@ -337,6 +338,18 @@ pub trait CallerIndex: Send + Sync {
         extra_keys: &[String],
         before_ms: i64,
     ) -> Result<Erased>;
+}
+
+/// The entries of [`CallerIndex::remember_contacts`] as one (key, contact) each, the last
+/// contact named for a key winning, in a stable order.
+pub(crate) fn latest_contact_per_key(entries: &[(Vec<String>, u64)]) -> Vec<(&str, i64)> {
+    let mut latest = std::collections::BTreeMap::new();
+    for (keys, id) in entries {
+        for key in keys {
+            latest.insert(key.as_str(), *id as i64);
+        }
+    }
+    latest.into_iter().collect()
 }
 
 /// What a privacy deletion erased.

@@ -459,14 +459,8 @@ impl CallerIndex for PgStore {
     }
 
     async fn remember_contacts(&self, portal: &PortalId, entries: &[(Vec<String>, u64)]) -> Result<()> {
-        // One statement for all; a key named twice keeps its last contact.
-        let mut latest = std::collections::HashMap::new();
-        for (keys, id) in entries {
-            for key in keys {
-                latest.insert(key.as_str(), *id as i64);
-            }
-        }
-        let (keys, ids): (Vec<&str>, Vec<i64>) = latest.into_iter().unzip();
+        // One statement for all.
+        let (keys, ids): (Vec<&str>, Vec<i64>) = crate::latest_contact_per_key(entries).into_iter().unzip();
         sqlx::query(
             "INSERT INTO caller_index (portal, key, contact_id, updated_at)
              SELECT $4, k, c, $3 FROM UNNEST($1::text[], $2::bigint[]) AS t(k, c)

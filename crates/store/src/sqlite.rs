@@ -104,46 +104,72 @@ impl std::ops::DerefMut for Tx {
     }
 }
 
-async fn done(tx: &mut Tx, job_id: i64) -> Result<()> {
-    sqlx::query("UPDATE jobs SET status = 'done', locked_by = NULL, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?")
-        .bind(now_ms())
-        .bind(job_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-async fn set_last_call(tx: &mut Tx, portal: &PortalId, contact_id: u64, at_ms: i64) -> Result<()> {
+/// Marks jobs done, in one statement.
+async fn done(tx: &mut Tx, job_ids: &[i64]) -> Result<()> {
+    if job_ids.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "INSERT INTO contact_sync (portal, contact_id, last_call_at) VALUES (?, ?, ?)
-         ON CONFLICT (portal, contact_id) DO UPDATE SET last_call_at = MAX(last_call_at, excluded.last_call_at)",
+        "UPDATE jobs SET status = 'done', locked_by = NULL, lease_until = NULL, last_error = NULL, updated_at = ?1
+         WHERE id IN (SELECT value FROM json_each(?2))",
     )
-    .bind(portal.as_str())
-    .bind(contact_id as i64)
-    .bind(at_ms)
+    .bind(now_ms())
+    .bind(serde_json::to_string(job_ids).unwrap_or_default())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-async fn record(tx: &mut Tx, portal: &PortalId, r: &ActivityRecord) -> Result<()> {
-    let a = &r.activity;
+/// Records each contact's newest synced call (contact, call time), in one statement.
+async fn set_last_calls(tx: &mut Tx, portal: &PortalId, last_calls: &[(u64, i64)]) -> Result<()> {
+    if last_calls.is_empty() {
+        return Ok(());
+    }
+    // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT, not a join.
+    sqlx::query(
+        "INSERT INTO contact_sync (portal, contact_id, last_call_at)
+         SELECT ?1, value ->> 0, value ->> 1 FROM json_each(?2) WHERE true
+         ON CONFLICT (portal, contact_id) DO UPDATE SET last_call_at = MAX(last_call_at, excluded.last_call_at)",
+    )
+    .bind(portal.as_str())
+    .bind(serde_json::to_string(last_calls).unwrap_or_default())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Records activities written to HubSpot, in one statement (a row named twice: the later wins,
+/// its stage never going back).
+async fn record(tx: &mut Tx, portal: &PortalId, records: &[ActivityRecord]) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            let a = &r.activity;
+            serde_json::json!([
+                r.source,
+                r.key,
+                r.kind,
+                a.hubspot_id as i64,
+                a.contact_id.map(|c| c as i64),
+                a.via,
+                a.stage,
+                r.occurred_at_ms
+            ])
+        })
+        .collect();
     sqlx::query(
         "INSERT INTO activities (portal, source, external_key, kind, hubspot_id, contact_id, via, stage, occurred_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, ?2
+         FROM json_each(?3) WHERE true
          ON CONFLICT (portal, source, external_key, kind) DO UPDATE SET hubspot_id = excluded.hubspot_id, contact_id = excluded.contact_id,
            via = excluded.via, stage = MAX(stage, excluded.stage)",
     )
     .bind(portal.as_str())
-    .bind(&r.source)
-    .bind(&r.key)
-    .bind(r.kind)
-    .bind(a.hubspot_id as i64)
-    .bind(a.contact_id.map(|c| c as i64))
-    .bind(&a.via)
-    .bind(a.stage)
-    .bind(r.occurred_at_ms)
     .bind(now_ms())
+    .bind(serde_json::Value::Array(rows).to_string())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -253,6 +279,9 @@ async fn commit_group(
     tx.commit().await?;
     Ok((ingested, booked))
 }
+
+/// Caller index keys per transaction in [`CallerIndex::remember_contacts`].
+const REMEMBER_PART: usize = 500;
 
 /// Rows per multi-row INSERT (SQLite allows 32,766 bound values; six per row here).
 const ROWS_PER_STATEMENT: usize = 256;
@@ -409,14 +438,16 @@ impl Queue for SqliteStore {
             .await?;
             rows.extend(followers);
         }
+        tx.commit().await?;
+        // The events are read after the claim commits, off the writer: a running job's delivery
+        // does not change (a replay rewrites only one not running, an erase waits for it).
         let ids: Vec<i64> = rows.iter().map(|r| r.try_get("inbox_id")).collect::<std::result::Result<_, _>>()?;
         let inbox = sqlx::query(
             "SELECT id, source, idempotency_key, event FROM inbox WHERE id IN (SELECT value FROM json_each(?))",
         )
         .bind(serde_json::to_string(&ids).unwrap_or_default())
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        tx.commit().await?;
         crate::rows::jobs(&rows, &inbox)
     }
 
@@ -470,15 +501,9 @@ impl Queue for SqliteStore {
 
     async fn settle(&self, s: &Settlement) -> Result<()> {
         let mut tx = self.write().await?;
-        for r in &s.activities {
-            record(&mut tx, &s.portal, r).await?;
-        }
-        for (contact_id, at) in &s.last_calls {
-            set_last_call(&mut tx, &s.portal, *contact_id, *at).await?;
-        }
-        for id in &s.done {
-            done(&mut tx, *id).await?;
-        }
+        record(&mut tx, &s.portal, &s.activities).await?;
+        set_last_calls(&mut tx, &s.portal, &s.last_calls).await?;
+        done(&mut tx, &s.done).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -597,22 +622,22 @@ impl CallerIndex for SqliteStore {
     }
 
     async fn remember_contacts(&self, portal: &PortalId, entries: &[(Vec<String>, u64)]) -> Result<()> {
-        let mut tx = self.write().await?;
-        for (keys, contact_id) in entries {
-            for key in keys {
-                sqlx::query(
-                    "INSERT INTO caller_index (portal, key, contact_id, updated_at) VALUES (?, ?, ?, ?)
-                     ON CONFLICT (portal, key) DO UPDATE SET contact_id = excluded.contact_id, updated_at = excluded.updated_at",
-                )
-                .bind(portal.as_str())
-                .bind(key)
-                .bind(*contact_id as i64)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
-            }
+        // A round's callers in parts of a few hundred keys, a statement and a short
+        // transaction each, so acknowledgements get the writer between them.
+        for part in crate::latest_contact_per_key(entries).chunks(REMEMBER_PART) {
+            let mut tx = self.write().await?;
+            sqlx::query(
+                "INSERT INTO caller_index (portal, key, contact_id, updated_at)
+                 SELECT ?1, value ->> 0, value ->> 1, ?2 FROM json_each(?3) WHERE true
+                 ON CONFLICT (portal, key) DO UPDATE SET contact_id = excluded.contact_id, updated_at = excluded.updated_at",
+            )
+            .bind(portal.as_str())
+            .bind(now_ms())
+            .bind(serde_json::to_string(part).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

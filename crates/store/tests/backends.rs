@@ -278,6 +278,48 @@ async fn many_callers_are_remembered_at_once() {
 }
 
 #[tokio::test]
+async fn a_settlement_records_every_row_of_a_round_and_marks_its_jobs_done() {
+    for (name, s) in backends().await {
+        let p = PortalId::default();
+        let mut ids = Vec::new();
+        for i in 0..150 {
+            ids.push(s.ingest(delivery(&format!("k{i}"), &format!("caller{i}"))).await.unwrap().inbox_id);
+        }
+        let jobs = s.claim_many("w", Duration::from_secs(60), 200).await.unwrap();
+        assert_eq!(jobs.len(), 150, "{name}");
+        let activities = (0..150u64)
+            .map(|i| ActivityRecord {
+                source: "vapi".into(),
+                key: format!("call-{i}"),
+                kind: "call",
+                // A call landed before its contact was known has none.
+                activity: Activity {
+                    hubspot_id: 1_000 + i,
+                    contact_id: (i % 3 != 0).then_some(i),
+                    via: "v3".into(),
+                    stage: 2,
+                },
+                occurred_at_ms: i as i64,
+            })
+            .collect();
+        let settlement = Settlement {
+            portal: p.clone(),
+            activities,
+            last_calls: (1..150u64).map(|i| (i, 10 * i as i64)).collect(),
+            done: jobs.iter().map(|j| j.id).collect(),
+        };
+        s.settle(&settlement).await.unwrap();
+        let got = s.activity(&p, "vapi", "call-149", "call").await.unwrap().unwrap();
+        assert_eq!((got.hubspot_id, got.contact_id, got.stage), (1_149, Some(149), 2), "{name}");
+        assert_eq!(s.activity(&p, "vapi", "call-3", "call").await.unwrap().unwrap().contact_id, None, "{name}");
+        assert_eq!(s.last_call_at(&p, 77).await.unwrap(), Some(770), "{name}");
+        for id in ids {
+            assert_eq!(s.job_status(id).await.unwrap().as_deref(), Some("done"), "{name}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn caller_index_sync_state_activities_and_tokens_round_trip() {
     for (name, s) in backends().await {
         let p = PortalId::default();
