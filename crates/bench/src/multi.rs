@@ -198,6 +198,10 @@ async fn send(http: &reqwest::Client, bodies: Arc<Vec<(u16, String)>>) -> anyhow
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // HubSpot's side runs on a thread of its own, as it would on its own machines: answering
+    // the workers' batches does not hold up the load's tasks on the load's runtime.
+    let hubspot_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let hubspot = hubspot_rt.handle().clone();
     rt.block_on(async move {
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
         // Acknowledgements: HubSpot is unreachable for the run (an outage), so the instances'
@@ -207,7 +211,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for (backend, n) in if args.budget_only { &runs[..0] } else { &runs[..] }.iter().copied() {
             // Each run starts with the last one's writes on disk, so neither pays for the other.
             Command::new("sync").status()?;
-            let sandbox = Sandbox::spawn(if args.draining { professional() } else { SandboxConfig::default() }).await?;
+            let config = if args.draining { professional() } else { SandboxConfig::default() };
+            let sandbox = hubspot.spawn(Sandbox::spawn(config)).await??;
             let fleet = fleet(n, backend, &sandbox, &args.database_url, "professional", &http).await?;
             if !args.draining {
                 sandbox.outage(Duration::from_secs(3600));
