@@ -9,6 +9,11 @@
 //! in its channel and commits them in one transaction, so a burst of webhooks or of agents
 //! booking pays for one fsync, not one each. Each caller is answered only after the commit
 //! that holds its write.
+//!
+//! The worker's writes stay short so acknowledgements get the writer between them: a
+//! settlement and a round's caller-index entries are one statement per table (the worker
+//! settles in parts, the caller index goes in parts of [`REMEMBER_PART`] keys, each its own
+//! transaction), and a claim reads its jobs' events after it commits.
 
 use std::str::FromStr;
 use std::time::Duration;
