@@ -268,7 +268,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
         // The budget: three instances, Professional tier (190 per 10 s), 150 ms latency,
         // more work queued than the window allows.
-        let sandbox = Sandbox::spawn(professional()).await?;
+        let sandbox = hubspot.spawn(Sandbox::spawn(professional())).await??;
         let n = args.instances;
         let fleet = fleet(n, Backend::Postgres, &sandbox, &args.database_url, "professional", &http).await?;
         let next = Arc::new(AtomicUsize::new(0));

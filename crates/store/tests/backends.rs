@@ -13,15 +13,24 @@ use callbridge_store::{
 async fn backends() -> Vec<(&'static str, Arc<dyn Store>)> {
     let mut out: Vec<(&'static str, Arc<dyn Store>)> =
         vec![("sqlite", callbridge_store::open("sqlite::memory:").await.unwrap())];
-    match std::env::var("CALLBRIDGE_TEST_DATABASE_URL") {
-        Ok(admin) if !admin.is_empty() => {
-            let url =
-                callbridge_store::test_support::fresh_postgres_database(&admin).await.expect("create a test database");
-            out.push(("postgres", callbridge_store::open(&url).await.unwrap()));
-        }
-        _ => eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set"),
+    if let Some(url) = postgres_database().await {
+        out.push(("postgres", callbridge_store::open(&url).await.unwrap()));
     }
     out
+}
+
+/// A fresh database on the PostgreSQL server `CALLBRIDGE_TEST_DATABASE_URL` names (its URL),
+/// or `None`, said on stderr, when none is named.
+async fn postgres_database() -> Option<String> {
+    match std::env::var("CALLBRIDGE_TEST_DATABASE_URL") {
+        Ok(admin) if !admin.is_empty() => {
+            Some(callbridge_store::test_support::fresh_postgres_database(&admin).await.expect("create a test database"))
+        }
+        _ => {
+            eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
+            None
+        }
+    }
 }
 
 fn portal(name: &str) -> PortalId {
@@ -607,11 +616,7 @@ async fn a_change_applies_once_with_its_job_and_a_cancelled_booking_frees_its_sl
 
 #[tokio::test]
 async fn a_claim_never_takes_a_callers_job_past_one_it_could_not_lock() {
-    let Ok(admin) = std::env::var("CALLBRIDGE_TEST_DATABASE_URL") else {
-        eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
-        return;
-    };
-    let url = callbridge_store::test_support::fresh_postgres_database(&admin).await.unwrap();
+    let Some(url) = postgres_database().await else { return };
     let s = callbridge_store::open(&url).await.unwrap();
     let mut inbox = Vec::new();
     for key in ["a1", "a2", "a3"] {
@@ -811,11 +816,7 @@ async fn rejections_are_listed_newest_first_and_only_the_newest_are_kept() {
 
 #[tokio::test]
 async fn on_postgresql_a_deliverys_body_is_stored_compressed_with_lz4() {
-    let Ok(admin) = std::env::var("CALLBRIDGE_TEST_DATABASE_URL") else {
-        eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
-        return;
-    };
-    let url = callbridge_store::test_support::fresh_postgres_database(&admin).await.unwrap();
+    let Some(url) = postgres_database().await else { return };
     let s = callbridge_store::open(&url).await.unwrap();
     // A body long and repetitive enough that PostgreSQL compresses it inline.
     let body = br#"{"role":"user","message":"I would like to book for Tuesday"},"#.repeat(200);
