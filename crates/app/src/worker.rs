@@ -91,7 +91,94 @@ impl Drop for Turn<'_> {
     }
 }
 
+/// The ids of the jobs a loop holds, whose leases its heartbeat renews.
+type Leases = Arc<parking_lot::Mutex<Vec<i64>>>;
+
+/// How a portal's rounds on a loop take the sync jobs queued behind their callers' since
+/// they began ([`crate::sync::Followers`]): claimed under the loop's name, held and renewed
+/// like the claim's own. A caller whose next job is not a sync job (a meeting's change, a
+/// link booking) takes nothing more here: that job and those behind it go back to the queue at
+/// once, to run in order after the caller's round.
+struct Joiner<'w> {
+    worker: &'w Worker,
+    name: &'w str,
+    portal: &'w PortalId,
+    leases: &'w Leases,
+    /// The jobs taken, for recording their outcomes.
+    joined: parking_lot::Mutex<HashMap<i64, Held>>,
+    /// Those taken since the last [`Joiner::this_round`].
+    round: parking_lot::Mutex<Vec<i64>>,
+    /// Callers who take nothing more.
+    closed: parking_lot::Mutex<std::collections::HashSet<String>>,
+}
+
+impl<'w> Joiner<'w> {
+    fn new(worker: &'w Worker, name: &'w str, portal: &'w PortalId, leases: &'w Leases) -> Joiner<'w> {
+        Joiner {
+            worker,
+            name,
+            portal,
+            leases,
+            joined: Default::default(),
+            round: Default::default(),
+            closed: Default::default(),
+        }
+    }
+
+    /// The ids taken since the last call (the round that just ended).
+    fn this_round(&self) -> Vec<i64> {
+        std::mem::take(&mut *self.round.lock())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::sync::Followers for Joiner<'_> {
+    async fn claim(&self, caller_keys: Vec<String>) -> Vec<SyncJob> {
+        let keys: Vec<String> = {
+            let closed = self.closed.lock();
+            caller_keys.into_iter().filter(|k| !closed.contains(k)).collect()
+        };
+        let (w, max) = (self.worker, self.worker.config.batch_max.max(1));
+        let jobs = match w.store.claim_followers(self.name, w.config.lease, self.portal, &keys, max).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!(error = %e, "taking the calls queued behind a round's callers failed; they run after it");
+                return vec![];
+            }
+        };
+        let (mut taken, mut back) = (Vec::new(), Vec::new());
+        for job in jobs {
+            let event = JobKind::decode(&job.kind, &job.event_json).ok().and_then(|k| k.event());
+            let mut closed = self.closed.lock();
+            match event {
+                Some(event) if !closed.contains(&job.caller_key) => {
+                    self.joined.lock().insert(job.id, Held::of(&job));
+                    self.round.lock().push(job.id);
+                    self.leases.lock().push(job.id);
+                    taken.push(SyncJob {
+                        id: job.id,
+                        event,
+                        retrying: job.claims > 1 || job.attempts > 0,
+                        caller_key: job.caller_key,
+                    });
+                }
+                _ => {
+                    closed.insert(job.caller_key.clone());
+                    back.push(job.id);
+                }
+            }
+        }
+        if !back.is_empty()
+            && let Err(e) = w.store.defer(&back, now_ms()).await
+        {
+            tracing::error!(error = %e, "handing jobs back failed; their leases will expire");
+        }
+        taken
+    }
+}
+
 /// What recording a claimed job's failure needs of it (not its payload).
+#[derive(Clone)]
 struct Held {
     id: i64,
     kind: String,
@@ -202,9 +289,11 @@ impl Worker {
                     if jobs.len() >= self.config.batch_min.max(2) && !waited_on {
                         self.top_up(&name, &mut jobs).await;
                     }
-                    // The leases of every job held are renewed until they are all recorded.
-                    let heartbeat = self.heartbeat(&name, jobs.iter().map(|j| j.id).collect());
-                    self.run(jobs).await;
+                    // The leases of every job held are renewed until they are all recorded
+                    // (with those its rounds take on the way).
+                    let leases = Arc::new(parking_lot::Mutex::new(jobs.iter().map(|j| j.id).collect()));
+                    let heartbeat = self.heartbeat(&name, leases.clone());
+                    self.run(&name, &leases, jobs).await;
                     heartbeat.abort();
                     continue;
                 }
@@ -246,14 +335,22 @@ impl Worker {
 
     /// Renews the leases of running jobs until aborted, so a slow job (waiting for
     /// HubSpot's budget, retrying through an outage) is never taken over by another worker.
-    fn heartbeat(&self, worker: &str, ids: Vec<i64>) -> tokio::task::JoinHandle<()> {
+    fn heartbeat(&self, worker: &str, leases: Leases) -> tokio::task::JoinHandle<()> {
         let (store, lease, worker) = (self.store.clone(), self.config.lease, worker.to_string());
         tokio::spawn(async move {
-            let mut ids = ids;
-            while !ids.is_empty() {
+            loop {
                 tokio::time::sleep(lease / 3).await;
+                let ids = leases.lock().clone();
+                if ids.is_empty() {
+                    return;
+                }
                 match store.renew_many(&ids, &worker, lease).await {
-                    Ok(held) => ids = held,
+                    Ok(held) => {
+                        let held: std::collections::HashSet<i64> = held.into_iter().collect();
+                        let lost: std::collections::HashSet<i64> =
+                            ids.into_iter().filter(|id| !held.contains(id)).collect();
+                        leases.lock().retain(|id| !lost.contains(id));
+                    }
                     Err(e) => tracing::warn!(error = %e, "renewing job leases failed"),
                 }
             }
@@ -262,7 +359,7 @@ impl Worker {
 
     /// Decodes claimed jobs and dispatches them: sync jobs to their portal's engine, one
     /// round per portal.
-    async fn run(&self, jobs: Vec<Job>) {
+    async fn run(&self, name: &str, leases: &Leases, jobs: Vec<Job>) {
         let held: HashMap<i64, Held> = jobs.iter().map(|j| (j.id, Held::of(j))).collect();
         let mut by_portal: BTreeMap<PortalId, Vec<SyncJob>> = BTreeMap::new();
         let mut changes = Vec::new();
@@ -301,7 +398,8 @@ impl Worker {
                     self.wait(&jobs.iter().map(|j| j.id).collect::<Vec<_>>(), BUDGET_WAIT).await;
                     return;
                 };
-                self.sync(&portal, jobs, held).await;
+                let joiner = Joiner::new(self, name, &portal_id, leases);
+                self.sync(&portal, jobs, held, &joiner).await;
             }
         }))
         .await;
@@ -380,7 +478,8 @@ impl Worker {
 
     /// Runs a round and the rounds it hands back: each job that must run alone in a round of
     /// its own (one after another: they may share a contact), then those deferred, together.
-    async fn sync(&self, portal: &Portal, first: Vec<SyncJob>, held: &HashMap<i64, Held>) {
+    async fn sync(&self, portal: &Portal, first: Vec<SyncJob>, held: &HashMap<i64, Held>, joiner: &Joiner<'_>) {
+        let held = |id: &i64| held.get(id).cloned().or_else(|| joiner.joined.lock().get(id).cloned());
         let mut rounds = VecDeque::from([first]);
         while let Some(round) = rounds.pop_front() {
             let started = std::time::Instant::now();
@@ -388,9 +487,12 @@ impl Worker {
             let span = tracing::info_span!("round", portal.id = %portal.id(), round.jobs = jobs);
             let ids: Vec<i64> = round.iter().map(|j| j.id).collect();
             // A round an agent waits on (a tool's booking in it) goes ahead of queued work.
-            let interactive = round.iter().any(|j| held.get(&j.id).is_some_and(|h| h.interactive));
-            let run = portal.engine.run_round(round).instrument(span.clone());
+            let interactive = round.iter().any(|j| held(&j.id).is_some_and(|h| h.interactive));
+            let run = portal.engine.run_round(round, joiner).instrument(span.clone());
             let outcome = if interactive { callbridge_hubspot::interactive(run).await } else { run.await };
+            if outcome.is_ok() {
+                joiner.this_round();
+            }
             match outcome {
                 Ok(report) => {
                     let RoundReport { landed, failed, next, alone, .. } = &report;
@@ -401,7 +503,7 @@ impl Worker {
                     match self.settle(landed).await {
                         Ok(()) => {
                             for id in &landed.done {
-                                crate::meters::job_outcome("done", held.get(id).map_or(0, |h| h.attempts) + 1);
+                                crate::meters::job_outcome("done", held(id).map_or(0, |h| h.attempts) + 1);
                             }
                         }
                         Err(e) => {
@@ -422,7 +524,11 @@ impl Worker {
                                 waiting.push(*id);
                                 wait = wait.max(*retry_in);
                             }
-                            e => self.fail(&held[id], e.clone()).await,
+                            e => {
+                                if let Some(h) = held(id) {
+                                    self.fail(&h, e.clone()).await
+                                }
+                            }
                         }
                     }
                     if !waiting.is_empty() {
@@ -438,8 +544,8 @@ impl Worker {
                 }
                 // The store failed mid-way: every job runs again, and looks up what it wrote.
                 Err(e) => {
-                    for id in ids {
-                        self.fail(&held[&id], e.clone()).await;
+                    for h in ids.iter().chain(&joiner.this_round()).filter_map(held) {
+                        self.fail(&h, e.clone()).await;
                     }
                 }
             }

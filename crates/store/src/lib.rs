@@ -266,6 +266,17 @@ pub trait Queue: Send + Sync {
     /// runs) and, for `max` above one, up to `max` more queued behind them that are due, so a
     /// batch can land a caller's jobs together. A caller's jobs come back in order (by id).
     async fn claim_many(&self, worker: &str, lease: Duration, max: usize) -> Result<Vec<Job>>;
+    /// Claims the due jobs queued behind callers whose running jobs `worker` holds (a round
+    /// takes the calls that arrived for its callers after it began), in order, behind no job
+    /// that waits for a retry, up to `max`; none for a caller `worker` holds nothing of.
+    async fn claim_followers(
+        &self,
+        worker: &str,
+        lease: Duration,
+        portal: &PortalId,
+        caller_keys: &[String],
+        max: usize,
+    ) -> Result<Vec<Job>>;
     /// Claims the next runnable job, if any.
     async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>> {
         Ok(self.claim_many(worker, lease, 1).await?.pop())

@@ -152,12 +152,61 @@ fn claim_sql(candidates: &str) -> String {
     )
 }
 
+/// Claims the due jobs queued behind these callers (`portals[i]`, `callers[i]`) whose running
+/// jobs `worker` holds, in order and behind no job that waits for a retry, up to `max`: a
+/// claim's callers bring their next jobs, and a running round takes the calls that arrived since.
+async fn claim_behind(
+    tx: &mut PgTx,
+    worker: &str,
+    lease: Duration,
+    now: i64,
+    portals: &[String],
+    callers: &[String],
+    max: usize,
+) -> Result<Vec<sqlx::postgres::PgRow>> {
+    Ok(sqlx::query(sqlx::AssertSqlSafe(claim_sql(
+        "SELECT j.id FROM jobs j
+         WHERE j.status = 'queued' AND j.run_at <= $3
+           AND (j.portal, j.caller_key) IN (SELECT * FROM UNNEST($4::text[], $5::text[]))
+           AND EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running' AND r.locked_by = $1)
+           AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > $3 AND e.id < j.id)
+         ORDER BY j.id
+         LIMIT $6",
+    )))
+    .bind(worker)
+    .bind(now + lease.as_millis() as i64)
+    .bind(now)
+    .bind(portals)
+    .bind(callers)
+    .bind(max as i64)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Claimed jobs with their events, read in the claim's transaction.
+async fn with_events(tx: &mut PgTx, rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Job>> {
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.try_get("inbox_id")).collect::<std::result::Result<_, _>>()?;
+    let inbox = sqlx::query("SELECT id, source, idempotency_key, event FROM inbox WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    crate::rows::jobs(&rows, &inbox)
+}
+
 /// Hands back the followers claimed past a gap in their caller's order. `SKIP LOCKED` skips a
 /// job another transaction holds a lock on at that moment (a lease being expired, a renewal),
 /// and would then take the jobs behind it: a caller's later booking could land before an
 /// earlier one. Those behind a job of theirs this claim does not hold are queued again (not a
-/// claim) for the next claim to take in order.
-async fn keep_callers_in_order(tx: &mut PgTx, rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<sqlx::postgres::PgRow>> {
+/// claim) for the next claim to take in order. Jobs `worker` already runs (the round a
+/// follower joins) count as held.
+async fn keep_callers_in_order(
+    tx: &mut PgTx,
+    worker: &str,
+    rows: Vec<sqlx::postgres::PgRow>,
+) -> Result<Vec<sqlx::postgres::PgRow>> {
     use std::collections::{HashMap, HashSet};
     let mut claimed: HashMap<(String, String), Vec<i64>> = HashMap::new();
     for r in &rows {
@@ -166,10 +215,12 @@ async fn keep_callers_in_order(tx: &mut PgTx, rows: Vec<sqlx::postgres::PgRow>) 
     let (portals, callers): (Vec<String>, Vec<String>) = claimed.keys().cloned().unzip();
     let open: Vec<(i64, String, String)> = sqlx::query_as(
         "SELECT id, portal, caller_key FROM jobs
-         WHERE (portal, caller_key) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) AND status IN ('queued', 'running')",
+         WHERE (portal, caller_key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+           AND (status = 'queued' OR (status = 'running' AND locked_by IS DISTINCT FROM $3))",
     )
     .bind(&portals)
     .bind(&callers)
+    .bind(worker)
     .fetch_all(&mut **tx)
     .await?;
     let mut open_by: HashMap<(String, String), Vec<i64>> = HashMap::new();
@@ -181,7 +232,7 @@ async fn keep_callers_in_order(tx: &mut PgTx, rows: Vec<sqlx::postgres::PgRow>) 
         let held: HashSet<i64> = ids.iter().copied().collect();
         let mut all = open_by.remove(caller).unwrap_or_default();
         all.sort_unstable();
-        // The first open job of the caller's that this claim does not hold: what follows waits.
+        // The first open job of the caller's that this worker does not hold: what follows waits.
         if let Some(gap) = all.iter().find(|id| !held.contains(id)) {
             back.extend(ids.iter().filter(|id| *id > gap));
         }
@@ -254,40 +305,41 @@ impl Queue for PgStore {
         .bind(max as i64)
         .fetch_all(&mut *tx)
         .await?;
-        // The callers' next jobs come along (those due now, behind no job that waits for a
-        // retry; up to `max` more), so a batch lands a caller's calls together, in order.
+        // The callers' next jobs come along (up to `max` more), so a batch lands a caller's
+        // calls together, in order.
         let mut rows = rows;
         if max > 1 && !rows.is_empty() {
             let portals: Vec<String> =
                 rows.iter().map(|r| r.try_get("portal")).collect::<std::result::Result<_, _>>()?;
             let callers: Vec<String> =
                 rows.iter().map(|r| r.try_get("caller_key")).collect::<std::result::Result<_, _>>()?;
-            let followers = sqlx::query(sqlx::AssertSqlSafe(claim_sql(
-                "SELECT j.id FROM jobs j
-                 WHERE j.status = 'queued' AND j.run_at <= $3
-                   AND (j.portal, j.caller_key) IN (SELECT * FROM UNNEST($4::text[], $5::text[]))
-                   AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > $3 AND e.id < j.id)
-                 ORDER BY j.id
-                 LIMIT $6",
-            )))
-            .bind(worker)
-            .bind(now + lease.as_millis() as i64)
-            .bind(now)
-            .bind(&portals)
-            .bind(&callers)
-            .bind(max as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-            rows.extend(followers);
-            rows = keep_callers_in_order(&mut tx, rows).await?;
+            let behind = claim_behind(&mut tx, worker, lease, now, &portals, &callers, max).await?;
+            rows.extend(behind);
+            rows = keep_callers_in_order(&mut tx, worker, rows).await?;
         }
-        let ids: Vec<i64> = rows.iter().map(|r| r.try_get("inbox_id")).collect::<std::result::Result<_, _>>()?;
-        let inbox = sqlx::query("SELECT id, source, idempotency_key, event FROM inbox WHERE id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
+        let jobs = with_events(&mut tx, rows).await?;
         tx.commit().await?;
-        crate::rows::jobs(&rows, &inbox)
+        Ok(jobs)
+    }
+
+    async fn claim_followers(
+        &self,
+        worker: &str,
+        lease: Duration,
+        portal: &PortalId,
+        caller_keys: &[String],
+        max: usize,
+    ) -> Result<Vec<Job>> {
+        if caller_keys.is_empty() || max == 0 {
+            return Ok(vec![]);
+        }
+        let portals = vec![portal.as_str().to_string(); caller_keys.len()];
+        let mut tx = self.tx().await?;
+        let rows = claim_behind(&mut tx, worker, lease, now_ms(), &portals, caller_keys, max).await?;
+        let rows = keep_callers_in_order(&mut tx, worker, rows).await?;
+        let jobs = with_events(&mut tx, rows).await?;
+        tx.commit().await?;
+        Ok(jobs)
     }
 
     async fn renew_many(&self, job_ids: &[i64], worker: &str, lease: Duration) -> Result<Vec<i64>> {

@@ -19,7 +19,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
@@ -368,6 +370,54 @@ fn claim_sql(candidates: &str) -> String {
     )
 }
 
+/// Claims the due jobs queued behind `callers` (portal, caller key) whose running jobs
+/// `worker` holds, in order and behind no job that waits for a retry, up to `max`: a claim's
+/// callers bring their next jobs, and a running round takes the calls that arrived since.
+async fn claim_behind(
+    tx: &mut Tx,
+    worker: &str,
+    lease: Duration,
+    now: i64,
+    callers: &[(&str, &str)],
+    max: usize,
+) -> Result<Vec<SqliteRow>> {
+    Ok(sqlx::query(sqlx::AssertSqlSafe(claim_sql(
+        "SELECT j.id FROM jobs j
+         WHERE j.status = 'queued' AND j.run_at <= ?3
+           AND (j.portal, j.caller_key) IN
+               (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?4))
+           AND EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running' AND r.locked_by = ?1)
+           AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > ?3 AND e.id < j.id)
+         ORDER BY j.id LIMIT ?5",
+    )))
+    .bind(worker)
+    .bind(now + lease.as_millis() as i64)
+    .bind(now)
+    .bind(serde_json::to_string(callers).unwrap_or_default())
+    .bind(max as i64)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+impl SqliteStore {
+    /// Claimed jobs with their events, read after the claim commits, off the writer: a running
+    /// job's delivery does not change (a replay rewrites only one not running, an erase waits
+    /// for it).
+    async fn with_events(&self, rows: Vec<SqliteRow>) -> Result<Vec<Job>> {
+        if rows.is_empty() {
+            return Ok(vec![]);
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.try_get("inbox_id")).collect::<std::result::Result<_, _>>()?;
+        let inbox = sqlx::query(
+            "SELECT id, source, idempotency_key, event FROM inbox WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&ids).unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await?;
+        crate::rows::jobs(&rows, &inbox)
+    }
+}
+
 #[async_trait]
 impl Queue for SqliteStore {
     async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested> {
@@ -418,42 +468,37 @@ impl Queue for SqliteStore {
         .bind(max as i64)
         .fetch_all(&mut *tx)
         .await?;
-        // The callers' next jobs come along (those due now, behind no job that waits for a
-        // retry; up to `max` more), so a batch lands a caller's calls together, in order.
+        // The callers' next jobs come along (up to `max` more), so a batch lands a caller's
+        // calls together, in order.
         let mut rows = rows;
         if max > 1 && !rows.is_empty() {
-            let callers: Vec<(String, String)> = rows
+            let callers: Vec<(&str, &str)> = rows
                 .iter()
                 .map(|r| Ok((r.try_get("portal")?, r.try_get("caller_key")?)))
                 .collect::<std::result::Result<_, sqlx::Error>>()?;
-            let followers = sqlx::query(sqlx::AssertSqlSafe(claim_sql(
-                "SELECT j.id FROM jobs j
-                 WHERE j.status = 'queued' AND j.run_at <= ?3
-                   AND (j.portal, j.caller_key) IN
-                       (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?4))
-                   AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > ?3 AND e.id < j.id)
-                 ORDER BY j.id LIMIT ?5",
-            )))
-            .bind(worker)
-            .bind(now + lease.as_millis() as i64)
-            .bind(now)
-            .bind(serde_json::to_string(&callers).unwrap_or_default())
-            .bind(max as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-            rows.extend(followers);
+            let behind = claim_behind(&mut tx, worker, lease, now, &callers, max).await?;
+            rows.extend(behind);
         }
         tx.commit().await?;
-        // The events are read after the claim commits, off the writer: a running job's delivery
-        // does not change (a replay rewrites only one not running, an erase waits for it).
-        let ids: Vec<i64> = rows.iter().map(|r| r.try_get("inbox_id")).collect::<std::result::Result<_, _>>()?;
-        let inbox = sqlx::query(
-            "SELECT id, source, idempotency_key, event FROM inbox WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(&ids).unwrap_or_default())
-        .fetch_all(&self.pool)
-        .await?;
-        crate::rows::jobs(&rows, &inbox)
+        self.with_events(rows).await
+    }
+
+    async fn claim_followers(
+        &self,
+        worker: &str,
+        lease: Duration,
+        portal: &PortalId,
+        caller_keys: &[String],
+        max: usize,
+    ) -> Result<Vec<Job>> {
+        if caller_keys.is_empty() || max == 0 {
+            return Ok(vec![]);
+        }
+        let callers: Vec<(&str, &str)> = caller_keys.iter().map(|k| (portal.as_str(), k.as_str())).collect();
+        let mut tx = self.write().await?;
+        let rows = claim_behind(&mut tx, worker, lease, now_ms(), &callers, max).await?;
+        tx.commit().await?;
+        self.with_events(rows).await
     }
 
     async fn renew_many(&self, job_ids: &[i64], worker: &str, lease: Duration) -> Result<Vec<i64>> {

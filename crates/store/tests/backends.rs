@@ -268,6 +268,48 @@ async fn a_batch_claim_takes_callers_oldest_jobs_then_what_queues_behind_them() 
 }
 
 #[tokio::test]
+async fn a_running_round_takes_the_jobs_that_arrive_for_its_callers_and_no_one_elses() {
+    for (name, s) in backends().await {
+        let p = PortalId::default();
+        let lease = Duration::from_secs(60);
+        let keys = |jobs: &[callbridge_store::Job]| jobs.iter().map(|j| j.idempotency_key.clone()).collect::<Vec<_>>();
+        let callers = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        for (key, caller) in [("a1", "alice"), ("b1", "bob"), ("c1", "carol")] {
+            s.ingest(delivery(key, caller)).await.unwrap();
+        }
+        let mine = s.claim_many("w-1", lease, 2).await.unwrap();
+        assert_eq!(keys(&mine), ["a1", "b1"], "{name}");
+        let theirs = s.claim_many("w-2", lease, 1).await.unwrap();
+        assert_eq!(keys(&theirs), ["c1"], "{name}");
+        assert!(
+            s.claim_followers("w-1", lease, &p, &callers(&["alice"]), 10).await.unwrap().is_empty(),
+            "{name}: nothing has arrived yet"
+        );
+        // Calls arrive while the rounds run: alice's twice, bob's once, carol's once, dan's.
+        for (key, caller) in [("a2", "alice"), ("b2", "bob"), ("c2", "carol"), ("a3", "alice"), ("d1", "dan")] {
+            s.ingest(delivery(key, caller)).await.unwrap();
+        }
+        // Carol's round is another worker's, and dan has no round: asking for them takes nothing.
+        let everyone = callers(&["alice", "bob", "carol", "dan"]);
+        let joined = s.claim_followers("w-1", lease, &p, &everyone, 10).await.unwrap();
+        assert_eq!(keys(&joined), ["a2", "b2", "a3"], "{name}: in order, each behind its caller's running job");
+        assert!(joined.iter().all(|j| j.claims == 1), "{name}");
+        assert!(s.claim_followers("w-1", lease, &p, &everyone, 10).await.unwrap().is_empty(), "{name}: taken once");
+        // Behind a job that waits for a retry nothing is taken, and `max` bounds the take.
+        s.fail(joined[1].id, "transient", "boom", Failure::RetryAt(now_ms() + 60_000)).await.unwrap();
+        s.ingest(delivery("b3", "bob")).await.unwrap();
+        for (key, caller) in [("a4", "alice"), ("a5", "alice")] {
+            s.ingest(delivery(key, caller)).await.unwrap();
+        }
+        let more = s.claim_followers("w-1", lease, &p, &callers(&["alice", "bob"]), 1).await.unwrap();
+        assert_eq!(keys(&more), ["a4"], "{name}: bob's waits behind his retry; one at most");
+        // Dan's job is still the next claim's, with carol's once hers is done.
+        done(&s, &[theirs[0].id]).await;
+        assert_eq!(keys(&s.claim_many("w-3", lease, 10).await.unwrap()), ["c2", "d1"], "{name}");
+    }
+}
+
+#[tokio::test]
 async fn many_callers_are_remembered_at_once() {
     for (name, s) in backends().await {
         let entries: Vec<(Vec<String>, u64)> =

@@ -12,7 +12,9 @@
 //!    alone, whose contact is created directly (HubSpot's 409 names it if the email is taken);
 //!    the rest are found by phone in bulk searches packed across every round in flight.
 //!    Steps 3 and 4 run first for the callers settled without a search, while the searches
-//!    run, then for those a search found (one contact per round across both).
+//!    run, then for those a search found (one contact per round across both). Before those
+//!    land, their calls that arrived since the round began join them ([`Followers`]): a
+//!    caller who calls again during a burst lands once, not in a round of their own after.
 //! 3. **Plan** ([`callbridge_domain::plan::plan_caller`]): pure; per caller one contact write
 //!    and per job its activity write.
 //! 4. **Apply** ([`apply`]): contacts through `batch/update` and `batch/upsert`; calls and
@@ -103,6 +105,14 @@ pub struct SyncJob {
     pub retrying: bool,
     /// The key the queue orders the caller's jobs by.
     pub caller_key: String,
+}
+
+/// Where a round takes the sync jobs queued behind its callers' since it began (the worker
+/// claims them under the round's lease).
+#[async_trait::async_trait]
+pub trait Followers: Send + Sync {
+    /// Claims the sync jobs queued behind these callers' running ones, in order.
+    async fn claim(&self, caller_keys: Vec<String>) -> Vec<SyncJob>;
 }
 
 /// What a round did, job by job.
@@ -270,7 +280,7 @@ impl Engine {
 
     /// Lands one round of jobs; see the module docs. An `Err` means the store failed: none of
     /// the round is known to have landed, and every job runs again (and looks up what it wrote).
-    pub async fn run_round(&self, mut jobs: Vec<SyncJob>) -> Result<RoundReport, SyncError> {
+    pub async fn run_round(&self, mut jobs: Vec<SyncJob>, followers: &dyn Followers) -> Result<RoundReport, SyncError> {
         jobs.sort_by_key(|j| j.id);
         let mut works: Vec<Work> = jobs.into_iter().map(Work::new).collect();
         group_callers(&mut works);
@@ -309,6 +319,10 @@ impl Engine {
         self.take_searches(&mut works, answers);
         report.phase_ms[0] = started.elapsed().as_millis() as u64;
         if works.iter().any(Work::open) {
+            let callers = callers_to_join(&works);
+            if !callers.is_empty() {
+                join_followers(&mut works, followers.claim(callers).await);
+            }
             records.extend(self.land(&mut works, &mut targets, &mut report).await?);
         }
 
@@ -440,29 +454,92 @@ fn group_callers(works: &mut [Work]) {
             works[i].merged = Some(works[i].caller().clone());
             continue;
         };
-        let merged = works[leader].merged.clone().unwrap_or_default();
-        let own = works[i].caller().clone();
         // Two events about one call (its stages) make one activity: the later one updates
         // what the earlier one logged, in the next round.
-        let same_activity = works[leader].group.iter().any(|&j| works[j].key() == works[i].key());
-        let fits = !same_activity
-            && own.phone == merged.phone
-            && match (&own.email, &merged.email) {
-                (Some(a), Some(b)) => a == b,
-                _ => true,
-            };
-        if !fits {
+        if !fits(works, leader, i) {
             broken.insert(key);
             works[i].state = State::Next;
             continue;
         }
-        let m = works[leader].merged.as_mut().expect("leaders have a caller");
-        m.email = m.email.take().or(own.email);
-        m.first_name = m.first_name.take().or(own.first_name);
-        m.last_name = m.last_name.take().or(own.last_name);
-        works[leader].group.push(i);
-        works[i].leader_of = leader;
+        merge_into(works, leader, i);
     }
+}
+
+/// The callers still to land whose every job in the round is: their calls that arrived since
+/// may join them.
+fn callers_to_join(works: &[Work]) -> Vec<String> {
+    let mut blocked: HashSet<&str> = HashSet::new();
+    for w in works.iter().filter(|w| !w.open()) {
+        blocked.insert(&w.job.caller_key);
+    }
+    let mut keys: Vec<String> = works
+        .iter()
+        .filter(|w| w.leader() && w.open() && !blocked.contains(w.job.caller_key.as_str()))
+        .map(|w| w.job.caller_key.clone())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Adds jobs taken behind the round's callers ([`callers_to_join`]) to their callers' groups,
+/// in order. One that describes the caller differently waits for the next round with every job
+/// of the caller's after it, as in [`group_callers`] — and so does one that brings an email the
+/// caller was not found by (it would have been looked up by it).
+fn join_followers(works: &mut Vec<Work>, mut jobs: Vec<SyncJob>) {
+    jobs.sort_by_key(|j| j.id);
+    let leaders: HashMap<String, usize> = works
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.leader() && w.open())
+        .map(|(i, w)| (w.job.caller_key.clone(), i))
+        .collect();
+    let mut broken: HashSet<String> = HashSet::new();
+    for job in jobs {
+        let i = works.len();
+        let key = job.caller_key.clone();
+        works.push(Work::new(job));
+        let leader = match leaders.get(&key) {
+            Some(&leader) if !broken.contains(&key) => leader,
+            _ => {
+                works[i].state = State::Next;
+                continue;
+            }
+        };
+        let own = works[i].caller().clone();
+        let found_by_email = works[leader].merged.as_ref().is_some_and(|m| m.email.is_some());
+        if (own.email.is_some() && !found_by_email) || !fits(works, leader, i) {
+            broken.insert(key);
+            works[i].state = State::Next;
+            continue;
+        }
+        merge_into(works, leader, i);
+    }
+}
+
+/// Whether job `i` describes its caller as the group of `leader` does (the same phone, no other
+/// email) and is about another call than the group's.
+fn fits(works: &[Work], leader: usize, i: usize) -> bool {
+    let merged = works[leader].merged.clone().unwrap_or_default();
+    let own = works[i].caller();
+    let same_activity = works[leader].group.iter().any(|&j| works[j].key() == works[i].key());
+    !same_activity
+        && own.phone == merged.phone
+        && match (&own.email, &merged.email) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+}
+
+/// Adds job `i` to the group of `leader`, filling what the caller's jobs so far left out.
+fn merge_into(works: &mut [Work], leader: usize, i: usize) {
+    let own = works[i].caller().clone();
+    let m = works[leader].merged.as_mut().expect("leaders have a caller");
+    m.email = m.email.take().or(own.email);
+    m.first_name = m.first_name.take().or(own.first_name);
+    m.last_name = m.last_name.take().or(own.last_name);
+    works[leader].group.push(i);
+    works[i].leader_of = leader;
 }
 
 /// In each caller's group, the jobs after one that cannot land in this round follow it: to
@@ -530,6 +607,36 @@ mod tests {
         hold_back_followers(&mut works);
         assert!(works[0].open());
         assert!(matches!(works[2].state, State::Failed(SyncError::Transient(_))));
+    }
+
+    fn phone_call(id: i64, caller_key: &str, email: Option<&str>) -> SyncJob {
+        let mut job = work(id, email.unwrap_or("unused@example.com")).job;
+        if let Event::Booking(b) = &mut job.event {
+            b.caller.email = email.map(|e| Email::parse(e).unwrap());
+            b.caller.phone = callbridge_domain::PhoneE164::parse("+14155550123", DefaultRegion::default()).ok();
+        }
+        SyncJob { caller_key: caller_key.into(), ..job }
+    }
+
+    #[test]
+    fn calls_that_arrive_mid_round_join_their_caller_unless_they_bring_an_email_it_was_not_found_by() {
+        let mut works: Vec<Work> = [phone_call(1, "k", None), phone_call(2, "other", None)].map(Work::new).into();
+        group_callers(&mut works);
+        works[1].state = State::Landed;
+        assert_eq!(callers_to_join(&works), ["k"], "a caller landed already takes nothing more");
+        join_followers(
+            &mut works,
+            vec![phone_call(5, "k", Some("new@example.com")), phone_call(3, "k", None), phone_call(6, "k", None)],
+        );
+        // In id order: 3 joins; 5 names an email the caller was not looked up by, so it and
+        // 6 behind it wait for the next round.
+        assert_eq!(works[0].group, [0, 2]);
+        assert_eq!(works.iter().map(|w| w.job.id).collect::<Vec<_>>(), [1, 2, 3, 5, 6]);
+        assert!(works[2].open() && works[2].leader_of == 0);
+        assert!(matches!(works[3].state, State::Next) && matches!(works[4].state, State::Next));
+        // A job of a caller the round does not hold a group for waits too.
+        join_followers(&mut works, vec![phone_call(7, "stranger", None)]);
+        assert!(matches!(works[5].state, State::Next));
     }
 
     #[test]

@@ -219,3 +219,40 @@ async fn a_lone_event_on_an_idle_queue_lands_in_two_round_trips_unless_a_search_
     assert_eq!(prop(kim, "firstname"), Some("Kim"), "what HubSpot had is kept");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_call_that_arrives_while_its_callers_round_searches_lands_in_that_round() {
+    let app = TestApp::start_with(SandboxConfig::default(), |_| {}).await;
+    // The first call also probes what the token may do; the probe is cached after it.
+    app.vapi(&vapi_report("warm-up", "+14155550999", "2026-01-06T14:05:00.000Z")).await;
+    app.settle().await;
+    // A slow HubSpot keeps the first call's round searching while the second arrives.
+    app.sandbox.set_faults(Faults { latency_ms: 1_500, ..Faults::default() });
+    app.sandbox.reset_stats();
+    let (status, _) = app.vapi(&vapi_report("first", "+14155550123", "2026-01-06T14:06:00.000Z")).await;
+    assert_eq!(status, 200);
+    while app.store.counts().await.unwrap().running == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, _) = app.vapi(&vapi_report("second", "+1 (415) 555-0123", "2026-01-06T14:09:00.000Z")).await;
+    assert_eq!(status, 200);
+    app.settle().await;
+    let stats = app.sandbox.stats();
+    // One search, one contact made, both calls in one create: no round of its own for the
+    // second (which would read, update and create again).
+    for (endpoint, count) in [("/search", 1), ("/batch/upsert", 1), ("/batch/create", 1)] {
+        assert_eq!(stats.matching("POST", endpoint), count, "{endpoint}: {stats:?}");
+    }
+    assert_eq!(stats.total(), 3, "{stats:?}");
+    let counts = app.store.counts().await.unwrap();
+    assert_eq!((counts.done, counts.dead), (3, 0), "{counts:?}");
+    let calls = app.records("calls");
+    let on: Vec<_> = calls
+        .iter()
+        .filter(|c| prop(c, "hs_call_external_id").is_some_and(|id| id.ends_with("first") || id.ends_with("second")))
+        .map(|c| c["associations"]["contacts"].clone())
+        .collect();
+    assert_eq!(on.len(), 2, "{calls:?}");
+    assert_eq!(on[0], on[1], "both calls on one contact");
+    app.stop().await;
+}
