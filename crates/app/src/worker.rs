@@ -8,7 +8,8 @@
 //! lone job is a round of one; several callers share each request the round makes). A loop
 //! claims up to `batch_max` callers' jobs at once; at `batch_min` jobs or more work is piling
 //! up, and the loop first tops the claim up with what is still arriving, for fuller batches.
-//! Jobs a round hands back run in rounds after it.
+//! Jobs a round hands back run in rounds after it. A round also takes, under the loop's name
+//! and lease, the sync jobs that arrive for its callers while it runs ([`Joiner`]).
 //!
 //! While every ready portal's circuit breaker holds its requests back, the loops claim nothing
 //! until the next probe may go (claiming only to hand jobs back would take the database from
