@@ -139,6 +139,9 @@ impl crate::sync::Followers for Joiner<'_> {
             let closed = self.closed.lock();
             caller_keys.into_iter().filter(|k| !closed.contains(k)).collect()
         };
+        if keys.is_empty() {
+            return vec![];
+        }
         let (w, max) = (self.worker, self.worker.config.batch_max.max(1));
         let jobs = match w.store.claim_followers(self.name, w.config.lease, self.portal, &keys, max).await {
             Ok(jobs) => jobs,
@@ -491,9 +494,7 @@ impl Worker {
             let interactive = round.iter().any(|j| held(&j.id).is_some_and(|h| h.interactive));
             let run = portal.engine.run_round(round, joiner).instrument(span.clone());
             let outcome = if interactive { callbridge_hubspot::interactive(run).await } else { run.await };
-            if outcome.is_ok() {
-                joiner.this_round();
-            }
+            let joined = joiner.this_round();
             match outcome {
                 Ok(report) => {
                     let RoundReport { landed, failed, next, alone, .. } = &report;
@@ -545,7 +546,7 @@ impl Worker {
                 }
                 // The store failed mid-way: every job runs again, and looks up what it wrote.
                 Err(e) => {
-                    for h in ids.iter().chain(&joiner.this_round()).filter_map(held) {
+                    for h in ids.iter().chain(&joined).filter_map(held) {
                         self.fail(&h, e.clone()).await;
                     }
                 }

@@ -330,9 +330,6 @@ impl Queue for PgStore {
         caller_keys: &[String],
         max: usize,
     ) -> Result<Vec<Job>> {
-        if caller_keys.is_empty() || max == 0 {
-            return Ok(vec![]);
-        }
         let portals = vec![portal.as_str().to_string(); caller_keys.len()];
         let mut tx = self.tx().await?;
         let rows = claim_behind(&mut tx, worker, lease, now_ms(), &portals, caller_keys, max).await?;

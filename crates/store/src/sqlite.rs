@@ -491,9 +491,6 @@ impl Queue for SqliteStore {
         caller_keys: &[String],
         max: usize,
     ) -> Result<Vec<Job>> {
-        if caller_keys.is_empty() || max == 0 {
-            return Ok(vec![]);
-        }
         let callers: Vec<(&str, &str)> = caller_keys.iter().map(|k| (portal.as_str(), k.as_str())).collect();
         let mut tx = self.write().await?;
         let rows = claim_behind(&mut tx, worker, lease, now_ms(), &callers, max).await?;

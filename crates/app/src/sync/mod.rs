@@ -465,21 +465,18 @@ fn group_callers(works: &mut [Work]) {
     }
 }
 
-/// The callers still to land whose every job in the round is: their calls that arrived since
-/// may join them.
+/// The callers still to land whose every job in the round is (a leader's key is its caller's
+/// alone): their calls that arrived since may join them.
 fn callers_to_join(works: &[Work]) -> Vec<String> {
     let mut blocked: HashSet<&str> = HashSet::new();
     for w in works.iter().filter(|w| !w.open()) {
         blocked.insert(&w.job.caller_key);
     }
-    let mut keys: Vec<String> = works
+    works
         .iter()
         .filter(|w| w.leader() && w.open() && !blocked.contains(w.job.caller_key.as_str()))
         .map(|w| w.job.caller_key.clone())
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys
+        .collect()
 }
 
 /// Adds jobs taken behind the round's callers ([`callers_to_join`]) to their callers' groups,
@@ -506,9 +503,8 @@ fn join_followers(works: &mut Vec<Work>, mut jobs: Vec<SyncJob>) {
                 continue;
             }
         };
-        let own = works[i].caller().clone();
         let found_by_email = works[leader].merged.as_ref().is_some_and(|m| m.email.is_some());
-        if (own.email.is_some() && !found_by_email) || !fits(works, leader, i) {
+        if (works[i].caller().email.is_some() && !found_by_email) || !fits(works, leader, i) {
             broken.insert(key);
             works[i].state = State::Next;
             continue;
