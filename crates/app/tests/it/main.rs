@@ -17,6 +17,7 @@ mod metrics;
 mod notify;
 mod oauth;
 mod outage_logs;
+mod pack;
 mod pipeline;
 mod platforms;
 mod portals;
