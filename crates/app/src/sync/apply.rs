@@ -201,7 +201,7 @@ impl Engine {
     pub(super) async fn send_contact_updates<'a>(&self, updates: &'a [Update]) -> UpdateAnswers<'a> {
         chunked(updates, BATCH_MAX, |c| async move {
             let inputs: Vec<UpdateInput> = c.iter().map(|(_, u)| u.clone()).collect();
-            self.packer.update(ObjectType::Contacts, &inputs).await
+            self.hubspot.batch_update(ObjectType::Contacts, &inputs).await
         })
         .await
     }
@@ -277,11 +277,11 @@ impl Engine {
             }),
             chunked(&email_inputs, BATCH_MAX, |c| async move {
                 let inputs: Vec<UpsertInput> = c.iter().map(|(_, u)| u.clone()).collect();
-                self.packer.upsert(ObjectType::Contacts, &inputs).await
+                self.hubspot.batch_upsert(ObjectType::Contacts, &inputs).await
             }),
             chunked(&phone_inputs, BATCH_MAX, |c| async move {
                 let inputs: Vec<UpsertInput> = c.iter().map(|(_, u)| u.clone()).collect();
-                self.packer.upsert(ObjectType::Contacts, &inputs).await
+                self.hubspot.batch_upsert(ObjectType::Contacts, &inputs).await
             }),
         );
         let mut created = 0;
@@ -377,7 +377,7 @@ impl Engine {
         }
         let updated = chunked(&updates, BATCH_MAX, |c| async move {
             let inputs: Vec<UpdateInput> = c.iter().map(|(_, u)| u.clone()).collect();
-            self.packer.update(ObjectType::Calls, &inputs).await
+            self.hubspot.batch_update(ObjectType::Calls, &inputs).await
         })
         .await;
         for (chunk, answer) in updated {
@@ -426,7 +426,7 @@ impl Engine {
                                 .trace(w.trace())
                         })
                         .collect();
-                    self.packer.create(t, &inputs).await
+                    self.hubspot.batch_create(t, &inputs).await
                 }
             })
             .await;

@@ -23,15 +23,13 @@
 //!    out alongside its activities, which need only its id: a known caller lands in two
 //!    sequential round trips (read; update and create), a new email-only caller in two
 //!    (create; create). A create is never re-sent blindly: a job that ran before first looks
-//!    up what its earlier attempt made. The part-filled requests of the rounds in flight are
-//!    packed into fuller ones ([`Packer`]).
+//!    up what its earlier attempt made.
 //!
 //! The engine records nothing itself: its [`RoundReport`] says, job by job, what landed (with
 //! the activities and newest-call times to record) and what failed, and which jobs wait for a
 //! following round. The worker records all of it.
 
 mod apply;
-mod pack;
 mod resolve;
 
 use std::collections::{HashMap, HashSet};
@@ -42,7 +40,6 @@ use callbridge_domain::{Caller, DefaultRegion, Event, PortalId};
 use callbridge_hubspot::{CrmObject, HubSpotApi, HubSpotError};
 use callbridge_store::{Activity, ActivityRecord, Settlement, Store, StoreError};
 
-pub use pack::Packer;
 pub use resolve::PhoneFinder;
 
 /// Why a job failed, and whether trying again can help.
@@ -249,8 +246,6 @@ pub struct Engine {
     region: DefaultRegion,
     /// Packs phone lookups of every round in flight into full searches.
     phones: Arc<PhoneFinder>,
-    /// Packs the part-filled batch requests of every round in flight.
-    packer: Arc<Packer>,
     /// What a call sets beyond the caller's fields (the lead status mapping).
     rules: plan::PlanRules,
 }
@@ -267,8 +262,7 @@ impl Engine {
         rules: plan::PlanRules,
     ) -> Engine {
         let phones = PhoneFinder::new(hubspot.clone(), searches_at_once);
-        let packer = Packer::new(hubspot.clone());
-        Engine { portal, store, hubspot, region, phones, packer, rules }
+        Engine { portal, store, hubspot, region, phones, rules }
     }
 
     pub fn portal(&self) -> &PortalId {

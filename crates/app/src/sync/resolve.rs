@@ -225,7 +225,7 @@ impl Engine {
         let answers = chunked(&ids, BATCH_MAX, |chunk| {
             let keys: Vec<String> = chunk.iter().map(u64::to_string).collect();
             let read = &read;
-            async move { self.packer.read(ObjectType::Contacts, &keys, None, read).await }
+            async move { self.hubspot.batch_read(ObjectType::Contacts, &keys, None, read).await }
         })
         .await;
         let mut forgotten = Vec::new();
@@ -298,7 +298,7 @@ impl Engine {
         let read: Vec<&str> = CONTACT_READ.iter().copied().chain(["hs_additional_emails"]).collect();
         let by_email_answers = chunked(&emails, BATCH_MAX, |chunk| {
             let read = &read;
-            async move { self.packer.read(ObjectType::Contacts, chunk, Some("email"), read).await }
+            async move { self.hubspot.batch_read(ObjectType::Contacts, chunk, Some("email"), read).await }
         })
         .await;
         for (chunk, answer) in by_email_answers {

@@ -17,7 +17,6 @@ mod metrics;
 mod notify;
 mod oauth;
 mod outage_logs;
-mod pack;
 mod pipeline;
 mod platforms;
 mod portals;
