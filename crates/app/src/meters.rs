@@ -62,6 +62,7 @@ fn describe() {
     describe_gauge!("callbridge_queue_oldest_age_seconds", "Age of the oldest queued job (0 when none)");
     describe_counter!("callbridge_job_outcomes_total", "Job outcomes: done, retry, dead, waiting");
     describe_histogram!("callbridge_job_attempts", "Attempts a job took, when it ended done or dead");
+    describe_counter!("callbridge_worker_claims_total", "Claims of idle worker loops, by whether they found jobs");
     describe_counter!("callbridge_hubspot_requests_total", "HubSpot requests, by endpoint template and status");
     describe_histogram!("callbridge_hubspot_request_duration_seconds", "HubSpot request latency, by endpoint");
     describe_counter!("callbridge_hubspot_rate_limited_total", "HubSpot 429 answers, by policy");
@@ -129,6 +130,11 @@ async fn sample(state: &AppState) {
 }
 
 /// Counts a job's outcome (`done`, `retry`, `dead`, `waiting`) and, when it ended, its attempts.
+/// An idle loop's claim, and whether it found jobs to run.
+pub fn claim(found: bool) {
+    metrics::counter!("callbridge_worker_claims_total", "found" => if found { "jobs" } else { "nothing" }).increment(1);
+}
+
 pub fn job_outcome(outcome: &'static str, attempts: i64) {
     metrics::counter!("callbridge_job_outcomes_total", "outcome" => outcome).increment(1);
     if matches!(outcome, "done" | "dead") {

@@ -11,6 +11,10 @@
 //! Jobs a round hands back run in rounds after it. A round also takes, under the loop's name
 //! and lease, the sync jobs that arrive for its callers while it runs ([`Joiner`]).
 //!
+//! An idle loop claims when a delivery wakes it; while its claims keep finding nothing (the
+//! deliveries are for callers whose jobs are running, which their own loop claims next), it
+//! claims less and less often, so it does not take the database from acknowledgements.
+//!
 //! While every ready portal's circuit breaker holds its requests back, the loops claim nothing
 //! until the next probe may go (claiming only to hand jobs back would take the database from
 //! acknowledgements).
@@ -42,6 +46,11 @@ const NOT_READY_WAIT: Duration = Duration::from_secs(1);
 const SETTLE_PART: usize = 100;
 /// How long a portal's jobs step aside for other portals' ([`Worker::take_turn`]).
 const BUDGET_WAIT: Duration = Duration::from_millis(500);
+/// After a claim that found nothing, the loop waits at least this long, doubled for each such
+/// claim in a row up to [`EMPTY_CLAIM_GAP_MAX`], before a delivery's wake makes it claim again.
+/// An idle loop's first claim after a quiet moment goes at once.
+const EMPTY_CLAIM_GAP: Duration = Duration::from_millis(2);
+const EMPTY_CLAIM_GAP_MAX: Duration = Duration::from_millis(100);
 /// The shortest wait of a loop that leaves the queue alone while HubSpot is paused.
 const PROBE_POLL: Duration = callbridge_hubspot::breaker::PROBE_POLL;
 
@@ -261,6 +270,8 @@ impl Worker {
     }
 
     async fn run_loop(&self, name: String, shutdown: CancellationToken) {
+        // Claims in a row, each made on a wake, that found nothing runnable.
+        let mut empty_claims = 0u32;
         while !shutdown.is_cancelled() {
             // Nothing to claim for while no portal can take work (setup pending, token refused):
             // claiming only to hand jobs back would load the database for nothing.
@@ -285,8 +296,13 @@ impl Worker {
                 }
             }
             let notified = self.wake.notified();
-            match self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await {
+            let claimed = self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await;
+            if let Ok(jobs) = &claimed {
+                crate::meters::claim(!jobs.is_empty());
+            }
+            match claimed {
                 Ok(mut jobs) if !jobs.is_empty() => {
+                    empty_claims = 0;
                     // A burst gathers for a moment into fuller rounds — unless an agent waits on
                     // one of its jobs.
                     let waited_on = jobs.iter().any(|j| crate::tools::is_interactive(&j.idempotency_key));
@@ -304,15 +320,29 @@ impl Worker {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "claiming a job failed"),
             }
-            // Nothing runnable: sleep until woken, until the next retry is due, or a second.
+            // Nothing runnable: sleep until woken, until the next retry is due, or a second. Jobs
+            // already due that no claim took wait behind a running job of their caller, and the
+            // loop that runs it claims them when it settles: they set no wait here.
             let wait = match self.store.next_run_at().await {
-                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(5, 1000) as u64),
+                Ok(Some(at)) if at > now_ms() => Duration::from_millis((at - now_ms()).clamp(5, 1000) as u64),
                 _ => Duration::from_secs(1),
             };
-            tokio::select! {
+            // Every delivery wakes a loop. While wakes keep finding nothing (deliveries for
+            // callers whose jobs are running), the loop claims less and less often, so its
+            // empty claims do not take the database from the acknowledgements.
+            empty_claims += 1;
+            let gap = EMPTY_CLAIM_GAP.saturating_mul(1 << empty_claims.min(8)).min(EMPTY_CLAIM_GAP_MAX);
+            let woken = async {
+                tokio::time::sleep(gap).await;
+                notified.await
+            };
+            let by_a_wake = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = notified => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = woken => true,
+                _ = tokio::time::sleep(wait.max(gap)) => false,
+            };
+            if !by_a_wake {
+                empty_claims = 0;
             }
         }
     }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::helpers::*;
 
 /// The families an operator's dashboards and alerts are built on.
-const FAMILIES: [&str; 17] = [
+const FAMILIES: [&str; 18] = [
     "callbridge_http_requests_total",
     "callbridge_http_request_duration_seconds",
     "callbridge_ingest_commit_seconds",
@@ -21,6 +21,7 @@ const FAMILIES: [&str; 17] = [
     "callbridge_queue_oldest_age_seconds",
     "callbridge_job_outcomes_total",
     "callbridge_job_attempts",
+    "callbridge_worker_claims_total",
     "callbridge_hubspot_requests_total",
     "callbridge_hubspot_request_duration_seconds",
     "callbridge_hubspot_rate_limited_total",

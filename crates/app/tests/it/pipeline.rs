@@ -349,3 +349,48 @@ async fn dead_events_are_listed_and_replayed_through_the_admin_api() {
     assert_eq!(health["jobs"]["dead"], 0);
     app.stop().await;
 }
+
+/// `callbridge_worker_claims_total{found="nothing"}` in the scrape.
+async fn empty_claims(app: &TestApp) -> f64 {
+    let text = app.metrics().await;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "callbridge_worker_claims_total" && s.labels.get("found") == Some("nothing"))
+        .map_or(0.0, |s| match s.value {
+            prometheus_parse::Value::Counter(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+#[tokio::test]
+async fn deliveries_for_a_caller_whose_job_runs_wait_for_it_without_the_idle_loops_claiming_over_and_over() {
+    let app = TestApp::start().await;
+    app.vapi(&vapi_report("warm-up", "+14155550999", "2026-01-06T14:05:00.000Z")).await;
+    app.settle().await;
+    // A slow HubSpot holds the caller's first call in its round for a few seconds.
+    app.sandbox.set_faults(Faults { latency_ms: 1_000, ..Faults::default() });
+    let (status, _) = app.vapi(&vapi_report("first", "+14155550123", "2026-01-06T14:06:00.000Z")).await;
+    assert_eq!(status, 200);
+    while app.store.counts().await.unwrap().running == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = empty_claims(&app).await;
+    // Each delivery wakes an idle loop, and each finds only jobs behind the running one.
+    for i in 0..40 {
+        let at = format!("2026-01-06T14:{:02}:00.000Z", 10 + i);
+        let (status, _) = app.vapi(&vapi_report(&format!("next-{i}"), "+1 (415) 555-0123", &at)).await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let empty = empty_claims(&app).await - before;
+    app.sandbox.set_faults(Faults::default());
+    app.settle().await;
+    let counts = app.store.counts().await.unwrap();
+    assert_eq!((counts.done, counts.dead), (42, 0), "every call lands: {counts:?}");
+    // Three idle loops for the 2 s of deliveries: claiming each time one wakes them, or every
+    // few milliseconds while jobs are due, would be hundreds of claims; backing off, each loop
+    // makes a few while its gap grows to 100 ms.
+    assert!(empty < 150.0, "{empty} claims found nothing while the caller's job ran");
+}
