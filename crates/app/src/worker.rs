@@ -114,30 +114,20 @@ struct Joiner<'w> {
     name: &'w str,
     portal: &'w PortalId,
     leases: &'w Leases,
-    /// The jobs taken, for recording their outcomes.
+    /// The jobs taken since the last [`Joiner::this_round`], for recording their outcomes.
     joined: parking_lot::Mutex<HashMap<i64, Held>>,
-    /// Those taken since the last [`Joiner::this_round`].
-    round: parking_lot::Mutex<Vec<i64>>,
     /// Callers who take nothing more.
     closed: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 impl<'w> Joiner<'w> {
     fn new(worker: &'w Worker, name: &'w str, portal: &'w PortalId, leases: &'w Leases) -> Joiner<'w> {
-        Joiner {
-            worker,
-            name,
-            portal,
-            leases,
-            joined: Default::default(),
-            round: Default::default(),
-            closed: Default::default(),
-        }
+        Joiner { worker, name, portal, leases, joined: Default::default(), closed: Default::default() }
     }
 
-    /// The ids taken since the last call (the round that just ended).
-    fn this_round(&self) -> Vec<i64> {
-        std::mem::take(&mut *self.round.lock())
+    /// The jobs taken since the last call (by the round that just ended).
+    fn this_round(&self) -> HashMap<i64, Held> {
+        std::mem::take(&mut *self.joined.lock())
     }
 }
 
@@ -166,7 +156,6 @@ impl crate::sync::Followers for Joiner<'_> {
             match event {
                 Some(event) if !closed.contains(&job.caller_key) => {
                     self.joined.lock().insert(job.id, Held::of(&job));
-                    self.round.lock().push(job.id);
                     self.leases.lock().push(job.id);
                     taken.push(SyncJob {
                         id: job.id,
@@ -190,8 +179,12 @@ impl crate::sync::Followers for Joiner<'_> {
     }
 }
 
+/// A job held by a claim, or taken by one of its rounds on the way.
+fn held_of<'a>(claimed: &'a HashMap<i64, Held>, joined: &'a HashMap<i64, Held>, id: &i64) -> Option<&'a Held> {
+    claimed.get(id).or_else(|| joined.get(id))
+}
+
 /// What recording a claimed job's failure needs of it (not its payload).
-#[derive(Clone)]
 struct Held {
     id: i64,
     kind: String,
@@ -513,7 +506,8 @@ impl Worker {
     /// Runs a round and the rounds it hands back: each job that must run alone in a round of
     /// its own (one after another: they may share a contact), then those deferred, together.
     async fn sync(&self, portal: &Portal, first: Vec<SyncJob>, held: &HashMap<i64, Held>, joiner: &Joiner<'_>) {
-        let held = |id: &i64| held.get(id).cloned().or_else(|| joiner.joined.lock().get(id).cloned());
+        // The jobs the rounds took on the way, added as each round ends.
+        let mut joined: HashMap<i64, Held> = HashMap::new();
         let mut rounds = VecDeque::from([first]);
         while let Some(round) = rounds.pop_front() {
             let started = std::time::Instant::now();
@@ -521,10 +515,13 @@ impl Worker {
             let span = tracing::info_span!("round", portal.id = %portal.id(), round.jobs = jobs);
             let ids: Vec<i64> = round.iter().map(|j| j.id).collect();
             // A round an agent waits on (a tool's booking in it) goes ahead of queued work.
-            let interactive = round.iter().any(|j| held(&j.id).is_some_and(|h| h.interactive));
+            let interactive = round.iter().any(|j| held_of(held, &joined, &j.id).is_some_and(|h| h.interactive));
             let run = portal.engine.run_round(round, joiner).instrument(span.clone());
             let outcome = if interactive { callbridge_hubspot::interactive(run).await } else { run.await };
-            let joined = joiner.this_round();
+            let taken = joiner.this_round();
+            let taken_ids: Vec<i64> = taken.keys().copied().collect();
+            joined.extend(taken);
+            let held = |id: &i64| held_of(held, &joined, id);
             match outcome {
                 Ok(report) => {
                     let RoundReport { landed, failed, next, alone, .. } = &report;
@@ -558,7 +555,7 @@ impl Worker {
                             }
                             e => {
                                 if let Some(h) = held(id) {
-                                    self.fail(&h, e.clone()).await
+                                    self.fail(h, e.clone()).await
                                 }
                             }
                         }
@@ -576,8 +573,8 @@ impl Worker {
                 }
                 // The store failed mid-way: every job runs again, and looks up what it wrote.
                 Err(e) => {
-                    for h in ids.iter().chain(&joined).filter_map(held) {
-                        self.fail(&h, e.clone()).await;
+                    for h in ids.iter().chain(&taken_ids).filter_map(held) {
+                        self.fail(h, e.clone()).await;
                     }
                 }
             }

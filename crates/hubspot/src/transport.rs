@@ -430,10 +430,9 @@ impl HubSpotClient {
         metrics::histogram!("callbridge_hubspot_request_duration_seconds", "endpoint" => endpoint.clone())
             .record(started.elapsed().as_secs_f64());
         let status = sent.as_ref().map_or("error".to_string(), |r| r.status().as_u16().to_string());
-        let inputs = call.body.as_ref().and_then(|b| b.get("inputs")).and_then(Value::as_array).map_or(0, Vec::len);
         tracing::debug!(
             http.endpoint = %endpoint,
-            http.inputs = inputs,
+            http.inputs = call.body.as_ref().and_then(|b| b.get("inputs")).and_then(|i| i.as_array()).map_or(0, |i| i.len()),
             http.status = %status,
             budget.waited_ms = waited.as_millis() as u64,
             http.duration_ms = started.elapsed().as_millis() as u64,

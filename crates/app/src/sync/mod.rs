@@ -516,7 +516,7 @@ fn join_followers(works: &mut Vec<Work>, mut jobs: Vec<SyncJob>) {
 /// Whether job `i` describes its caller as the group of `leader` does (the same phone, no other
 /// email) and is about another call than the group's.
 fn fits(works: &[Work], leader: usize, i: usize) -> bool {
-    let merged = works[leader].merged.clone().unwrap_or_default();
+    let merged = works[leader].merged.as_ref().expect("leaders have a caller");
     let own = works[i].caller();
     let same_activity = works[leader].group.iter().any(|&j| works[j].key() == works[i].key());
     !same_activity
