@@ -129,12 +129,12 @@ async fn sample(state: &AppState) {
     }
 }
 
-/// Counts a job's outcome (`done`, `retry`, `dead`, `waiting`) and, when it ended, its attempts.
-/// An idle loop's claim, and whether it found jobs to run.
+/// A worker loop's claim, and whether it found jobs to run.
 pub fn claim(found: bool) {
     metrics::counter!("callbridge_worker_claims_total", "found" => if found { "jobs" } else { "nothing" }).increment(1);
 }
 
+/// Counts a job's outcome (`done`, `retry`, `dead`, `waiting`) and, when it ended, its attempts.
 pub fn job_outcome(outcome: &'static str, attempts: i64) {
     metrics::counter!("callbridge_job_outcomes_total", "outcome" => outcome).increment(1);
     if matches!(outcome, "done" | "dead") {

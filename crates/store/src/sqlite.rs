@@ -1,14 +1,23 @@
 //! The embedded SQLite store: WAL, `synchronous=FULL` (a commit is on disk before the
 //! webhook is acknowledged), and write transactions that `BEGIN IMMEDIATE` so they never
 //! fail on a read-to-write upgrade. SQLite has one writer at a time; writers of this process
-//! take turns in a fair queue ([`Tx`]) before they begin, instead of SQLite's busy handler,
-//! which polls with sleeps growing to 100 ms and let a writer that lost a few races (the
-//! worker recording a round an agent waits on) wait hundreds of milliseconds behind ingest.
+//! take turns ([`Turn`]) before they begin, instead of SQLite's busy handler, which polls with
+//! sleeps growing to 100 ms and let a writer that lost a few races (the worker recording a
+//! round an agent waits on) wait hundreds of milliseconds behind ingest. The turns are fair
+//! among the worker's writes, and ingest's group commit goes before every write still waiting:
+//! an acknowledgement waits for at most the one write under way.
 //!
 //! Ingest uses group commit: one writer task takes every delivery and every booking waiting
 //! in its channel and commits them in one transaction, so a burst of webhooks or of agents
 //! booking pays for one fsync, not one each. Each caller is answered only after the commit
 //! that holds its write.
+//!
+//! The worker's queue bookkeeping (claims, leases, settlements, failures, the caller index)
+//! commits on a connection of its own with `synchronous=NORMAL`: its commits do not wait for
+//! a sync of their own, and the next acknowledgement's commit syncs them with it (the WAL is
+//! synced in order). One lost to a power cut only runs its job again, and a job that ran
+//! before looks for what it wrote before it writes. Acknowledgements, bookings, tokens and
+//! everything else a client is answered about are synced at their commit.
 //!
 //! The worker's writes stay short so acknowledgements get the writer between them: a
 //! settlement and a round's caller-index entries are one statement per table (the worker
@@ -16,6 +25,8 @@
 //! transaction), and a claim reads its jobs' events after it commits.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,7 +34,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
 use crate::group::{Group, Key};
 use crate::{
@@ -45,11 +56,13 @@ enum Pending {
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Where the worker's queue bookkeeping writes (see the module docs).
+    bookkeeping: SqlitePool,
     /// Whose turn it is to write (see the module docs).
-    turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    turn: Arc<Turn>,
     ingest_tx: mpsc::Sender<Pending>,
     /// Names of exclusive locks held: one process owns an SQLite database.
-    held: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    held: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl SqliteStore {
@@ -65,31 +78,84 @@ impl SqliteStore {
         let in_memory = url.contains(":memory:");
         // An in-memory database lives in one connection.
         let max = if in_memory { 1 } else { 8 };
-        let pool = SqlitePoolOptions::new().max_connections(max).min_connections(1).connect_with(options).await?;
+        let pool =
+            SqlitePoolOptions::new().max_connections(max).min_connections(1).connect_with(options.clone()).await?;
         migrate(&pool).await?;
+        // Writes take turns, so one connection serves the bookkeeping.
+        let bookkeeping = if in_memory {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .connect_with(options.synchronous(SqliteSynchronous::Normal))
+                .await?
+        };
         let (ingest_tx, rx) = mpsc::channel(4096);
-        let turn = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let turn = Arc::new(Turn::default());
         tokio::spawn(group_commit(pool.clone(), turn.clone(), rx));
         if !in_memory {
             tokio::spawn(checkpoint(pool.clone()));
         }
-        Ok(SqliteStore { pool, turn, ingest_tx, held: Default::default() })
+        Ok(SqliteStore { pool, bookkeeping, turn, ingest_tx, held: Default::default() })
     }
 
     async fn write(&self) -> Result<Tx> {
-        Tx::begin(&self.pool, &self.turn).await
+        Tx::begin(&self.pool, self.turn.other().await).await
+    }
+
+    /// A write of the worker's queue bookkeeping, committed without a sync of its own.
+    async fn bookkeeping(&self) -> Result<Tx> {
+        Tx::begin(&self.bookkeeping, self.turn.other().await).await
+    }
+}
+
+/// Whose turn it is to write in this process: ingest's group commit first, then the other
+/// writers in the order they asked.
+#[derive(Default)]
+struct Turn {
+    /// Held by the write under way.
+    writing: Arc<tokio::sync::Mutex<()>>,
+    /// The other writers queue here first, so at most one of them waits for `writing` and
+    /// the group commit is never queued behind more than that one.
+    others: tokio::sync::Mutex<()>,
+    /// The group commit waits for `writing`: a writer that gets it then hands it on.
+    ingest_waiting: AtomicBool,
+}
+
+impl Turn {
+    /// The group commit's turn: next after the write under way.
+    async fn ingest(&self) -> OwnedMutexGuard<()> {
+        self.ingest_waiting.store(true, Ordering::SeqCst);
+        let turn = self.writing.clone().lock_owned().await;
+        self.ingest_waiting.store(false, Ordering::SeqCst);
+        turn
+    }
+
+    /// Another writer's turn: after the writers that asked before it, and after the group
+    /// commit whenever it waits.
+    async fn other(&self) -> OwnedMutexGuard<()> {
+        let _queued = self.others.lock().await;
+        loop {
+            let turn = self.writing.clone().lock_owned().await;
+            if !self.ingest_waiting.load(Ordering::SeqCst) {
+                return turn;
+            }
+            // Released to the waiting group commit (the lock is fair: it is first in line).
+            drop(turn);
+            tokio::task::yield_now().await;
+        }
     }
 }
 
 /// A write transaction, begun in this process's turn to write and holding it until it ends.
 struct Tx {
     tx: Transaction<'static, Sqlite>,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    _turn: OwnedMutexGuard<()>,
 }
 
 impl Tx {
-    async fn begin(pool: &SqlitePool, turn: &std::sync::Arc<tokio::sync::Mutex<()>>) -> Result<Tx> {
-        let turn = turn.clone().lock_owned().await;
+    async fn begin(pool: &SqlitePool, turn: OwnedMutexGuard<()>) -> Result<Tx> {
         Ok(Tx { tx: pool.begin_with("BEGIN IMMEDIATE").await?, _turn: turn })
     }
 
@@ -224,7 +290,7 @@ async fn checkpoint(pool: SqlitePool) {
 }
 
 /// The ingest writer: drains the channel into one transaction per batch.
-async fn group_commit(pool: SqlitePool, turn: std::sync::Arc<tokio::sync::Mutex<()>>, mut rx: mpsc::Receiver<Pending>) {
+async fn group_commit(pool: SqlitePool, turn: Arc<Turn>, mut rx: mpsc::Receiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(GROUP_COMMIT_MAX);
     while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
         let result = commit_group(&pool, &turn, &batch).await;
@@ -265,10 +331,10 @@ async fn group_commit(pool: SqlitePool, turn: std::sync::Arc<tokio::sync::Mutex<
 /// a booking sees those before it), in one transaction.
 async fn commit_group(
     pool: &SqlitePool,
-    turn: &std::sync::Arc<tokio::sync::Mutex<()>>,
+    turn: &Turn,
     batch: &[Pending],
 ) -> Result<(Vec<Result<Ingested>>, Vec<crate::Booked>)> {
-    let mut tx = Tx::begin(pool, turn).await?;
+    let mut tx = Tx::begin(pool, turn.ingest().await).await?;
     let deliveries: Vec<&NewDelivery> = batch
         .iter()
         .filter_map(|p| match p {
@@ -447,7 +513,7 @@ impl Queue for SqliteStore {
 
     async fn claim_many(&self, worker: &str, lease: Duration, max: usize) -> Result<Vec<Job>> {
         let now = now_ms();
-        let mut tx = self.write().await?;
+        let mut tx = self.bookkeeping().await?;
         // Leases that ran out belong to workers that died: their jobs are queued again.
         sqlx::query("UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, updated_at = ? WHERE status = 'running' AND lease_until < ?")
             .bind(now)
@@ -492,14 +558,14 @@ impl Queue for SqliteStore {
         max: usize,
     ) -> Result<Vec<Job>> {
         let callers: Vec<(&str, &str)> = caller_keys.iter().map(|k| (portal.as_str(), k.as_str())).collect();
-        let mut tx = self.write().await?;
+        let mut tx = self.bookkeeping().await?;
         let rows = claim_behind(&mut tx, worker, lease, now_ms(), &callers, max).await?;
         tx.commit().await?;
         self.with_events(rows).await
     }
 
     async fn renew_many(&self, job_ids: &[i64], worker: &str, lease: Duration) -> Result<Vec<i64>> {
-        let mut tx = self.write().await?;
+        let mut tx = self.bookkeeping().await?;
         let now = now_ms();
         let held = sqlx::query_scalar(
             "UPDATE jobs SET lease_until = ?, updated_at = ?
@@ -516,7 +582,7 @@ impl Queue for SqliteStore {
     }
 
     async fn release(&self, workers: &[String]) -> Result<u64> {
-        let mut tx = self.write().await?;
+        let mut tx = self.bookkeeping().await?;
         let now = now_ms();
         let n = sqlx::query(
             "UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, run_at = MIN(run_at, ?1), updated_at = ?1
@@ -532,7 +598,7 @@ impl Queue for SqliteStore {
     }
 
     async fn defer(&self, job_ids: &[i64], run_at: i64) -> Result<()> {
-        let mut tx = self.write().await?;
+        let mut tx = self.bookkeeping().await?;
         sqlx::query(
             "UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, run_at = ?1, claims = MAX(claims - 1, 0), updated_at = ?2
              WHERE id IN (SELECT value FROM json_each(?3)) AND status = 'running'",
@@ -547,7 +613,7 @@ impl Queue for SqliteStore {
     }
 
     async fn settle(&self, s: &Settlement) -> Result<()> {
-        let mut tx = self.write().await?;
+        let mut tx = self.bookkeeping().await?;
         record(&mut tx, &s.portal, &s.activities).await?;
         set_last_calls(&mut tx, &s.portal, &s.last_calls).await?;
         done(&mut tx, &s.done).await?;
@@ -560,7 +626,7 @@ impl Queue for SqliteStore {
             Failure::RetryAt(at) => ("queued", at, Some(at)),
             Failure::Dead => ("dead", now_ms(), None),
         };
-        let mut tx = self.write().await?;
+        let mut tx = self.bookkeeping().await?;
         sqlx::query(
             "UPDATE jobs SET status = ?, run_at = ?, attempts = attempts + 1, last_error = ?, locked_by = NULL, lease_until = NULL, updated_at = ?
              WHERE id = ?",
@@ -672,7 +738,7 @@ impl CallerIndex for SqliteStore {
         // A round's callers in parts of a few hundred keys, a statement and a short
         // transaction each, so acknowledgements get the writer between them.
         for part in crate::latest_contact_per_key(entries).chunks(REMEMBER_PART) {
-            let mut tx = self.write().await?;
+            let mut tx = self.bookkeeping().await?;
             sqlx::query(
                 "INSERT INTO caller_index (portal, key, contact_id, updated_at)
                  SELECT ?1, value ->> 0, value ->> 1, ?2 FROM json_each(?3) WHERE true
@@ -1290,5 +1356,60 @@ impl crate::Rejections for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(crate::rows::rejection).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the spawned tasks on this thread until each waits.
+    async fn let_them_queue() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_group_commit_writes_next_after_the_write_under_way_before_every_other_writer_waiting() {
+        let turn = Arc::new(Turn::default());
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let under_way = turn.other().await;
+        let mut waiting = Vec::new();
+        for who in ["worker 1", "worker 2"] {
+            let (turn, order) = (turn.clone(), order.clone());
+            waiting.push(tokio::spawn(async move {
+                let _turn = turn.other().await;
+                order.lock().unwrap().push(who);
+            }));
+            let_them_queue().await;
+        }
+        let (ingest_turn, ingest_order) = (turn.clone(), order.clone());
+        waiting.push(tokio::spawn(async move {
+            let _turn = ingest_turn.ingest().await;
+            ingest_order.lock().unwrap().push("group commit");
+        }));
+        let_them_queue().await;
+        drop(under_way);
+        for task in waiting {
+            task.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec!["group commit", "worker 1", "worker 2"]);
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_are_synced_at_their_commit_and_the_workers_bookkeeping_with_the_next_one() {
+        let dir = std::env::temp_dir().join(format!("callbridge-sync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("sync.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        let synchronous = |pool: &SqlitePool| {
+            let pool = pool.clone();
+            async move { sqlx::query_scalar::<_, i64>("PRAGMA synchronous").fetch_one(&pool).await.unwrap() }
+        };
+        // 2 is FULL (the WAL is synced at each commit), 1 is NORMAL (at the next sync).
+        assert_eq!(synchronous(&store.pool).await, 2);
+        assert_eq!(synchronous(&store.bookkeeping).await, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
