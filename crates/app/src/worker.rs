@@ -513,13 +513,14 @@ impl Worker {
             let started = std::time::Instant::now();
             let jobs = round.len();
             let span = tracing::info_span!("round", portal.id = %portal.id(), round.jobs = jobs);
-            let ids: Vec<i64> = round.iter().map(|j| j.id).collect();
+            // The round's jobs, and (once it ends) those it took on the way.
+            let mut ids: Vec<i64> = round.iter().map(|j| j.id).collect();
             // A round an agent waits on (a tool's booking in it) goes ahead of queued work.
             let interactive = round.iter().any(|j| held_of(held, &joined, &j.id).is_some_and(|h| h.interactive));
             let run = portal.engine.run_round(round, joiner).instrument(span.clone());
             let outcome = if interactive { callbridge_hubspot::interactive(run).await } else { run.await };
             let taken = joiner.this_round();
-            let taken_ids: Vec<i64> = taken.keys().copied().collect();
+            ids.extend(taken.keys());
             joined.extend(taken);
             let held = |id: &i64| held_of(held, &joined, id);
             match outcome {
@@ -573,7 +574,7 @@ impl Worker {
                 }
                 // The store failed mid-way: every job runs again, and looks up what it wrote.
                 Err(e) => {
-                    for h in ids.iter().chain(&taken_ids).filter_map(held) {
+                    for h in ids.iter().filter_map(held) {
                         self.fail(h, e.clone()).await;
                     }
                 }

@@ -1,5 +1,6 @@
-//! The embedded SQLite store: WAL, `synchronous=FULL` (a commit is on disk before the
-//! webhook is acknowledged), and write transactions that `BEGIN IMMEDIATE` so they never
+//! The embedded SQLite store: WAL, `synchronous=FULL` for every write a client is answered
+//! about (a webhook's commit is on disk before it is acknowledged; the worker's bookkeeping is
+//! the exception, below), and write transactions that `BEGIN IMMEDIATE` so they never
 //! fail on a read-to-write upgrade. SQLite has one writer at a time; writers of this process
 //! take turns ([`Turn`]) before they begin, instead of SQLite's busy handler, which polls with
 //! sleeps growing to 100 ms and let a writer that lost a few races (the worker recording a
@@ -16,8 +17,7 @@
 //! commits on a connection of its own with `synchronous=NORMAL`: its commits do not wait for
 //! a sync of their own, and the next acknowledgement's commit syncs them with it (the WAL is
 //! synced in order). One lost to a power cut only runs its job again, and a job that ran
-//! before looks for what it wrote before it writes. Acknowledgements, bookings, tokens and
-//! everything else a client is answered about are synced at their commit.
+//! before looks for what it wrote before it writes.
 //!
 //! The worker's writes stay short so acknowledgements get the writer between them: a
 //! settlement and a round's caller-index entries are one statement per table (the worker
@@ -1399,17 +1399,13 @@ mod tests {
 
     #[tokio::test]
     async fn acknowledgements_are_synced_at_their_commit_and_the_workers_bookkeeping_with_the_next_one() {
-        let dir = std::env::temp_dir().join(format!("callbridge-sync-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}", dir.join("sync.db").display());
-        let store = SqliteStore::open(&url).await.unwrap();
-        let synchronous = |pool: &SqlitePool| {
-            let pool = pool.clone();
-            async move { sqlx::query_scalar::<_, i64>("PRAGMA synchronous").fetch_one(&pool).await.unwrap() }
+        let path = std::env::temp_dir().join(format!("callbridge-sync-{:x}.db", fastrand::u64(..)));
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display())).await.unwrap();
+        let synchronous = async |pool: &SqlitePool| -> i64 {
+            sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap()
         };
         // 2 is FULL (the WAL is synced at each commit), 1 is NORMAL (at the next sync).
         assert_eq!(synchronous(&store.pool).await, 2);
         assert_eq!(synchronous(&store.bookkeeping).await, 1);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
