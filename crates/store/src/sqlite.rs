@@ -426,6 +426,11 @@ async fn commit_batch(tx: &mut Tx, batch: &[&NewDelivery]) -> Result<Vec<Result<
     Ok(group.answers(&new_ids, &old_ids))
 }
 
+/// A queued job `j` is its caller's next to run: nothing of the caller's runs, and no job of
+/// theirs queued before it waits.
+const CALLERS_NEXT: &str = "NOT EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running')
+    AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)";
+
 /// A claim of the jobs `candidates` selects (`?1` worker, `?2` lease end, `?3` now),
 /// returning the columns [`crate::rows::jobs`] reads.
 fn claim_sql(candidates: &str) -> String {
@@ -513,25 +518,48 @@ impl Queue for SqliteStore {
 
     async fn claim_many(&self, worker: &str, lease: Duration, max: usize) -> Result<Vec<Job>> {
         let now = now_ms();
-        let mut tx = self.bookkeeping().await?;
-        // Leases that ran out belong to workers that died: their jobs are queued again.
-        sqlx::query("UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, updated_at = ? WHERE status = 'running' AND lease_until < ?")
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        // Each caller's oldest job, if nothing of theirs runs.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql(
-            "SELECT j.id FROM jobs j
-             WHERE j.status = 'queued' AND j.run_at <= ?3
-               AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running')
-               AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
-             ORDER BY j.run_at, j.id LIMIT ?4",
+        // Leases that ran out belong to workers that died: their jobs are queued again. Looked
+        // for with a read first, so a claim writes for them only when there are some.
+        let expired: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'running' AND lease_until < ?)")
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+        if expired {
+            let mut tx = self.bookkeeping().await?;
+            sqlx::query("UPDATE jobs SET status = 'queued', locked_by = NULL, lease_until = NULL, updated_at = ? WHERE status = 'running' AND lease_until < ?")
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        // What to claim is looked for with a read, off the writer: each caller's oldest job, if
+        // nothing of theirs runs. Over a long queue whose callers mostly run, that scan is the
+        // claim's cost, and acknowledgements never wait behind it.
+        let candidates: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_at <= ?1 AND {CALLERS_NEXT}
+             ORDER BY j.run_at, j.id LIMIT ?2"
         )))
+        .bind(now)
+        .bind(max as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        if candidates.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut tx = self.bookkeeping().await?;
+        // The candidates are claimed by id, each only if it is still its caller's next job with
+        // nothing of theirs running (another loop may have claimed since the read, a job may
+        // have come back to the queue ahead of it).
+        let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql(&format!(
+            "SELECT j.id FROM jobs j
+             WHERE j.id IN (SELECT value FROM json_each(?4)) AND j.status = 'queued' AND j.run_at <= ?3 AND {CALLERS_NEXT}"
+        ))))
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
         .bind(now)
-        .bind(max as i64)
+        .bind(serde_json::to_string(&candidates).unwrap_or_default())
         .fetch_all(&mut *tx)
         .await?;
         // The callers' next jobs come along (up to `max` more), so a batch lands a caller's
