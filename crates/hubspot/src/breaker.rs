@@ -8,6 +8,10 @@
 //!
 //! An answer that is not a failure (any 2xx or 4xx, a 429) closes the count: HubSpot is up,
 //! whatever it thought of the request.
+//!
+//! Work run [`patient`]ly (a queued round that has already read what it needs) is not refused:
+//! its requests wait for the probe's answer, up to the retry policy's `max_elapsed`, and go on
+//! from where they were, so an outage costs it no reads done before it began.
 
 use std::time::Duration;
 
@@ -38,6 +42,24 @@ impl Default for BreakerPolicy {
             probe_timeout: Duration::from_secs(5),
         }
     }
+}
+
+tokio::task_local! {
+    /// Set by [`patient`] for the work it runs.
+    static PATIENT: ();
+}
+
+/// Runs `work` patiently: a request it makes that meets an open breaker waits for the probe's
+/// answer (up to the retry policy's `max_elapsed` since its first attempt) instead of being
+/// refused. For queued work that would otherwise redo what it did before the outage; never for
+/// an agent waiting mid-call (an interactive request is refused at once, whatever its task).
+pub async fn patient<F: std::future::Future>(work: F) -> F::Output {
+    PATIENT.scope((), work).await
+}
+
+/// Whether the work running in this task is [`patient`].
+pub fn is_patient() -> bool {
+    PATIENT.try_with(|_| ()).is_ok()
 }
 
 /// How long [`Breaker::paused_for`] answers while a probe is in flight.

@@ -18,7 +18,7 @@ pub mod types;
 
 pub use api::HubSpotApi;
 pub use auth::{Credentials, MemoryTokenStore, OAuthApp, OAuthStatus, OAuthTokens, TokenStore};
-pub use breaker::BreakerPolicy;
+pub use breaker::{BreakerPolicy, patient};
 pub use budget::{Priority, SharedWindow, bulk, interactive};
 pub use endpoints::scheduler::{LinkAvailability, LinkBooked, LinkBooking};
 pub use error::{HubSpotError, PropertyIssue};

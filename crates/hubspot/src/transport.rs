@@ -294,6 +294,8 @@ impl HubSpotClient {
         let mut failures = 0u32;
         let mut refreshed_on_401 = false;
         let mut ambiguous = false;
+        // Patient work waits out the breaker's pauses here; an agent's request never does.
+        let patient = crate::breaker::is_patient() && call.priority.effective() != Priority::Interactive;
         loop {
             if ambiguous && let Some((t, identity)) = call.identity {
                 // The last attempt may have created the record: look before sending again.
@@ -304,11 +306,11 @@ impl HubSpotClient {
             let outcome = self.attempt(&call, &mut refreshed_on_401).await;
             let (delay, error) = match outcome {
                 Outcome::Done(v) => return Ok(v),
-                // An earlier attempt may have made the record, and only this call can look for
-                // it: it waits for the breaker's probe here instead of handing the doubt back.
+                // Patient work keeps what it has done and waits for the breaker's probe; so does
+                // a call whose earlier attempt may have made the record, since only it can look
+                // for it, instead of handing the doubt back.
                 Outcome::Fail(HubSpotError::Paused { retry_in_ms })
-                    if ambiguous
-                        && call.identity.is_some()
+                    if (patient || ambiguous && call.identity.is_some())
                         && started.elapsed() + Duration::from_millis(retry_in_ms) <= self.retry.max_elapsed =>
                 {
                     tokio::time::sleep(Duration::from_millis(retry_in_ms)).await;

@@ -196,6 +196,54 @@ async fn searches_queued_behind_the_search_limit_stay_unsent_once_the_breaker_op
     assert!(client.breaker().times_opened() >= 1);
 }
 
+/// Patient work (a queued round that has read what it needs) meeting an open breaker waits for
+/// the probe and goes on once HubSpot answers, sending nothing again but the request it was
+/// making; an agent's request, or one outside patient work, is refused at once meanwhile; and
+/// patience ends at the retry policy's `max_elapsed`.
+#[tokio::test]
+async fn patient_work_waits_out_an_outage_while_an_agents_request_is_refused_at_once() {
+    let sb = Sandbox::spawn(SandboxConfig::default()).await.unwrap();
+    let breaker = BreakerPolicy { threshold: 1, ..BreakerPolicy::default() };
+    let new_client = |max_elapsed: Duration| {
+        let mut config = ClientConfig { breaker: breaker.clone(), ..config(&sb) };
+        config.retry.max_elapsed = max_elapsed;
+        Arc::new(HubSpotClient::new(config, Credentials::PrivateApp(SecretString::from(sb.token().to_string()))))
+    };
+    let search = |n: u32| Search::new().group(vec![Filter::eq("phone", format!("415555{n:04}"))]).limit(5);
+    let searches = |status: u16| {
+        sb.stats()
+            .rows
+            .iter()
+            .filter(|r| r.endpoint.ends_with("/search") && r.status == status)
+            .map(|r| r.count)
+            .sum::<u64>()
+    };
+
+    let client = new_client(Duration::from_secs(90));
+    sb.outage(Duration::from_secs(3));
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { patient(client.search(ObjectType::Contacts, &search(1))).await }
+    });
+    // Its first attempt meets the outage and opens the breaker.
+    while !client.breaker().is_open() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = interactive(patient(client.search(ObjectType::Contacts, &search(2)))).await;
+    assert!(matches!(refused, Err(HubSpotError::Paused { .. })), "an agent's request: {refused:?}");
+    let refused = client.search(ObjectType::Contacts, &search(3)).await;
+    assert!(matches!(refused, Err(HubSpotError::Paused { .. })), "outside patient work: {refused:?}");
+    let answered = waiting.await.unwrap();
+    assert!(answered.is_ok(), "{answered:?}");
+    assert_eq!((searches(503), searches(200)), (1, 1), "the patient search went once into the outage, once after");
+
+    // Patience has the same bound as retrying.
+    let client = new_client(Duration::from_secs(1));
+    sb.outage(Duration::from_secs(4));
+    let gave_up = patient(client.search(ObjectType::Contacts, &search(4))).await;
+    assert!(matches!(gave_up, Err(HubSpotError::Paused { .. })), "after max_elapsed: {gave_up:?}");
+}
+
 async fn oauth_tokens(sb: &RunningSandbox) -> OAuthTokens {
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let r = http

@@ -52,6 +52,8 @@ impl Asked {
 struct Waiter {
     /// Numbers not yet searched for.
     left: usize,
+    /// Its asker waits out an outage ([`callbridge_hubspot::patient`]).
+    patient: bool,
     found: Vec<CrmObject>,
     tx: oneshot::Sender<Result<Vec<CrmObject>, HubSpotError>>,
 }
@@ -73,7 +75,8 @@ impl PhoneFinder {
             let mut s = self.lock();
             let id = s.next;
             s.next += 1;
-            s.waiters.insert(id, Waiter { left: nationals.len(), found: Vec::new(), tx });
+            let patient = callbridge_hubspot::breaker::is_patient();
+            s.waiters.insert(id, Waiter { left: nationals.len(), patient, found: Vec::new(), tx });
             let priority = Priority::Background.effective();
             if priority == Priority::Interactive {
                 for n in nationals.into_iter().rev() {
@@ -94,7 +97,7 @@ impl PhoneFinder {
     /// Starts searches while numbers wait and fewer than `max_in_flight` run.
     fn pump(self: &Arc<Self>) {
         loop {
-            let taken: Vec<(String, u64, Priority)> = {
+            let (taken, patient): (Vec<(String, u64, Priority)>, bool) = {
                 let mut s = self.lock();
                 // A part-filled search goes only when none runs: while one does, more numbers
                 // gather for a full one (a search costs the same at 1 number or 200).
@@ -104,15 +107,20 @@ impl PhoneFinder {
                 }
                 s.in_flight += 1;
                 let n = s.queue.len().min(2 * MAX_IN_VALUES);
-                s.queue.drain(..n).collect()
+                let taken: Vec<_> = s.queue.drain(..n).collect();
+                let patient = taken.iter().all(|(_, id, _)| s.waiters.get(id).is_some_and(|w| w.patient));
+                (taken, patient)
             };
             let me = self.clone();
             tokio::spawn(async move {
                 let numbers: Vec<String> = taken.iter().map(|(n, _, _)| n.clone()).collect();
                 let search = search_phones(me.hubspot.as_ref(), &numbers);
-                // A search an agent waits on goes out as theirs (it may use the reserves).
+                // A search an agent waits on goes out as theirs (it may use the reserves); one
+                // only patient rounds wait on waits out an outage with them.
                 let result = if taken.iter().any(|(_, _, p)| *p == Priority::Interactive) {
                     callbridge_hubspot::interactive(search).await
+                } else if patient {
+                    callbridge_hubspot::patient(search).await
                 } else {
                     search.await
                 };

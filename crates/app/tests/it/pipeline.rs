@@ -217,11 +217,14 @@ async fn an_outage_pauses_the_portal_and_its_jobs_wait_without_spending_attempts
 /// handed back at each probe (a write per job, taken from acknowledgements). With batches of
 /// two, four loops, 20 queued calls and ~4 probes: 60–74 jobs handed back when every loop
 /// claimed at each probe, 12–14 with one loop claiming (the rounds the outage met in flight
-/// and one batch per probe).
+/// and one batch per probe). Rounds the outage meets in flight wait for the probe instead of
+/// handing their jobs back, for as long as a request is retried: one second here, so the loops
+/// are free again while HubSpot is still down.
 #[tokio::test]
 async fn while_the_breaker_is_open_the_queue_is_left_alone_until_the_next_probe() {
     let app = TestApp::start_with(SandboxConfig::default(), |c| {
         (c.workers, c.batch_min, c.batch_max) = (4, 2, 2);
+        c.hubspot_retry_secs = 1;
     })
     .await;
     app.sandbox.outage(Duration::from_secs(5));
