@@ -19,8 +19,9 @@
 //! until the next probe may go (claiming only to hand jobs back would take the database from
 //! acknowledgements). A round already running when HubSpot fails keeps what it has read and
 //! waits for the probe ([`callbridge_hubspot::patient`]), its leases renewed, up to the retry
-//! policy's `max_elapsed`; only then does it hand its jobs back. An agent's round never waits,
-//! nor does one begun as the probe (it has read nothing yet).
+//! policy's `max_elapsed`; only then does it hand its jobs back. An agent's round never waits.
+//! With several portals, a portal's rounds never hold more than all loops but one (below), so
+//! its outage cannot hold up the others' calls.
 //!
 //! Portals are served fairly: one whose HubSpot is down, whose token is refused, whose budget
 //! is already backlogged or whose rounds hold all loops but one hands its claimed jobs back
@@ -518,20 +519,15 @@ impl Worker {
             let span = tracing::info_span!("round", portal.id = %portal.id(), round.jobs = jobs);
             // The round's jobs, and (once it ends) those it took on the way.
             let mut ids: Vec<i64> = round.iter().map(|j| j.id).collect();
-            // A round an agent waits on (a tool's booking in it) goes ahead of queued work. A
-            // round begun while HubSpot answered that an outage catches mid-way keeps what it
-            // resolved and waits for the breaker's probe (its leases renewed meanwhile) instead
-            // of handing its jobs back to be redone; one begun as the probe has done nothing
-            // yet, and hands its jobs back if the probe fails.
+            // A round an agent waits on (a tool's booking in it) goes ahead of queued work. Any
+            // other round meeting an outage keeps what it resolved and waits for the breaker's
+            // probe (its leases renewed meanwhile) instead of handing its jobs back to be redone.
             let interactive = round.iter().any(|j| held_of(held, &joined, &j.id).is_some_and(|h| h.interactive));
-            let patient = !interactive && portal.hubspot.paused_for().is_none();
             let run = portal.engine.run_round(round, joiner).instrument(span.clone());
             let outcome = if interactive {
                 callbridge_hubspot::interactive(run).await
-            } else if patient {
-                callbridge_hubspot::patient(run).await
             } else {
-                run.await
+                callbridge_hubspot::patient(run).await
             };
             let taken = joiner.this_round();
             ids.extend(taken.keys());
