@@ -63,6 +63,9 @@ pub struct SqliteStore {
     ingest_tx: mpsc::Sender<Pending>,
     /// Names of exclusive locks held: one process owns an SQLite database.
     held: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Held by a claim from its read to its commit, so the loops' claims see each other's and
+    /// never read the same callers at once (the second would find them taken and claim nothing).
+    claiming: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -97,7 +100,7 @@ impl SqliteStore {
         if !in_memory {
             tokio::spawn(checkpoint(pool.clone()));
         }
-        Ok(SqliteStore { pool, bookkeeping, turn, ingest_tx, held: Default::default() })
+        Ok(SqliteStore { pool, bookkeeping, turn, ingest_tx, held: Default::default(), claiming: Default::default() })
     }
 
     async fn write(&self) -> Result<Tx> {
@@ -452,9 +455,11 @@ async fn claim_behind(
     callers: &[(&str, &str)],
     max: usize,
 ) -> Result<Vec<SqliteRow>> {
+    // `+j.run_at`: the callers' jobs are found through the caller index, one lookup per caller;
+    // without it SQLite walks every due queued job and tests each against the list.
     Ok(sqlx::query(sqlx::AssertSqlSafe(claim_sql(
         "SELECT j.id FROM jobs j
-         WHERE j.status = 'queued' AND j.run_at <= ?3
+         WHERE j.status = 'queued' AND +j.run_at <= ?3
            AND (j.portal, j.caller_key) IN
                (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?4))
            AND EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running' AND r.locked_by = ?1)
@@ -517,6 +522,7 @@ impl Queue for SqliteStore {
     }
 
     async fn claim_many(&self, worker: &str, lease: Duration, max: usize) -> Result<Vec<Job>> {
+        let claiming = self.claiming.lock().await;
         let now = now_ms();
         // Leases that ran out belong to workers that died: their jobs are queued again. Looked
         // for with a read first, so a claim writes for them only when there are some.
@@ -551,10 +557,11 @@ impl Queue for SqliteStore {
         let mut tx = self.bookkeeping().await?;
         // The candidates are claimed by id, each only if it is still its caller's next job with
         // nothing of theirs running (another loop may have claimed since the read, a job may
-        // have come back to the queue ahead of it).
+        // have come back to the queue ahead of it). The `+` keeps SQLite on the ids: without
+        // it, it walks every due queued job and tests each against the list.
         let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql(&format!(
             "SELECT j.id FROM jobs j
-             WHERE j.id IN (SELECT value FROM json_each(?4)) AND j.status = 'queued' AND j.run_at <= ?3 AND {CALLERS_NEXT}"
+             WHERE j.id IN (SELECT value FROM json_each(?4)) AND +j.status = 'queued' AND +j.run_at <= ?3 AND {CALLERS_NEXT}"
         ))))
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
@@ -574,6 +581,7 @@ impl Queue for SqliteStore {
             rows.extend(behind);
         }
         tx.commit().await?;
+        drop(claiming);
         self.with_events(rows).await
     }
 
