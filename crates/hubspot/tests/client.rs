@@ -155,6 +155,11 @@ async fn writes_through_a_30_second_outage_and_a_5xx_burst_land_exactly_once() {
     });
 }
 
+/// How many searches the sandbox answered with `status`.
+fn searches_answered(sb: &RunningSandbox, status: u16) -> u64 {
+    sb.stats().rows.iter().filter(|r| r.endpoint.ends_with("/search") && r.status == status).map(|r| r.count).sum()
+}
+
 /// Requests queued behind a limit when HubSpot goes down are not sent into the outage once
 /// the breaker has opened: they go back (Paused) and are sent after it.
 #[tokio::test]
@@ -180,14 +185,7 @@ async fn searches_queued_behind_the_search_limit_stay_unsent_once_the_breaker_op
         t.await.unwrap();
     }
     let stats = sb.stats();
-    let searches = |status: u16| {
-        stats
-            .rows
-            .iter()
-            .filter(|r| r.endpoint.ends_with("/search") && r.status == status)
-            .map(|r| r.count)
-            .sum::<u64>()
-    };
+    let searches = |status: u16| searches_answered(&sb, status);
     // The first second's searches meet the outage and open the breaker; the others wait for
     // their slots and then for HubSpot, and go out once each when it is back.
     let at_once = config.search_per_second as u64;
@@ -210,14 +208,7 @@ async fn patient_work_waits_out_an_outage_while_an_agents_request_is_refused_at_
         Arc::new(HubSpotClient::new(config, Credentials::PrivateApp(SecretString::from(sb.token().to_string()))))
     };
     let search = |n: u32| Search::new().group(vec![Filter::eq("phone", format!("415555{n:04}"))]).limit(5);
-    let searches = |status: u16| {
-        sb.stats()
-            .rows
-            .iter()
-            .filter(|r| r.endpoint.ends_with("/search") && r.status == status)
-            .map(|r| r.count)
-            .sum::<u64>()
-    };
+    let searches = |status: u16| searches_answered(&sb, status);
 
     let client = new_client(Duration::from_secs(90));
     sb.outage(Duration::from_secs(3));
