@@ -237,6 +237,7 @@ impl App {
             streak: Default::default(),
             rounds: Default::default(),
             probe_turn: Default::default(),
+            lanes: Default::default(),
         });
         let limits = ConnectionLimits {
             max_connections: config.max_connections,

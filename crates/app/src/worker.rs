@@ -23,6 +23,12 @@
 //! With several portals, a portal's rounds never hold more than all loops but one (below), so
 //! its outage cannot hold up the others' calls.
 //!
+//! A round whose callers settled without a search have landed waits for its phone searches,
+//! which HubSpot's search limit paces; meanwhile it lends its loop's place ([`Lanes`]) to a
+//! spare loop, which claims and runs the next round — so while a burst's first rounds wait for
+//! their answers, the next callers are read and their numbers join the searches, instead of
+//! the searches running dry until a loop frees.
+//!
 //! Portals are served fairly: one whose HubSpot is down, whose token is refused, whose budget
 //! is already backlogged or whose rounds hold all loops but one hands its claimed jobs back
 //! for a moment (not an attempt), so a loop is always free for another portal's calls.
@@ -89,16 +95,61 @@ pub struct Worker {
     /// Held by the one loop that claims while every portal's breaker is open and its probe
     /// may go (see `run_loop`).
     pub probe_turn: tokio::sync::Mutex<()>,
+    /// The places rounds waiting for their searches lend to the spare loops.
+    pub lanes: Lanes,
+}
+
+/// The places rounds lend while they wait for their phone searches: a spare loop (there are as
+/// many as loops) runs only while it holds one. A round lends once, when only its searches are
+/// left, and recalls the place when it ends; a spare whose place was recalled while it ran
+/// gives it up after its round.
+#[derive(Debug)]
+pub struct Lanes {
+    free: tokio::sync::Semaphore,
+    /// Places recalled while a spare held them.
+    owed: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Lanes {
+    fn default() -> Lanes {
+        Lanes { free: tokio::sync::Semaphore::new(0), owed: Default::default() }
+    }
+}
+
+impl Lanes {
+    fn lend(&self) {
+        self.free.add_permits(1);
+    }
+
+    fn recall(&self) {
+        match self.free.try_acquire() {
+            Ok(place) => place.forget(),
+            Err(_) => {
+                self.owed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Whether a spare holding a place must give it up (one was recalled).
+    fn owed(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.owed.fetch_update(SeqCst, SeqCst, |o| o.checked_sub(1)).is_ok()
+    }
 }
 
 /// A portal's round running on a loop ([`Worker::take_turn`]); ended when dropped.
 struct Turn<'w> {
     worker: &'w Worker,
     portal: PortalId,
+    /// Counted among the portal's rounds (a spare loop's is not).
+    counted: bool,
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
         if let Some(running) = self.worker.rounds.lock().get_mut(&self.portal) {
             *running = running.saturating_sub(1);
         }
@@ -109,7 +160,7 @@ impl Drop for Turn<'_> {
 type Leases = Arc<parking_lot::Mutex<Vec<i64>>>;
 
 /// How a portal's rounds on a loop take the sync jobs queued behind their callers' since
-/// they began ([`crate::sync::Followers`]): claimed under the loop's name, held and renewed
+/// they began ([`crate::sync::RoundHost`]): claimed under the loop's name, held and renewed
 /// like the claim's own. A caller whose next job is not a sync job (a meeting's change, a
 /// link booking) takes nothing more here: that job and those behind it go back to the queue at
 /// once, to run in order after the caller's round.
@@ -120,23 +171,43 @@ struct Joiner<'w> {
     leases: &'w Leases,
     /// The jobs taken since the last [`Joiner::this_round`], for recording their outcomes.
     joined: parking_lot::Mutex<HashMap<i64, Held>>,
+    /// The round running lent its loop's place ([`Lanes`]).
+    lent: std::sync::atomic::AtomicBool,
     /// Callers who take nothing more.
     closed: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 impl<'w> Joiner<'w> {
     fn new(worker: &'w Worker, name: &'w str, portal: &'w PortalId, leases: &'w Leases) -> Joiner<'w> {
-        Joiner { worker, name, portal, leases, joined: Default::default(), closed: Default::default() }
+        Joiner {
+            worker,
+            name,
+            portal,
+            leases,
+            joined: Default::default(),
+            closed: Default::default(),
+            lent: Default::default(),
+        }
     }
 
-    /// The jobs taken since the last call (by the round that just ended).
+    /// The jobs taken since the last call (by the round that just ended); the place the round
+    /// lent is recalled.
     fn this_round(&self) -> HashMap<i64, Held> {
+        if self.lent.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.worker.lanes.recall();
+        }
         std::mem::take(&mut *self.joined.lock())
     }
 }
 
 #[async_trait::async_trait]
-impl crate::sync::Followers for Joiner<'_> {
+impl crate::sync::RoundHost for Joiner<'_> {
+    fn searching(&self) {
+        if !self.lent.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.worker.lanes.lend();
+        }
+    }
+
     async fn claim(&self, caller_keys: Vec<String>) -> Vec<SyncJob> {
         let keys: Vec<String> = {
             let closed = self.closed.lock();
@@ -217,18 +288,21 @@ pub struct Streak {
 }
 
 impl Worker {
-    /// The names the loops claim jobs under (unique to this process).
+    /// The names the loops claim jobs under (unique to this process): the loops', then the
+    /// spare loops' ([`Lanes`]).
     pub fn names(&self) -> Vec<String> {
-        (0..self.config.workers).map(|n| format!("worker-{n}-{}-{}", std::process::id(), self.instance)).collect()
+        (0..self.config.workers * 2).map(|n| format!("worker-{n}-{}-{}", std::process::id(), self.instance)).collect()
     }
 
-    /// Starts the loops; they stop when `shutdown` fires, after their current round.
+    /// Starts the loops and the spare loops; they stop when `shutdown` fires, after their
+    /// current round.
     pub fn start(self: Arc<Self>, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         self.names()
             .into_iter()
-            .map(|name| {
-                let (worker, shutdown) = (self.clone(), shutdown.clone());
-                tokio::spawn(async move { worker.run_loop(name, shutdown).await })
+            .enumerate()
+            .map(|(n, name)| {
+                let (worker, shutdown, spare) = (self.clone(), shutdown.clone(), n >= self.config.workers);
+                tokio::spawn(async move { worker.run_loop(name, spare, shutdown).await })
             })
             .collect()
     }
@@ -266,10 +340,31 @@ impl Worker {
         }
     }
 
-    async fn run_loop(&self, name: String, shutdown: CancellationToken) {
+    async fn run_loop(&self, name: String, spare: bool, shutdown: CancellationToken) {
         // Claims in a row, each made on a wake, that found nothing runnable.
         let mut empty_claims = 0u32;
+        // A spare loop's lent place.
+        let mut lane: Option<tokio::sync::SemaphorePermit<'_>> = None;
+        // The last wait ended on a delivery's wake, which no claim has answered yet.
+        let mut unanswered_wake = false;
         while !shutdown.is_cancelled() {
+            if spare {
+                if let Some(place) = lane.take_if(|_| self.lanes.owed()) {
+                    place.forget();
+                    // A spare giving up its place passes on the wake it took, or that delivery
+                    // would wait for a loop's timer.
+                    if std::mem::take(&mut unanswered_wake) {
+                        self.wake.notify_one();
+                    }
+                }
+                if lane.is_none() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        place = self.lanes.free.acquire() => lane = place.ok(),
+                    }
+                    continue;
+                }
+            }
             // Nothing to claim for while no portal can take work (setup pending, token refused):
             // claiming only to hand jobs back would load the database for nothing.
             let ready = self.wake.notified();
@@ -293,6 +388,7 @@ impl Worker {
                 }
             }
             let notified = self.wake.notified();
+            unanswered_wake = false;
             let claimed = self.store.claim_many(&name, self.config.lease, self.config.batch_max.max(1)).await;
             if let Ok(jobs) = &claimed {
                 crate::meters::claim(!jobs.is_empty());
@@ -310,7 +406,7 @@ impl Worker {
                     // (with those its rounds take on the way).
                     let leases = Arc::new(parking_lot::Mutex::new(jobs.iter().map(|j| j.id).collect()));
                     let heartbeat = self.heartbeat(&name, leases.clone());
-                    self.run(&name, &leases, jobs).await;
+                    self.run(&name, spare, &leases, jobs).await;
                     heartbeat.abort();
                     continue;
                 }
@@ -341,6 +437,7 @@ impl Worker {
             if !by_a_wake {
                 empty_claims = 0;
             }
+            unanswered_wake = by_a_wake;
         }
     }
 
@@ -390,7 +487,7 @@ impl Worker {
 
     /// Decodes claimed jobs and dispatches them: sync jobs to their portal's engine, one
     /// round per portal.
-    async fn run(&self, name: &str, leases: &Leases, jobs: Vec<Job>) {
+    async fn run(&self, name: &str, spare: bool, leases: &Leases, jobs: Vec<Job>) {
         let held: HashMap<i64, Held> = jobs.iter().map(|j| (j.id, Held::of(j))).collect();
         let mut by_portal: BTreeMap<PortalId, Vec<SyncJob>> = BTreeMap::new();
         let mut changes = Vec::new();
@@ -425,7 +522,7 @@ impl Worker {
                     self.wait(&jobs.iter().map(|j| j.id).collect::<Vec<_>>(), NOT_READY_WAIT).await;
                     return;
                 }
-                let Some(_turn) = self.take_turn(&portal, jobs.iter().map(|j| &held[&j.id])) else {
+                let Some(_turn) = self.take_turn(&portal, spare, jobs.iter().map(|j| &held[&j.id])) else {
                     self.wait(&jobs.iter().map(|j| j.id).collect::<Vec<_>>(), BUDGET_WAIT).await;
                     return;
                 };
@@ -447,12 +544,21 @@ impl Worker {
     /// worker would only wait with them), or when its rounds already hold all loops but one —
     /// so a loop is always free for another portal's calls, however long this portal's rounds
     /// wait for its budget. An agent's job never steps aside (interactive work has its
-    /// reserve); with one portal served there is no one to yield to. The turn is given back
-    /// when dropped.
-    fn take_turn<'h>(&self, portal: &Portal, mut jobs: impl Iterator<Item = &'h Held>) -> Option<Turn<'_>> {
+    /// reserve); with one portal served there is no one to yield to. A spare loop's round does
+    /// not count against the loops (it runs on a place a waiting round lent). The turn is
+    /// given back when dropped.
+    fn take_turn<'h>(
+        &self,
+        portal: &Portal,
+        spare: bool,
+        mut jobs: impl Iterator<Item = &'h Held>,
+    ) -> Option<Turn<'_>> {
         let fair = self.portals.len() > 1 && !jobs.any(|j| j.interactive);
         if fair && portal.hubspot.backlogged() {
             return None;
+        }
+        if spare {
+            return Some(Turn { worker: self, portal: portal.id().clone(), counted: false });
         }
         let mut rounds = self.rounds.lock();
         let running = rounds.entry(portal.id().clone()).or_default();
@@ -460,7 +566,7 @@ impl Worker {
             return None;
         }
         *running += 1;
-        Some(Turn { worker: self, portal: portal.id().clone() })
+        Some(Turn { worker: self, portal: portal.id().clone(), counted: true })
     }
 
     /// Runs a job that is not part of a sync round (`update_meeting`, `book_link`,
@@ -472,7 +578,7 @@ impl Worker {
         if !portal.readiness.is_ready() {
             return self.wait(&[job.id], NOT_READY_WAIT).await;
         }
-        let Some(_turn) = self.take_turn(&portal, std::iter::once(job)) else {
+        let Some(_turn) = self.take_turn(&portal, false, std::iter::once(job)) else {
             return self.wait(&[job.id], BUDGET_WAIT).await;
         };
         let work = async {
@@ -690,4 +796,26 @@ fn log_round(report: &RoundReport, started: std::time::Instant) {
         duration_ms = started.elapsed().as_millis() as u64,
         "round landed"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lanes;
+
+    #[test]
+    fn a_place_recalled_before_a_spare_took_it_is_gone_and_one_taken_is_owed_back() {
+        let lanes = Lanes::default();
+        lanes.lend();
+        lanes.recall();
+        assert!(lanes.free.try_acquire().is_err(), "recalled before any spare took it");
+        assert!(!lanes.owed());
+
+        lanes.lend();
+        let place = lanes.free.try_acquire().expect("lent");
+        lanes.recall();
+        assert!(lanes.owed(), "the spare holding it gives it up");
+        place.forget();
+        assert!(!lanes.owed(), "once");
+        assert!(lanes.free.try_acquire().is_err());
+    }
 }

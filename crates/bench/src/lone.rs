@@ -68,6 +68,8 @@ impl Running {
 }
 
 async fn measure(args: Args) -> anyhow::Result<()> {
+    // `CALLBRIDGE_LOG=info` shows each round with its phases.
+    callbridge::telemetry::init("text", "off")?;
     let sandbox = Sandbox::spawn(SandboxConfig::default()).await?;
     let db = std::env::temp_dir().join(format!("callbridge-bench-lone-{}.db", std::process::id()));
     let config = callbridge::Config {

@@ -13,7 +13,7 @@
 //!    the rest are found by phone in bulk searches packed across every round in flight.
 //!    Steps 3 and 4 run first for the callers settled without a search, while the searches
 //!    run, then for those a search found (one contact per round across both). Before those
-//!    land, their calls that arrived since the round began join them ([`Followers`]): a
+//!    land, their calls that arrived since the round began join them ([`RoundHost`]): a
 //!    caller who calls again during a burst lands once, not in a round of their own after.
 //! 3. **Plan** ([`callbridge_domain::plan::plan_caller`]): pure; per caller one contact write
 //!    and per job its activity write.
@@ -107,12 +107,17 @@ pub struct SyncJob {
     pub caller_key: String,
 }
 
-/// Where a round takes the sync jobs queued behind its callers' since it began (the worker
-/// claims them under the round's lease).
+/// The worker's side of a round: where the round takes the sync jobs queued behind its
+/// callers' since it began (the worker claims them under the round's lease), and whom it
+/// tells when only its phone searches are left to wait for.
 #[async_trait::async_trait]
-pub trait Followers: Send + Sync {
+pub trait RoundHost: Send + Sync {
     /// Claims the sync jobs queued behind these callers' running ones, in order.
     async fn claim(&self, caller_keys: Vec<String>) -> Vec<SyncJob>;
+    /// What the round could land without its searches has landed; it now waits for their
+    /// answers (HubSpot's search limit sets when they come), and another round may run on its
+    /// loop's behalf meanwhile. Called at most once a round.
+    fn searching(&self) {}
 }
 
 /// What a round did, job by job.
@@ -280,7 +285,7 @@ impl Engine {
 
     /// Lands one round of jobs; see the module docs. An `Err` means the store failed: none of
     /// the round is known to have landed, and every job runs again (and looks up what it wrote).
-    pub async fn run_round(&self, mut jobs: Vec<SyncJob>, followers: &dyn Followers) -> Result<RoundReport, SyncError> {
+    pub async fn run_round(&self, mut jobs: Vec<SyncJob>, host: &dyn RoundHost) -> Result<RoundReport, SyncError> {
         jobs.sort_by_key(|j| j.id);
         let mut works: Vec<Work> = jobs.into_iter().map(Work::new).collect();
         group_callers(&mut works);
@@ -290,7 +295,8 @@ impl Engine {
         let searches = self.resolve_strangers(&mut works).await?;
         // Callers settled without a search land now, while the searches run: their writes
         // wait for no number they do not need, and the window slots they take free sooner.
-        for leader in searches.waiting() {
+        let waiting = searches.waiting();
+        for &leader in &waiting {
             for i in works[leader].group.clone() {
                 if works[i].open() {
                     works[i].state = State::Searching;
@@ -301,11 +307,15 @@ impl Engine {
         // targets as those landed before them.
         let mut targets = HashSet::new();
         let settled = async {
-            if works.iter().any(Work::open) {
+            let landed = if works.iter().any(Work::open) {
                 self.land(&mut works, &mut targets, &mut report).await
             } else {
                 Ok(vec![])
+            };
+            if !waiting.is_empty() {
+                host.searching();
             }
+            landed
         };
         let (settled, answers) = tokio::join!(settled, searches.answers());
         let mut records = settled?;
@@ -321,7 +331,7 @@ impl Engine {
         if works.iter().any(Work::open) {
             let callers = callers_to_join(&works);
             if !callers.is_empty() {
-                join_followers(&mut works, followers.claim(callers).await);
+                join_followers(&mut works, host.claim(callers).await);
             }
             records.extend(self.land(&mut works, &mut targets, &mut report).await?);
         }

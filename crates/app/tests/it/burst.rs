@@ -221,6 +221,38 @@ async fn a_lone_event_on_an_idle_queue_lands_in_two_round_trips_unless_a_search_
 }
 
 #[tokio::test]
+async fn while_a_round_waits_for_its_searches_a_spare_loop_lands_the_next_callers() {
+    let app = TestApp::start_with(SandboxConfig::default(), |c| c.workers = 1).await;
+    // A caller callbridge knows, so their next call needs no search.
+    app.vapi(&vapi_report("warm-up", "+14155550999", "2026-01-06T14:05:00.000Z")).await;
+    app.settle().await;
+    // A slow HubSpot: a stranger's round needs three sequential requests (search, contact,
+    // call), the known caller's two (read; update and call side by side).
+    app.sandbox.set_faults(Faults { latency_ms: 1_500, ..Faults::default() });
+    let (status, _) = app.vapi(&vapi_report("stranger", "+14155550123", "2026-01-06T14:06:00.000Z")).await;
+    assert_eq!(status, 200);
+    while app.store.counts().await.unwrap().running == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, _) = app.vapi(&vapi_report("known", "+14155550999", "2026-01-06T14:07:00.000Z")).await;
+    assert_eq!(status, 200);
+    let landed = |app: &TestApp, id: &str| {
+        app.records("calls").iter().any(|c| prop(c, "hs_call_external_id").is_some_and(|x| x.ends_with(id)))
+    };
+    while !landed(&app, "known") {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // With its one loop, the known caller's round ran while the stranger's waited for its search
+    // (not after the stranger's round ended).
+    assert!(!landed(&app, "stranger"), "the known caller waited for the stranger's round");
+    app.settle().await;
+    assert!(landed(&app, "stranger"));
+    let counts = app.store.counts().await.unwrap();
+    assert_eq!((counts.done, counts.dead), (3, 0), "{counts:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_call_that_arrives_while_its_callers_round_searches_lands_in_that_round() {
     let app = TestApp::start_with(SandboxConfig::default(), |_| {}).await;
     // The first call also probes what the token may do; the probe is cached after it.
