@@ -130,8 +130,9 @@ impl Lanes {
         }
     }
 
-    /// Whether a spare holding a place must give it up (one was recalled).
-    fn owed(&self) -> bool {
+    /// Whether a spare holding a place must give it up (one was recalled); if so, the debt is
+    /// counted as paid.
+    fn repay(&self) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
         self.owed.fetch_update(SeqCst, SeqCst, |o| o.checked_sub(1)).is_ok()
     }
@@ -349,7 +350,7 @@ impl Worker {
         let mut unanswered_wake = false;
         while !shutdown.is_cancelled() {
             if spare {
-                if let Some(place) = lane.take_if(|_| self.lanes.owed()) {
+                if let Some(place) = lane.take_if(|_| self.lanes.repay()) {
                     place.forget();
                     // A spare giving up its place passes on the wake it took, or that delivery
                     // would wait for a loop's timer.
@@ -808,14 +809,14 @@ mod tests {
         lanes.lend();
         lanes.recall();
         assert!(lanes.free.try_acquire().is_err(), "recalled before any spare took it");
-        assert!(!lanes.owed());
+        assert!(!lanes.repay());
 
         lanes.lend();
         let place = lanes.free.try_acquire().expect("lent");
         lanes.recall();
-        assert!(lanes.owed(), "the spare holding it gives it up");
+        assert!(lanes.repay(), "the spare holding it gives it up");
         place.forget();
-        assert!(!lanes.owed(), "once");
+        assert!(!lanes.repay(), "once");
         assert!(lanes.free.try_acquire().is_err());
     }
 }

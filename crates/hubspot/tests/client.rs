@@ -185,12 +185,15 @@ async fn searches_queued_behind_the_search_limit_stay_unsent_once_the_breaker_op
         t.await.unwrap();
     }
     let stats = sb.stats();
-    let searches = |status: u16| searches_answered(&sb, status);
     // The first second's searches meet the outage and open the breaker; the others wait for
     // their slots and then for HubSpot, and go out once each when it is back.
     let at_once = config.search_per_second as u64;
-    assert!((1..=at_once).contains(&searches(503)), "searches sent into the outage: {}", searches(503));
-    assert_eq!(searches(200), 20, "{stats:?}");
+    assert!(
+        (1..=at_once).contains(&searches_answered(&sb, 503)),
+        "searches sent into the outage: {}",
+        searches_answered(&sb, 503)
+    );
+    assert_eq!(searches_answered(&sb, 200), 20, "{stats:?}");
     assert!(client.breaker().times_opened() >= 1);
 }
 
@@ -208,7 +211,6 @@ async fn patient_work_waits_out_an_outage_while_an_agents_request_is_refused_at_
         Arc::new(HubSpotClient::new(config, Credentials::PrivateApp(SecretString::from(sb.token().to_string()))))
     };
     let search = |n: u32| Search::new().group(vec![Filter::eq("phone", format!("415555{n:04}"))]).limit(5);
-    let searches = |status: u16| searches_answered(&sb, status);
 
     let client = new_client(Duration::from_secs(90));
     sb.outage(Duration::from_secs(3));
@@ -226,7 +228,11 @@ async fn patient_work_waits_out_an_outage_while_an_agents_request_is_refused_at_
     assert!(matches!(refused, Err(HubSpotError::Paused { .. })), "outside patient work: {refused:?}");
     let answered = waiting.await.unwrap();
     assert!(answered.is_ok(), "{answered:?}");
-    assert_eq!((searches(503), searches(200)), (1, 1), "the patient search went once into the outage, once after");
+    assert_eq!(
+        (searches_answered(&sb, 503), searches_answered(&sb, 200)),
+        (1, 1),
+        "the patient search went once into the outage, once after"
+    );
 
     // Patience has the same bound as retrying.
     let client = new_client(Duration::from_secs(1));

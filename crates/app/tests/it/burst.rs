@@ -231,9 +231,7 @@ async fn while_a_round_waits_for_its_searches_a_spare_loop_lands_the_next_caller
     app.sandbox.set_faults(Faults { latency_ms: 1_500, ..Faults::default() });
     let (status, _) = app.vapi(&vapi_report("stranger", "+14155550123", "2026-01-06T14:06:00.000Z")).await;
     assert_eq!(status, 200);
-    while app.store.counts().await.unwrap().running == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    app.until_running().await;
     let (status, _) = app.vapi(&vapi_report("known", "+14155550999", "2026-01-06T14:07:00.000Z")).await;
     assert_eq!(status, 200);
     let landed = |app: &TestApp, id: &str| {
@@ -263,9 +261,7 @@ async fn a_call_that_arrives_while_its_callers_round_searches_lands_in_that_roun
     app.sandbox.reset_stats();
     let (status, _) = app.vapi(&vapi_report("first", "+14155550123", "2026-01-06T14:06:00.000Z")).await;
     assert_eq!(status, 200);
-    while app.store.counts().await.unwrap().running == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    app.until_running().await;
     let (status, _) = app.vapi(&vapi_report("second", "+1 (415) 555-0123", "2026-01-06T14:09:00.000Z")).await;
     assert_eq!(status, 200);
     app.settle().await;

@@ -155,6 +155,13 @@ impl TestApp {
         }
     }
 
+    /// Waits until a job is running.
+    pub async fn until_running(&self) {
+        while self.store.counts().await.unwrap().running == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Waits until no job is queued or running.
     pub async fn settle(&self) {
         let started = Instant::now();

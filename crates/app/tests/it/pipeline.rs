@@ -376,9 +376,7 @@ async fn deliveries_for_a_caller_whose_job_runs_wait_for_it_without_the_idle_loo
     app.sandbox.set_faults(Faults { latency_ms: 1_000, ..Faults::default() });
     let (status, _) = app.vapi(&vapi_report("first", "+14155550123", "2026-01-06T14:06:00.000Z")).await;
     assert_eq!(status, 200);
-    while app.store.counts().await.unwrap().running == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    app.until_running().await;
     let before = empty_claims(&app).await;
     // Each delivery wakes an idle loop, and each finds only jobs behind the running one.
     for i in 0..40 {
