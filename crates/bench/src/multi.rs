@@ -197,10 +197,16 @@ async fn send(http: &reqwest::Client, bodies: Arc<Vec<(u16, String)>>) -> anyhow
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // Named, so a profiler tells the load's threads from HubSpot's.
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("bench-load").enable_all().build()?;
     // HubSpot's side runs on a thread of its own, as it would on its own machines: answering
     // the workers' batches does not hold up the load's tasks on the load's runtime.
-    let hubspot_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let hubspot_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-hubspot")
+        .enable_all()
+        .build()?;
     let hubspot = hubspot_rt.handle().clone();
     rt.block_on(async move {
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;

@@ -42,6 +42,8 @@ const TOKEN: &str = "bench-booking-token";
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
+        // `CALLBRIDGE_LOG=callbridge=info` shows each round and the breaker's turns.
+        callbridge::telemetry::init("text", "off")?;
         let calm = measure(&args, None).await?;
         let down = measure(&args, Some(Duration::from_secs(args.outage_secs))).await?;
         println!(
@@ -88,7 +90,7 @@ async fn measure(args: &Args, outage: Option<Duration>) -> anyhow::Result<u64> {
 
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
-    // `CALLBRIDGE_LOG=callbridge=info` shows each round; printed per endpoint below.
+    // The requests are printed per endpoint below.
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
     let mut lanes = Vec::new();
     for _ in 0..args.connections {
