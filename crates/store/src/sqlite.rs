@@ -22,7 +22,8 @@
 //! The worker's writes stay short so acknowledgements get the writer between them: a
 //! settlement and a round's caller-index entries are one statement per table (the worker
 //! settles in parts, the caller index goes in parts of [`REMEMBER_PART`] keys, each its own
-//! transaction), and a claim reads its jobs' events after it commits.
+//! transaction), and a claim finds its jobs with reads, claims them by id in parts of
+//! [`CLAIM_PART`] (each its own transaction, each job re-checked) and reads their events after.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -444,38 +445,93 @@ fn claim_sql(candidates: &str) -> String {
     )
 }
 
-/// Claims the due jobs queued behind `callers` (portal, caller key) whose running jobs
-/// `worker` holds, in order and behind no job that waits for a retry, up to `max`: a claim's
-/// callers bring their next jobs, and a running round takes the calls that arrived since.
-async fn claim_behind(
-    tx: &mut Tx,
-    worker: &str,
-    lease: Duration,
-    now: i64,
-    callers: &[(&str, &str)],
-    max: usize,
-) -> Result<Vec<SqliteRow>> {
-    // `+j.run_at`: the callers' jobs are found through the caller index, one lookup per caller;
-    // without it SQLite walks every due queued job and tests each against the list.
-    Ok(sqlx::query(sqlx::AssertSqlSafe(claim_sql(
-        "SELECT j.id FROM jobs j
-         WHERE j.status = 'queued' AND +j.run_at <= ?3
-           AND (j.portal, j.caller_key) IN
-               (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?4))
-           AND EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running' AND r.locked_by = ?1)
-           AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > ?3 AND e.id < j.id)
-         ORDER BY j.id LIMIT ?5",
-    )))
-    .bind(worker)
-    .bind(now + lease.as_millis() as i64)
-    .bind(now)
-    .bind(serde_json::to_string(callers).unwrap_or_default())
-    .bind(max as i64)
-    .fetch_all(&mut **tx)
-    .await?)
-}
+/// A queued job `j` may join the round of `?1`, the worker running its caller's job: it is
+/// behind no job of the caller's that waits for a retry (`?3` now).
+const BEHIND_WORKERS: &str = "EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running' AND r.locked_by = ?1)
+    AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.run_at > ?3 AND e.id < j.id)";
+
+/// Jobs claimed by id per write transaction: each part holds SQLite's writer for a few
+/// milliseconds, so a group commit of acknowledgements waits at most that long behind a claim.
+const CLAIM_PART: usize = 250;
 
 impl SqliteStore {
+    /// Claims the jobs `ids` (found by a read, off the writer) for `worker`, each only if it
+    /// is still queued, due and `still` holds for it (another loop may have claimed it since
+    /// the read, a job may have come back to the queue ahead of it), in parts of
+    /// [`CLAIM_PART`]. A part that fails after others committed ends the claim with what they
+    /// took; their jobs are this worker's to run.
+    async fn claim_ids(
+        &self,
+        worker: &str,
+        lease: Duration,
+        now: i64,
+        ids: &[i64],
+        still: &str,
+    ) -> Result<Vec<SqliteRow>> {
+        // The `+` keeps SQLite on the ids: without it, it walks every due queued job and
+        // tests each against the list.
+        let sql = claim_sql(&format!(
+            "SELECT j.id FROM jobs j
+             WHERE j.id IN (SELECT value FROM json_each(?4)) AND +j.status = 'queued' AND +j.run_at <= ?3 AND {still}"
+        ));
+        let mut rows = Vec::new();
+        for part in ids.chunks(CLAIM_PART) {
+            let claimed = async {
+                let mut tx = self.bookkeeping().await?;
+                let claimed = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                    .bind(worker)
+                    .bind(now + lease.as_millis() as i64)
+                    .bind(now)
+                    .bind(serde_json::to_string(part).unwrap_or_default())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(claimed)
+            }
+            .await;
+            match claimed {
+                Ok(claimed) => rows.extend(claimed),
+                Err(e) if rows.is_empty() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, claimed = rows.len(), "a claim stopped part-way; running what it took");
+                    break;
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Claims the due jobs queued behind `callers` (portal, caller key) whose running jobs
+    /// `worker` holds, in order and behind no job that waits for a retry, up to `max`: a
+    /// claim's callers bring their next jobs, and a running round takes the calls that
+    /// arrived since. Found with a read, claimed by id.
+    async fn claim_behind(
+        &self,
+        worker: &str,
+        lease: Duration,
+        now: i64,
+        callers: &[(&str, &str)],
+        max: usize,
+    ) -> Result<Vec<SqliteRow>> {
+        // `+j.run_at`: the callers' jobs are found through the caller index, one lookup per
+        // caller; without it SQLite walks every due queued job and tests each against the list.
+        let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT j.id FROM jobs j
+             WHERE j.status = 'queued' AND +j.run_at <= ?3
+               AND (j.portal, j.caller_key) IN
+                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))
+               AND {BEHIND_WORKERS}
+             ORDER BY j.id LIMIT ?4"
+        )))
+        .bind(worker)
+        .bind(serde_json::to_string(callers).unwrap_or_default())
+        .bind(now)
+        .bind(max as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        self.claim_ids(worker, lease, now, &ids, BEHIND_WORKERS).await
+    }
+
     /// Claimed jobs with their events, read after the claim commits, off the writer: a running
     /// job's delivery does not change (a replay rewrites only one not running, an erase waits
     /// for it).
@@ -554,33 +610,21 @@ impl Queue for SqliteStore {
         if candidates.is_empty() {
             return Ok(vec![]);
         }
-        let mut tx = self.bookkeeping().await?;
-        // The candidates are claimed by id, each only if it is still its caller's next job with
-        // nothing of theirs running (another loop may have claimed since the read, a job may
-        // have come back to the queue ahead of it). The `+` keeps SQLite on the ids: without
-        // it, it walks every due queued job and tests each against the list.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql(&format!(
-            "SELECT j.id FROM jobs j
-             WHERE j.id IN (SELECT value FROM json_each(?4)) AND +j.status = 'queued' AND +j.run_at <= ?3 AND {CALLERS_NEXT}"
-        ))))
-        .bind(worker)
-        .bind(now + lease.as_millis() as i64)
-        .bind(now)
-        .bind(serde_json::to_string(&candidates).unwrap_or_default())
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut rows = self.claim_ids(worker, lease, now, &candidates, CALLERS_NEXT).await?;
         // The callers' next jobs come along (up to `max` more), so a batch lands a caller's
         // calls together, in order.
-        let mut rows = rows;
         if max > 1 && !rows.is_empty() {
             let callers: Vec<(&str, &str)> = rows
                 .iter()
                 .map(|r| Ok((r.try_get("portal")?, r.try_get("caller_key")?)))
                 .collect::<std::result::Result<_, sqlx::Error>>()?;
-            let behind = claim_behind(&mut tx, worker, lease, now, &callers, max).await?;
-            rows.extend(behind);
+            // The callers' first jobs are claimed already: a failure here leaves their next ones
+            // queued for a later claim rather than losing the round.
+            match self.claim_behind(worker, lease, now, &callers, max).await {
+                Ok(behind) => rows.extend(behind),
+                Err(e) => tracing::warn!(error = %e, "claiming the jobs behind a claim's callers failed; they wait"),
+            }
         }
-        tx.commit().await?;
         drop(claiming);
         self.with_events(rows).await
     }
@@ -594,9 +638,7 @@ impl Queue for SqliteStore {
         max: usize,
     ) -> Result<Vec<Job>> {
         let callers: Vec<(&str, &str)> = caller_keys.iter().map(|k| (portal.as_str(), k.as_str())).collect();
-        let mut tx = self.bookkeeping().await?;
-        let rows = claim_behind(&mut tx, worker, lease, now_ms(), &callers, max).await?;
-        tx.commit().await?;
+        let rows = self.claim_behind(worker, lease, now_ms(), &callers, max).await?;
         self.with_events(rows).await
     }
 

@@ -478,6 +478,39 @@ async fn portals_keep_their_deliveries_callers_and_records_apart() {
 }
 
 #[tokio::test]
+async fn a_claim_of_more_callers_than_one_write_holds_takes_them_all_with_what_queues_behind() {
+    for (name, s) in backends().await {
+        // 600 callers (more than a claim writes at once), 300 of them with a second call.
+        for i in 0..600 {
+            s.ingest(delivery(&format!("first-{i}"), &format!("caller-{i}"))).await.unwrap();
+        }
+        for i in 0..300 {
+            s.ingest(delivery(&format!("second-{i}"), &format!("caller-{i}"))).await.unwrap();
+        }
+        let lease = Duration::from_secs(60);
+        let claimed = s.claim_many("w", lease, 2000).await.unwrap();
+        assert_eq!(claimed.len(), 900, "{name}: every caller's first call and every second behind it");
+        for i in 0..300 {
+            let caller = format!("caller-{i}");
+            let theirs: Vec<_> = claimed.iter().filter(|j| j.caller_key == caller).collect();
+            assert_eq!(theirs.len(), 2, "{name}");
+            assert!(theirs[0].id < theirs[1].id, "{name}: a caller's calls come in order");
+        }
+        assert!(s.claim_many("x", lease, 2000).await.unwrap().is_empty(), "{name}: nothing is claimed twice");
+        // Calls that arrive for the round's callers join it, and only the round holding them.
+        for i in 0..400 {
+            s.ingest(delivery(&format!("third-{i}"), &format!("caller-{i}"))).await.unwrap();
+        }
+        let callers: Vec<String> = (0..600).map(|i| format!("caller-{i}")).collect();
+        let portal = PortalId::default();
+        assert!(s.claim_followers("x", lease, &portal, &callers, 2000).await.unwrap().is_empty(), "{name}");
+        let followers = s.claim_followers("w", lease, &portal, &callers, 2000).await.unwrap();
+        assert_eq!(followers.len(), 400, "{name}");
+        assert_eq!(s.counts().await.unwrap().queued, 0, "{name}");
+    }
+}
+
+#[tokio::test]
 async fn jobs_are_claimed_once_by_concurrent_workers() {
     for (name, s) in backends().await {
         for i in 0..60 {
