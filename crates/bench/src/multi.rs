@@ -2,7 +2,10 @@
 //! per second with 1 and 3 instances (after one instance on SQLite, the embedded default, in
 //! the same harness, so the two backends compare in one run; `--draining` has the workers
 //! drain the reports as they arrive), and the share of HubSpot's window the 3 instances use
-//! together when work piles up (coordinated through PostgreSQL).
+//! together when work piles up (coordinated through PostgreSQL). Each acknowledgement run
+//! also says how many took over 25 ms as the load saw them and as the instances' own
+//! histograms timed them (all of it, and the store's commit), so a slow tail can be told apart
+//! from the harness sharing the cores.
 //!
 //! Needs the release binary (`cargo build --release --bin callbridge`) and a PostgreSQL
 //! server (`--database-url`, default the machine's local one); each run gets a fresh database.
@@ -43,6 +46,9 @@ pub struct Args {
     /// the measure is acknowledgements while the workers drain.
     #[arg(long)]
     draining: bool,
+    /// Worker loops per instance (`CALLBRIDGE_WORKERS`; the service's default is 4).
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
     /// Skip the budget run.
     #[arg(long)]
     acks_only: bool,
@@ -65,7 +71,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
-fn spawn(sandbox: &str, token: &str, db: &str, port: u16, tier: &str) -> anyhow::Result<Child> {
+fn spawn(sandbox: &str, token: &str, db: &str, port: u16, tier: &str, workers: usize) -> anyhow::Result<Child> {
     Ok(Command::new(binary()?)
         .arg("serve")
         .env("CALLBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
@@ -75,7 +81,8 @@ fn spawn(sandbox: &str, token: &str, db: &str, port: u16, tier: &str) -> anyhow:
         .env("CALLBRIDGE_HUBSPOT_TIER", tier)
         .env("CALLBRIDGE_VAPI_SECRET", SECRET)
         .env("CALLBRIDGE_GENERIC_TOKEN", SECRET)
-        .env("CALLBRIDGE_WORKERS", "8")
+        .env("CALLBRIDGE_ADMIN_TOKEN", SECRET)
+        .env("CALLBRIDGE_WORKERS", workers.to_string())
         .env("CALLBRIDGE_LOG", std::env::var("BENCH_INSTANCE_LOG").unwrap_or_else(|_| "error".into()))
         .stdout(Stdio::null())
         .stderr(match std::env::var("BENCH_INSTANCE_LOG_DIR") {
@@ -128,6 +135,7 @@ async fn fleet(
     sandbox: &callbridge_sandbox::RunningSandbox,
     admin: &str,
     tier: &str,
+    workers: usize,
     http: &reqwest::Client,
 ) -> anyhow::Result<Fleet> {
     let db = match backend {
@@ -144,7 +152,7 @@ async fn fleet(
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let mut children = Vec::new();
     for p in &ports {
-        children.push(spawn(&sandbox.base_url(), sandbox.token(), &db, *p, tier)?);
+        children.push(spawn(&sandbox.base_url(), sandbox.token(), &db, *p, tier, workers)?);
     }
     for p in &ports {
         healthy(http, *p).await?;
@@ -196,6 +204,54 @@ async fn send(http: &reqwest::Client, bodies: Arc<Vec<(u16, String)>>) -> anyhow
     Ok(samples)
 }
 
+/// What the instances' own histograms say about the webhooks they answered (their `/metrics`):
+/// how many took over 25 ms from the request's arrival, and how many in the store's commit.
+#[derive(Default)]
+struct Served {
+    answered_late: u64,
+    committed_late: u64,
+}
+
+impl Served {
+    fn since(&self, before: &Served) -> Served {
+        Served {
+            answered_late: self.answered_late.saturating_sub(before.answered_late),
+            committed_late: self.committed_late.saturating_sub(before.committed_late),
+        }
+    }
+}
+
+async fn served(http: &reqwest::Client, ports: &[u16]) -> anyhow::Result<Served> {
+    let mut served = Served::default();
+    for port in ports {
+        let text = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .bearer_auth(SECRET)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        // A histogram's `_count` less its `le="0.025"` bucket is what took longer; the HTTP
+        // histogram is summed over the webhook routes.
+        let sum = |name: &str, bucket: bool| -> u64 {
+            let series = if bucket { format!("{name}_bucket{{") } else { format!("{name}_count") };
+            text.lines()
+                .filter(|l| l.starts_with(&series) && (!bucket || l.contains("le=\"0.025\"")))
+                .filter(|l| name.contains("ingest") || l.contains("route=\"/webhooks/"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        };
+        for (name, into) in [
+            ("callbridge_http_request_duration_seconds", &mut served.answered_late),
+            ("callbridge_ingest_commit_seconds", &mut served.committed_late),
+        ] {
+            *into += sum(name, false).saturating_sub(sum(name, true));
+        }
+    }
+    Ok(served)
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     // Named, so a profiler tells the load's threads from HubSpot's.
     let rt =
@@ -219,7 +275,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Command::new("sync").status()?;
             let config = if args.draining { professional() } else { SandboxConfig::default() };
             let sandbox = hubspot.spawn(Sandbox::spawn(config)).await??;
-            let fleet = fleet(n, backend, &sandbox, &args.database_url, "professional", &http).await?;
+            let fleet = fleet(n, backend, &sandbox, &args.database_url, "professional", args.workers, &http).await?;
             if !args.draining {
                 sandbox.outage(Duration::from_secs(3600));
             }
@@ -240,9 +296,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
                 sandbox.reset_stats();
             }
+            let served_before = served(&http, &fleet.ports).await?;
             let started = Instant::now();
             let mut samples = send(&http, bodies("multi", args.requests)).await?;
             let secs = started.elapsed().as_secs_f64();
+            let served_during = served(&http, &fleet.ports).await?.since(&served_before);
             if args.draining {
                 let stats = sandbox.stats();
                 println!(
@@ -263,6 +321,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 ms(percentile(&samples, 50.0)),
                 ms(percentile(&samples, 99.0))
             );
+            let late = samples.iter().filter(|d| d.as_secs_f64() > 0.025).count();
+            println!(
+                "  over 25 ms: {late} as the load saw them; {} as the instances timed them, {} of them in the store's commit",
+                served_during.answered_late, served_during.committed_late
+            );
             drop(fleet);
         }
         if let [sqlite, postgres] = one_instance[..] {
@@ -276,7 +339,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // more work queued than the window allows.
         let sandbox = hubspot.spawn(Sandbox::spawn(professional())).await??;
         let n = args.instances;
-        let fleet = fleet(n, Backend::Postgres, &sandbox, &args.database_url, "professional", &http).await?;
+        let fleet = fleet(n, Backend::Postgres, &sandbox, &args.database_url, "professional", args.workers, &http).await?;
         let next = Arc::new(AtomicUsize::new(0));
         let mut posting = Vec::new();
         for _ in 0..16 {
