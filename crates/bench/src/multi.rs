@@ -232,22 +232,28 @@ async fn served(http: &reqwest::Client, ports: &[u16]) -> anyhow::Result<Served>
             .error_for_status()?
             .text()
             .await?;
-        // A histogram's `_count` less its `le="0.025"` bucket is what took longer; the HTTP
-        // histogram is summed over the webhook routes.
-        let sum = |name: &str, bucket: bool| -> u64 {
-            let series = if bucket { format!("{name}_bucket{{") } else { format!("{name}_count") };
-            text.lines()
-                .filter(|l| l.starts_with(&series) && (!bucket || l.contains("le=\"0.025\"")))
-                .filter(|l| name.contains("ingest") || l.contains("route=\"/webhooks/"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))?;
+        // A histogram's buckets are cumulative: all it counted less those within 25 ms, summed
+        // over the series of `family` whose route (if `route` is given) starts with it.
+        let late = |family: &str, route: Option<&str>| -> u64 {
+            scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == family)
+                .filter(|s| route.is_none_or(|r| s.labels.get("route").is_some_and(|l| l.starts_with(r))))
+                .filter_map(|s| match &s.value {
+                    prometheus_parse::Value::Histogram(buckets) => Some(buckets),
+                    _ => None,
+                })
+                .map(|buckets| {
+                    let all = buckets.iter().map(|b| b.count).fold(0.0, f64::max);
+                    let within = buckets.iter().find(|b| b.less_than == 0.025).map_or(0.0, |b| b.count);
+                    all - within
+                })
                 .sum::<f64>() as u64
         };
-        for (name, into) in [
-            ("callbridge_http_request_duration_seconds", &mut served.answered_late),
-            ("callbridge_ingest_commit_seconds", &mut served.committed_late),
-        ] {
-            *into += sum(name, false).saturating_sub(sum(name, true));
-        }
+        served.answered_late += late("callbridge_http_request_duration_seconds", Some("/webhooks/"));
+        served.committed_late += late("callbridge_ingest_commit_seconds", None);
     }
     Ok(served)
 }

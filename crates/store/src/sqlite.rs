@@ -435,16 +435,6 @@ async fn commit_batch(tx: &mut Tx, batch: &[&NewDelivery]) -> Result<Vec<Result<
 const CALLERS_NEXT: &str = "NOT EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running')
     AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)";
 
-/// A claim of the jobs `candidates` selects (`?1` worker, `?2` lease end, `?3` now),
-/// returning the columns [`crate::rows::jobs`] reads.
-fn claim_sql(candidates: &str) -> String {
-    format!(
-        "UPDATE jobs SET status = 'running', claims = claims + 1, locked_by = ?1, lease_until = ?2, updated_at = ?3
-         WHERE id IN ({candidates})
-         RETURNING id, inbox_id, portal, kind, caller_key, attempts, claims"
-    )
-}
-
 /// A queued job `j` may join the round of `?1`, the worker running its caller's job: it is
 /// behind no job of the caller's that waits for a retry (`?3` now).
 const BEHIND_WORKERS: &str = "EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running' AND r.locked_by = ?1)
@@ -468,12 +458,15 @@ impl SqliteStore {
         ids: &[i64],
         still: &str,
     ) -> Result<Vec<SqliteRow>> {
-        // The `+` keeps SQLite on the ids: without it, it walks every due queued job and
-        // tests each against the list.
-        let sql = claim_sql(&format!(
-            "SELECT j.id FROM jobs j
-             WHERE j.id IN (SELECT value FROM json_each(?4)) AND +j.status = 'queued' AND +j.run_at <= ?3 AND {still}"
-        ));
+        // `?1` worker, `?2` lease end, `?3` now, `?4` the part's ids; the columns returned are
+        // those [`crate::rows::jobs`] reads. The `+` keeps SQLite on the ids: without it, it
+        // walks every due queued job and tests each against the list.
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', claims = claims + 1, locked_by = ?1, lease_until = ?2, updated_at = ?3
+             WHERE id IN (SELECT j.id FROM jobs j
+                          WHERE j.id IN (SELECT value FROM json_each(?4)) AND +j.status = 'queued' AND +j.run_at <= ?3 AND {still})
+             RETURNING id, inbox_id, portal, kind, caller_key, attempts, claims"
+        );
         let mut rows = Vec::new();
         for part in ids.chunks(CLAIM_PART) {
             let claimed = async {
