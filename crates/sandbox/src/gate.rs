@@ -158,6 +158,12 @@ async fn gate_inner(state: &Arc<State>, endpoint: &str, req: Request, next: Next
     {
         return with_headers(fault(504).into_response(), &headers);
     }
+    if is_write && response.status().is_success() && faults.lose_answer_to.as_ref().is_some_and(|p| path.ends_with(p)) {
+        let lost = state.runtime.lock().faults.lose_answer_to.take_if(|p| path.ends_with(p.as_str())).is_some();
+        if lost {
+            return with_headers(fault(504).into_response(), &headers);
+        }
+    }
     with_headers(response, &headers)
 }
 

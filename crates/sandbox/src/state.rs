@@ -75,6 +75,10 @@ pub struct Faults {
     pub error_statuses: Vec<u16>,
     /// Share of writes that take effect and then answer 504, as a timeout after the write.
     pub error_after_write_rate: f64,
+    /// The next write whose path ends with this takes effect and then answers 504, once (the
+    /// fault clears itself): a lost answer at a chosen request, for tests that must not
+    /// depend on chance.
+    pub lose_answer_to: Option<String>,
     /// Answer `Retry-After` on 429s (HubSpot documents it only for 477).
     pub retry_after_on_429: bool,
 }

@@ -1035,6 +1035,35 @@ async fn faults_outages_and_storms_answer_as_configured() {
         stats.total()
     );
 
+    // A lost answer at a chosen request: reads and other writes pass, the first matching write
+    // takes effect and answers 504, and the next one is answered.
+    api.sb.set_faults(Faults { lose_answer_to: Some("/crm/v3/objects/notes".into()), ..Faults::default() });
+    assert_eq!(api.get("/crm/v3/objects/notes").await.status, StatusCode::OK);
+    let r = api.post("/crm/v3/objects/contacts", json!({"properties": {"email": "on-time@example.com"}})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_error(
+        &api.post(
+            "/crm/v3/objects/notes",
+            json!({"properties": {"hs_note_body": "a", "hs_timestamp": "2026-01-01T00:00:00Z"}}),
+        )
+        .await,
+        504,
+        "GATEWAY_TIMEOUT",
+    );
+    assert_eq!(
+        api.post(
+            "/crm/v3/objects/notes",
+            json!({"properties": {"hs_note_body": "b", "hs_timestamp": "2026-01-01T00:00:00Z"}})
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(api.sb.faults().lose_answer_to, None);
+    let notes = api.get("/crm/v3/objects/notes").await.body["results"].as_array().unwrap().len();
+    assert_eq!(notes, 2, "the write behind the lost answer happened");
+    api.sb.set_faults(Faults::default());
+
     let r = api
         .http
         .put(format!("{}/_sandbox/faults", api.sb.base_url()))

@@ -69,6 +69,7 @@ impl Args {
                 error_statuses: self.error_statuses.clone(),
                 error_after_write_rate: self.error_after_write_rate,
                 retry_after_on_429: self.retry_after,
+                ..Faults::default()
             },
             ..SandboxConfig::default()
         })

@@ -8,6 +8,8 @@
 //!
 //! A create is never re-sent blindly: a job that ran before first looks up what its earlier
 //! attempt made, through its contact's associations (exact, unlike search, which lags writes).
+//! A create whose answer was lost (5xx, dropped connection) sends its jobs to the next round
+//! together, once, without spending an attempt: that round looks up what it made.
 //! Partial answers (207) are reconciled per input by `objectWriteTraceId` (the job id): an input
 //! HubSpot rejects fails alone, one left unanswered is retried. A request of several inputs
 //! rejected as a whole sends its jobs to run alone, which shows which input was at fault.
@@ -50,6 +52,23 @@ pub(super) fn fail_request(works: &mut [Work], indices: &[usize], e: &HubSpotErr
             };
         }
     }
+}
+
+/// What a failed create means for its jobs. A create whose answer was lost (a 5xx, a dropped
+/// connection) may have taken effect: its jobs go to the next round together, once, which
+/// looks up what it made before writing again — rather than each failing an attempt and coming
+/// back later in rounds of their own, every one reading its contact and writing in smaller
+/// batches. A second loss in a row is a failure like any other (`fail_request`).
+pub(super) fn fail_create(works: &mut [Work], indices: &[usize], e: &HubSpotError) {
+    if matches!(e, HubSpotError::Unavailable { .. } | HubSpotError::Transport { .. }) {
+        for &i in indices {
+            if works[i].open() && !works[i].job.retrying {
+                works[i].wrote = true;
+                works[i].state = State::Next;
+            }
+        }
+    }
+    fail_request(works, indices, e);
 }
 
 fn fail_item(work: &mut Work, e: &BatchItemError) {
@@ -306,7 +325,7 @@ impl Engine {
                         works[i].state = State::Failed(SyncError::Transient(e.to_string()));
                     }
                 }
-                Err(e) => fail_request(works, &indices, &e),
+                Err(e) => fail_create(works, &indices, &e),
             }
         }
         for (answers, key_of, key_prop) in [
@@ -448,7 +467,7 @@ impl Engine {
                             }
                         }
                     }
-                    Err(e) => fail_request(works, &indices, &e),
+                    Err(e) => fail_create(works, &indices, &e),
                 }
             }
         }
@@ -702,7 +721,7 @@ impl Engine {
                 }
                 Err(e) if e.is_transient() => {
                     let indices: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
-                    fail_request(works, &indices, &e);
+                    fail_create(works, &indices, &e);
                 }
                 Err(e) => {
                     // Property names and codes only: HubSpot's messages may quote the values.

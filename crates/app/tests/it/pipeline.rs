@@ -264,6 +264,36 @@ async fn writes_that_time_out_after_landing_are_not_repeated() {
     app.stop().await;
 }
 
+/// A batch of calls whose answer is lost (HubSpot made them; the gateway timed out) costs its
+/// jobs no attempt: they go on together to the round after, which finds through their
+/// contacts' associations what was made and writes nothing twice. With one attempt allowed, a
+/// job charged an attempt for the lost answer would be dead.
+#[tokio::test]
+async fn a_lost_answer_to_a_batch_of_calls_is_looked_up_in_the_next_round_without_spending_an_attempt() {
+    let app = TestApp::start_with(SandboxConfig::default(), |c| c.max_attempts = 1).await;
+    let lost = "/crm/v3/objects/calls/batch/create";
+    app.sandbox.set_faults(Faults { lose_answer_to: Some(lost.into()), ..Faults::default() });
+    for i in 0..10 {
+        let report = vapi_report(&format!("lost-{i}"), &format!("+1415555{:04}", 600 + i), "2026-01-06T14:05:29Z");
+        assert_eq!(app.vapi(&report).await.0, 200);
+    }
+    app.settle().await;
+    assert_eq!(app.sandbox.faults().lose_answer_to, None, "an answer was lost");
+    let (_, events) = app.admin_get("/events").await;
+    let events = events["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 10);
+    assert!(events.iter().all(|e| e["status"] == "done" && e["attempts"] == 0), "{events:?}");
+    let calls = app.records("calls");
+    let mut ids: Vec<&str> = calls.iter().filter_map(|c| prop(c, "hs_call_external_id")).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((calls.len(), ids.len()), (10, 10));
+    let stats = app.sandbox.stats();
+    assert_eq!(stats.with_status(504), 1);
+    assert!(stats.matching("POST", "/associations/") > 0, "the round after looked for what was made: {stats:?}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn without_the_calls_scope_calls_are_logged_as_v1_engagements() {
     let app = TestApp::start_with(SandboxConfig::default(), |_| {}).await;
