@@ -93,24 +93,47 @@ async fn set_last_calls<'e>(db: impl PgExecutor<'e>, portal: &PortalId, calls: &
     Ok(())
 }
 
-async fn record<'e>(db: impl PgExecutor<'e>, portal: &PortalId, r: &ActivityRecord) -> Result<()> {
-    let a = &r.activity;
+/// Records a settlement's activities with one statement. One statement may not touch a row
+/// twice, so records of the same activity are folded first, as one after the other would be:
+/// the later's id, contact and route, the higher stage, the first's time.
+async fn record<'e>(db: impl PgExecutor<'e>, portal: &PortalId, records: &[ActivityRecord]) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut rows: Vec<ActivityRecord> = Vec::with_capacity(records.len());
+    let mut at: std::collections::HashMap<(&str, &str, &str), usize> = std::collections::HashMap::new();
+    for r in records {
+        match at.get(&(r.source.as_str(), r.key.as_str(), r.kind)) {
+            Some(&i) => {
+                let stage = rows[i].activity.stage.max(r.activity.stage);
+                rows[i].activity = Activity { stage, ..r.activity.clone() };
+            }
+            None => {
+                at.insert((r.source.as_str(), r.key.as_str(), r.kind), rows.len());
+                rows.push(r.clone());
+            }
+        }
+    }
+    let texts = |f: fn(&ActivityRecord) -> &str| rows.iter().map(|r| f(r).to_string()).collect::<Vec<String>>();
+    let numbers = |f: fn(&ActivityRecord) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
     sqlx::query(
         "INSERT INTO activities (portal, source, external_key, kind, hubspot_id, contact_id, via, stage, occurred_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         SELECT $1, u.source, u.key, u.kind, u.hubspot_id, u.contact_id, u.via, u.stage, u.occurred_at, $2
+         FROM UNNEST($3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::bigint[])
+           AS u(source, key, kind, hubspot_id, contact_id, via, stage, occurred_at)
          ON CONFLICT (portal, source, external_key, kind) DO UPDATE SET hubspot_id = excluded.hubspot_id, contact_id = excluded.contact_id,
            via = excluded.via, stage = GREATEST(activities.stage, excluded.stage)",
     )
     .bind(portal.as_str())
-    .bind(&r.source)
-    .bind(&r.key)
-    .bind(r.kind)
-    .bind(a.hubspot_id as i64)
-    .bind(a.contact_id.map(|c| c as i64))
-    .bind(&a.via)
-    .bind(a.stage)
-    .bind(r.occurred_at_ms)
     .bind(now_ms())
+    .bind(texts(|r| &r.source))
+    .bind(texts(|r| &r.key))
+    .bind(texts(|r| r.kind))
+    .bind(numbers(|r| r.activity.hubspot_id as i64))
+    .bind(rows.iter().map(|r| r.activity.contact_id.map(|c| c as i64)).collect::<Vec<Option<i64>>>())
+    .bind(texts(|r| &r.activity.via))
+    .bind(numbers(|r| r.activity.stage))
+    .bind(numbers(|r| r.occurred_at_ms))
     .execute(db)
     .await?;
     Ok(())
@@ -383,9 +406,7 @@ impl Queue for PgStore {
 
     async fn settle(&self, s: &Settlement) -> Result<()> {
         let mut tx = self.tx().await?;
-        for r in &s.activities {
-            record(&mut *tx, &s.portal, r).await?;
-        }
+        record(&mut *tx, &s.portal, &s.activities).await?;
         set_last_calls(&mut *tx, &s.portal, &s.last_calls).await?;
         done(&mut *tx, &s.done).await?;
         tx.commit().await?;

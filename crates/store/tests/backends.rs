@@ -371,6 +371,29 @@ async fn a_settlement_records_every_row_of_a_round_and_marks_its_jobs_done() {
 }
 
 #[tokio::test]
+async fn a_settlement_recording_one_activity_twice_keeps_the_later_record_and_the_higher_stage() {
+    for (name, s) in backends().await {
+        let p = PortalId::default();
+        let record = |hubspot_id: u64, contact_id: Option<u64>, stage: i64| ActivityRecord {
+            source: "vapi".into(),
+            key: "call-1".into(),
+            kind: "call",
+            activity: Activity { hubspot_id, contact_id, via: "v3".into(), stage },
+            occurred_at_ms: 1,
+        };
+        let settlement = Settlement {
+            portal: p.clone(),
+            activities: vec![record(7, Some(1), 1), record(8, Some(2), 3), record(9, Some(3), 2)],
+            ..Settlement::default()
+        };
+        s.settle(&settlement).await.unwrap();
+        let got = s.activity(&p, "vapi", "call-1", "call").await.unwrap().unwrap();
+        assert_eq!((got.hubspot_id, got.contact_id, got.stage), (9, Some(3), 3), "{name}");
+        assert_eq!(s.activities().await.unwrap().len(), 1, "{name}");
+    }
+}
+
+#[tokio::test]
 async fn caller_index_sync_state_activities_and_tokens_round_trip() {
     for (name, s) in backends().await {
         let p = PortalId::default();
