@@ -150,17 +150,15 @@ async fn gate_inner(state: &Arc<State>, endpoint: &str, req: Request, next: Next
     let is_write = req.method() != Method::GET && !is_search && !path.ends_with("/batch/read");
     let _ = endpoint;
     let response = next.run(req).await;
-    // Faults after the effect: the write happened, the client sees a gateway timeout.
-    if is_write
-        && response.status().is_success()
-        && faults.error_after_write_rate > 0.0
-        && fastrand::f64() < faults.error_after_write_rate
-    {
-        return with_headers(fault(504).into_response(), &headers);
-    }
-    if is_write && response.status().is_success() && faults.lose_answer_to.as_ref().is_some_and(|p| path.ends_with(p)) {
-        let lost = state.runtime.lock().faults.lose_answer_to.take_if(|p| path.ends_with(p.as_str())).is_some();
-        if lost {
+    // Faults after the effect: the write happened, the client sees a gateway timeout — by
+    // chance, or once at the chosen path (the fault clears as it fires).
+    if is_write && response.status().is_success() {
+        let by_chance = faults.error_after_write_rate > 0.0 && fastrand::f64() < faults.error_after_write_rate;
+        let chosen = |p: &String| path.ends_with(p.as_str());
+        if by_chance
+            || (faults.lose_answer_to.as_ref().is_some_and(chosen)
+                && state.runtime.lock().faults.lose_answer_to.take_if(|p| chosen(p)).is_some())
+        {
             return with_headers(fault(504).into_response(), &headers);
         }
     }

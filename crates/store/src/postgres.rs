@@ -114,7 +114,7 @@ async fn record<'e>(db: impl PgExecutor<'e>, portal: &PortalId, records: &[Activ
             }
         }
     }
-    let texts = |f: fn(&ActivityRecord) -> &str| rows.iter().map(|r| f(r).to_string()).collect::<Vec<String>>();
+    let texts = |f: fn(&ActivityRecord) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
     let numbers = |f: fn(&ActivityRecord) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
     sqlx::query(
         "INSERT INTO activities (portal, source, external_key, kind, hubspot_id, contact_id, via, stage, occurred_at, created_at)
