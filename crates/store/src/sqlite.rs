@@ -82,22 +82,25 @@ impl SqliteStore {
         let in_memory = url.contains(":memory:");
         // An in-memory database lives in one connection.
         let max = if in_memory { 1 } else { 8 };
-        let pool =
-            SqlitePoolOptions::new().max_connections(max).min_connections(1).connect_with(options.clone()).await?;
+        // A connection to a file on this machine does not go stale: no ping before each use
+        // (a round trip to the connection's thread per statement's acquire).
+        let pooled =
+            |max: u32| SqlitePoolOptions::new().max_connections(max).min_connections(1).test_before_acquire(false);
+        let pool = pooled(max).connect_with(options.clone()).await?;
         migrate(&pool).await?;
-        // Writes take turns, so one connection serves the bookkeeping.
-        let bookkeeping = if in_memory {
-            pool.clone()
+        // Writes take turns, so one connection serves each writer: the group commit has its own,
+        // never waiting for one of the readers' to free, and so does the bookkeeping.
+        let (ingest, bookkeeping) = if in_memory {
+            (pool.clone(), pool.clone())
         } else {
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .connect_with(options.synchronous(SqliteSynchronous::Normal))
-                .await?
+            (
+                pooled(1).connect_with(options.clone()).await?,
+                pooled(1).connect_with(options.synchronous(SqliteSynchronous::Normal)).await?,
+            )
         };
         let (ingest_tx, rx) = mpsc::channel(4096);
         let turn = Arc::new(Turn::default());
-        tokio::spawn(group_commit(pool.clone(), turn.clone(), rx));
+        tokio::spawn(group_commit(ingest, turn.clone(), rx));
         if !in_memory {
             tokio::spawn(checkpoint(pool.clone()));
         }
