@@ -8,10 +8,10 @@
 //! among the worker's writes, and ingest's group commit goes before every write still waiting:
 //! an acknowledgement waits for at most the one write under way.
 //!
-//! Ingest uses group commit: one writer task takes every delivery and every booking waiting
-//! in its channel and commits them in one transaction, so a burst of webhooks or of agents
-//! booking pays for one fsync, not one each. Each caller is answered only after the commit
-//! that holds its write.
+//! Ingest uses group commit: one writer task, on a connection of its own (it never waits for
+//! one the readers hold), takes every delivery and every booking waiting in its channel and
+//! commits them in one transaction, so a burst of webhooks or of agents booking pays for one
+//! fsync, not one each. Each caller is answered only after the commit that holds its write.
 //!
 //! The worker's queue bookkeeping (claims, leases, settlements, failures, the caller index)
 //! commits on a connection of its own with `synchronous=NORMAL`: its commits do not wait for
