@@ -36,12 +36,12 @@ pub async fn gate(
     let endpoint = matched.as_ref().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
     let place = state.stats.lock().arrive();
-    let response = gate_inner(&state, &endpoint, req, next).await;
+    let response = gate_inner(&state, req, next).await;
     state.stats.lock().record(method.as_str(), &endpoint, response.status().as_u16(), place);
     response
 }
 
-async fn gate_inner(state: &Arc<State>, endpoint: &str, req: Request, next: Next) -> Response {
+async fn gate_inner(state: &Arc<State>, req: Request, next: Next) -> Response {
     let faults = state.runtime.lock().faults.clone();
     let delay = faults.latency_ms + if faults.jitter_ms > 0 { fastrand::u64(0..=faults.jitter_ms) } else { 0 };
     if delay > 0 {
@@ -148,7 +148,6 @@ async fn gate_inner(state: &Arc<State>, endpoint: &str, req: Request, next: Next
         return with_headers(fault(status).into_response(), &headers);
     }
     let is_write = req.method() != Method::GET && !is_search && !path.ends_with("/batch/read");
-    let _ = endpoint;
     let response = next.run(req).await;
     // Faults after the effect: the write happened, the client sees a gateway timeout — by
     // chance, or once at the chosen path (the fault clears as it fires).

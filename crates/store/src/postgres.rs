@@ -95,27 +95,35 @@ async fn set_last_calls<'e>(db: impl PgExecutor<'e>, portal: &PortalId, calls: &
 
 /// Records a settlement's activities with one statement. One statement may not touch a row
 /// twice, so records of the same activity are folded first, as one after the other would be:
-/// the later's id, contact and route, the higher stage, the first's time.
+/// the last's id, contact and route, the highest stage, the first's time.
 async fn record<'e>(db: impl PgExecutor<'e>, portal: &PortalId, records: &[ActivityRecord]) -> Result<()> {
+    use std::collections::{HashMap, hash_map::Entry};
     if records.is_empty() {
         return Ok(());
     }
-    let mut rows: Vec<ActivityRecord> = Vec::with_capacity(records.len());
-    let mut at: std::collections::HashMap<(&str, &str, &str), usize> = std::collections::HashMap::new();
+    /// One activity's records: the first and the last of them, and the highest stage.
+    struct Folded<'a> {
+        first: &'a ActivityRecord,
+        last: &'a ActivityRecord,
+        stage: i64,
+    }
+    let mut rows: Vec<Folded<'_>> = Vec::with_capacity(records.len());
+    let mut at: HashMap<(&str, &str, &str), usize> = HashMap::new();
     for r in records {
-        match at.get(&(r.source.as_str(), r.key.as_str(), r.kind)) {
-            Some(&i) => {
-                let stage = rows[i].activity.stage.max(r.activity.stage);
-                rows[i].activity = Activity { stage, ..r.activity.clone() };
+        match at.entry((r.source.as_str(), r.key.as_str(), r.kind)) {
+            Entry::Occupied(e) => {
+                let row = &mut rows[*e.get()];
+                row.last = r;
+                row.stage = row.stage.max(r.activity.stage);
             }
-            None => {
-                at.insert((r.source.as_str(), r.key.as_str(), r.kind), rows.len());
-                rows.push(r.clone());
+            Entry::Vacant(e) => {
+                e.insert(rows.len());
+                rows.push(Folded { first: r, last: r, stage: r.activity.stage });
             }
         }
     }
-    let texts = |f: fn(&ActivityRecord) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
-    let numbers = |f: fn(&ActivityRecord) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+    let texts = |f: for<'r> fn(&'r Folded<'r>) -> &'r str| rows.iter().map(f).collect::<Vec<&str>>();
+    let numbers = |f: fn(&Folded<'_>) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
     sqlx::query(
         "INSERT INTO activities (portal, source, external_key, kind, hubspot_id, contact_id, via, stage, occurred_at, created_at)
          SELECT $1, u.source, u.key, u.kind, u.hubspot_id, u.contact_id, u.via, u.stage, u.occurred_at, $2
@@ -126,14 +134,14 @@ async fn record<'e>(db: impl PgExecutor<'e>, portal: &PortalId, records: &[Activ
     )
     .bind(portal.as_str())
     .bind(now_ms())
-    .bind(texts(|r| &r.source))
-    .bind(texts(|r| &r.key))
-    .bind(texts(|r| r.kind))
-    .bind(numbers(|r| r.activity.hubspot_id as i64))
-    .bind(rows.iter().map(|r| r.activity.contact_id.map(|c| c as i64)).collect::<Vec<Option<i64>>>())
-    .bind(texts(|r| &r.activity.via))
-    .bind(numbers(|r| r.activity.stage))
-    .bind(numbers(|r| r.occurred_at_ms))
+    .bind(texts(|r| &r.first.source))
+    .bind(texts(|r| &r.first.key))
+    .bind(texts(|r| r.first.kind))
+    .bind(numbers(|r| r.last.activity.hubspot_id as i64))
+    .bind(rows.iter().map(|r| r.last.activity.contact_id.map(|c| c as i64)).collect::<Vec<Option<i64>>>())
+    .bind(texts(|r| &r.last.activity.via))
+    .bind(numbers(|r| r.stage))
+    .bind(numbers(|r| r.first.occurred_at_ms))
     .execute(db)
     .await?;
     Ok(())
