@@ -27,6 +27,7 @@ pub use bookings::{Booked, Booking, BookingChange, BookingStatus, Bookings};
 pub use callbridge_domain::{IdempotencyKey, PortalId};
 use serde::Serialize;
 
+mod body;
 pub mod bookings;
 mod group;
 mod migrate;

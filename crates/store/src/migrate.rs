@@ -26,6 +26,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     migration!(9, "sqlite", "0009_oauth_states.sql"),
     migration!(10, "sqlite", "0010_rejections.sql"),
     migration!(11, "sqlite", "0011_job_attempts.sql"),
+    migration!(12, "sqlite", "0012_inbox_body_lz4.sql"),
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[

@@ -12,6 +12,8 @@
 //! one the readers hold), takes every delivery and every booking waiting in its channel and
 //! commits them in one transaction, so a burst of webhooks or of agents booking pays for one
 //! fsync, not one each. Each caller is answered only after the commit that holds its write.
+//! A delivery's body is packed ([`crate::body`]) on its own task before it joins the group, so
+//! the writer writes the packed bytes only.
 //!
 //! The worker's queue bookkeeping (claims, leases, settlements, failures, the caller index)
 //! commits on a connection of its own with `synchronous=NORMAL`: its commits do not wait for
@@ -37,6 +39,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
+use crate::body;
 use crate::group::{Group, Key};
 use crate::{
     Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventDetail, EventRow,
@@ -47,7 +50,8 @@ use crate::{
 /// Writes a single group commit takes at most.
 const GROUP_COMMIT_MAX: usize = 512;
 
-/// A write waiting for the group commit, with where its answer goes.
+/// A write waiting for the group commit, with where its answer goes; its delivery's body is
+/// packed ([`packed`]) before it waits.
 enum Pending {
     Ingest(NewDelivery, oneshot::Sender<Result<Ingested>>),
     /// A booking with its delivery: checked against the bookings (those earlier in the same
@@ -371,6 +375,13 @@ async fn commit_group(
     Ok((ingested, booked))
 }
 
+/// `d` with its body packed, on the task that delivers it: the group commit's writer only
+/// writes the packed bytes.
+fn packed(mut d: NewDelivery) -> NewDelivery {
+    d.raw_body = body::pack(&d.raw_body);
+    d
+}
+
 /// Caller index keys per transaction in [`CallerIndex::remember_contacts`].
 const REMEMBER_PART: usize = 500;
 
@@ -386,9 +397,9 @@ async fn commit_batch(tx: &mut Tx, batch: &[&NewDelivery]) -> Result<Vec<Result<
     let mut new_ids: HashMap<Key, i64> = HashMap::new();
     for chunk in group.candidates().chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, event) VALUES {}
+            "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, raw_codec, event) VALUES {}
              ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id, portal, idempotency_key",
-            vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            vec![format!("(?, ?, ?, ?, ?, '{}', ?)", body::LZ4); chunk.len()].join(", ")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for d in chunk {
@@ -561,7 +572,7 @@ impl SqliteStore {
 impl Queue for SqliteStore {
     async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested> {
         let (tx, rx) = oneshot::channel();
-        self.ingest_tx.send(Pending::Ingest(delivery, tx)).await.map_err(|_| StoreError::Closed)?;
+        self.ingest_tx.send(Pending::Ingest(packed(delivery), tx)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -785,7 +796,12 @@ impl Queue for SqliteStore {
         let detail = crate::rows::event_detail_sql!("?1");
         let Some(row) = sqlx::query(detail).bind(id).fetch_optional(&self.pool).await? else { return Ok(None) };
         let attempts = sqlx::query(crate::rows::event_attempts_sql!("?1")).bind(id).fetch_all(&self.pool).await?;
-        crate::rows::event_detail(&row, &attempts).map(Some)
+        let mut detail = crate::rows::event_detail(&row, &attempts)?;
+        // A row's codec is written with it and never changes.
+        let codec: Option<String> =
+            sqlx::query_scalar("SELECT raw_codec FROM inbox WHERE id = ?1").bind(id).fetch_one(&self.pool).await?;
+        detail.raw_body = body::unpack(std::mem::take(&mut detail.raw_body), codec.as_deref())?;
+        Ok(Some(detail))
     }
 
     async fn counts(&self) -> Result<JobCounts> {
@@ -1273,7 +1289,7 @@ impl crate::Bookings for SqliteStore {
         // Through the group commit: agents booking at once share one fsync.
         let (tx, rx) = oneshot::channel();
         self.ingest_tx
-            .send(Pending::Book(Box::new(booking.clone()), delivery, tx))
+            .send(Pending::Book(Box::new(booking.clone()), packed(delivery), tx))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?

@@ -611,6 +611,9 @@ async fn a_database_of_the_first_schema_is_carried_forward_into_the_default_port
             ..delivery("unused", "phone:+14155550102")
         };
         assert!(s.ingest(repeat).await.unwrap().duplicate, "{name}");
+        // Its bodies read back as they were received.
+        let body = s.event(1).await.unwrap().expect("the first delivery").raw_body;
+        assert!(body.starts_with(br#"{"message":{"analysis""#) && body.ends_with(b"}}"), "{name}");
         // Its queued jobs are claimed in their callers' order, in the default portal.
         let jobs = s.claim_many("w", Duration::from_secs(60), 10).await.unwrap();
         let keys: Vec<&str> = jobs.iter().map(|j| j.idempotency_key.as_str()).collect();
@@ -909,6 +912,32 @@ async fn rejections_are_listed_newest_first_and_only_the_newest_are_kept() {
         assert_eq!(all[1].portal.as_deref(), Some("acme"), "{name}");
         assert!(all.windows(2).all(|w| w[0].id > w[1].id), "{name}: newest first");
         assert_eq!(s.rejections(3).await.unwrap().len(), 3, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn on_sqlite_a_deliverys_body_is_stored_packed_and_reads_back_as_received() {
+    let path = std::env::temp_dir().join(format!("callbridge-packed-{:x}.db", fastrand::u64(..)));
+    let url = format!("sqlite://{}", path.display());
+    let s = callbridge_store::open(&url).await.unwrap();
+    let body = br#"{"role":"user","message":"I would like to book for Tuesday"},"#.repeat(200);
+    let id = s.ingest(NewDelivery { raw_body: body.clone(), ..delivery("k", "alice") }).await.unwrap().inbox_id;
+    let booked = NewDelivery { raw_body: b"{}".to_vec(), ..delivery("vapi:c1:1", "+14155550100") };
+    s.book(&booking("vapi:c1:1", "+14155550100", 1_900_000_000_000, 30), booked).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let rows: Vec<(String, Option<String>, i64)> =
+        sqlx::query_as("SELECT idempotency_key, raw_codec, length(raw_body) FROM inbox ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|(_, codec, _)| codec.as_deref() == Some("lz4")), "{rows:?}");
+    assert!(rows[0].2 < body.len() as i64 / 4, "stored {} bytes of {}", rows[0].2, body.len());
+    assert_eq!(s.event(id).await.unwrap().unwrap().raw_body, body);
+    assert_eq!(s.event(id + 1).await.unwrap().unwrap().raw_body, b"{}");
+    drop(s);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
 
