@@ -1,11 +1,28 @@
-//! How the SQLite store keeps an inbox row's raw body: compressed with LZ4 (an LZ4 block after
-//! its length, `raw_codec = 'lz4'`), packed by the webhook's own task before it joins the group
-//! commit, so the one writer writes a third of the bytes (a Vapi end-of-call report of 7 KB
-//! packs to 2.4 KB). PostgreSQL compresses the same column itself (`0013_inbox_lz4.sql`), so
-//! its store keeps bodies as received. Rows written before the codec existed read back as
-//! they are.
+//! How a store keeps an inbox row's raw body: compressed with LZ4 (an LZ4 block after its
+//! length, `raw_codec = 'lz4'`), packed on the delivering task before the delivery joins a
+//! group commit, so the one writer (SQLite's connection, PostgreSQL's committing backend)
+//! writes a third of the bytes and compresses nothing itself: a Vapi end-of-call report of
+//! 7 KB packs to 2.4 KB. Only a [`Packed`] delivery is written, so no body is stored unpacked
+//! under the codec's name. Rows written before the codec existed read back as they are.
 
-use crate::{Result, StoreError};
+use crate::{NewDelivery, Result, StoreError};
+
+/// A delivery whose body is packed: what the stores write.
+pub(crate) struct Packed(NewDelivery);
+
+impl Packed {
+    pub fn new(mut d: NewDelivery) -> Packed {
+        d.raw_body = pack(&d.raw_body);
+        Packed(d)
+    }
+}
+
+impl std::ops::Deref for Packed {
+    type Target = NewDelivery;
+    fn deref(&self) -> &NewDelivery {
+        &self.0
+    }
+}
 
 /// The codec of a packed body, as the `raw_codec` column names it.
 pub(crate) const LZ4: &str = "lz4";
@@ -15,7 +32,7 @@ pub(crate) const LZ4: &str = "lz4";
 const UNPACKED_MAX: usize = 64 << 20;
 
 /// `raw` packed for a row whose `raw_codec` is [`LZ4`].
-pub(crate) fn pack(raw: &[u8]) -> Vec<u8> {
+fn pack(raw: &[u8]) -> Vec<u8> {
     lz4_flex::compress_prepend_size(raw)
 }
 

@@ -43,6 +43,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(11, "postgres", "0011_rejections.sql"),
     migration!(12, "postgres", "0012_job_attempts.sql"),
     migration!(13, "postgres", "0013_inbox_lz4.sql"),
+    migration!(14, "postgres", "0014_inbox_body_packed.sql"),
 ];
 
 #[cfg(test)]

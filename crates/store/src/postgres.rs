@@ -14,6 +14,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgExecutor, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
+use crate::body::Packed;
 use crate::group::{Group, Key};
 use crate::{
     Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventDetail, EventRow,
@@ -37,7 +38,7 @@ pub struct PgStore {
 }
 
 /// A delivery waiting to be committed, and who waits for the outcome.
-type Pending = (NewDelivery, tokio::sync::oneshot::Sender<Result<Ingested>>);
+type Pending = (Packed, tokio::sync::oneshot::Sender<Result<Ingested>>);
 
 /// Committers running side by side, each committing the deliveries that queued while the
 /// others were busy, up to [`GROUP_MAX`] in one transaction.
@@ -291,7 +292,7 @@ async fn keep_callers_in_order(
 impl Queue for PgStore {
     async fn ingest(&self, d: NewDelivery) -> Result<Ingested> {
         let (answer, outcome) = tokio::sync::oneshot::channel();
-        self.ingest.send((d, answer)).await.map_err(|_| StoreError::Closed)?;
+        self.ingest.send((Packed::new(d), answer)).await.map_err(|_| StoreError::Closed)?;
         outcome.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -985,7 +986,7 @@ async fn committer(pool: PgPool, queued: Arc<tokio::sync::Mutex<tokio::sync::mps
             group
         };
         let together = async {
-            let deliveries: Vec<&NewDelivery> = group.iter().map(|(d, _)| d).collect();
+            let deliveries: Vec<&Packed> = group.iter().map(|(d, _)| d).collect();
             let mut tx = pool.begin().await?;
             let stored = commit_batch(&mut tx, &deliveries).await?;
             tx.commit().await?;
@@ -1017,7 +1018,7 @@ async fn committer(pool: PgPool, queued: Arc<tokio::sync::Mutex<tokio::sync::mps
 
 /// Stores one delivery (and its job) inside `tx`: the path of work that must commit with
 /// other rows (a booking and its job).
-async fn insert_delivery(tx: &mut PgTx, d: &NewDelivery) -> Result<crate::Ingested> {
+async fn insert_delivery(tx: &mut PgTx, d: &Packed) -> Result<crate::Ingested> {
     commit_batch(tx, &[d]).await?.pop().unwrap_or(Err(StoreError::Closed))
 }
 
@@ -1025,13 +1026,14 @@ async fn insert_delivery(tx: &mut PgTx, d: &NewDelivery) -> Result<crate::Ingest
 /// and then the jobs from arrays (`UNNEST … WITH ORDINALITY`, so ids follow arrival and each
 /// caller's jobs keep their order), one `NOTIFY`, and one look-up of keys stored before. Which
 /// delivery is stored and which answers as a duplicate is [`Group`]'s rule.
-async fn commit_batch(tx: &mut PgTx, batch: &[&NewDelivery]) -> Result<Vec<Result<Ingested>>> {
+async fn commit_batch(tx: &mut PgTx, batch: &[&Packed]) -> Result<Vec<Result<Ingested>>> {
     use std::collections::HashMap;
-    let group = Group::new(batch);
+    let batch: Vec<&NewDelivery> = batch.iter().map(|d| &***d).collect();
+    let group = Group::new(&batch);
     let candidates = group.candidates();
     let rows = sqlx::query(
-        "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, event)
-         SELECT p, s, k, r, b, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::text[])
+        "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, raw_codec, event)
+         SELECT p, s, k, r, b, $7, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::text[])
            WITH ORDINALITY AS u(p, s, k, r, b, e, n) ORDER BY n
          ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id, portal, idempotency_key",
     )
@@ -1041,6 +1043,7 @@ async fn commit_batch(tx: &mut PgTx, batch: &[&NewDelivery]) -> Result<Vec<Resul
     .bind(candidates.iter().map(|d| d.received_at_ms).collect::<Vec<_>>())
     .bind(candidates.iter().map(|d| d.raw_body.as_slice()).collect::<Vec<_>>())
     .bind(candidates.iter().map(|d| d.event_json.as_str()).collect::<Vec<_>>())
+    .bind(crate::body::LZ4)
     .fetch_all(&mut **tx)
     .await?;
     let mut new_ids: HashMap<Key, i64> = HashMap::with_capacity(rows.len());
@@ -1181,6 +1184,7 @@ async fn booking_in(tx: &mut PgTx, portal: &PortalId, key: &str) -> Result<Optio
 #[async_trait]
 impl crate::Bookings for PgStore {
     async fn book(&self, booking: &crate::Booking, delivery: NewDelivery) -> Result<crate::Booked> {
+        let delivery = Packed::new(delivery);
         let mut tx = self.tx().await?;
         if let Some(existing) = booking_in(&mut tx, &booking.portal, &booking.key).await? {
             tx.commit().await?;
@@ -1257,6 +1261,7 @@ impl crate::Bookings for PgStore {
         change: &crate::BookingChange,
         delivery: NewDelivery,
     ) -> Result<Option<crate::Booking>> {
+        let delivery = Packed::new(delivery);
         let mut tx = self.tx().await?;
         let Some(mut booking) = booking_in(&mut tx, portal, key).await? else {
             tx.commit().await?;

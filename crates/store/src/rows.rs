@@ -17,7 +17,7 @@ where
     Ok(r.try_get(column)?)
 }
 
-/// An event's detail (its row's columns plus `raw_body`, `event`, `run_at`) and its attempts'
+/// An event's detail (its row's columns plus `raw_body` unpacked, `event`, `run_at`) and its attempts'
 /// rows (`attempt`, `at`, `error_kind`, `error`, `retry_at`): the same on every backend.
 pub(crate) fn event_detail<R, DB>(r: &R, attempts: &[R]) -> Result<EventDetail>
 where
@@ -40,9 +40,10 @@ where
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let codec: Option<String> = get(r, "raw_codec")?;
     Ok(EventDetail {
         row: event(r)?,
-        raw_body: get(r, "raw_body")?,
+        raw_body: crate::body::unpack(get(r, "raw_body")?, codec.as_deref())?,
         event_json: get(r, "event")?,
         run_at_ms: get(r, "run_at")?,
         attempts,
@@ -53,7 +54,7 @@ where
 macro_rules! event_detail_sql {
     ($id:literal) => {
         concat!(
-            "SELECT i.id, i.portal, i.source, i.idempotency_key, i.received_at, i.raw_body, i.event, j.kind,
+            "SELECT i.id, i.portal, i.source, i.idempotency_key, i.received_at, i.raw_body, i.raw_codec, i.event, j.kind,
                 COALESCE(j.status, CASE WHEN i.coalesced_into IS NULL THEN 'recorded' ELSE 'coalesced' END) AS status,
                 COALESCE(j.attempts, 0) AS attempts, j.last_error, CASE WHEN j.status = 'queued' THEN j.run_at END AS run_at
              FROM inbox i LEFT JOIN jobs j ON j.inbox_id = i.id WHERE i.id = ",

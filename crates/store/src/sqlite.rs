@@ -12,8 +12,7 @@
 //! one the readers hold), takes every delivery and every booking waiting in its channel and
 //! commits them in one transaction, so a burst of webhooks or of agents booking pays for one
 //! fsync, not one each. Each caller is answered only after the commit that holds its write.
-//! A delivery's body is packed ([`crate::body`]) on its own task before it joins the group, so
-//! the writer writes the packed bytes only.
+//! A delivery's body is packed ([`crate::body`]) on its own task before it joins the group.
 //!
 //! The worker's queue bookkeeping (claims, leases, settlements, failures, the caller index)
 //! commits on a connection of its own with `synchronous=NORMAL`: its commits do not wait for
@@ -39,7 +38,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
-use crate::body;
+use crate::body::Packed;
 use crate::group::{Group, Key};
 use crate::{
     Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventDetail, EventRow,
@@ -50,13 +49,12 @@ use crate::{
 /// Writes a single group commit takes at most.
 const GROUP_COMMIT_MAX: usize = 512;
 
-/// A write waiting for the group commit, with where its answer goes; its delivery's body is
-/// packed ([`packed`]) before it waits.
+/// A write waiting for the group commit, with where its answer goes.
 enum Pending {
-    Ingest(NewDelivery, oneshot::Sender<Result<Ingested>>),
+    Ingest(Packed, oneshot::Sender<Result<Ingested>>),
     /// A booking with its delivery: checked against the bookings (those earlier in the same
     /// group included) and written with it.
-    Book(Box<crate::Booking>, NewDelivery, oneshot::Sender<Result<crate::Booked>>),
+    Book(Box<crate::Booking>, Packed, oneshot::Sender<Result<crate::Booked>>),
 }
 
 pub struct SqliteStore {
@@ -357,7 +355,7 @@ async fn commit_group(
     batch: &[Pending],
 ) -> Result<(Vec<Result<Ingested>>, Vec<crate::Booked>)> {
     let mut tx = Tx::begin(pool, turn.ingest().await).await?;
-    let deliveries: Vec<&NewDelivery> = batch
+    let deliveries: Vec<&Packed> = batch
         .iter()
         .filter_map(|p| match p {
             Pending::Ingest(d, _) => Some(d),
@@ -375,13 +373,6 @@ async fn commit_group(
     Ok((ingested, booked))
 }
 
-/// `d` with its body packed, on the task that delivers it: the group commit's writer only
-/// writes the packed bytes.
-fn packed(mut d: NewDelivery) -> NewDelivery {
-    d.raw_body = body::pack(&d.raw_body);
-    d
-}
-
 /// Caller index keys per transaction in [`CallerIndex::remember_contacts`].
 const REMEMBER_PART: usize = 500;
 
@@ -391,15 +382,16 @@ const ROWS_PER_STATEMENT: usize = 256;
 /// Writes a batch in one transaction with a few multi-row statements, not two per delivery
 /// (the statements cross to SQLite's thread one by one, so fewer is faster); which delivery
 /// is stored and which answers as a duplicate is [`Group`]'s rule.
-async fn commit_batch(tx: &mut Tx, batch: &[&NewDelivery]) -> Result<Vec<Result<Ingested>>> {
+async fn commit_batch(tx: &mut Tx, batch: &[&Packed]) -> Result<Vec<Result<Ingested>>> {
     use std::collections::HashMap;
-    let group = Group::new(batch);
+    let batch: Vec<&NewDelivery> = batch.iter().map(|d| &***d).collect();
+    let group = Group::new(&batch);
     let mut new_ids: HashMap<Key, i64> = HashMap::new();
     for chunk in group.candidates().chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, raw_codec, event) VALUES {}
              ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id, portal, idempotency_key",
-            vec![format!("(?, ?, ?, ?, ?, '{}', ?)", body::LZ4); chunk.len()].join(", ")
+            vec![format!("(?, ?, ?, ?, ?, '{}', ?)", crate::body::LZ4); chunk.len()].join(", ")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for d in chunk {
@@ -572,7 +564,7 @@ impl SqliteStore {
 impl Queue for SqliteStore {
     async fn ingest(&self, delivery: NewDelivery) -> Result<Ingested> {
         let (tx, rx) = oneshot::channel();
-        self.ingest_tx.send(Pending::Ingest(packed(delivery), tx)).await.map_err(|_| StoreError::Closed)?;
+        self.ingest_tx.send(Pending::Ingest(Packed::new(delivery), tx)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -796,12 +788,7 @@ impl Queue for SqliteStore {
         let detail = crate::rows::event_detail_sql!("?1");
         let Some(row) = sqlx::query(detail).bind(id).fetch_optional(&self.pool).await? else { return Ok(None) };
         let attempts = sqlx::query(crate::rows::event_attempts_sql!("?1")).bind(id).fetch_all(&self.pool).await?;
-        let mut detail = crate::rows::event_detail(&row, &attempts)?;
-        // A row's codec is written with it and never changes.
-        let codec: Option<String> =
-            sqlx::query_scalar("SELECT raw_codec FROM inbox WHERE id = ?1").bind(id).fetch_one(&self.pool).await?;
-        detail.raw_body = body::unpack(std::mem::take(&mut detail.raw_body), codec.as_deref())?;
-        Ok(Some(detail))
+        crate::rows::event_detail(&row, &attempts).map(Some)
     }
 
     async fn counts(&self) -> Result<JobCounts> {
@@ -1171,12 +1158,12 @@ impl crate::Marks for SqliteStore {
 
 /// Stores one delivery (and its job) inside `tx`: the path of work that must commit with
 /// other rows (a booking and its job).
-async fn insert_delivery(tx: &mut Tx, d: &NewDelivery) -> Result<crate::Ingested> {
+async fn insert_delivery(tx: &mut Tx, d: &Packed) -> Result<crate::Ingested> {
     commit_batch(tx, &[d]).await?.pop().unwrap_or(Err(StoreError::Closed))
 }
 
 /// A booking, unless one with its key exists or another holds its time; with its delivery.
-async fn book_in(tx: &mut Tx, booking: &crate::Booking, delivery: &NewDelivery) -> Result<crate::Booked> {
+async fn book_in(tx: &mut Tx, booking: &crate::Booking, delivery: &Packed) -> Result<crate::Booked> {
     if let Some(existing) = booking_in(tx, &booking.portal, &booking.key).await? {
         return Ok(crate::Booked::Existing(Box::new(existing)));
     }
@@ -1289,7 +1276,7 @@ impl crate::Bookings for SqliteStore {
         // Through the group commit: agents booking at once share one fsync.
         let (tx, rx) = oneshot::channel();
         self.ingest_tx
-            .send(Pending::Book(Box::new(booking.clone()), packed(delivery), tx))
+            .send(Pending::Book(Box::new(booking.clone()), Packed::new(delivery), tx))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -1348,6 +1335,7 @@ impl crate::Bookings for SqliteStore {
         change: &crate::BookingChange,
         delivery: NewDelivery,
     ) -> Result<Option<crate::Booking>> {
+        let delivery = Packed::new(delivery);
         let mut tx = self.write().await?;
         let Some(mut booking) = booking_in(&mut tx, portal, key).await? else {
             tx.commit().await?;
