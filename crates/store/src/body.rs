@@ -41,11 +41,11 @@ pub(crate) fn unpack(stored: Vec<u8>, codec: Option<&str>) -> Result<Vec<u8>> {
     match codec {
         None => Ok(stored),
         Some(LZ4) => {
-            let claimed = stored.get(..4).map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize);
-            if claimed.is_none_or(|n| n > UNPACKED_MAX) {
-                return Err(damaged("its length is missing or too large"));
+            let (size, block) = lz4_flex::block::uncompressed_size(&stored).map_err(|e| damaged(&e.to_string()))?;
+            if size > UNPACKED_MAX {
+                return Err(damaged("its length is too large"));
             }
-            lz4_flex::decompress_size_prepended(&stored).map_err(|e| damaged(&e.to_string()))
+            lz4_flex::block::decompress(block, size).map_err(|e| damaged(&e.to_string()))
         }
         Some(other) => Err(damaged(&format!("unknown codec {other:?}"))),
     }

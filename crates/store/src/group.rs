@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use crate::body::Packed;
 use crate::{Ingested, NewDelivery, Result, StoreError};
 
 /// A delivery's identity in the inbox: (portal, idempotency key).
@@ -17,7 +18,7 @@ fn key_of(d: &NewDelivery) -> Key {
 
 /// A group of deliveries on its way to one transaction.
 pub(crate) struct Group<'a> {
-    batch: &'a [&'a NewDelivery],
+    batch: &'a [&'a Packed],
     /// Each delivery's key, made once.
     keys: Vec<Key>,
     /// For each delivery, the index of its key's first delivery in the group.
@@ -27,12 +28,12 @@ pub(crate) struct Group<'a> {
 /// Deliveries stored by this group that need a job: those that coalesce with their call's
 /// other updates, then the plain ones, each with its new inbox id.
 pub(crate) struct Queued<'a> {
-    pub coalescing: Vec<(&'a NewDelivery, i64)>,
-    pub jobs: Vec<(&'a NewDelivery, i64)>,
+    pub coalescing: Vec<(&'a Packed, i64)>,
+    pub jobs: Vec<(&'a Packed, i64)>,
 }
 
 impl<'a> Group<'a> {
-    pub fn new(batch: &'a [&'a NewDelivery]) -> Group<'a> {
+    pub fn new(batch: &'a [&'a Packed]) -> Group<'a> {
         let keys: Vec<Key> = batch.iter().map(|d| key_of(d)).collect();
         let mut seen: HashMap<&Key, usize> = HashMap::with_capacity(batch.len());
         let first = keys.iter().enumerate().map(|(i, k)| *seen.entry(k).or_insert(i)).collect();
@@ -45,7 +46,7 @@ impl<'a> Group<'a> {
     }
 
     /// The first delivery of each key, in arrival order: the rows to insert.
-    pub fn candidates(&self) -> Vec<&'a NewDelivery> {
+    pub fn candidates(&self) -> Vec<&'a Packed> {
         self.firsts().map(|i| self.batch[i]).collect()
     }
 
@@ -85,8 +86,8 @@ mod tests {
     use super::*;
     use crate::{IdempotencyKey, PortalId};
 
-    fn delivery(portal: &str, key: &str) -> NewDelivery {
-        NewDelivery {
+    fn delivery(portal: &str, key: &str) -> Packed {
+        Packed::new(NewDelivery {
             portal: PortalId::parse(portal).unwrap(),
             source: "vapi".into(),
             idempotency_key: IdempotencyKey::of("vapi", key),
@@ -96,7 +97,7 @@ mod tests {
             caller_key: String::new(),
             received_at_ms: 0,
             coalesce: None,
-        }
+        })
     }
 
     #[test]
@@ -105,7 +106,7 @@ mod tests {
             (delivery("p", "a"), delivery("p", "b"), delivery("p", "a"), delivery("q", "a"));
         let batch = [&a1, &b, &a2, &other_portal_a];
         let group = Group::new(&batch);
-        let keys: Vec<Key> = group.candidates().into_iter().map(key_of).collect();
+        let keys: Vec<Key> = group.candidates().into_iter().map(|d| key_of(d)).collect();
         assert_eq!(keys, vec![key_of(&a1), key_of(&b), key_of(&other_portal_a)]);
 
         // "b" was stored before this group: the insert returned no id for it.

@@ -1028,8 +1028,7 @@ async fn insert_delivery(tx: &mut PgTx, d: &Packed) -> Result<crate::Ingested> {
 /// delivery is stored and which answers as a duplicate is [`Group`]'s rule.
 async fn commit_batch(tx: &mut PgTx, batch: &[&Packed]) -> Result<Vec<Result<Ingested>>> {
     use std::collections::HashMap;
-    let batch: Vec<&NewDelivery> = batch.iter().map(|d| &***d).collect();
-    let group = Group::new(&batch);
+    let group = Group::new(batch);
     let candidates = group.candidates();
     let rows = sqlx::query(
         "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, raw_codec, event)

@@ -17,8 +17,8 @@ where
     Ok(r.try_get(column)?)
 }
 
-/// An event's detail (its row's columns plus `raw_body` unpacked, `event`, `run_at`) and its attempts'
-/// rows (`attempt`, `at`, `error_kind`, `error`, `retry_at`): the same on every backend.
+/// An event's detail (its row's columns plus `raw_body` unpacked, `event`, `run_at`) and its
+/// attempts' rows (`attempt`, `at`, `error_kind`, `error`, `retry_at`): the same on every backend.
 pub(crate) fn event_detail<R, DB>(r: &R, attempts: &[R]) -> Result<EventDetail>
 where
     DB: Database,

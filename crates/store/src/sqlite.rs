@@ -384,14 +384,14 @@ const ROWS_PER_STATEMENT: usize = 256;
 /// is stored and which answers as a duplicate is [`Group`]'s rule.
 async fn commit_batch(tx: &mut Tx, batch: &[&Packed]) -> Result<Vec<Result<Ingested>>> {
     use std::collections::HashMap;
-    let batch: Vec<&NewDelivery> = batch.iter().map(|d| &***d).collect();
-    let group = Group::new(&batch);
+    let group = Group::new(batch);
     let mut new_ids: HashMap<Key, i64> = HashMap::new();
+    let row = format!("(?, ?, ?, ?, ?, '{}', ?)", crate::body::LZ4);
     for chunk in group.candidates().chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, raw_codec, event) VALUES {}
              ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id, portal, idempotency_key",
-            vec![format!("(?, ?, ?, ?, ?, '{}', ?)", crate::body::LZ4); chunk.len()].join(", ")
+            vec![row.as_str(); chunk.len()].join(", ")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for d in chunk {
