@@ -967,10 +967,10 @@ impl crate::Marks for PgStore {
 type PgTx = Transaction<'static, Postgres>;
 
 /// PostgreSQL's group commit, done here: takes the deliveries that queued while the last
-/// commit ran (at least one, at most [`GROUP_MAX`]), stores them in one transaction, and only
-/// then answers each — an acknowledgement still follows a durable commit, and one commit's
-/// flush to disk is shared by all in it. If the group fails, each is stored alone, so one bad
-/// delivery (or a deadlock between groups) costs no other its answer.
+/// commit ran (at least one, at most [`GROUP_MAX`]), stores them together, and only then answers
+/// each — an acknowledgement still follows a durable commit, and one commit's flush to disk is
+/// shared by all in it. If the group fails, each is stored alone, so one bad delivery (or a
+/// deadlock between groups) costs no other its answer.
 async fn committer(pool: PgPool, queued: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Pending>>>) {
     loop {
         let group = {
@@ -985,14 +985,8 @@ async fn committer(pool: PgPool, queued: Arc<tokio::sync::Mutex<tokio::sync::mps
             }
             group
         };
-        let together = async {
-            let deliveries: Vec<&Packed> = group.iter().map(|(d, _)| d).collect();
-            let mut tx = pool.begin().await?;
-            let stored = commit_batch(&mut tx, &deliveries).await?;
-            tx.commit().await?;
-            Result::Ok(stored)
-        };
-        match together.await {
+        let deliveries: Vec<&Packed> = group.iter().map(|(d, _)| d).collect();
+        match commit_group(&pool, &deliveries).await {
             Ok(stored) => {
                 for ((_, answer), ingested) in group.into_iter().zip(stored) {
                     let _ = answer.send(ingested);
@@ -1003,16 +997,29 @@ async fn committer(pool: PgPool, queued: Arc<tokio::sync::Mutex<tokio::sync::mps
             }
             Err(_) => {
                 for (d, answer) in group {
-                    let alone = async {
-                        let mut tx = pool.begin().await?;
-                        let ingested = insert_delivery(&mut tx, &d).await?;
-                        tx.commit().await?;
-                        Result::Ok(ingested)
-                    };
-                    let _ = answer.send(alone.await);
+                    let _ = answer.send(
+                        commit_group(&pool, &[&d])
+                            .await
+                            .map(|mut one| one.pop())
+                            .and_then(|one| one.unwrap_or(Err(StoreError::Closed))),
+                    );
                 }
             }
         }
+    }
+}
+
+/// Commits a group on its own. Without live updates among them its rows and jobs are one
+/// statement, committed as it ends: one round trip for the whole group (a transaction around it
+/// would add two). Live updates need a transaction, as each takes its call's key in turn.
+async fn commit_group(pool: &PgPool, batch: &[&Packed]) -> Result<Vec<Result<Ingested>>> {
+    if batch.iter().any(|d| d.coalesce.is_some()) {
+        let mut tx = pool.begin().await?;
+        let stored = commit_batch(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(stored)
+    } else {
+        commit_batch(&mut *pool.acquire().await?, batch).await
     }
 }
 
@@ -1022,19 +1029,36 @@ async fn insert_delivery(tx: &mut PgTx, d: &Packed) -> Result<crate::Ingested> {
     commit_batch(tx, &[d]).await?.pop().unwrap_or(Err(StoreError::Closed))
 }
 
-/// Writes a group inside `tx` with one statement per table, whatever its size: the inbox rows
-/// and then the jobs from arrays (`UNNEST … WITH ORDINALITY`, so ids follow arrival and each
-/// caller's jobs keep their order), one `NOTIFY`, and one look-up of keys stored before. Which
-/// delivery is stored and which answers as a duplicate is [`Group`]'s rule.
-async fn commit_batch(tx: &mut PgTx, batch: &[&Packed]) -> Result<Vec<Result<Ingested>>> {
+/// Writes a group on `conn` (inside a transaction, or alone, when it is committed as its one
+/// statement ends) whatever its size: one statement stores the inbox rows and the jobs of those
+/// that need one from arrays (`UNNEST … WITH ORDINALITY`, so ids follow arrival and each
+/// caller's jobs keep their order) and sends the `NOTIFY`; live updates are enqueued after it,
+/// one by one, and keys stored before are looked up by one more statement. Which delivery is
+/// stored and which answers as a duplicate is [`Group`]'s rule.
+async fn commit_batch(conn: &mut sqlx::PgConnection, batch: &[&Packed]) -> Result<Vec<Result<Ingested>>> {
     use std::collections::HashMap;
     let group = Group::new(batch);
     let candidates = group.candidates();
+    // A job for each stored row that needs one and does not coalesce (those follow below).
+    let plain_kind = |d: &Packed| d.job_kind.filter(|_| d.coalesce.is_none());
+    // `announced` is read by the final SELECT only so that its NOTIFY runs (an unread CTE does
+    // not), and only when a job was queued.
     let rows = sqlx::query(
-        "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, raw_codec, event)
-         SELECT p, s, k, r, b, $7, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::text[])
-           WITH ORDINALITY AS u(p, s, k, r, b, e, n) ORDER BY n
-         ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id, portal, idempotency_key",
+        "WITH u AS (
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::text[], $7::text[], $8::text[])
+             WITH ORDINALITY AS u(p, s, k, r, b, e, kind, c, n)),
+         stored AS (
+           INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, raw_codec, event)
+           SELECT p, s, k, r, b, $9, e FROM u ORDER BY n
+           ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id, portal, idempotency_key),
+         queued AS (
+           INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at)
+           SELECT stored.id, u.p, u.kind, u.c, u.r, u.r, u.r
+             FROM u JOIN stored ON stored.portal = u.p AND stored.idempotency_key = u.k
+             WHERE u.kind IS NOT NULL ORDER BY u.n
+           RETURNING 1),
+         announced AS (SELECT pg_notify($10, '') FROM (SELECT 1 FROM queued LIMIT 1) q)
+         SELECT id, portal, idempotency_key, (SELECT count(*) FROM announced) AS announced FROM stored",
     )
     .bind(candidates.iter().map(|d| d.portal.as_str()).collect::<Vec<_>>())
     .bind(candidates.iter().map(|d| d.source.as_str()).collect::<Vec<_>>())
@@ -1042,35 +1066,22 @@ async fn commit_batch(tx: &mut PgTx, batch: &[&Packed]) -> Result<Vec<Result<Ing
     .bind(candidates.iter().map(|d| d.received_at_ms).collect::<Vec<_>>())
     .bind(candidates.iter().map(|d| d.raw_body.as_slice()).collect::<Vec<_>>())
     .bind(candidates.iter().map(|d| d.event_json.as_str()).collect::<Vec<_>>())
+    .bind(candidates.iter().map(|d| plain_kind(d)).collect::<Vec<_>>())
+    .bind(candidates.iter().map(|d| d.caller_key.as_str()).collect::<Vec<_>>())
     .bind(crate::body::LZ4)
-    .fetch_all(&mut **tx)
+    .bind(CHANNEL)
+    .fetch_all(&mut *conn)
     .await?;
     let mut new_ids: HashMap<Key, i64> = HashMap::with_capacity(rows.len());
     for row in rows {
         new_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
     }
-    let queued = group.queued(&new_ids);
-    let announce = !queued.coalescing.is_empty() || !queued.jobs.is_empty();
-    for (d, id) in queued.coalescing {
-        enqueue_coalesced(tx, d, id).await?;
+    let coalescing = group.queued(&new_ids).coalescing;
+    for (d, id) in &coalescing {
+        enqueue_coalesced(conn, d, *id).await?;
     }
-    if !queued.jobs.is_empty() {
-        let jobs = &queued.jobs;
-        sqlx::query(
-            "INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at)
-             SELECT i, p, k, c, t, t, t FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[])
-               WITH ORDINALITY AS u(i, p, k, c, t, n) ORDER BY n",
-        )
-        .bind(jobs.iter().map(|(_, id)| *id).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|(d, _)| d.portal.as_str()).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|(d, _)| d.job_kind.unwrap_or_default()).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|(d, _)| d.caller_key.as_str()).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|(d, _)| d.received_at_ms).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
-    }
-    if announce {
-        sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
+    if !coalescing.is_empty() {
+        sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut *conn).await?;
     }
     let seen = group.seen_before(&new_ids);
     let mut old_ids: HashMap<Key, i64> = HashMap::with_capacity(seen.len());
@@ -1081,7 +1092,7 @@ async fn commit_batch(tx: &mut PgTx, batch: &[&Packed]) -> Result<Vec<Result<Ing
         )
         .bind(seen.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>())
         .bind(seen.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>())
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await?;
         for row in rows {
             old_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
@@ -1093,12 +1104,12 @@ async fn commit_batch(tx: &mut PgTx, batch: &[&Packed]) -> Result<Vec<Result<Ing
 /// Enqueues a live update stored as inbox row `id` ([`crate::Coalesce`]): it takes over its
 /// call's queued job, or gets one of its own due a window from now. A job a worker claims
 /// meanwhile is no longer queued, and the update gets a job of its own.
-async fn enqueue_coalesced(tx: &mut PgTx, d: &NewDelivery, id: i64) -> Result<()> {
+async fn enqueue_coalesced(tx: &mut sqlx::PgConnection, d: &NewDelivery, id: i64) -> Result<()> {
     let (Some(kind), Some(c)) = (d.job_kind, &d.coalesce) else { return Ok(()) };
     // Two updates of one call arriving together take turns on this call's key.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(format!("coalesce:{}:{}", d.portal.as_str(), c.key))
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     let previous: Option<i64> = sqlx::query_scalar(
         "UPDATE jobs SET inbox_id = $1, updated_at = $2 FROM (SELECT id AS jid, inbox_id AS previous FROM jobs
@@ -1109,13 +1120,13 @@ async fn enqueue_coalesced(tx: &mut PgTx, d: &NewDelivery, id: i64) -> Result<()
     .bind(d.received_at_ms)
     .bind(d.portal.as_str())
     .bind(&c.key)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     if let Some(previous) = previous {
         sqlx::query("UPDATE inbox SET coalesced_into = $1 WHERE id = $2")
             .bind(id)
             .bind(previous)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         return Ok(());
     }
@@ -1130,7 +1141,7 @@ async fn enqueue_coalesced(tx: &mut PgTx, d: &NewDelivery, id: i64) -> Result<()
     .bind(&c.key)
     .bind(d.received_at_ms + c.window_ms)
     .bind(d.received_at_ms)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

@@ -961,3 +961,33 @@ async fn every_way_a_delivery_is_stored_packs_its_body_and_reads_it_back_as_rece
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+/// Two instances on one PostgreSQL database: a job one stores wakes the other's workers, for a
+/// group of plain deliveries and for a live update alike.
+#[tokio::test]
+async fn a_job_stored_by_one_instance_wakes_the_workers_of_another() {
+    let Some(url) = postgres_database().await else { return };
+    let (storing, waiting) = (callbridge_store::open(&url).await.unwrap(), callbridge_store::open(&url).await.unwrap());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    waiting.subscribe(wake.clone());
+    // The listener connects on its own task: store until one is heard, up to a bound.
+    let heard = |kind: &'static str| {
+        let (storing, wake) = (storing.clone(), wake.clone());
+        async move {
+            for attempt in 0..20 {
+                let notified = wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let key = format!("{kind}-{attempt}");
+                let d = if kind == "live" { live(&key, &key, 60_000) } else { delivery(&key, &key) };
+                storing.ingest(d).await.unwrap();
+                if tokio::time::timeout(Duration::from_millis(500), notified).await.is_ok() {
+                    return true;
+                }
+            }
+            false
+        }
+    };
+    assert!(heard("plain").await, "a plain delivery's job is announced");
+    assert!(heard("live").await, "a live update's job is announced");
+}
