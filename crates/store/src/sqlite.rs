@@ -11,8 +11,12 @@
 //! Ingest uses group commit: one writer task, on a connection of its own (it never waits for
 //! one the readers hold), takes every delivery and every booking waiting in its channel and
 //! commits them in one transaction, so a burst of webhooks or of agents booking pays for one
-//! fsync, not one each. Each caller is answered only after the commit that holds its write.
-//! A delivery's body is packed ([`crate::body`]) on its own task before it joins the group.
+//! fsync, not one each. The fsync is not the writer's to wait for: its commits do not sync
+//! (`synchronous=NORMAL`), and a task of its own ([`sync_then_answer`]) syncs the WAL after
+//! them — one sync for every group committed meanwhile — and only then answers their callers,
+//! while the writer is already committing the next group. Each caller is still answered only
+//! once the commit that holds its write is on disk. A delivery's body is packed
+//! ([`crate::body`]) on its own task before it joins the group.
 //!
 //! The worker's queue bookkeeping (claims, leases, settlements, failures, the caller index)
 //! commits on a connection of its own with `synchronous=NORMAL`: its commits do not wait for
@@ -95,14 +99,22 @@ impl SqliteStore {
         let (ingest, bookkeeping) = if in_memory {
             (pool.clone(), pool.clone())
         } else {
-            (
-                pooled(1).connect_with(options.clone()).await?,
-                pooled(1).connect_with(options.synchronous(SqliteSynchronous::Normal)).await?,
-            )
+            // Neither syncs at its commit: ingest's commits are synced before they are
+            // answered ([`sync_then_answer`]), the bookkeeping's with them.
+            let unsynced = options.clone().synchronous(SqliteSynchronous::Normal);
+            (pooled(1).connect_with(unsynced.clone()).await?, pooled(1).connect_with(unsynced).await?)
         };
         let (ingest_tx, rx) = mpsc::channel(4096);
+        let (committed, to_sync) = mpsc::channel(SYNCS_BEHIND);
         let turn = Arc::new(Turn::default());
-        tokio::spawn(group_commit(ingest, turn.clone(), rx));
+        tokio::spawn(group_commit(ingest, turn.clone(), rx, committed));
+        // SQLite keeps the WAL beside the database's real file.
+        let wal = (!in_memory)
+            .then(|| std::fs::canonicalize(options.get_filename()))
+            .transpose()
+            .map_err(sqlx::Error::Io)?
+            .map(|db| std::path::PathBuf::from(format!("{}-wal", db.display())));
+        tokio::spawn(sync_then_answer(wal, to_sync));
         if !in_memory {
             tokio::spawn(checkpoint(pool.clone()));
         }
@@ -309,37 +321,82 @@ async fn checkpoint(pool: SqlitePool) {
     }
 }
 
-/// The ingest writer: drains the channel into one transaction per batch.
-async fn group_commit(pool: SqlitePool, turn: Arc<Turn>, mut rx: mpsc::Receiver<Pending>) {
+/// Groups committed and not yet synced, at most, before the writer waits for the sync.
+const SYNCS_BEHIND: usize = 64;
+
+/// A group's writes and what its commit gave each (or the error that undid it).
+type Outcome = Result<(Vec<Result<Ingested>>, Vec<crate::Booked>)>;
+
+/// The ingest writer: drains the channel into one transaction per batch and hands each
+/// committed batch to [`sync_then_answer`]; a batch whose transaction failed wrote nothing and
+/// is answered at once.
+async fn group_commit(
+    pool: SqlitePool,
+    turn: Arc<Turn>,
+    mut rx: mpsc::Receiver<Pending>,
+    committed: mpsc::Sender<(Vec<Pending>, Outcome)>,
+) {
     let mut batch: Vec<Pending> = Vec::with_capacity(GROUP_COMMIT_MAX);
     while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
-        let result = commit_group(&pool, &turn, &batch).await;
-        match result {
-            Ok((ingested, booked)) => {
-                let (mut ingested, mut booked) = (ingested.into_iter(), booked.into_iter());
-                for pending in batch.drain(..) {
-                    match pending {
-                        Pending::Ingest(_, reply) => {
-                            let _ = reply.send(ingested.next().unwrap_or(Err(StoreError::Closed)));
-                        }
-                        Pending::Book(_, _, reply) => {
-                            let _ = reply.send(booked.next().ok_or(StoreError::Closed));
-                        }
+        let outcome = commit_group(&pool, &turn, &batch).await;
+        let batch = std::mem::replace(&mut batch, Vec::with_capacity(GROUP_COMMIT_MAX));
+        if outcome.is_err() {
+            answer(batch, outcome);
+        } else if let Err(mpsc::error::SendError((batch, outcome))) = committed.send((batch, outcome)).await {
+            answer(batch, outcome.and(Err(StoreError::Closed)));
+        }
+    }
+}
+
+/// Makes committed groups durable, then answers them: one `fdatasync` of the WAL covers every
+/// group committed before it began (the WAL is one file, appended in commit order), so groups
+/// that commit while a sync runs share the next one. A database in memory has nothing to sync.
+async fn sync_then_answer(wal: Option<std::path::PathBuf>, mut committed: mpsc::Receiver<(Vec<Pending>, Outcome)>) {
+    let mut groups = Vec::with_capacity(SYNCS_BEHIND);
+    while committed.recv_many(&mut groups, SYNCS_BEHIND).await > 0 {
+        let synced = match wal.clone() {
+            None => Ok(()),
+            Some(wal) => tokio::task::spawn_blocking(move || std::fs::File::open(wal)?.sync_data())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        };
+        for (batch, outcome) in groups.drain(..) {
+            let outcome = match &synced {
+                Ok(()) => outcome,
+                Err(e) => Err(StoreError::Database(sqlx::Error::Protocol(format!("syncing the WAL: {e}")))),
+            };
+            answer(batch, outcome);
+        }
+    }
+}
+
+/// Answers every write of a batch, in order, with what its group's commit gave it.
+fn answer(batch: Vec<Pending>, outcome: Outcome) {
+    match outcome {
+        Ok((ingested, booked)) => {
+            let (mut ingested, mut booked) = (ingested.into_iter(), booked.into_iter());
+            for pending in batch {
+                match pending {
+                    Pending::Ingest(_, reply) => {
+                        let _ = reply.send(ingested.next().unwrap_or(Err(StoreError::Closed)));
+                    }
+                    Pending::Book(_, _, reply) => {
+                        let _ = reply.send(booked.next().ok_or(StoreError::Closed));
                     }
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, batch.size = batch.len(), "ingest commit failed");
-                let message = e.to_string();
-                let failed = || StoreError::Database(sqlx::Error::Protocol(message.clone()));
-                for pending in batch.drain(..) {
-                    match pending {
-                        Pending::Ingest(_, reply) => {
-                            let _ = reply.send(Err(failed()));
-                        }
-                        Pending::Book(_, _, reply) => {
-                            let _ = reply.send(Err(failed()));
-                        }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, batch.size = batch.len(), "ingest commit failed");
+            let message = e.to_string();
+            let failed = || StoreError::Database(sqlx::Error::Protocol(message.clone()));
+            for pending in batch {
+                match pending {
+                    Pending::Ingest(_, reply) => {
+                        let _ = reply.send(Err(failed()));
+                    }
+                    Pending::Book(_, _, reply) => {
+                        let _ = reply.send(Err(failed()));
                     }
                 }
             }
@@ -1487,7 +1544,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn acknowledgements_are_synced_at_their_commit_and_the_workers_bookkeeping_with_the_next_one() {
+    async fn an_acknowledgement_waits_for_the_wals_sync_and_the_workers_bookkeeping_is_synced_with_it() {
         let path = std::env::temp_dir().join(format!("callbridge-sync-{:x}.db", fastrand::u64(..)));
         let store = SqliteStore::open(&format!("sqlite://{}", path.display())).await.unwrap();
         let synchronous = async |pool: &SqlitePool| -> i64 {
@@ -1496,5 +1553,22 @@ mod tests {
         // 2 is FULL (the WAL is synced at each commit), 1 is NORMAL (at the next sync).
         assert_eq!(synchronous(&store.pool).await, 2);
         assert_eq!(synchronous(&store.bookkeeping).await, 1);
+        let delivery = |key: &str| NewDelivery {
+            portal: PortalId::default(),
+            source: "vapi".into(),
+            idempotency_key: crate::IdempotencyKey::from_stored(key.into()),
+            raw_body: b"{}".to_vec(),
+            event_json: "{}".into(),
+            job_kind: Some("sync_call"),
+            caller_key: "c".into(),
+            received_at_ms: now_ms(),
+            coalesce: None,
+        };
+        store.ingest(delivery("synced")).await.unwrap();
+        // The ingest writer's commits do not sync; with the WAL gone from its directory there
+        // is nothing to sync, and the delivery is not acknowledged.
+        std::fs::remove_file(format!("{}-wal", path.display())).unwrap();
+        let unsynced = store.ingest(delivery("unsynced")).await;
+        assert!(matches!(unsynced, Err(StoreError::Database(_))), "{unsynced:?}");
     }
 }
