@@ -1,12 +1,12 @@
-//! The embedded SQLite store: WAL, `synchronous=FULL` for every write a client is answered
-//! about (a webhook's commit is on disk before it is acknowledged; the worker's bookkeeping is
-//! the exception, below), and write transactions that `BEGIN IMMEDIATE` so they never
-//! fail on a read-to-write upgrade. SQLite has one writer at a time; writers of this process
-//! take turns ([`Turn`]) before they begin, instead of SQLite's busy handler, which polls with
-//! sleeps growing to 100 ms and let a writer that lost a few races (the worker recording a
-//! round an agent waits on) wait hundreds of milliseconds behind ingest. The turns are fair
-//! among the worker's writes, and ingest's group commit goes before every write still waiting:
-//! an acknowledgement waits for at most the one write under way.
+//! The embedded SQLite store: WAL, every write a client is answered about on disk before the
+//! answer (`synchronous=FULL`; ingest's group commit syncs on a task of its own, below; the
+//! worker's bookkeeping is the exception, below), and write transactions that `BEGIN
+//! IMMEDIATE` so they never fail on a read-to-write upgrade. SQLite has one writer at a time;
+//! writers of this process take turns ([`Turn`]) before they begin, instead of SQLite's busy
+//! handler, which polls with sleeps growing to 100 ms and let a writer that lost a few races
+//! (the worker recording a round an agent waits on) wait hundreds of milliseconds behind
+//! ingest. The turns are fair among the worker's writes, and ingest's group commit goes before
+//! every write still waiting: an acknowledgement waits for at most the one write under way.
 //!
 //! Ingest uses group commit: one writer task, on a connection of its own (it never waits for
 //! one the readers hold), takes every delivery and every booking waiting in its channel and
