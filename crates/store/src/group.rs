@@ -52,11 +52,11 @@ impl<'a> Group<'a> {
 
     /// The candidates the insert stored (`new_ids` holds their ids) that need a job.
     pub fn queued(&self, new_ids: &HashMap<Key, i64>) -> Queued<'a> {
-        let (coalescing, jobs) = self
+        let (jobs, coalescing) = self
             .firsts()
             .filter(|&i| self.batch[i].job_kind.is_some())
             .filter_map(|i| new_ids.get(&self.keys[i]).map(|id| (self.batch[i], *id)))
-            .partition(|(d, _)| d.coalesce.is_some());
+            .partition(|(d, _)| plain_job(d).is_some());
         Queued { coalescing, jobs }
     }
 
@@ -81,23 +81,18 @@ impl<'a> Group<'a> {
     }
 }
 
+/// The job a delivery gets as soon as it is stored, or `None` when it needs none or coalesces
+/// with its call's other updates (those are enqueued one by one).
+pub(crate) fn plain_job(d: &NewDelivery) -> Option<&'static str> {
+    d.job_kind.filter(|_| d.coalesce.is_none())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{IdempotencyKey, PortalId};
 
     fn delivery(portal: &str, key: &str) -> Packed {
-        Packed::new(NewDelivery {
-            portal: PortalId::parse(portal).unwrap(),
-            source: "vapi".into(),
-            idempotency_key: IdempotencyKey::of("vapi", key),
-            raw_body: Vec::new(),
-            event_json: "null".into(),
-            job_kind: Some("sync_call"),
-            caller_key: String::new(),
-            received_at_ms: 0,
-            coalesce: None,
-        })
+        Packed::new(crate::test_delivery(portal, key))
     }
 
     #[test]

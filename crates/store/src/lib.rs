@@ -592,6 +592,22 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// A delivery of a call needing a job, for this crate's unit tests.
+#[cfg(test)]
+pub(crate) fn test_delivery(portal: &str, key: &str) -> NewDelivery {
+    NewDelivery {
+        portal: PortalId::parse(portal).unwrap(),
+        source: "vapi".into(),
+        idempotency_key: IdempotencyKey::of("vapi", key),
+        raw_body: b"{}".to_vec(),
+        event_json: "{}".into(),
+        job_kind: Some("sync_call"),
+        caller_key: "c".into(),
+        received_at_ms: now_ms(),
+        coalesce: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -997,12 +997,8 @@ async fn committer(pool: PgPool, queued: Arc<tokio::sync::Mutex<tokio::sync::mps
             }
             Err(_) => {
                 for (d, answer) in group {
-                    let _ = answer.send(
-                        commit_group(&pool, &[&d])
-                            .await
-                            .map(|mut one| one.pop())
-                            .and_then(|one| one.unwrap_or(Err(StoreError::Closed))),
-                    );
+                    let alone = commit_group(&pool, &[&d]).await;
+                    let _ = answer.send(alone.and_then(|mut one| one.pop().unwrap_or(Err(StoreError::Closed))));
                 }
             }
         }
@@ -1039,8 +1035,6 @@ async fn commit_batch(conn: &mut sqlx::PgConnection, batch: &[&Packed]) -> Resul
     use std::collections::HashMap;
     let group = Group::new(batch);
     let candidates = group.candidates();
-    // A job for each stored row that needs one and does not coalesce (those follow below).
-    let plain_kind = |d: &Packed| d.job_kind.filter(|_| d.coalesce.is_none());
     // `announced` is read by the final SELECT only so that its NOTIFY runs (an unread CTE does
     // not), and only when a job was queued.
     let rows = sqlx::query(
@@ -1066,7 +1060,7 @@ async fn commit_batch(conn: &mut sqlx::PgConnection, batch: &[&Packed]) -> Resul
     .bind(candidates.iter().map(|d| d.received_at_ms).collect::<Vec<_>>())
     .bind(candidates.iter().map(|d| d.raw_body.as_slice()).collect::<Vec<_>>())
     .bind(candidates.iter().map(|d| d.event_json.as_str()).collect::<Vec<_>>())
-    .bind(candidates.iter().map(|d| plain_kind(d)).collect::<Vec<_>>())
+    .bind(candidates.iter().map(|d| crate::group::plain_job(d)).collect::<Vec<_>>())
     .bind(candidates.iter().map(|d| d.caller_key.as_str()).collect::<Vec<_>>())
     .bind(crate::body::LZ4)
     .bind(CHANNEL)

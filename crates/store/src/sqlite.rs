@@ -387,7 +387,7 @@ fn answer(batch: Vec<Pending>, outcome: Outcome) {
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, batch.size = batch.len(), "ingest commit failed");
+            tracing::error!(error = %e, batch.size = batch.len(), "ingest group not stored");
             let message = e.to_string();
             let failed = || StoreError::Database(sqlx::Error::Protocol(message.clone()));
             for pending in batch {
@@ -1553,17 +1553,7 @@ mod tests {
         // 2 is FULL (the WAL is synced at each commit), 1 is NORMAL (at the next sync).
         assert_eq!(synchronous(&store.pool).await, 2);
         assert_eq!(synchronous(&store.bookkeeping).await, 1);
-        let delivery = |key: &str| NewDelivery {
-            portal: PortalId::default(),
-            source: "vapi".into(),
-            idempotency_key: crate::IdempotencyKey::from_stored(key.into()),
-            raw_body: b"{}".to_vec(),
-            event_json: "{}".into(),
-            job_kind: Some("sync_call"),
-            caller_key: "c".into(),
-            received_at_ms: now_ms(),
-            coalesce: None,
-        };
+        let delivery = |key: &str| crate::test_delivery(PortalId::default().as_str(), key);
         store.ingest(delivery("synced")).await.unwrap();
         // The ingest writer's commits do not sync; with the WAL gone from its directory there
         // is nothing to sync, and the delivery is not acknowledged.
