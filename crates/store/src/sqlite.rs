@@ -8,11 +8,13 @@
 //! ingest. The turns are fair among the worker's writes, and ingest's group commit goes before
 //! every write still waiting: an acknowledgement waits for at most the one write under way.
 //!
-//! Ingest uses group commit: one writer task, on a connection of its own (it never waits for
-//! one the readers hold), takes every delivery and every booking waiting in its channel and
-//! commits them in one transaction, so a burst of webhooks or of agents booking pays for one
-//! fsync, not one each. The fsync is not the writer's to wait for: its commits do not sync
-//! (`synchronous=NORMAL`), and a task of its own ([`sync_then_answer`]) syncs the WAL after
+//! Ingest uses group commit: one writer, on a thread and a connection of its own (held for
+//! as long as it writes, so it never waits for a pool or behind the service's tasks), takes
+//! every delivery and every booking waiting in its channel and commits them in one transaction,
+//! so a burst of webhooks or of agents booking pays for one fsync, not one each; a group of
+//! deliveries is two round trips to SQLite (`BEGIN` rides on the first statement, `COMMIT` on
+//! the last, [`Ends`]). The fsync is not the writer's to wait for: its commits do not sync
+//! (`synchronous=NORMAL`), and a thread of its own ([`sync_then_answer`]) syncs the WAL after
 //! them — one sync for every group committed meanwhile — and only then answers their callers,
 //! while the writer is already committing the next group. Each caller is still answered only
 //! once the commit that holds its write is on disk. A delivery's body is packed
@@ -39,7 +41,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{ConnectOptions, Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
 use crate::body::Packed;
@@ -97,24 +99,35 @@ impl SqliteStore {
         // Writes take turns, so one connection serves each writer: the group commit has its own,
         // never waiting for one of the readers' to free, and so does the bookkeeping.
         let (ingest, bookkeeping) = if in_memory {
-            (pool.clone(), pool.clone())
+            (Writer::Shared(pool.clone()), pool.clone())
         } else {
             // Neither syncs at its commit: ingest's commits are synced before they are
             // answered ([`sync_then_answer`]), the bookkeeping's with them.
             let unsynced = options.clone().synchronous(SqliteSynchronous::Normal);
-            (pooled(1).connect_with(unsynced.clone()).await?, pooled(1).connect_with(unsynced).await?)
+            let writer = unsynced.connect().await?;
+            (Writer::Own(writer, Box::new(unsynced.clone())), pooled(1).connect_with(unsynced).await?)
         };
         let (ingest_tx, rx) = mpsc::channel(4096);
         let (committed, to_sync) = mpsc::channel(SYNCS_BEHIND);
         let turn = Arc::new(Turn::default());
-        tokio::spawn(group_commit(ingest, turn.clone(), rx, committed));
         // SQLite keeps the WAL beside the database's real file.
         let wal = (!in_memory)
             .then(|| std::fs::canonicalize(options.get_filename()))
             .transpose()
             .map_err(sqlx::Error::Io)?
             .map(|db| std::path::PathBuf::from(format!("{}-wal", db.display())));
-        tokio::spawn(sync_then_answer(wal, to_sync));
+        // The writer and the sync each have a thread of their own: on the service's runtime
+        // the writer's task waited behind every webhook's task after each statement.
+        let writer = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(sqlx::Error::Io)?;
+        let writer_turn = turn.clone();
+        std::thread::Builder::new()
+            .name("sqlite-ingest".into())
+            .spawn(move || writer.block_on(group_commit(ingest, writer_turn, rx, committed)))
+            .map_err(sqlx::Error::Io)?;
+        std::thread::Builder::new()
+            .name("sqlite-sync".into())
+            .spawn(move || sync_then_answer(wal, to_sync))
+            .map_err(sqlx::Error::Io)?;
         if !in_memory {
             tokio::spawn(checkpoint(pool.clone()));
         }
@@ -327,18 +340,26 @@ const SYNCS_BEHIND: usize = 64;
 /// A group's writes and what its commit gave each (or the error that undid it).
 type Outcome = Result<(Vec<Result<Ingested>>, Vec<crate::Booked>)>;
 
+/// The group commit's connection: its own, held for as long as it writes (taking one from a
+/// pool for each group cost a third of a group's time under load), or the pool's only one for a
+/// database in memory.
+enum Writer {
+    Own(SqliteConnection, Box<SqliteConnectOptions>),
+    Shared(SqlitePool),
+}
+
 /// The ingest writer: drains the channel into one transaction per batch and hands each
 /// committed batch to [`sync_then_answer`]; a batch whose transaction failed wrote nothing and
 /// is answered at once.
 async fn group_commit(
-    pool: SqlitePool,
+    mut writer: Writer,
     turn: Arc<Turn>,
     mut rx: mpsc::Receiver<Pending>,
     committed: mpsc::Sender<(Vec<Pending>, Outcome)>,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(GROUP_COMMIT_MAX);
     while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
-        let outcome = commit_group(&pool, &turn, &batch).await;
+        let outcome = commit_group(&mut writer, &turn, &batch).await;
         let batch = std::mem::replace(&mut batch, Vec::with_capacity(GROUP_COMMIT_MAX));
         if outcome.is_err() {
             answer(batch, outcome);
@@ -351,14 +372,13 @@ async fn group_commit(
 /// Makes committed groups durable, then answers them: one `fdatasync` of the WAL covers every
 /// group committed before it began (the WAL is one file, appended in commit order), so groups
 /// that commit while a sync runs share the next one. A database in memory has nothing to sync.
-async fn sync_then_answer(wal: Option<std::path::PathBuf>, mut committed: mpsc::Receiver<(Vec<Pending>, Outcome)>) {
+/// Runs on a thread of its own, blocking, until the writer is gone.
+fn sync_then_answer(wal: Option<std::path::PathBuf>, mut committed: mpsc::Receiver<(Vec<Pending>, Outcome)>) {
     let mut groups = Vec::with_capacity(SYNCS_BEHIND);
-    while committed.recv_many(&mut groups, SYNCS_BEHIND).await > 0 {
-        let synced = match wal.clone() {
+    while committed.blocking_recv_many(&mut groups, SYNCS_BEHIND) > 0 {
+        let synced = match &wal {
             None => Ok(()),
-            Some(wal) => tokio::task::spawn_blocking(move || std::fs::File::open(wal)?.sync_data())
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Some(wal) => std::fs::File::open(wal).and_then(|f| f.sync_data()),
         };
         for (batch, outcome) in groups.drain(..) {
             let outcome = match &synced {
@@ -405,13 +425,49 @@ fn answer(batch: Vec<Pending>, outcome: Outcome) {
 }
 
 /// One group: the deliveries in a few multi-row statements, then each booking in turn (so
-/// a booking sees those before it), in one transaction.
+/// a booking sees those before it), in one transaction. Each statement is a round trip to
+/// SQLite's thread, and under load each waits for a core, so the transaction's `BEGIN` goes
+/// with the first statement and its `COMMIT` with the last ([`Ends`]): a group of deliveries is
+/// two round trips. A group that fails is rolled back before the connection is used again.
 async fn commit_group(
-    pool: &SqlitePool,
+    writer: &mut Writer,
     turn: &Turn,
     batch: &[Pending],
 ) -> Result<(Vec<Result<Ingested>>, Vec<crate::Booked>)> {
-    let mut tx = Tx::begin(pool, turn.ingest().await).await?;
+    let _turn = turn.ingest().await;
+    let (written, ended) = match writer {
+        Writer::Own(conn, _) => in_group(conn, batch).await,
+        Writer::Shared(pool) => {
+            let mut conn = pool.acquire().await?;
+            let (written, ended) = in_group(&mut conn, batch).await;
+            if !ended {
+                conn.close_on_drop();
+            }
+            (written, true)
+        }
+    };
+    if !ended && let Writer::Own(conn, options) = writer {
+        // A transaction that would not end must not greet the next group: a new connection.
+        *conn = options.connect().await?;
+    }
+    written
+}
+
+/// A group written on `conn`, and whether its transaction ended (committed, or rolled back
+/// after a failure).
+async fn in_group(
+    conn: &mut SqliteConnection,
+    batch: &[Pending],
+) -> (Result<(Vec<Result<Ingested>>, Vec<crate::Booked>)>, bool) {
+    let written = write_group(conn, batch).await;
+    let ended = written.is_ok() || sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok();
+    (written, ended)
+}
+
+async fn write_group(
+    conn: &mut SqliteConnection,
+    batch: &[Pending],
+) -> Result<(Vec<Result<Ingested>>, Vec<crate::Booked>)> {
     let deliveries: Vec<&Packed> = batch
         .iter()
         .filter_map(|p| match p {
@@ -419,14 +475,17 @@ async fn commit_group(
             Pending::Book(..) => None,
         })
         .collect();
-    let ingested = commit_batch(&mut tx, &deliveries).await?;
-    let mut booked = Vec::new();
+    let bookings = batch.len() - deliveries.len();
+    let (ingested, committed) = commit_batch(conn, &deliveries, Ends { begin: true, commit: bookings == 0 }).await?;
+    let mut booked = Vec::with_capacity(bookings);
     for pending in batch {
         if let Pending::Book(booking, delivery, _) = pending {
-            booked.push(book_in(&mut tx, booking, delivery).await?);
+            booked.push(book_in(conn, booking, delivery).await?);
         }
     }
-    tx.commit().await?;
+    if !committed {
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+    }
     Ok((ingested, booked))
 }
 
@@ -436,20 +495,42 @@ const REMEMBER_PART: usize = 500;
 /// Rows per multi-row INSERT (SQLite allows 32,766 bound values; six per row here).
 const ROWS_PER_STATEMENT: usize = 256;
 
-/// Writes a batch in one transaction with a few multi-row statements, not two per delivery
-/// (the statements cross to SQLite's thread one by one, so fewer is faster); which delivery
-/// is stored and which answers as a duplicate is [`Group`]'s rule.
-async fn commit_batch(tx: &mut Tx, batch: &[&Packed]) -> Result<Vec<Result<Ingested>>> {
+/// Whether a batch's statements also open and close the transaction they run in: `BEGIN
+/// IMMEDIATE` goes ahead of its first statement and `COMMIT` after its last, in the same round
+/// trip (SQLite runs a string's statements in turn and stops at the first that fails, so a
+/// `COMMIT` after a statement that failed never runs).
+#[derive(Clone, Copy)]
+struct Ends {
+    begin: bool,
+    commit: bool,
+}
+
+impl Ends {
+    /// Within a transaction begun and ended by the caller.
+    const INSIDE: Ends = Ends { begin: false, commit: false };
+}
+
+/// Writes a batch with a few multi-row statements, not two per delivery (the statements cross
+/// to SQLite's thread one by one, so fewer is faster); which delivery is stored and which
+/// answers as a duplicate is [`Group`]'s rule. Says whether it committed (`ends.commit` and
+/// a statement to send the `COMMIT` with).
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &[&Packed],
+    ends: Ends,
+) -> Result<(Vec<Result<Ingested>>, bool)> {
     use std::collections::HashMap;
     let group = Group::new(batch);
     let mut new_ids: HashMap<Key, i64> = HashMap::new();
     let row = format!("(?, ?, ?, ?, ?, '{}', ?)", crate::body::LZ4);
+    let mut begin = if ends.begin { "BEGIN IMMEDIATE; " } else { "" };
     for chunk in group.candidates().chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, raw_codec, event) VALUES {}
+            "{begin}INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, raw_codec, event) VALUES {}
              ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id, portal, idempotency_key",
             vec![row.as_str(); chunk.len()].join(", ")
         );
+        begin = "";
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for d in chunk {
             q = q
@@ -460,20 +541,29 @@ async fn commit_batch(tx: &mut Tx, batch: &[&Packed]) -> Result<Vec<Result<Inges
                 .bind(&d.raw_body)
                 .bind(&d.event_json);
         }
-        for row in q.fetch_all(&mut **tx).await? {
+        for row in q.fetch_all(&mut *conn).await? {
             new_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
         }
     }
+    if !begin.is_empty() {
+        sqlx::query(begin).execute(&mut *conn).await?;
+    }
     let queued = group.queued(&new_ids);
     for (d, id) in queued.coalescing {
-        enqueue_coalesced(tx, d, id).await?;
+        enqueue_coalesced(conn, d, id).await?;
     }
-    for chunk in queued.jobs.chunks(ROWS_PER_STATEMENT) {
+    let seen_before = group.seen_before(&new_ids);
+    let (jobs, seen) = (queued.jobs.chunks(ROWS_PER_STATEMENT), seen_before.chunks(ROWS_PER_STATEMENT));
+    // The `COMMIT` rides on the last statement: the last look-up of earlier deliveries, or the
+    // last insert of jobs when there is none.
+    let (last_job, last_seen) = (jobs.len(), seen.len());
+    let commit = |sql: String, last: bool| if ends.commit && last { sql + "; COMMIT" } else { sql };
+    for (i, chunk) in jobs.enumerate() {
         let sql = format!(
             "INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at) VALUES {}",
             vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(commit(sql, last_seen == 0 && i + 1 == last_job)));
         for (d, id) in chunk {
             let at = d.received_at_ms;
             q = q
@@ -485,23 +575,23 @@ async fn commit_batch(tx: &mut Tx, batch: &[&Packed]) -> Result<Vec<Result<Inges
                 .bind(at)
                 .bind(at);
         }
-        q.execute(&mut **tx).await?;
+        q.execute(&mut *conn).await?;
     }
     let mut old_ids: HashMap<Key, i64> = HashMap::new();
-    for chunk in group.seen_before(&new_ids).chunks(ROWS_PER_STATEMENT) {
+    for (i, chunk) in seen.enumerate() {
         let sql = format!(
             "SELECT id, portal, idempotency_key FROM inbox WHERE (portal, idempotency_key) IN (VALUES {})",
             vec!["(?, ?)"; chunk.len()].join(", ")
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(commit(sql, i + 1 == last_seen)));
         for (portal, key) in chunk {
             q = q.bind(portal.as_str()).bind(key.as_str());
         }
-        for row in q.fetch_all(&mut **tx).await? {
+        for row in q.fetch_all(&mut *conn).await? {
             old_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
         }
     }
-    Ok(group.answers(&new_ids, &old_ids))
+    Ok((group.answers(&new_ids, &old_ids), ends.commit && last_job + last_seen > 0))
 }
 
 /// A queued job `j` is its caller's next to run: nothing of the caller's runs, and no job of
@@ -1215,12 +1305,12 @@ impl crate::Marks for SqliteStore {
 
 /// Stores one delivery (and its job) inside `tx`: the path of work that must commit with
 /// other rows (a booking and its job).
-async fn insert_delivery(tx: &mut Tx, d: &Packed) -> Result<crate::Ingested> {
-    commit_batch(tx, &[d]).await?.pop().unwrap_or(Err(StoreError::Closed))
+async fn insert_delivery(conn: &mut SqliteConnection, d: &Packed) -> Result<crate::Ingested> {
+    commit_batch(conn, &[d], Ends::INSIDE).await?.0.pop().unwrap_or(Err(StoreError::Closed))
 }
 
 /// A booking, unless one with its key exists or another holds its time; with its delivery.
-async fn book_in(tx: &mut Tx, booking: &crate::Booking, delivery: &Packed) -> Result<crate::Booked> {
+async fn book_in(tx: &mut SqliteConnection, booking: &crate::Booking, delivery: &Packed) -> Result<crate::Booked> {
     if let Some(existing) = booking_in(tx, &booking.portal, &booking.key).await? {
         return Ok(crate::Booked::Existing(Box::new(existing)));
     }
@@ -1229,7 +1319,7 @@ async fn book_in(tx: &mut Tx, booking: &crate::Booking, delivery: &Packed) -> Re
         .bind(booking.portal.as_str())
         .bind(booking.end_ms)
         .bind(booking.start_ms)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await?;
     if !taken.is_empty() {
         let taken = taken.iter().map(crate::bookings::from_row).collect::<Result<Vec<_>>>()?;
@@ -1242,7 +1332,7 @@ async fn book_in(tx: &mut Tx, booking: &crate::Booking, delivery: &Packed) -> Re
 
 /// Enqueues a live update stored as inbox row `id` ([`crate::Coalesce`]): it takes over its
 /// call's queued job, or gets one of its own due a window from now.
-async fn enqueue_coalesced(tx: &mut Tx, d: &NewDelivery, id: i64) -> Result<()> {
+async fn enqueue_coalesced(tx: &mut SqliteConnection, d: &NewDelivery, id: i64) -> Result<()> {
     let (Some(kind), Some(c)) = (d.job_kind, &d.coalesce) else { return Ok(()) };
     // The transaction holds SQLite's write lock: nothing claims the job between these.
     let queued: Option<(i64, i64)> = sqlx::query_as(
@@ -1250,19 +1340,19 @@ async fn enqueue_coalesced(tx: &mut Tx, d: &NewDelivery, id: i64) -> Result<()> 
     )
     .bind(d.portal.as_str())
     .bind(&c.key)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     if let Some((job, previous)) = queued {
         sqlx::query("UPDATE jobs SET inbox_id = ?, updated_at = ? WHERE id = ?")
             .bind(id)
             .bind(d.received_at_ms)
             .bind(job)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         sqlx::query("UPDATE inbox SET coalesced_into = ? WHERE id = ?")
             .bind(id)
             .bind(previous)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         return Ok(());
     }
@@ -1277,7 +1367,7 @@ async fn enqueue_coalesced(tx: &mut Tx, d: &NewDelivery, id: i64) -> Result<()> 
     .bind(d.received_at_ms + c.window_ms)
     .bind(d.received_at_ms)
     .bind(d.received_at_ms)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -1295,7 +1385,7 @@ fn bookings_overlapping_sql() -> String {
     )
 }
 
-async fn insert_booking(tx: &mut Tx, b: &crate::Booking) -> Result<()> {
+async fn insert_booking(tx: &mut SqliteConnection, b: &crate::Booking) -> Result<()> {
     let now = now_ms();
     sqlx::query(
         "INSERT INTO bookings (portal, booking_key, source, phone, email, caller_name, meeting_type, notes, start_ms, end_ms, status, history, caller_key, created_at, updated_at)
@@ -1316,14 +1406,14 @@ async fn insert_booking(tx: &mut Tx, b: &crate::Booking) -> Result<()> {
     .bind(&b.caller_key)
     .bind(b.created_at_ms)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-async fn booking_in(tx: &mut Tx, portal: &PortalId, key: &str) -> Result<Option<crate::Booking>> {
+async fn booking_in(tx: &mut SqliteConnection, portal: &PortalId, key: &str) -> Result<Option<crate::Booking>> {
     let sql = booking_by_key_sql();
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(portal.as_str()).bind(key).fetch_optional(&mut **tx).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(portal.as_str()).bind(key).fetch_optional(&mut *tx).await?;
     row.as_ref().map(crate::bookings::from_row).transpose()
 }
 
@@ -1560,5 +1650,31 @@ mod tests {
         std::fs::remove_file(format!("{}-wal", path.display())).unwrap();
         let unsynced = store.ingest(delivery("unsynced")).await;
         assert!(matches!(unsynced, Err(StoreError::Database(_))), "{unsynced:?}");
+    }
+
+    #[tokio::test]
+    async fn a_group_whose_job_cannot_be_written_leaves_no_delivery_behind_and_the_next_group_is_stored() {
+        let path = std::env::temp_dir().join(format!("callbridge-rollback-{:x}.db", fastrand::u64(..)));
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display())).await.unwrap();
+        // The group's `BEGIN` goes with its inbox rows and its `COMMIT` with its jobs: a job
+        // refused after the inbox rows were written must take them back with it.
+        sqlx::query(
+            "CREATE TRIGGER refuse_poisoned BEFORE INSERT ON jobs WHEN NEW.caller_key = 'poisoned'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let portal = PortalId::default();
+        let poisoned =
+            NewDelivery { caller_key: "poisoned".into(), ..crate::test_delivery(portal.as_str(), "poisoned") };
+        assert!(store.ingest(poisoned).await.is_err());
+        let inbox =
+            async || -> i64 { sqlx::query_scalar("SELECT COUNT(*) FROM inbox").fetch_one(&store.pool).await.unwrap() };
+        assert_eq!(inbox().await, 0);
+        let stored = store.ingest(crate::test_delivery(portal.as_str(), "after")).await.unwrap();
+        assert!(!stored.duplicate);
+        assert_eq!(inbox().await, 1);
+        assert_eq!(store.counts().await.unwrap().queued, 1);
     }
 }
