@@ -106,6 +106,23 @@ struct Fleet {
     ports: Vec<u16>,
     /// The SQLite file a fleet on SQLite wrote, removed with it.
     sqlite: Option<String>,
+    /// The PostgreSQL database a fleet on PostgreSQL wrote, dropped by [`Fleet::close`].
+    postgres: Option<String>,
+}
+
+impl Fleet {
+    /// Stops the instances and drops their PostgreSQL database (a run that fails on its way
+    /// leaves it behind, named `callbridge_test_…`).
+    async fn close(mut self, admin: &str) -> anyhow::Result<()> {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(url) = self.postgres.take() {
+            callbridge_store::test_support::drop_postgres_database(admin, &url).await?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Fleet {
@@ -161,6 +178,7 @@ async fn fleet(
         children,
         ports,
         sqlite: (backend == Backend::Sqlite).then(|| db.trim_start_matches("sqlite://").into()),
+        postgres: (backend == Backend::Postgres).then_some(db),
     })
 }
 
@@ -332,7 +350,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "  over 25 ms: {late} as the load saw them; {} as the instances timed them, {} of them in the store's commit",
                 served_during.answered_late, served_during.committed_late
             );
-            drop(fleet);
+            fleet.close(&args.database_url).await?;
         }
         if let [sqlite, postgres] = one_instance[..] {
             println!("PostgreSQL against SQLite, 1 instance each: {:.2} × (goal >= 0.8 ×)", postgres / sqlite);
@@ -380,7 +398,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             accepted as f64 / ceiling,
             stats.with_status(429)
         );
-        drop(fleet);
+        fleet.close(&args.database_url).await?;
         anyhow::Ok(())
     })
 }

@@ -13,6 +13,20 @@ pub async fn fresh_postgres_database(admin_url: &str) -> Result<String> {
     Ok(format!("{base}/{name}"))
 }
 
+/// Drops a database [`fresh_postgres_database`] made (`url`), closing whatever is still
+/// connected to it, through the server `admin_url` points at.
+pub async fn drop_postgres_database(admin_url: &str, url: &str) -> Result<()> {
+    use sqlx::Connection;
+    let name = url.rsplit_once('/').map(|(_, name)| name).unwrap_or_default();
+    if !name.starts_with("callbridge_test_") || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(StoreError::UnsupportedUrl(url.to_string()));
+    }
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
 /// A database as callbridge's first schema wrote it (from the dumps in `tests/fixtures/`): one
 /// call landed (its activity, caller index entry and sync state), four jobs queued. On the
 /// PostgreSQL server `admin_url` names when given, else in a new SQLite file at `sqlite_path`.
