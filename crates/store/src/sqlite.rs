@@ -1,5 +1,5 @@
 //! The embedded SQLite store: WAL, every write a client is answered about on disk before the
-//! answer (`synchronous=FULL`; ingest's group commit syncs on a task of its own, below; the
+//! answer (`synchronous=FULL`; ingest's group commit syncs on a thread of its own, below; the
 //! worker's bookkeeping is the exception, below), and write transactions that `BEGIN
 //! IMMEDIATE` so they never fail on a read-to-write upgrade. SQLite has one writer at a time;
 //! writers of this process take turns ([`Turn`]) before they begin, instead of SQLite's busy
