@@ -93,6 +93,13 @@ pub fn config(sandbox_url: &str, token: &str, db: &std::path::Path) -> Config {
     }
 }
 
+/// Removes an SQLite database a benchmark made, with its WAL and shared-memory files.
+pub fn remove_sqlite(db: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {

@@ -118,9 +118,7 @@ impl Drop for Fleet {
             let _ = c.wait();
         }
         if let Some(path) = &self.sqlite {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{path}{suffix}"));
-            }
+            crate::ingest::remove_sqlite(std::path::Path::new(path));
         }
         if let Some((admin, url)) = self.postgres.take() {
             // A runtime of its own: a fleet is dropped inside the benchmark's.

@@ -4,13 +4,13 @@
 //! tells a change to the writer's path apart from the noise of the full `multi` run.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use callbridge_domain::DefaultRegion;
 use callbridge_sources::Parsed;
 use callbridge_store::sqlite::SqliteStore;
-use callbridge_store::{IdempotencyKey, NewDelivery, PortalId, Queue};
+use callbridge_store::{NewDelivery, PortalId, Queue};
 use clap::Parser;
 
 use crate::stats::{ms, percentile};
@@ -51,7 +51,6 @@ fn delivery(report: &str, number: &str) -> anyhow::Result<NewDelivery> {
     let Ok(Parsed::Event(event, key)) = callbridge_sources::vapi::parse(&body, DefaultRegion::default()) else {
         anyhow::bail!("the report did not parse as a call");
     };
-    let key: IdempotencyKey = key;
     Ok(NewDelivery {
         portal: PortalId::default(),
         source: "vapi".into(),
@@ -87,11 +86,10 @@ async fn once(args: &Args) -> anyhow::Result<(f64, f64, f64)> {
             })
         })
         .collect();
-    let stored = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..args.tasks)
         .map(|_| {
-            let (store, deliveries, stored) = (store.clone(), deliveries.clone(), stored.clone());
+            let (store, deliveries) = (store.clone(), deliveries.clone());
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 loop {
@@ -99,7 +97,6 @@ async fn once(args: &Args) -> anyhow::Result<(f64, f64, f64)> {
                     let t = Instant::now();
                     anyhow::ensure!(!store.ingest(d).await?.duplicate, "a new report answered as a duplicate");
                     samples.push(t.elapsed());
-                    stored.fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
@@ -113,12 +110,10 @@ async fn once(args: &Args) -> anyhow::Result<(f64, f64, f64)> {
     for s in spinners {
         let _ = s.join();
     }
-    anyhow::ensure!(stored.load(Ordering::Relaxed) == args.requests);
+    anyhow::ensure!(samples.len() == args.requests, "not every report was stored");
     anyhow::ensure!(store.counts().await?.queued as usize == args.requests, "not every report queued its job");
     drop(store);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
+    crate::ingest::remove_sqlite(&db);
     samples.sort();
     Ok((args.requests as f64 / secs, ms(percentile(&samples, 50.0)), ms(percentile(&samples, 99.0))))
 }

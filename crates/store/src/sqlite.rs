@@ -476,14 +476,20 @@ async fn write_group(
         })
         .collect();
     let bookings = batch.len() - deliveries.len();
-    let (ingested, committed) = commit_batch(conn, &deliveries, Ends { begin: true, commit: bookings == 0 }).await?;
+    // The deliveries' last statement carries the `COMMIT` only when no booking follows them.
+    let mut ends = Ends { begin: true, commit: bookings == 0 };
+    let ingested = commit_batch(conn, &deliveries, &mut ends).await?;
+    // What the deliveries' statements did not carry (a group of bookings only has none).
+    if std::mem::take(&mut ends.begin) {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    }
     let mut booked = Vec::with_capacity(bookings);
     for pending in batch {
         if let Pending::Book(booking, delivery, _) = pending {
             booked.push(book_in(conn, booking, delivery).await?);
         }
     }
-    if !committed {
+    if bookings > 0 || ends.commit {
         sqlx::query("COMMIT").execute(&mut *conn).await?;
     }
     Ok((ingested, booked))
@@ -495,11 +501,10 @@ const REMEMBER_PART: usize = 500;
 /// Rows per multi-row INSERT (SQLite allows 32,766 bound values; six per row here).
 const ROWS_PER_STATEMENT: usize = 256;
 
-/// Whether a batch's statements also open and close the transaction they run in: `BEGIN
-/// IMMEDIATE` goes ahead of its first statement and `COMMIT` after its last, in the same round
-/// trip (SQLite runs a string's statements in turn and stops at the first that fails, so a
-/// `COMMIT` after a statement that failed never runs).
-#[derive(Clone, Copy)]
+/// What the statements a transaction sends still owe it: `BEGIN IMMEDIATE` goes ahead of the
+/// first and `COMMIT` after the last, in the same round trip (SQLite runs a string's
+/// statements in turn and stops at the first that fails, so a `COMMIT` after a statement that
+/// failed never runs). What no statement carried, the transaction's owner sends on its own.
 struct Ends {
     begin: bool,
     commit: bool,
@@ -507,31 +512,37 @@ struct Ends {
 
 impl Ends {
     /// Within a transaction begun and ended by the caller.
-    const INSIDE: Ends = Ends { begin: false, commit: false };
+    fn inside() -> Ends {
+        Ends { begin: false, commit: false }
+    }
+
+    /// `sql` with the `BEGIN` still owed, and with the `COMMIT` still owed when it is the last.
+    fn around(&mut self, sql: String, last: bool) -> String {
+        let begin = if std::mem::take(&mut self.begin) { "BEGIN IMMEDIATE; " } else { "" };
+        let commit = if last && std::mem::take(&mut self.commit) { "; COMMIT" } else { "" };
+        format!("{begin}{sql}{commit}")
+    }
 }
 
 /// Writes a batch with a few multi-row statements, not two per delivery (the statements cross
 /// to SQLite's thread one by one, so fewer is faster); which delivery is stored and which
-/// answers as a duplicate is [`Group`]'s rule. Says whether it committed (`ends.commit` and
-/// a statement to send the `COMMIT` with).
+/// answers as a duplicate is [`Group`]'s rule. Its statements carry what `ends` owes.
 async fn commit_batch(
     conn: &mut SqliteConnection,
     batch: &[&Packed],
-    ends: Ends,
-) -> Result<(Vec<Result<Ingested>>, bool)> {
+    ends: &mut Ends,
+) -> Result<Vec<Result<Ingested>>> {
     use std::collections::HashMap;
     let group = Group::new(batch);
     let mut new_ids: HashMap<Key, i64> = HashMap::new();
     let row = format!("(?, ?, ?, ?, ?, '{}', ?)", crate::body::LZ4);
-    let mut begin = if ends.begin { "BEGIN IMMEDIATE; " } else { "" };
     for chunk in group.candidates().chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "{begin}INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, raw_codec, event) VALUES {}
+            "INSERT INTO inbox (portal, source, idempotency_key, received_at, raw_body, raw_codec, event) VALUES {}
              ON CONFLICT (portal, idempotency_key) DO NOTHING RETURNING id, portal, idempotency_key",
             vec![row.as_str(); chunk.len()].join(", ")
         );
-        begin = "";
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(ends.around(sql, false)));
         for d in chunk {
             q = q
                 .bind(d.portal.as_str())
@@ -545,9 +556,6 @@ async fn commit_batch(
             new_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
         }
     }
-    if !begin.is_empty() {
-        sqlx::query(begin).execute(&mut *conn).await?;
-    }
     let queued = group.queued(&new_ids);
     for (d, id) in queued.coalescing {
         enqueue_coalesced(conn, d, id).await?;
@@ -557,13 +565,12 @@ async fn commit_batch(
     // The `COMMIT` rides on the last statement: the last look-up of earlier deliveries, or the
     // last insert of jobs when there is none.
     let (last_job, last_seen) = (jobs.len(), seen.len());
-    let commit = |sql: String, last: bool| if ends.commit && last { sql + "; COMMIT" } else { sql };
     for (i, chunk) in jobs.enumerate() {
         let sql = format!(
             "INSERT INTO jobs (inbox_id, portal, kind, caller_key, run_at, created_at, updated_at) VALUES {}",
             vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(commit(sql, last_seen == 0 && i + 1 == last_job)));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(ends.around(sql, last_seen == 0 && i + 1 == last_job)));
         for (d, id) in chunk {
             let at = d.received_at_ms;
             q = q
@@ -583,7 +590,7 @@ async fn commit_batch(
             "SELECT id, portal, idempotency_key FROM inbox WHERE (portal, idempotency_key) IN (VALUES {})",
             vec!["(?, ?)"; chunk.len()].join(", ")
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(commit(sql, i + 1 == last_seen)));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(ends.around(sql, i + 1 == last_seen)));
         for (portal, key) in chunk {
             q = q.bind(portal.as_str()).bind(key.as_str());
         }
@@ -591,7 +598,7 @@ async fn commit_batch(
             old_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
         }
     }
-    Ok((group.answers(&new_ids, &old_ids), ends.commit && last_job + last_seen > 0))
+    Ok(group.answers(&new_ids, &old_ids))
 }
 
 /// A queued job `j` is its caller's next to run: nothing of the caller's runs, and no job of
@@ -1306,7 +1313,7 @@ impl crate::Marks for SqliteStore {
 /// Stores one delivery (and its job) inside `tx`: the path of work that must commit with
 /// other rows (a booking and its job).
 async fn insert_delivery(conn: &mut SqliteConnection, d: &Packed) -> Result<crate::Ingested> {
-    commit_batch(conn, &[d], Ends::INSIDE).await?.0.pop().unwrap_or(Err(StoreError::Closed))
+    commit_batch(conn, &[d], &mut Ends::inside()).await?.pop().unwrap_or(Err(StoreError::Closed))
 }
 
 /// A booking, unless one with its key exists or another holds its time; with its delivery.
