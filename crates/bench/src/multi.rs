@@ -2,10 +2,10 @@
 //! per second with 1 and 3 instances (after one instance on SQLite, the embedded default, in
 //! the same harness, so the two backends compare in one run; `--draining` has the workers
 //! drain the reports as they arrive), and the share of HubSpot's window the 3 instances use
-//! together working off the backlog an outage left (coordinated through PostgreSQL). Each acknowledgement run
-//! also says how many took over 25 ms as the load saw them and as the instances' own
-//! histograms timed them (all of it, and the store's commit), so a slow tail can be told apart
-//! from the harness sharing the cores.
+//! together working off the backlog an outage left (coordinated through PostgreSQL). Each
+//! acknowledgement run also says how many took over 25 ms as the load saw them and as the
+//! instances' own histograms timed them (all of it, and the store's commit), so a slow tail can
+//! be told apart from the harness sharing the cores.
 //!
 //! Needs the release binary (`cargo build --release --bin callbridge`) and a PostgreSQL
 //! server (`--database-url`, default the machine's local one); each run gets a fresh database.
@@ -387,7 +387,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // Start counting once the breakers have let the instances back in.
         tokio::time::sleep(Duration::from_secs(10)).await;
         let (mut accepted, mut refused, mut windows) = (0, 0, Vec::new());
-        for _ in 0..args.seconds.div_ceil(10) {
+        let measured = args.seconds.div_ceil(10);
+        for _ in 0..measured {
             sandbox.reset_stats();
             tokio::time::sleep(Duration::from_secs(10)).await;
             let stats = sandbox.stats();
@@ -398,11 +399,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             refused += stats.with_status(429);
             windows.push(used.to_string());
         }
-        let ceiling = 190.0 * args.seconds.div_ceil(10) as f64;
+        let ceiling = 190.0 * measured as f64;
         println!(
             "{n} instance(s), Professional tier (190/10 s), 150 ms latency, after an outage left {} bookings queued: {accepted} requests accepted of {ceiling:.0} allowed in {} s (by window: {}) = {:.3} of the budget; 429s: {refused}",
             args.backlog,
-            args.seconds.div_ceil(10) * 10,
+            measured * 10,
             windows.join(", "),
             accepted as f64 / ceiling,
         );

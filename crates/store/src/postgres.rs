@@ -184,24 +184,46 @@ fn claim_sql(candidates: &str) -> String {
     )
 }
 
-/// The jobs a claim takes first (`$3` now, `$4` how many): each caller's oldest due job, if
-/// nothing of theirs runs, in the queue's order.
-const READY: &str = "SELECT j.id FROM jobs j
-     WHERE j.status = 'queued' AND j.run_at <= $3
-       AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running')
-       AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
-     ORDER BY j.run_at, j.id
-     LIMIT $4";
-
-/// How [`READY`] is planned, for the rest of the claim's transaction until
-/// [`PLANNER_DEFAULTS`]: by walking the ready index in the queue's order and stopping at the
-/// limit, whatever the statistics say. The queue grows faster than autovacuum's `ANALYZE`
+/// Claims each caller's oldest due job, if nothing of theirs runs, in the queue's order, up to
+/// `max` — or, with `explain` (`"EXPLAIN "`), answers the claim's plan instead of running it.
+///
+/// The claim is planned by walking the ready index in the queue's order and stopping at the
+/// limit, whatever the statistics say: the queue grows faster than autovacuum's `ANALYZE`
 /// follows (an outage queues 100,000 jobs in a minute), and on statistics that still said the
 /// queue was nearly empty PostgreSQL read and sorted every queued job instead: 1.7 s a claim on
-/// 74,000 jobs (29 ms walking the index), 12–16 s while 24 loops claimed at once as HubSpot
-/// came back.
-const IN_QUEUE_ORDER: &str = "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off";
-const PLANNER_DEFAULTS: &str = "SET LOCAL enable_sort TO DEFAULT; SET LOCAL enable_bitmapscan TO DEFAULT";
+/// 74,000 jobs (29 ms walking the index), 12–16 s while 24 loops claimed at once as HubSpot came
+/// back. The planner's defaults are back for the rest of the transaction.
+async fn claim_ready(
+    tx: &mut PgTx,
+    explain: &str,
+    worker: &str,
+    lease: Duration,
+    now: i64,
+    max: usize,
+) -> Result<Vec<sqlx::postgres::PgRow>> {
+    sqlx::raw_sql("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off").execute(&mut **tx).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{explain}{}",
+        claim_sql(
+            "SELECT j.id FROM jobs j
+             WHERE j.status = 'queued' AND j.run_at <= $3
+               AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.portal = j.portal AND r.caller_key = j.caller_key AND r.status = 'running')
+               AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.portal = j.portal AND e.caller_key = j.caller_key AND e.status = 'queued' AND e.id < j.id)
+             ORDER BY j.run_at, j.id
+             LIMIT $4",
+        )
+    )))
+    .bind(worker)
+    .bind(now + lease.as_millis() as i64)
+    .bind(now)
+    .bind(max as i64)
+    .fetch_all(&mut **tx)
+    .await?;
+    sqlx::raw_sql("SET LOCAL enable_sort TO DEFAULT; SET LOCAL enable_bitmapscan TO DEFAULT")
+        .execute(&mut **tx)
+        .await?;
+    Ok(rows)
+}
 
 /// Claims the due jobs queued behind these callers (`portals[i]`, `callers[i]`) whose running
 /// jobs `worker` holds, in order and behind no job that waits for a retry, up to `max`: a
@@ -341,18 +363,9 @@ impl Queue for PgStore {
             .execute(&self.pool)
             .await?;
         let mut tx = self.tx().await?;
-        sqlx::raw_sql(IN_QUEUE_ORDER).execute(&mut *tx).await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql(READY)))
-            .bind(worker)
-            .bind(now + lease.as_millis() as i64)
-            .bind(now)
-            .bind(max as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-        sqlx::raw_sql(PLANNER_DEFAULTS).execute(&mut *tx).await?;
+        let mut rows = claim_ready(&mut tx, "", worker, lease, now, max).await?;
         // The callers' next jobs come along (up to `max` more), so a batch lands a caller's
         // calls together, in order.
-        let mut rows = rows;
         if max > 1 && !rows.is_empty() {
             let portals: Vec<String> =
                 rows.iter().map(|r| r.try_get("portal")).collect::<std::result::Result<_, _>>()?;
@@ -1425,17 +1438,8 @@ mod tests {
         }
 
         let mut tx = store.tx().await.unwrap();
-        sqlx::raw_sql(IN_QUEUE_ORDER).execute(&mut *tx).await.unwrap();
-        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {}", claim_sql(READY))))
-            .bind("worker")
-            .bind(now_ms() + 60_000)
-            .bind(now_ms())
-            .bind(2_000_i64)
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap();
-        sqlx::raw_sql(PLANNER_DEFAULTS).execute(&mut *tx).await.unwrap();
-        let plan = plan.join("\n");
+        let plan = claim_ready(&mut tx, "EXPLAIN ", "worker", Duration::from_secs(60), now_ms(), 2_000).await.unwrap();
+        let plan = plan.iter().map(|line| line.get::<String, _>(0)).collect::<Vec<_>>().join("\n");
         assert!(plan.contains("Index Scan using jobs_ready on jobs j"), "{plan}");
         assert!(!plan.contains("Sort") && !plan.contains("Bitmap"), "{plan}");
         // The defaults are back for the rest of the claim's transaction.
