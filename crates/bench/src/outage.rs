@@ -6,7 +6,9 @@
 //!
 //! Printed for each run: HubSpot requests in all, requests while HubSpot was down (and per
 //! second), the time from HubSpot's return until the last booking landed, and what landed
-//! (meetings, distinct bookings, contacts; dead jobs).
+//! (meetings, distinct bookings, contacts; dead jobs). `--pairs N` repeats the pair and ends
+//! with how many of the N met each goal: the ratio moves by ±0.1 from pair to pair with how the
+//! rounds happen to batch the trickle in each run, so one pair says little.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -35,6 +37,18 @@ pub struct Args {
     outage_secs: u64,
     #[arg(long, default_value_t = 150)]
     latency_ms: u64,
+    /// Pairs of runs (without the outage, then with it), each compared on its own; more than
+    /// one ends with how many pairs met each goal.
+    #[arg(long, default_value_t = 1)]
+    pairs: usize,
+}
+
+/// What one run measured.
+struct Run {
+    requests: u64,
+    /// With the outage: the requests HubSpot answered while down, and how long after its
+    /// return the last booking landed.
+    outage: Option<(u64, Duration)>,
 }
 
 const TOKEN: &str = "bench-booking-token";
@@ -44,14 +58,50 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     rt.block_on(async move {
         // `CALLBRIDGE_LOG=callbridge=info` shows each round and the breaker's turns.
         callbridge::telemetry::init("text", "off")?;
-        let calm = measure(&args, None).await?;
-        let down = measure(&args, Some(Duration::from_secs(args.outage_secs))).await?;
-        println!(
-            "requests with the outage / without: {down} / {calm} = {:.2} (goal <= 1.2)",
-            down as f64 / calm.max(1) as f64
-        );
+        let mut pairs = Vec::new();
+        for _ in 0..args.pairs.max(1) {
+            let calm = measure(&args, None).await?;
+            let down = measure(&args, Some(Duration::from_secs(args.outage_secs))).await?;
+            println!(
+                "requests with the outage / without: {} / {} = {:.2} (goal <= 1.2)",
+                down.requests,
+                calm.requests,
+                ratio(&down, &calm)
+            );
+            pairs.push((calm, down));
+        }
+        if pairs.len() > 1 {
+            summarize(&args, &pairs);
+        }
         Ok(())
     })
+}
+
+fn ratio(down: &Run, calm: &Run) -> f64 {
+    down.requests as f64 / calm.requests.max(1) as f64
+}
+
+/// How many pairs met each goal, and the spread of each measure.
+fn summarize(args: &Args, pairs: &[(Run, Run)]) {
+    let n = pairs.len();
+    let ratios: Vec<f64> = pairs.iter().map(|(calm, down)| ratio(down, calm)).collect();
+    let outages: Vec<(u64, Duration)> = pairs.iter().filter_map(|(_, down)| down.outage).collect();
+    let per_second: Vec<f64> = outages.iter().map(|(during, _)| *during as f64 / args.outage_secs as f64).collect();
+    let landed: Vec<f64> = outages.iter().map(|(_, after)| after.as_secs_f64()).collect();
+    let spread = |v: &[f64]| {
+        let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        format!("{lo:.2}-{hi:.2}")
+    };
+    let met = |v: &[f64], goal: f64| v.iter().filter(|x| **x <= goal).count();
+    println!("{n} pairs:");
+    println!(
+        "  requests with / without: {} ({}); within 1.2 in {} of {n}",
+        spread(&ratios),
+        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", "),
+        met(&ratios, 1.2)
+    );
+    println!("  requests while down: {}/s; within 1/s in {} of {n}", spread(&per_second), met(&per_second, 1.0));
+    println!("  landed after HubSpot's return: {} s; within 5 s in {} of {n}", spread(&landed), met(&landed, 5.0));
 }
 
 /// One booking: person `i % people`, a meeting of its own.
@@ -67,12 +117,13 @@ fn booking(i: usize, people: usize) -> Value {
     })
 }
 
-/// Runs the rush (with an outage when given); returns the requests HubSpot received.
-async fn measure(args: &Args, outage: Option<Duration>) -> anyhow::Result<u64> {
+/// Runs the rush (with an outage when given).
+async fn measure(args: &Args, outage: Option<Duration>) -> anyhow::Result<Run> {
     let spread = args.latency_ms / 3;
     let sandbox = Sandbox::spawn(SandboxConfig { tier: Tier::Professional, ..SandboxConfig::default() }).await?;
+    // A database of its own each run: a pair's store can outlive its run for a moment.
     let db =
-        std::env::temp_dir().join(format!("callbridge-bench-outage-{}-{}.db", std::process::id(), outage.is_some()));
+        std::env::temp_dir().join(format!("callbridge-bench-outage-{}-{:x}.db", std::process::id(), fastrand::u64(..)));
     let config = Config {
         hubspot_tier: "professional".into(),
         generic_token: Some(SecretString::from(TOKEN)),
@@ -146,9 +197,11 @@ async fn measure(args: &Args, outage: Option<Duration>) -> anyhow::Result<u64> {
         .filter_map(|m| m["properties"]["callbridge_event_id"].as_str())
         .collect();
     let contacts = dump["contacts"].as_array().map(Vec::len).unwrap_or(0);
+    let mut measured = Run { requests: stats.total(), outage: None };
     match (outage, window) {
         (Some(d), Some((before, after, back))) => {
             let during = after - before;
+            measured.outage = Some((during, landed_at.saturating_duration_since(back)));
             println!(
                 "with a {} s outage from +{} s: {} bookings from {} people acknowledged in {:.2} s",
                 d.as_secs(),
@@ -189,8 +242,8 @@ async fn measure(args: &Args, outage: Option<Duration>) -> anyhow::Result<u64> {
     for (endpoint, n) in by_endpoint {
         println!("    {n:>5}  {endpoint}");
     }
-    let _ = std::fs::remove_file(&db);
+    crate::ingest::remove_sqlite(&db);
     anyhow::ensure!(meetings == args.bookings && distinct.len() == meetings, "every booking exactly once");
     anyhow::ensure!(contacts == args.people, "one contact a person");
-    Ok(stats.total())
+    Ok(measured)
 }
