@@ -34,15 +34,22 @@ pub struct BreakerPolicy {
 }
 
 impl Default for BreakerPolicy {
+    /// The cap bounds how long after HubSpot's return the breaker can still be open: with the
+    /// ~2 s a backlog takes to land once it may, 2.8 s keeps everything visible within 5 s of the
+    /// return, at a probe every 2.5-2.8 s (a 20 s outage meets 8 probes; with a 2 s cap, 11).
     fn default() -> Self {
         BreakerPolicy {
             threshold: 5,
             base: Duration::from_millis(500),
-            cap: Duration::from_secs(2),
+            cap: Duration::from_millis(2_800),
             probe_timeout: Duration::from_secs(5),
         }
     }
 }
+
+/// The least share of its backoff a wait is: drawn between this and all of it, so instances do
+/// not probe in step, while the cap still sets the pace.
+const JITTER_FLOOR: f64 = 0.9;
 
 tokio::task_local! {
     /// Set by [`patient`] for the work it runs.
@@ -161,8 +168,7 @@ impl Breaker {
             State::Open { .. } => None,
         };
         if let Some(backoff) = next {
-            // Jittered between three quarters and all of it, so instances do not probe in step.
-            let wait = backoff.mul_f64(0.75 + fastrand::f64() / 4.0);
+            let wait = backoff.mul_f64(JITTER_FLOOR + fastrand::f64() * (1.0 - JITTER_FLOOR));
             *state = State::Open { until: Instant::now() + wait, backoff };
             drop(state);
             self.probed.notify_waiters();
@@ -279,10 +285,10 @@ mod tests {
             assert_eq!(b.admit().await, Admit::Probe);
             b.failed();
         }
-        // Jittered between 3/4 and all of 1, 2, 4, 4 seconds.
+        // Jittered between nine tenths and all of 1, 2, 4, 4 seconds.
         for (wait, backoff) in waits.iter().zip([1, 2, 4, 4]) {
             let backoff = Duration::from_secs(backoff);
-            assert!(*wait <= backoff && *wait >= backoff.mul_f64(0.75), "{waits:?}");
+            assert!(*wait <= backoff && *wait >= backoff.mul_f64(0.9), "{waits:?}");
         }
     }
 
@@ -294,7 +300,7 @@ mod tests {
             b.failed();
         }
         let wait = b.paused_for().expect("open");
-        assert!(wait <= Duration::from_secs(1) && wait >= Duration::from_millis(750), "{wait:?}");
+        assert!(wait <= Duration::from_secs(1) && wait >= Duration::from_millis(900), "{wait:?}");
         tokio::time::advance(wait).await;
         assert_eq!(b.paused_for(), Some(Duration::ZERO), "the next request is the probe");
         assert_eq!(b.admit().await, Admit::Probe);

@@ -206,7 +206,7 @@ async fn an_outage_pauses_the_portal_and_its_jobs_wait_without_spending_attempts
     let events = events["events"].as_array().unwrap().clone();
     assert_eq!(events.len(), 10);
     assert!(events.iter().all(|e| e["status"] == "done" && e["attempts"] == 0), "{events:?}");
-    // The breaker opens at the fifth failure in a row; then a probe 0.5, 1, 2 and 2 s apart.
+    // The breaker opens at the fifth failure in a row; then a probe 0.5, 1 and 2 s apart.
     assert!((5..=12).contains(&during), "requests during the outage: {during}");
     assert_eq!(app.records("calls").len(), 10);
     app.stop().await;
