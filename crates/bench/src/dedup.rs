@@ -104,7 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         let left = sandbox.dump()["contacts"].as_array().map(Vec::len).unwrap_or(0);
         println!("  contacts left {left} (expected {})", args.contacts - args.groups);
-        let _ = std::fs::remove_file(&db);
+        crate::ingest::remove_sqlite(&db);
         anyhow::Ok(())
     })
 }

@@ -271,7 +271,7 @@ async fn drain(args: Args) -> anyhow::Result<()> {
         "floor for the requests this run made ({window} + {search} searches): {floor_made:.2} s; ratio {:.2}",
         secs / floor_made
     );
-    let _ = std::fs::remove_file(&db);
+    crate::ingest::remove_sqlite(&db);
     anyhow::ensure!(calls == b.calls.len() && keys.len() == calls, "every call exactly once");
     Ok(())
 }

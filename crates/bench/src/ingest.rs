@@ -93,6 +93,12 @@ pub fn config(sandbox_url: &str, token: &str, db: &std::path::Path) -> Config {
     }
 }
 
+/// A path no other run uses for an SQLite database of this benchmark (`name`), in the temporary
+/// directory; [`remove_sqlite`] removes what was made there.
+pub fn temp_sqlite(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("callbridge-bench-{name}-{}-{:x}.db", std::process::id(), fastrand::u64(..)))
+}
+
 /// Removes an SQLite database a benchmark made, with its WAL and shared-memory files.
 pub fn remove_sqlite(db: &std::path::Path) {
     for suffix in ["", "-wal", "-shm"] {
@@ -157,8 +163,7 @@ pub async fn measure_acks(
     tweak: impl FnOnce(Config) -> Config,
 ) -> anyhow::Result<AckResult> {
     let sandbox = Sandbox::spawn(SandboxConfig::default()).await?;
-    let db =
-        std::env::temp_dir().join(format!("callbridge-bench-ack-{}-{:x}.db", std::process::id(), fastrand::u64(..)));
+    let db = temp_sqlite("ack");
     let config = tweak(config(&sandbox.base_url(), sandbox.token(), &db));
     let store = callbridge_store::open(&config.database_url).await?;
     let hubspot = Arc::new(callbridge::app::hubspot_client(
@@ -208,7 +213,7 @@ pub async fn measure_acks(
     let counts = store.counts().await?;
     anyhow::ensure!(counts.queued as usize == n, "every acknowledged delivery is stored: {counts:?}");
     drop(store);
-    let _ = std::fs::remove_file(&db);
+    remove_sqlite(&db);
     Ok(AckResult {
         requests: n,
         body_kb,
@@ -286,7 +291,7 @@ impl Running {
 
     fn stop(self) {
         self.shutdown.cancel();
-        let _ = std::fs::remove_file(&self.db);
+        remove_sqlite(&self.db);
     }
 }
 
@@ -362,7 +367,7 @@ pub fn serve(listen: &str) -> anyhow::Result<()> {
         let counts = store.counts().await?;
         println!("stored and queued: {}", counts.queued);
         drop(store);
-        let _ = std::fs::remove_file(&db);
+        remove_sqlite(&db);
         anyhow::Ok(())
     })
 }

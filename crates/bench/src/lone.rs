@@ -117,7 +117,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     }
     shutdown.cancel();
     let _ = app.await;
-    let _ = std::fs::remove_file(&db);
+    crate::ingest::remove_sqlite(&db);
 
     println!(
         "lone events, one at a time, sandbox latency {} ms (no jitter), {} of each:",

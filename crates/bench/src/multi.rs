@@ -152,14 +152,7 @@ async fn fleet(
 ) -> anyhow::Result<Fleet> {
     let db = match backend {
         Backend::Postgres => callbridge_store::test_support::fresh_postgres_database(admin).await?,
-        Backend::Sqlite => {
-            let path = std::env::temp_dir().join(format!(
-                "callbridge-bench-multi-{}-{:x}.db",
-                std::process::id(),
-                fastrand::u64(..)
-            ));
-            format!("sqlite://{}", path.display())
-        }
+        Backend::Sqlite => format!("sqlite://{}", crate::ingest::temp_sqlite("multi").display()),
     };
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let mut children = Vec::new();

@@ -122,8 +122,7 @@ async fn measure(args: &Args, outage: Option<Duration>) -> anyhow::Result<Run> {
     let spread = args.latency_ms / 3;
     let sandbox = Sandbox::spawn(SandboxConfig { tier: Tier::Professional, ..SandboxConfig::default() }).await?;
     // A database of its own each run: a pair's store can outlive its run for a moment.
-    let db =
-        std::env::temp_dir().join(format!("callbridge-bench-outage-{}-{:x}.db", std::process::id(), fastrand::u64(..)));
+    let db = crate::ingest::temp_sqlite("outage");
     let config = Config {
         hubspot_tier: "professional".into(),
         generic_token: Some(SecretString::from(TOKEN)),
@@ -197,11 +196,12 @@ async fn measure(args: &Args, outage: Option<Duration>) -> anyhow::Result<Run> {
         .filter_map(|m| m["properties"]["callbridge_event_id"].as_str())
         .collect();
     let contacts = dump["contacts"].as_array().map(Vec::len).unwrap_or(0);
-    let mut measured = Run { requests: stats.total(), outage: None };
-    match (outage, window) {
-        (Some(d), Some((before, after, back))) => {
-            let during = after - before;
-            measured.outage = Some((during, landed_at.saturating_duration_since(back)));
+    let measured = Run {
+        requests: stats.total(),
+        outage: window.map(|(before, after, back)| (after - before, landed_at.saturating_duration_since(back))),
+    };
+    match (outage, measured.outage) {
+        (Some(d), Some((during, after_return))) => {
             println!(
                 "with a {} s outage from +{} s: {} bookings from {} people acknowledged in {:.2} s",
                 d.as_secs(),
@@ -216,7 +216,7 @@ async fn measure(args: &Args, outage: Option<Duration>) -> anyhow::Result<Run> {
             );
             println!(
                 "  every booking landed {:.2} s after HubSpot came back (goal <= 5 s); all landed at +{:.2} s",
-                landed_at.saturating_duration_since(back).as_secs_f64(),
+                after_return.as_secs_f64(),
                 landed.as_secs_f64()
             );
         }

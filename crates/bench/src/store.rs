@@ -65,7 +65,7 @@ fn delivery(report: &str, number: &str) -> anyhow::Result<NewDelivery> {
 }
 
 async fn once(args: &Args) -> anyhow::Result<(f64, f64, f64)> {
-    let db = std::env::temp_dir().join(format!("callbridge-bench-store-{:x}.db", fastrand::u64(..)));
+    let db = crate::ingest::temp_sqlite("store");
     let store = Arc::new(SqliteStore::open(&format!("sqlite://{}", db.display())).await?);
     let deliveries = (0..args.requests)
         .map(|i| {

@@ -179,6 +179,6 @@ async fn measure(args: &Args, latency_ms: u64) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = app.await;
     drop(store);
-    let _ = std::fs::remove_file(&db);
+    crate::ingest::remove_sqlite(&db);
     Ok(())
 }
