@@ -2,8 +2,9 @@
 //! claimed with `FOR UPDATE SKIP LOCKED` (instances never take the same job), keep each
 //! caller's order across instances (a job is claimable only when no job of its caller is
 //! running and none older waits), and announce themselves with `NOTIFY` so idle workers on
-//! every instance wake at once; polling remains the fallback. Deliveries are stored by group
-//! commit ([`committer`]): acknowledged after their commit, sharing it with those that
+//! every instance wake at once — sent after their commit, by a task of its own ([`Announcer`]);
+//! polling remains the fallback. Deliveries are stored by group commit ([`committer`], on
+//! connections of its own): acknowledged after their commit, sharing it with those that
 //! arrived meanwhile.
 
 use std::sync::Arc;
@@ -35,13 +36,21 @@ pub struct PgStore {
     pool: PgPool,
     /// Deliveries on their way to a group commit ([`committer`]).
     ingest: tokio::sync::mpsc::Sender<Pending>,
+    announcer: Announcer,
+    /// One budget decision at a time per portal's bucket from this instance: the others wait
+    /// here, not on the database's lock holding a pooled connection each.
+    budget_turns: std::sync::Mutex<std::collections::HashMap<(PortalId, String), Turn>>,
 }
+
+/// Whose turn it is to decide on one portal's budget bucket, within this instance.
+type Turn = Arc<tokio::sync::Mutex<()>>;
 
 /// A delivery waiting to be committed, and who waits for the outcome.
 type Pending = (Packed, tokio::sync::oneshot::Sender<Result<Ingested>>);
 
 /// Committers running side by side, each committing the deliveries that queued while the
-/// others were busy, up to [`GROUP_MAX`] in one transaction.
+/// others were busy, up to [`GROUP_MAX`] in one transaction. They have connections of their
+/// own, so acknowledgements never wait for one the worker's bookkeeping holds.
 const COMMITTERS: usize = 2;
 const GROUP_MAX: usize = 256;
 
@@ -50,12 +59,18 @@ impl PgStore {
         let pool =
             PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
         migrate(&pool).await?;
+        let committing = PgPoolOptions::new()
+            .max_connections(COMMITTERS as u32)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(pool.connect_options().as_ref().clone())
+            .await?;
         let (ingest, queued) = tokio::sync::mpsc::channel(4096);
         let queued = Arc::new(tokio::sync::Mutex::new(queued));
+        let announcer = Announcer::spawn(pool.clone());
         for _ in 0..COMMITTERS {
-            tokio::spawn(committer(pool.clone(), queued.clone()));
+            tokio::spawn(committer(committing.clone(), queued.clone(), announcer.clone()));
         }
-        Ok(PgStore { pool, ingest })
+        Ok(PgStore { pool, ingest, announcer, budget_turns: Default::default() })
     }
 
     async fn tx(&self) -> Result<Transaction<'static, Postgres>> {
@@ -421,7 +436,7 @@ impl Queue for PgStore {
         .await?
         .rows_affected();
         if n > 0 {
-            sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&self.pool).await?;
+            self.announcer.announce();
         }
         Ok(n)
     }
@@ -505,7 +520,7 @@ impl Queue for PgStore {
         .rows_affected();
         tx.commit().await?;
         if changed > 0 {
-            sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&self.pool).await?;
+            self.announcer.announce();
         }
         Ok(changed > 0 || rewritten > 0)
     }
@@ -865,14 +880,24 @@ impl Coordination for PgStore {
         max: u32,
         interval_ms: i64,
     ) -> Result<std::result::Result<i64, i64>> {
+        let turn = {
+            let mut turns = self.budget_turns.lock().unwrap_or_else(|e| e.into_inner());
+            turns.entry((portal.clone(), bucket.to_string())).or_default().clone()
+        };
+        let _turn = turn.lock().await;
         let now = now_ms();
         let mut tx = self.tx().await?;
-        // One decision at a time per portal's bucket, across instances.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1 || '/' || $2))")
-            .bind(portal.as_str())
-            .bind(bucket)
-            .execute(&mut *tx)
-            .await?;
+        // One decision at a time per portal's bucket, across instances. The decision is not
+        // waited for on disk (`synchronous_commit` off for it alone), so the lock is held for
+        // its statements only: a slot lost to a database crash is a request HubSpot's own 429
+        // would still catch, and no acknowledgement depends on it.
+        sqlx::query(
+            "SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(hashtext($1 || '/' || $2))",
+        )
+        .bind(portal.as_str())
+        .bind(bucket)
+        .execute(&mut *tx)
+        .await?;
         // Times are whole milliseconds: a slot is freed only once a full interval has surely
         // passed since its response, whatever was truncated.
         sqlx::query("DELETE FROM budget_slots WHERE portal = $1 AND bucket = $2 AND ((done_at IS NOT NULL AND done_at < $3) OR (done_at IS NULL AND taken_at <= $4))")
@@ -992,12 +1017,48 @@ impl crate::Marks for PgStore {
 
 type PgTx = Transaction<'static, Postgres>;
 
+/// Wakes the workers of every instance (`NOTIFY` on [`CHANNEL`]) once jobs are committed, from
+/// a task of its own instead of inside the transactions that queue them: a transaction that
+/// notifies holds PostgreSQL's one notification lock from its commit until its flush to disk is
+/// done, so commits that notify take turns — every instance's group commits, one after another.
+/// Announcements asked for while one is on its way become one more after it (nothing committed
+/// before an `announce` goes unannounced), and each is committed without waiting for the disk:
+/// a wake lost to a crash costs only the workers' polling interval, and no acknowledgement
+/// waits on it.
+#[derive(Clone)]
+struct Announcer(tokio::sync::mpsc::Sender<()>);
+
+impl Announcer {
+    fn spawn(pool: PgPool) -> Announcer {
+        let (asked, mut asks) = tokio::sync::mpsc::channel(1);
+        let sql = format!("SET LOCAL synchronous_commit = off; NOTIFY {CHANNEL}");
+        tokio::spawn(async move {
+            while asks.recv().await.is_some() {
+                if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.as_str())).execute(&pool).await {
+                    tracing::warn!(error = %e, "cannot announce new jobs; the workers will poll");
+                }
+            }
+        });
+        Announcer(asked)
+    }
+
+    /// Asks for an announcement of what is committed by now.
+    fn announce(&self) {
+        // Full: one is already asked for, and it goes after everything committed so far.
+        let _ = self.0.try_send(());
+    }
+}
+
 /// PostgreSQL's group commit, done here: takes the deliveries that queued while the last
 /// commit ran (at least one, at most [`GROUP_MAX`]), stores them together, and only then answers
 /// each — an acknowledgement still follows a durable commit, and one commit's flush to disk is
 /// shared by all in it. If the group fails, each is stored alone, so one bad delivery (or a
 /// deadlock between groups) costs no other its answer.
-async fn committer(pool: PgPool, queued: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Pending>>>) {
+async fn committer(
+    pool: PgPool,
+    queued: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Pending>>>,
+    announcer: Announcer,
+) {
     loop {
         let group = {
             let mut queued = queued.lock().await;
@@ -1014,7 +1075,10 @@ async fn committer(pool: PgPool, queued: Arc<tokio::sync::Mutex<tokio::sync::mps
         let deliveries: Vec<&Packed> = group.iter().map(|(d, _)| d).collect();
         match commit_group(&pool, &deliveries).await {
             Ok(stored) => {
-                for ((_, answer), ingested) in group.into_iter().zip(stored) {
+                if stored.queued {
+                    announcer.announce();
+                }
+                for ((_, answer), ingested) in group.into_iter().zip(stored.answers) {
                     let _ = answer.send(ingested);
                 }
             }
@@ -1024,7 +1088,11 @@ async fn committer(pool: PgPool, queued: Arc<tokio::sync::Mutex<tokio::sync::mps
             Err(_) => {
                 for (d, answer) in group {
                     let alone = commit_group(&pool, &[&d]).await;
-                    let _ = answer.send(alone.and_then(|mut one| one.pop().unwrap_or(Err(StoreError::Closed))));
+                    if alone.as_ref().is_ok_and(|one| one.queued) {
+                        announcer.announce();
+                    }
+                    let _ = answer
+                        .send(alone.and_then(|one| one.answers.into_iter().next().unwrap_or(Err(StoreError::Closed))));
                 }
             }
         }
@@ -1034,7 +1102,7 @@ async fn committer(pool: PgPool, queued: Arc<tokio::sync::Mutex<tokio::sync::mps
 /// Commits a group on its own. Without live updates among them its rows and jobs are one
 /// statement, committed as it ends: one round trip for the whole group (a transaction around it
 /// would add two). Live updates need a transaction, as each takes its call's key in turn.
-async fn commit_group(pool: &PgPool, batch: &[&Packed]) -> Result<Vec<Result<Ingested>>> {
+async fn commit_group(pool: &PgPool, batch: &[&Packed]) -> Result<Stored> {
     if batch.iter().any(|d| d.coalesce.is_some()) {
         let mut tx = pool.begin().await?;
         let stored = commit_batch(&mut tx, batch).await?;
@@ -1046,23 +1114,28 @@ async fn commit_group(pool: &PgPool, batch: &[&Packed]) -> Result<Vec<Result<Ing
 }
 
 /// Stores one delivery (and its job) inside `tx`: the path of work that must commit with
-/// other rows (a booking and its job).
+/// other rows (a booking and its job). Whoever commits `tx` announces its job.
 async fn insert_delivery(tx: &mut PgTx, d: &Packed) -> Result<crate::Ingested> {
-    commit_batch(tx, &[d]).await?.pop().unwrap_or(Err(StoreError::Closed))
+    commit_batch(tx, &[d]).await?.answers.into_iter().next().unwrap_or(Err(StoreError::Closed))
+}
+
+/// What a group's statements stored: every delivery's answer, in the group's order, and
+/// whether a job was queued (for the [`Announcer`], once the group is committed).
+struct Stored {
+    answers: Vec<Result<Ingested>>,
+    queued: bool,
 }
 
 /// Writes a group on `conn` (inside a transaction, or alone, when it is committed as its one
 /// statement ends) whatever its size: one statement stores the inbox rows and the jobs of those
 /// that need one from arrays (`UNNEST … WITH ORDINALITY`, so ids follow arrival and each
-/// caller's jobs keep their order) and sends the `NOTIFY`; live updates are enqueued after it,
-/// one by one, and keys stored before are looked up by one more statement. Which delivery is
-/// stored and which answers as a duplicate is [`Group`]'s rule.
-async fn commit_batch(conn: &mut sqlx::PgConnection, batch: &[&Packed]) -> Result<Vec<Result<Ingested>>> {
+/// caller's jobs keep their order); live updates are enqueued after it, one by one, and keys
+/// stored before are looked up by one more statement. Which delivery is stored and which
+/// answers as a duplicate is [`Group`]'s rule.
+async fn commit_batch(conn: &mut sqlx::PgConnection, batch: &[&Packed]) -> Result<Stored> {
     use std::collections::HashMap;
     let group = Group::new(batch);
     let candidates = group.candidates();
-    // `announced` is read by the final SELECT only so that its NOTIFY runs (an unread CTE does
-    // not), and only when a job was queued.
     let rows = sqlx::query(
         "WITH u AS (
            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::text[], $7::text[], $8::text[])
@@ -1076,9 +1149,8 @@ async fn commit_batch(conn: &mut sqlx::PgConnection, batch: &[&Packed]) -> Resul
            SELECT stored.id, u.p, u.kind, u.c, u.r, u.r, u.r
              FROM u JOIN stored ON stored.portal = u.p AND stored.idempotency_key = u.k
              WHERE u.kind IS NOT NULL ORDER BY u.n
-           RETURNING 1),
-         announced AS (SELECT pg_notify($10, '') FROM (SELECT 1 FROM queued LIMIT 1) q)
-         SELECT id, portal, idempotency_key, (SELECT count(*) FROM announced) AS announced FROM stored",
+           RETURNING 1)
+         SELECT id, portal, idempotency_key FROM stored",
     )
     .bind(candidates.iter().map(|d| d.portal.as_str()).collect::<Vec<_>>())
     .bind(candidates.iter().map(|d| d.source.as_str()).collect::<Vec<_>>())
@@ -1089,19 +1161,15 @@ async fn commit_batch(conn: &mut sqlx::PgConnection, batch: &[&Packed]) -> Resul
     .bind(candidates.iter().map(|d| crate::group::plain_job(d)).collect::<Vec<_>>())
     .bind(candidates.iter().map(|d| d.caller_key.as_str()).collect::<Vec<_>>())
     .bind(crate::body::LZ4)
-    .bind(CHANNEL)
     .fetch_all(&mut *conn)
     .await?;
     let mut new_ids: HashMap<Key, i64> = HashMap::with_capacity(rows.len());
     for row in rows {
         new_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
     }
-    let coalescing = group.queued(&new_ids).coalescing;
-    for (d, id) in &coalescing {
+    let queued = group.queued(&new_ids);
+    for (d, id) in &queued.coalescing {
         enqueue_coalesced(conn, d, *id).await?;
-    }
-    if !coalescing.is_empty() {
-        sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut *conn).await?;
     }
     let seen = group.seen_before(&new_ids);
     let mut old_ids: HashMap<Key, i64> = HashMap::with_capacity(seen.len());
@@ -1118,7 +1186,10 @@ async fn commit_batch(conn: &mut sqlx::PgConnection, batch: &[&Packed]) -> Resul
             old_ids.insert((row.try_get("portal")?, row.try_get("idempotency_key")?), row.try_get("id")?);
         }
     }
-    Ok(group.answers(&new_ids, &old_ids))
+    Ok(Stored {
+        answers: group.answers(&new_ids, &old_ids),
+        queued: !queued.jobs.is_empty() || !queued.coalescing.is_empty(),
+    })
 }
 
 /// Enqueues a live update stored as inbox row `id` ([`crate::Coalesce`]): it takes over its
@@ -1235,6 +1306,7 @@ impl crate::Bookings for PgStore {
         insert_booking(&mut tx, booking).await?;
         let ingested = insert_delivery(&mut tx, &delivery).await?;
         tx.commit().await?;
+        self.announcer.announce();
         Ok(crate::Booked::New(ingested.inbox_id))
     }
 
@@ -1297,7 +1369,8 @@ impl crate::Bookings for PgStore {
             tx.commit().await?;
             return Ok(None);
         };
-        if !insert_delivery(&mut tx, &delivery).await?.duplicate {
+        let stored = !insert_delivery(&mut tx, &delivery).await?.duplicate;
+        if stored {
             booking.start_ms = change.start_ms;
             booking.end_ms = change.end_ms;
             booking.status = change.status;
@@ -1314,6 +1387,9 @@ impl crate::Bookings for PgStore {
                 .await?;
         }
         tx.commit().await?;
+        if stored {
+            self.announcer.announce();
+        }
         Ok(Some(booking))
     }
 }
@@ -1446,6 +1522,41 @@ mod tests {
         let sort: String = sqlx::query_scalar("SHOW enable_sort").fetch_one(&mut *tx).await.unwrap();
         assert_eq!(sort, "on");
         drop(tx);
+        drop(store);
+        crate::test_support::drop_postgres_database(&admin, &url).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_stored_while_the_workers_side_holds_every_pooled_connection() {
+        let Some(admin) = std::env::var("CALLBRIDGE_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+            eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
+            return;
+        };
+        let url = crate::test_support::fresh_postgres_database(&admin).await.unwrap();
+        let store = PgStore::open(&url).await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..store.pool.options().get_max_connections() {
+            held.push(store.pool.acquire().await.unwrap());
+        }
+        let stored = store
+            .ingest(NewDelivery {
+                portal: PortalId::default(),
+                source: "generic".into(),
+                idempotency_key: IdempotencyKey::from_stored("while-busy".into()),
+                raw_body: b"{}".to_vec(),
+                event_json: "{}".into(),
+                job_kind: Some("sync_booking"),
+                caller_key: "caller".into(),
+                received_at_ms: now_ms(),
+                coalesce: None,
+            })
+            .await
+            .unwrap();
+        assert!(!stored.duplicate);
+        // Stored for good: a pooled connection, once free, finds it.
+        drop(held);
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(rows, 1);
         drop(store);
         crate::test_support::drop_postgres_database(&admin, &url).await.unwrap();
     }

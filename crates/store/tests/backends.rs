@@ -963,7 +963,8 @@ async fn every_way_a_delivery_is_stored_packs_its_body_and_reads_it_back_as_rece
 }
 
 /// Two instances on one PostgreSQL database: a job one stores wakes the other's workers, for a
-/// group of plain deliveries and for a live update alike.
+/// group of plain deliveries, a live update and a booking alike (each announced once its
+/// transaction has committed, from outside it).
 #[tokio::test]
 async fn a_job_stored_by_one_instance_wakes_the_workers_of_another() {
     let Some(url) = postgres_database().await else { return };
@@ -979,8 +980,18 @@ async fn a_job_stored_by_one_instance_wakes_the_workers_of_another() {
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 let key = format!("{kind}-{attempt}");
-                let d = if kind == "live" { live(&key, &key, 60_000) } else { delivery(&key, &key) };
-                storing.ingest(d).await.unwrap();
+                match kind {
+                    "live" => {
+                        storing.ingest(live(&key, &key, 60_000)).await.unwrap();
+                    }
+                    "booking" => {
+                        let slot = booking(&key, "+14155550100", 1_900_000_000_000 + attempt as i64 * 3_600_000, 30);
+                        assert!(matches!(storing.book(&slot, delivery(&key, &key)).await.unwrap(), Booked::New(_)));
+                    }
+                    _ => {
+                        storing.ingest(delivery(&key, &key)).await.unwrap();
+                    }
+                }
                 if tokio::time::timeout(Duration::from_millis(500), notified).await.is_ok() {
                     return true;
                 }
@@ -990,4 +1001,5 @@ async fn a_job_stored_by_one_instance_wakes_the_workers_of_another() {
     };
     assert!(heard("plain").await, "a plain delivery's job is announced");
     assert!(heard("live").await, "a live update's job is announced");
+    assert!(heard("booking").await, "a booking's job is announced");
 }
