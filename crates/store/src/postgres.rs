@@ -1073,12 +1073,9 @@ async fn committer(
             group
         };
         let deliveries: Vec<&Packed> = group.iter().map(|(d, _)| d).collect();
-        match commit_group(&pool, &deliveries).await {
+        match commit_group(&pool, &announcer, &deliveries).await {
             Ok(stored) => {
-                if stored.queued {
-                    announcer.announce();
-                }
-                for ((_, answer), ingested) in group.into_iter().zip(stored.answers) {
+                for ((_, answer), ingested) in group.into_iter().zip(stored) {
                     let _ = answer.send(ingested);
                 }
             }
@@ -1087,12 +1084,8 @@ async fn committer(
             }
             Err(_) => {
                 for (d, answer) in group {
-                    let alone = commit_group(&pool, &[&d]).await;
-                    if alone.as_ref().is_ok_and(|one| one.queued) {
-                        announcer.announce();
-                    }
-                    let _ = answer
-                        .send(alone.and_then(|one| one.answers.into_iter().next().unwrap_or(Err(StoreError::Closed))));
+                    let alone = commit_group(&pool, &announcer, &[&d]).await;
+                    let _ = answer.send(alone.and_then(|mut one| one.pop().unwrap_or(Err(StoreError::Closed))));
                 }
             }
         }
@@ -1101,16 +1094,21 @@ async fn committer(
 
 /// Commits a group on its own. Without live updates among them its rows and jobs are one
 /// statement, committed as it ends: one round trip for the whole group (a transaction around it
-/// would add two). Live updates need a transaction, as each takes its call's key in turn.
-async fn commit_group(pool: &PgPool, batch: &[&Packed]) -> Result<Stored> {
-    if batch.iter().any(|d| d.coalesce.is_some()) {
+/// would add two). Live updates need a transaction, as each takes its call's key in turn. Once
+/// committed, the jobs it queued are announced.
+async fn commit_group(pool: &PgPool, announcer: &Announcer, batch: &[&Packed]) -> Result<Vec<Result<Ingested>>> {
+    let stored = if batch.iter().any(|d| d.coalesce.is_some()) {
         let mut tx = pool.begin().await?;
         let stored = commit_batch(&mut tx, batch).await?;
         tx.commit().await?;
-        Ok(stored)
+        stored
     } else {
-        commit_batch(&mut *pool.acquire().await?, batch).await
+        commit_batch(&mut *pool.acquire().await?, batch).await?
+    };
+    if stored.queued {
+        announcer.announce();
     }
+    Ok(stored.answers)
 }
 
 /// Stores one delivery (and its job) inside `tx`: the path of work that must commit with
@@ -1484,26 +1482,37 @@ mod tests {
     use super::*;
     use crate::{IdempotencyKey, NewDelivery, Queue};
 
-    #[tokio::test]
-    async fn a_claim_walks_a_long_queue_in_order_before_its_statistics_catch_up() {
+    /// The server to test on (its admin URL) and a fresh database there; `None` skips the test.
+    async fn database() -> Option<(String, String)> {
         let Some(admin) = std::env::var("CALLBRIDGE_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
             eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
-            return;
+            return None;
         };
         let url = crate::test_support::fresh_postgres_database(&admin).await.unwrap();
-        let store = Arc::new(PgStore::open(&url).await.unwrap());
-        // A queue that grew at once, as after an outage: no ANALYZE has seen it.
-        let deliveries = (0..5_000).map(|i| NewDelivery {
+        Some((admin, url))
+    }
+
+    /// A booking's delivery with its job.
+    fn delivery(key: String, caller: String) -> NewDelivery {
+        NewDelivery {
             portal: PortalId::default(),
             source: "generic".into(),
-            idempotency_key: IdempotencyKey::from_stored(format!("k{i}")),
+            idempotency_key: IdempotencyKey::from_stored(key),
             raw_body: b"{}".to_vec(),
             event_json: "{}".into(),
             job_kind: Some("sync_booking"),
-            caller_key: format!("caller-{i}"),
+            caller_key: caller,
             received_at_ms: now_ms(),
             coalesce: None,
-        });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claim_walks_a_long_queue_in_order_before_its_statistics_catch_up() {
+        let Some((admin, url)) = database().await else { return };
+        let store = Arc::new(PgStore::open(&url).await.unwrap());
+        // A queue that grew at once, as after an outage: no ANALYZE has seen it.
+        let deliveries = (0..5_000).map(|i| delivery(format!("k{i}"), format!("caller-{i}")));
         let mut storing = tokio::task::JoinSet::new();
         for d in deliveries {
             let store = store.clone();
@@ -1528,30 +1537,13 @@ mod tests {
 
     #[tokio::test]
     async fn deliveries_are_stored_while_the_workers_side_holds_every_pooled_connection() {
-        let Some(admin) = std::env::var("CALLBRIDGE_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
-            eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
-            return;
-        };
-        let url = crate::test_support::fresh_postgres_database(&admin).await.unwrap();
+        let Some((admin, url)) = database().await else { return };
         let store = PgStore::open(&url).await.unwrap();
         let mut held = Vec::new();
         for _ in 0..store.pool.options().get_max_connections() {
             held.push(store.pool.acquire().await.unwrap());
         }
-        let stored = store
-            .ingest(NewDelivery {
-                portal: PortalId::default(),
-                source: "generic".into(),
-                idempotency_key: IdempotencyKey::from_stored("while-busy".into()),
-                raw_body: b"{}".to_vec(),
-                event_json: "{}".into(),
-                job_kind: Some("sync_booking"),
-                caller_key: "caller".into(),
-                received_at_ms: now_ms(),
-                coalesce: None,
-            })
-            .await
-            .unwrap();
+        let stored = store.ingest(delivery("while-busy".into(), "caller".into())).await.unwrap();
         assert!(!stored.duplicate);
         // Stored for good: a pooled connection, once free, finds it.
         drop(held);
