@@ -10,7 +10,9 @@
 //!    `batch/read`, following merges; an id HubSpot no longer has is forgotten); strangers
 //!    with an email are read by email (exact, no index lag), except a lone one known by email
 //!    alone, whose contact is created directly (HubSpot's 409 names it if the email is taken);
-//!    the rest are found by phone in bulk searches packed across every round in flight.
+//!    the rest are found by phone in bulk searches packed across every round in flight (on
+//!    an idle finder, a caller's number is searched for alongside the read of their email,
+//!    so a new caller with both lands a round trip sooner).
 //!    Steps 3 and 4 run first for the callers settled without a search, while the searches
 //!    run, then for those a search found (one contact per round across both). Before those
 //!    land, their calls that arrived since the round began join them ([`RoundHost`]): a

@@ -90,6 +90,12 @@ impl PhoneFinder {
         Asked(Some(rx))
     }
 
+    /// Whether no search runs or waits: one asked for now goes at once.
+    pub fn is_idle(&self) -> bool {
+        let s = self.lock();
+        s.in_flight == 0 && s.queue.is_empty()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, FinderState> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -214,6 +220,18 @@ fn phones_to_find(works: &[Work], pick: impl Fn(&Work) -> bool) -> PhoneQuery {
     by_national
 }
 
+/// `query` without the callers that are no longer open or were found meanwhile.
+fn unsettled(works: &[Work], query: PhoneQuery) -> PhoneQuery {
+    query
+        .into_iter()
+        .filter_map(|(national, callers)| {
+            let callers: Vec<usize> =
+                callers.into_iter().filter(|&i| works[i].open() && works[i].found.is_none()).collect();
+            (!callers.is_empty()).then_some((national, callers))
+        })
+        .collect()
+}
+
 /// Digits of a stored phone value.
 fn digits(s: &str) -> String {
     s.chars().filter(char::is_ascii_digit).collect()
@@ -277,9 +295,9 @@ impl Engine {
 
     /// Callers the index does not know. Those with an email are read by email, 100 per
     /// request (exact, no index lag), while phone-only callers are searched for; then
-    /// callers whose email HubSpot does not have are searched for by phone too, as the
-    /// single path does. Returns the searches asked for, still running: the callers settled
-    /// without one need not wait for them.
+    /// callers whose email HubSpot does not have are searched for by phone too — alongside
+    /// the read instead of after it when the finder is idle. Returns the searches asked for,
+    /// still running: the callers settled without one need not wait for them.
     pub(super) async fn resolve_strangers(&self, works: &mut [Work]) -> Result<Searches, SyncError> {
         let mut by_email: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader()) {
@@ -300,7 +318,21 @@ impl Engine {
             works[i].create_directly = true;
             by_email.clear();
         }
+        // On an idle finder the numbers of callers with an email too are searched for alongside
+        // the read by email, not after it: a new caller with both lands a round trip sooner, and
+        // when HubSpot has the email the search (outside the 10-second window) goes unused. In a
+        // burst the finder is busy, and those numbers wait for the read as before, so no search
+        // is spent on callers an email settles.
+        let with_email = phones_to_find(works, |w| w.caller().email.is_some());
         let phone_only = phones_to_find(works, |w| w.caller().email.is_none());
+        let early =
+            !with_email.is_empty() && phone_only.len() + with_email.len() <= 2 * MAX_IN_VALUES && self.phones.is_idle();
+        let mut phone_only = phone_only;
+        if early {
+            for (national, callers) in with_email {
+                phone_only.entry(national).or_default().extend(callers);
+            }
+        }
         let first = self.phones.ask(phone_only.keys().cloned().collect());
         let emails: Vec<String> = by_email.keys().cloned().collect();
         let read: Vec<&str> = CONTACT_READ.iter().copied().chain(["hs_additional_emails"]).collect();
@@ -332,6 +364,12 @@ impl Engine {
                     fail_request(works, &indices, &e);
                 }
             }
+        }
+        if early {
+            // Callers the read settled (or failed) take nothing from the search.
+            let query = unsettled(works, phone_only);
+            let first = if query.is_empty() { Asked(None) } else { first };
+            return Ok(Searches(vec![(query, first)]));
         }
         let rest = phones_to_find(works, |w| w.caller().email.is_some());
         let second = self.phones.ask(rest.keys().cloned().collect());

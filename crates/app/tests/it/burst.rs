@@ -135,8 +135,10 @@ async fn a_burst_through_failures_and_writes_that_time_out_still_lands_each_call
 /// A lone event on an idle queue, request by request and round trip by round trip: a known
 /// caller and a new email-only booker land in two sequential round trips (the contact's
 /// update goes out with the activity; a new email is created without reading first), a
-/// phone-only stranger in three (the search stays), and an email HubSpot has but callbridge
-/// does not know is found through the create's 409 in three. The sandbox answers after 150 ms,
+/// phone-only stranger in three (the search stays), a new booker with a phone and an email in
+/// three (the search goes with the read by email) and in two when the search finds their
+/// number, and an email HubSpot has but callbridge does not know is found through the create's
+/// 409 in three. The sandbox answers after 150 ms,
 /// so requests sent together are told apart from requests sent one after another.
 #[tokio::test]
 async fn a_lone_event_on_an_idle_queue_lands_in_two_round_trips_unless_a_search_is_needed() {
@@ -190,6 +192,36 @@ async fn a_lone_event_on_an_idle_queue_lands_in_two_round_trips_unless_a_search_
         &[("POST", "/batch/read", 1), ("POST", "/batch/update", 1), ("POST", "/batch/create", 1)],
         2,
     );
+    // A new booker with a phone and an email: the number is searched for alongside the read
+    // by email (the finder is idle), not after it.
+    app.booking(&booking("ada@example.com", Some("+14155550125"))).await;
+    app.settle().await;
+    cost(
+        "new booker with a phone and an email",
+        &[
+            ("POST", "/batch/read", 1),
+            ("POST", "/search", 1),
+            ("POST", "/batch/upsert", 1),
+            ("POST", "/batch/create", 1),
+        ],
+        3,
+    );
+    // A new email on a number HubSpot has and callbridge has never seen: the search finds the
+    // contact while the email is read, so the booking lands on it in two round trips.
+    let typed = serde_json::json!({"phone": "(415) 555-0126", "firstname": "Noor"});
+    app.sandbox.sandbox.seed("contacts", &[serde_json::from_value(typed).unwrap()]).unwrap();
+    app.booking(&booking("noor@example.com", Some("+14155550126"))).await;
+    app.settle().await;
+    cost(
+        "new email on a number HubSpot has",
+        &[
+            ("POST", "/batch/read", 1),
+            ("POST", "/search", 1),
+            ("POST", "/batch/update", 1),
+            ("POST", "/batch/create", 1),
+        ],
+        2,
+    );
     // Made in HubSpot by someone else: callbridge has never seen the address.
     let seeded = app
         .sandbox
@@ -211,9 +243,9 @@ async fn a_lone_event_on_an_idle_queue_lands_in_two_round_trips_unless_a_search_
     );
     assert_eq!(app.records("calls").len(), 3);
     let meetings = app.records("meetings");
-    assert_eq!(meetings.len(), 3);
+    assert_eq!(meetings.len(), 5);
     let contacts = app.records("contacts");
-    assert_eq!(contacts.len(), 4, "no second contact for an email HubSpot had");
+    assert_eq!(contacts.len(), 6, "no second contact for an email or a number HubSpot had");
     let kim_id = seeded[0].to_string();
     let kim = contacts.iter().find(|c| c["id"].as_str() == Some(kim_id.as_str())).expect("the seeded contact");
     assert_eq!(prop(kim, "firstname"), Some("Kim"), "what HubSpot had is kept");
