@@ -323,17 +323,17 @@ impl Engine {
         // when HubSpot has the email the search (outside the 10-second window) goes unused. In a
         // burst the finder is busy, and those numbers wait for the read as before, so no search
         // is spent on callers an email settles.
+        let mut searched_first = phones_to_find(works, |w| w.caller().email.is_none());
         let with_email = phones_to_find(works, |w| w.caller().email.is_some());
-        let phone_only = phones_to_find(works, |w| w.caller().email.is_none());
-        let early =
-            !with_email.is_empty() && phone_only.len() + with_email.len() <= 2 * MAX_IN_VALUES && self.phones.is_idle();
-        let mut phone_only = phone_only;
+        let early = !with_email.is_empty()
+            && searched_first.len() + with_email.len() <= 2 * MAX_IN_VALUES
+            && self.phones.is_idle();
         if early {
             for (national, callers) in with_email {
-                phone_only.entry(national).or_default().extend(callers);
+                searched_first.entry(national).or_default().extend(callers);
             }
         }
-        let first = self.phones.ask(phone_only.keys().cloned().collect());
+        let first = self.phones.ask(searched_first.keys().cloned().collect());
         let emails: Vec<String> = by_email.keys().cloned().collect();
         let read: Vec<&str> = CONTACT_READ.iter().copied().chain(["hs_additional_emails"]).collect();
         let by_email_answers = chunked(&emails, BATCH_MAX, |chunk| {
@@ -367,13 +367,13 @@ impl Engine {
         }
         if early {
             // Callers the read settled (or failed) take nothing from the search.
-            let query = unsettled(works, phone_only);
+            let query = unsettled(works, searched_first);
             let first = if query.is_empty() { Asked(None) } else { first };
             return Ok(Searches(vec![(query, first)]));
         }
         let rest = phones_to_find(works, |w| w.caller().email.is_some());
         let second = self.phones.ask(rest.keys().cloned().collect());
-        Ok(Searches(vec![(phone_only, first), (rest, second)]))
+        Ok(Searches(vec![(searched_first, first), (rest, second)]))
     }
 
     /// Takes the searches' answers: each caller waiting on one gets the oldest contact holding
