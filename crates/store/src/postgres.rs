@@ -1482,16 +1482,6 @@ mod tests {
     use super::*;
     use crate::{IdempotencyKey, NewDelivery, Queue};
 
-    /// The server to test on (its admin URL) and a fresh database there; `None` skips the test.
-    async fn database() -> Option<(String, String)> {
-        let Some(admin) = std::env::var("CALLBRIDGE_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
-            eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
-            return None;
-        };
-        let url = crate::test_support::fresh_postgres_database(&admin).await.unwrap();
-        Some((admin, url))
-    }
-
     /// A booking's delivery with its job.
     fn delivery(key: String, caller: String) -> NewDelivery {
         NewDelivery {
@@ -1509,7 +1499,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_claim_walks_a_long_queue_in_order_before_its_statistics_catch_up() {
-        let Some((admin, url)) = database().await else { return };
+        let Some((admin, url)) = crate::test_support::postgres_or_skip().await else { return };
         let store = Arc::new(PgStore::open(&url).await.unwrap());
         // A queue that grew at once, as after an outage: no ANALYZE has seen it.
         let deliveries = (0..5_000).map(|i| delivery(format!("k{i}"), format!("caller-{i}")));
@@ -1537,7 +1527,7 @@ mod tests {
 
     #[tokio::test]
     async fn deliveries_are_stored_while_the_workers_side_holds_every_pooled_connection() {
-        let Some((admin, url)) = database().await else { return };
+        let Some((admin, url)) = crate::test_support::postgres_or_skip().await else { return };
         let store = PgStore::open(&url).await.unwrap();
         let mut held = Vec::new();
         for _ in 0..store.pool.options().get_max_connections() {

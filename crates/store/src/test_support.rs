@@ -2,6 +2,23 @@
 
 use crate::{Result, StoreError};
 
+/// The PostgreSQL server tests may create databases on, when `CALLBRIDGE_TEST_DATABASE_URL`
+/// names one (the CI does): its admin URL.
+pub fn test_postgres_server() -> Option<String> {
+    std::env::var("CALLBRIDGE_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())
+}
+
+/// For a test that runs on PostgreSQL only: the server's admin URL and a fresh database there,
+/// or `None` when no server is named — the test is skipped, and says so.
+pub async fn postgres_or_skip() -> Option<(String, String)> {
+    let Some(admin) = test_postgres_server() else {
+        eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
+        return None;
+    };
+    let url = fresh_postgres_database(&admin).await.expect("create a test database");
+    Some((admin, url))
+}
+
 /// A new, empty PostgreSQL database on the server `admin_url` points at; returns its URL.
 pub async fn fresh_postgres_database(admin_url: &str) -> Result<String> {
     use sqlx::Connection;

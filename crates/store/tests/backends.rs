@@ -22,15 +22,7 @@ async fn backends() -> Vec<(&'static str, Arc<dyn Store>)> {
 /// A fresh database on the PostgreSQL server `CALLBRIDGE_TEST_DATABASE_URL` names (its URL),
 /// or `None`, said on stderr, when none is named.
 async fn postgres_database() -> Option<String> {
-    match std::env::var("CALLBRIDGE_TEST_DATABASE_URL") {
-        Ok(admin) if !admin.is_empty() => {
-            Some(callbridge_store::test_support::fresh_postgres_database(&admin).await.expect("create a test database"))
-        }
-        _ => {
-            eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
-            None
-        }
-    }
+    callbridge_store::test_support::postgres_or_skip().await.map(|(_, url)| url)
 }
 
 fn portal(name: &str) -> PortalId {

@@ -33,11 +33,11 @@ pub fn temp_db() -> PathBuf {
 /// The database a test app uses: a fresh PostgreSQL database when
 /// `CALLBRIDGE_TEST_DATABASE_URL` is set (the CI runs the suite both ways), else SQLite at `db`.
 pub async fn database_url(db: &std::path::Path) -> String {
-    match std::env::var("CALLBRIDGE_TEST_DATABASE_URL") {
-        Ok(admin) if !admin.is_empty() => {
+    match callbridge_store::test_support::test_postgres_server() {
+        Some(admin) => {
             callbridge_store::test_support::fresh_postgres_database(&admin).await.expect("create a test database")
         }
-        _ => format!("sqlite://{}", db.display()),
+        None => format!("sqlite://{}", db.display()),
     }
 }
 

@@ -14,10 +14,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn two_instances_share_one_queue_and_stay_together_inside_hubspots_window() {
-    let Ok(admin) = std::env::var("CALLBRIDGE_TEST_DATABASE_URL") else {
-        eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
-        return;
-    };
+    let Some((_, url)) = callbridge_store::test_support::postgres_or_skip().await else { return };
     // A small, short window so that sharing it matters within seconds.
     let sandbox = Sandbox::spawn(SandboxConfig {
         ten_second_max: Some(20),
@@ -26,7 +23,6 @@ async fn two_instances_share_one_queue_and_stay_together_inside_hubspots_window(
     })
     .await
     .unwrap();
-    let url = callbridge_store::test_support::fresh_postgres_database(&admin).await.unwrap();
     let db = temp_db();
     let mut config = config_for(&sandbox, &db);
     config.database_url = url.clone();
@@ -114,10 +110,7 @@ async fn two_instances_share_one_queue_and_stay_together_inside_hubspots_window(
 /// order, and HubSpot never answers 429.
 #[tokio::test]
 async fn three_instances_land_5000_events_once_in_order_through_a_sigkill() {
-    let Ok(admin) = std::env::var("CALLBRIDGE_TEST_DATABASE_URL") else {
-        eprintln!("PostgreSQL skipped: CALLBRIDGE_TEST_DATABASE_URL is not set");
-        return;
-    };
+    let Some((_, url)) = callbridge_store::test_support::postgres_or_skip().await else { return };
     use crate::restart::{free_port, spawn, wait_healthy};
     // A window that binds: 600 requests a second for the three together.
     let sandbox = Sandbox::spawn(SandboxConfig {
@@ -127,7 +120,6 @@ async fn three_instances_land_5000_events_once_in_order_through_a_sigkill() {
     })
     .await
     .unwrap();
-    let url = callbridge_store::test_support::fresh_postgres_database(&admin).await.unwrap();
     let ports = [free_port(), free_port(), free_port()];
     let mut children: Vec<_> = ports.iter().map(|p| spawn(&sandbox.base_url(), sandbox.token(), &url, *p)).collect();
     let http = reqwest::Client::new();

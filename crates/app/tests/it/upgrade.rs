@@ -7,7 +7,7 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_written_by_the_first_schema_drains_with_todays_code() {
-    let admin = std::env::var("CALLBRIDGE_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty());
+    let admin = callbridge_store::test_support::test_postgres_server();
     let path = temp_db();
     let url = callbridge_store::test_support::first_schema_database(admin.as_deref(), &path).await.unwrap();
     let app = TestApp::start_with(SandboxConfig::default(), move |c| c.database_url = url).await;
