@@ -324,10 +324,12 @@ impl Engine {
         // burst the finder is busy, and those numbers wait for the read as before, so no search
         // is spent on callers an email settles.
         let mut searched_first = phones_to_find(works, |w| w.caller().email.is_none());
-        let with_email = phones_to_find(works, |w| w.caller().email.is_some());
-        let early = !with_email.is_empty()
-            && searched_first.len() + with_email.len() <= 2 * MAX_IN_VALUES
-            && self.phones.is_idle();
+        let with_email = if self.phones.is_idle() {
+            phones_to_find(works, |w| w.caller().email.is_some())
+        } else {
+            PhoneQuery::new()
+        };
+        let early = !with_email.is_empty() && searched_first.len() + with_email.len() <= 2 * MAX_IN_VALUES;
         if early {
             for (national, callers) in with_email {
                 searched_first.entry(national).or_default().extend(callers);
