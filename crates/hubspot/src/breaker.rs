@@ -2,9 +2,10 @@
 //! itself is in trouble (5xx, timeouts, refused connections), requests stop going out. While
 //! it is open every request is refused at once with [`HubSpotError::Paused`] and the time
 //! until the next probe, so jobs wait in the queue (not an attempt) instead of retrying into
-//! the outage. When that time comes, the first request to arrive sends one cheap probe while
-//! the others wait for its answer; an answer closes the breaker and everyone goes on, another
-//! failure opens it again for a longer, jittered and capped, backoff.
+//! the outage. When that time comes, the first request to arrive is the probe (a read goes
+//! itself; a write sends one cheap read first — the transport decides) while the others wait
+//! for its answer; an answer closes the breaker and everyone goes on, another failure opens it
+//! again for a longer, jittered and capped, backoff.
 //!
 //! An answer that is not a failure (any 2xx or 4xx, a 429) closes the count: HubSpot is up,
 //! whatever it thought of the request.
@@ -83,7 +84,8 @@ enum State {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit {
     Send,
-    /// Send the probe first (this request was the first after the wait), then ask again.
+    /// This request is the first after the wait: it probes (itself, or a cheap read before it),
+    /// and its answer says whether HubSpot is back.
     Probe,
     /// Refused: HubSpot is failing; ask again after this long.
     Refused(Duration),

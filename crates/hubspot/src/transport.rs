@@ -177,6 +177,8 @@ pub(crate) struct Call<'a> {
     /// create): when an attempt's outcome is unknown, the error is returned instead of a
     /// retry, and the caller finds out what landed.
     pub(crate) once: bool,
+    /// A POST that changes nothing (a batch read); GETs and searches are reads already.
+    reads: bool,
 }
 
 impl<'a> Call<'a> {
@@ -190,7 +192,19 @@ impl<'a> Call<'a> {
             priority: Priority::Background,
             identity: None,
             once: false,
+            reads: false,
         }
+    }
+    /// Marks a POST that only reads (a batch read).
+    pub(crate) fn reading(mut self) -> Self {
+        self.reads = true;
+        self
+    }
+    /// Whether sending it changes nothing in HubSpot, so that, when the breaker's probe is
+    /// due, it can be the probe itself: its answer says whether HubSpot is back, and if it is,
+    /// no request was spent on asking.
+    fn reads(&self) -> bool {
+        self.reads || self.search || self.method == Method::GET
     }
     pub(crate) fn body(mut self, v: Value) -> Self {
         self.body = Some(v);
@@ -227,6 +241,18 @@ pub struct HubSpotClient {
 
 fn header<T: std::str::FromStr>(h: &reqwest::header::HeaderMap, name: &str) -> Option<T> {
     h.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+}
+
+/// The breaker's probe on its way: hands the probe on if dropped before its answer is taken
+/// (the flag), so the breaker never waits on a probe nobody runs.
+struct ProbeInFlight<'b>(&'b Breaker, bool);
+
+impl Drop for ProbeInFlight<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.abandon_probe();
+        }
+    }
 }
 
 enum Outcome {
@@ -348,37 +374,59 @@ impl HubSpotClient {
         if let Err(Refusal::Daily { resets_in }) = self.budget.check_daily(priority) {
             return Outcome::Fail(HubSpotError::DailyLimit { resets_in_secs: resets_in.as_secs() });
         }
-        loop {
+        let probe = loop {
             match self.breaker.admit().await {
-                Admit::Send => break,
+                Admit::Send => break None,
                 Admit::Refused(wait) => return Outcome::Fail(Breaker::refusal(wait)),
+                // A read is its own probe; a write waits for a cheap read to go first (a write
+                // that meets the outage may have taken effect, and finding out costs lookups).
+                Admit::Probe if call.reads() => break Some(ProbeInFlight(&self.breaker, false)),
                 Admit::Probe => self.probe_health(priority).await,
             }
-        }
-        let outcome = self.send(call, refreshed_on_401, priority).await;
-        match &outcome {
-            Outcome::Retry { error: HubSpotError::Transport { .. }, .. } => self.breaker.failed(),
-            Outcome::Retry { error: HubSpotError::Unavailable { status: 500..=599, .. }, .. } => self.breaker.failed(),
+        };
+        let outcome = match &probe {
+            None => self.send(call, refreshed_on_401, priority, false).await,
+            Some(_) => {
+                let timeout = self.breaker.policy().probe_timeout;
+                let sent = tokio::time::timeout(timeout, self.send(call, refreshed_on_401, priority, true)).await;
+                sent.unwrap_or_else(|_| Outcome::Retry {
+                    delay: self.retry.delay(1),
+                    ambiguous: false,
+                    error: HubSpotError::Transport {
+                        attempts: 1,
+                        message: "no answer within the probe's timeout".into(),
+                    },
+                })
+            }
+        };
+        let failed = match &outcome {
+            Outcome::Retry { error: HubSpotError::Transport { .. }, .. } => true,
+            Outcome::Retry { error: HubSpotError::Unavailable { status: 500..=599, .. }, .. } => true,
             // Not sent: the breaker opened while it waited for its slot.
-            Outcome::Fail(HubSpotError::Paused { .. }) => {}
-            _ => self.breaker.succeeded(),
+            Outcome::Fail(HubSpotError::Paused { .. }) => false,
+            _ => {
+                self.breaker.succeeded();
+                false
+            }
+        };
+        if failed {
+            self.breaker.failed();
+        }
+        if let Some(mut probe) = probe {
+            probe.1 = true;
+            // A failed probe is the breaker's, not the request's: like a refusal, it spends none
+            // of the request's retries, and the request waits (or is refused) until the next one.
+            if failed {
+                return Outcome::Fail(Breaker::refusal(self.breaker.paused_for().unwrap_or_default()));
+            }
         }
         outcome
     }
 
-    /// The breaker's probe: one cheap read (a contact list of one). Any answer but a 5xx says
-    /// HubSpot is back.
+    /// The breaker's probe when a write is the first request after the wait: one cheap read (a
+    /// contact list of one) goes before it. Any answer but a 5xx says HubSpot is back.
     async fn probe_health(&self, priority: Priority) {
-        /// Hands the probe on if this future is dropped before the answer is taken.
-        struct Pending<'b>(&'b Breaker, bool);
-        impl Drop for Pending<'_> {
-            fn drop(&mut self) {
-                if !self.1 {
-                    self.0.abandon_probe();
-                }
-            }
-        }
-        let mut pending = Pending(&self.breaker, false);
+        let mut pending = ProbeInFlight(&self.breaker, false);
         let probe = async {
             let bearer = self.tokens.bearer().await.ok()?;
             let permit = self.budget.window.acquire_as(priority).await;
@@ -401,8 +449,9 @@ impl HubSpotClient {
         }
     }
 
-    /// One request, once: what HubSpot answered, as done, retry or fail.
-    async fn send(&self, call: &Call<'_>, refreshed_on_401: &mut bool, priority: Priority) -> Outcome {
+    /// One request, once: what HubSpot answered, as done, retry or fail. A `probe` goes while
+    /// the breaker waits for its answer.
+    async fn send(&self, call: &Call<'_>, refreshed_on_401: &mut bool, priority: Priority, probe: bool) -> Outcome {
         let bearer = match self.tokens.bearer().await {
             Ok(b) => b,
             Err(e @ HubSpotError::Transport { .. }) | Err(e @ HubSpotError::Unavailable { .. }) => {
@@ -416,7 +465,7 @@ impl HubSpotClient {
         let waited = asked.elapsed();
         // The breaker may have opened while this request waited for its slot (a search queued
         // behind the per-second limit, a write behind the window): it goes back unsent.
-        if let Some(wait) = self.breaker.paused_for() {
+        if let Some(wait) = self.breaker.paused_for().filter(|_| !probe) {
             return Outcome::Fail(Breaker::refusal(wait));
         }
         let mut req = self.http.request(call.method.clone(), &call.url).bearer_auth(bearer.token.expose_secret());

@@ -24,7 +24,7 @@ impl HubSpotClient {
         for chunk in ids.chunks(1000) {
             let body = json!({"inputs": chunk.iter().map(|id| json!({"id": id.to_string()})).collect::<Vec<_>>()});
             let url = format!("{}/crm/v4/associations/{}/{}/batch/read", self.paths.base(), from.as_str(), to.as_str());
-            let v = self.execute(Call::new(Method::POST, url).body(body)).await?;
+            let v = self.execute(Call::new(Method::POST, url).body(body).reading()).await?;
             for r in v.get("results").and_then(Value::as_array).into_iter().flatten() {
                 let Some(from_id) = r.pointer("/from/id").and_then(number) else { continue };
                 let to_ids = r

@@ -67,8 +67,9 @@ impl HubSpotClient {
         if let Some(p) = id_property {
             body["idProperty"] = json!(p);
         }
-        let v =
-            self.execute(Call::new(Method::POST, format!("{}/batch/read", self.paths.objects(t))).body(body)).await?;
+        let v = self
+            .execute(Call::new(Method::POST, format!("{}/batch/read", self.paths.objects(t))).body(body).reading())
+            .await?;
         BatchOutcome::from_json(&v).map_err(|e| HubSpotError::Decode(e.to_string()))
     }
 
