@@ -200,9 +200,9 @@ impl<'a> Call<'a> {
         self.reads = true;
         self
     }
-    /// Whether sending it changes nothing in HubSpot, so that, when the breaker's probe is
-    /// due, it can be the probe itself: its answer says whether HubSpot is back, and if it is,
-    /// no request was spent on asking.
+    /// Whether sending it changes nothing in HubSpot: an attempt without an answer cannot have
+    /// taken effect, and when the breaker's probe is due it can be the probe itself (its answer
+    /// says whether HubSpot is back, and if it is, no request was spent on asking).
     fn reads(&self) -> bool {
         self.reads || self.search || self.method == Method::GET
     }
@@ -243,15 +243,14 @@ fn header<T: std::str::FromStr>(h: &reqwest::header::HeaderMap, name: &str) -> O
     h.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
 }
 
-/// The breaker's probe on its way: hands the probe on if dropped before its answer is taken
-/// (the flag), so the breaker never waits on a probe nobody runs.
-struct ProbeInFlight<'b>(&'b Breaker, bool);
+/// The breaker's probe on its way: hands the probe on if dropped before its answer is taken,
+/// so the breaker never waits on a probe nobody runs (once the answer is taken the breaker is
+/// no longer probing, and handing on does nothing).
+struct ProbeInFlight<'b>(&'b Breaker);
 
 impl Drop for ProbeInFlight<'_> {
     fn drop(&mut self) {
-        if !self.1 {
-            self.0.abandon_probe();
-        }
+        self.0.abandon_probe();
     }
 }
 
@@ -380,7 +379,7 @@ impl HubSpotClient {
                 Admit::Refused(wait) => return Outcome::Fail(Breaker::refusal(wait)),
                 // A read is its own probe; a write waits for a cheap read to go first (a write
                 // that meets the outage may have taken effect, and finding out costs lookups).
-                Admit::Probe if call.reads() => break Some(ProbeInFlight(&self.breaker, false)),
+                Admit::Probe if call.reads() => break Some(ProbeInFlight(&self.breaker)),
                 Admit::Probe => self.probe_health(priority).await,
             }
         };
@@ -399,26 +398,24 @@ impl HubSpotClient {
                 })
             }
         };
-        let failed = match &outcome {
-            Outcome::Retry { error: HubSpotError::Transport { .. }, .. } => true,
-            Outcome::Retry { error: HubSpotError::Unavailable { status: 500..=599, .. }, .. } => true,
-            // Not sent: the breaker opened while it waited for its slot.
-            Outcome::Fail(HubSpotError::Paused { .. }) => false,
-            _ => {
-                self.breaker.succeeded();
-                false
+        let failed = matches!(
+            &outcome,
+            Outcome::Retry {
+                error: HubSpotError::Transport { .. } | HubSpotError::Unavailable { status: 500..=599, .. },
+                ..
             }
-        };
+        );
         if failed {
             self.breaker.failed();
+        } else if !matches!(outcome, Outcome::Fail(HubSpotError::Paused { .. })) {
+            // (Paused: not sent, as the breaker opened while it waited for its slot.)
+            self.breaker.succeeded();
         }
-        if let Some(mut probe) = probe {
-            probe.1 = true;
-            // A failed probe is the breaker's, not the request's: like a refusal, it spends none
-            // of the request's retries, and the request waits (or is refused) until the next one.
-            if failed {
-                return Outcome::Fail(Breaker::refusal(self.breaker.paused_for().unwrap_or_default()));
-            }
+        // A failed probe is the breaker's, not the request's: like a refusal, it spends none of
+        // the request's retries, and the request waits (or is refused) until the next one. The
+        // probe's guard goes only now, with the answer taken.
+        if failed && probe.is_some() {
+            return Outcome::Fail(Breaker::refusal(self.breaker.paused_for().unwrap_or_default()));
         }
         outcome
     }
@@ -426,7 +423,7 @@ impl HubSpotClient {
     /// The breaker's probe when a write is the first request after the wait: one cheap read (a
     /// contact list of one) goes before it. Any answer but a 5xx says HubSpot is back.
     async fn probe_health(&self, priority: Priority) {
-        let mut pending = ProbeInFlight(&self.breaker, false);
+        let _pending = ProbeInFlight(&self.breaker);
         let probe = async {
             let bearer = self.tokens.bearer().await.ok()?;
             let permit = self.budget.window.acquire_as(priority).await;
@@ -442,7 +439,6 @@ impl HubSpotClient {
             sent.ok().map(|r| r.status().as_u16())
         };
         let answer = tokio::time::timeout(self.breaker.policy().probe_timeout, probe).await;
-        pending.1 = true;
         match answer {
             Ok(Some(status)) if !(500..=599).contains(&status) => self.breaker.succeeded(),
             _ => self.breaker.failed(),
@@ -494,10 +490,9 @@ impl HubSpotClient {
             Ok(r) => r,
             Err(e) => {
                 permit.complete();
-                let writes = call.method != Method::GET;
                 return Outcome::Retry {
                     delay: self.retry.delay(1),
-                    ambiguous: writes,
+                    ambiguous: !call.reads(),
                     error: HubSpotError::Transport { attempts: 1, message: describe(&e) },
                 };
             }
@@ -522,7 +517,7 @@ impl HubSpotClient {
             Err(e) => {
                 return Outcome::Retry {
                     delay: self.retry.delay(1),
-                    ambiguous: call.method != Method::GET,
+                    ambiguous: !call.reads(),
                     error: HubSpotError::Transport { attempts: 1, message: describe(&e) },
                 };
             }
@@ -583,7 +578,7 @@ impl HubSpotClient {
                 let delay = retry_after.unwrap_or_else(|| self.retry.delay(1)).max(floor);
                 Outcome::Retry {
                     delay,
-                    ambiguous: call.method != Method::GET && !call.search,
+                    ambiguous: !call.reads(),
                     error: HubSpotError::Unavailable {
                         status,
                         attempts: 1,

@@ -210,6 +210,10 @@ impl Work {
     fn open(&self) -> bool {
         matches!(self.state, State::Open)
     }
+    /// Open and without a contact yet: still to be found.
+    fn unsettled(&self) -> bool {
+        self.open() && self.found.is_none()
+    }
     fn trace(&self) -> String {
         self.job.id.to_string()
     }

@@ -213,7 +213,7 @@ impl Searches {
 fn phones_to_find(works: &[Work], pick: impl Fn(&Work) -> bool) -> PhoneQuery {
     let mut by_national: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader()) {
-        if let (true, None, Some(p), true) = (w.open(), &w.found, &w.caller().phone, pick(w)) {
+        if let (true, Some(p), true) = (w.unsettled(), &w.caller().phone, pick(w)) {
             by_national.entry(p.national().to_string()).or_default().push(i);
         }
     }
@@ -221,12 +221,11 @@ fn phones_to_find(works: &[Work], pick: impl Fn(&Work) -> bool) -> PhoneQuery {
 }
 
 /// `query` without the callers that are no longer open or were found meanwhile.
-fn unsettled(works: &[Work], query: PhoneQuery) -> PhoneQuery {
+fn only_unsettled(works: &[Work], query: PhoneQuery) -> PhoneQuery {
     query
         .into_iter()
         .filter_map(|(national, callers)| {
-            let callers: Vec<usize> =
-                callers.into_iter().filter(|&i| works[i].open() && works[i].found.is_none()).collect();
+            let callers: Vec<usize> = callers.into_iter().filter(|&i| works[i].unsettled()).collect();
             (!callers.is_empty()).then_some((national, callers))
         })
         .collect()
@@ -301,7 +300,7 @@ impl Engine {
     pub(super) async fn resolve_strangers(&self, works: &mut [Work]) -> Result<Searches, SyncError> {
         let mut by_email: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader()) {
-            if let (true, None, Some(e)) = (w.open(), &w.found, &w.caller().email) {
+            if let (true, Some(e)) = (w.unsettled(), &w.caller().email) {
                 by_email.entry(e.as_str().to_string()).or_default().push(i);
             }
         }
@@ -369,7 +368,7 @@ impl Engine {
         }
         if early {
             // Callers the read settled (or failed) take nothing from the search.
-            let query = unsettled(works, searched_first);
+            let query = only_unsettled(works, searched_first);
             let first = if query.is_empty() { Asked(None) } else { first };
             return Ok(Searches(vec![(query, first)]));
         }
