@@ -19,6 +19,7 @@
 //! worker gives; after the last attempt they are dead, listed, and replayable. Live updates
 //! of one call coalesce into one queued job ([`Coalesce`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -318,8 +319,19 @@ pub trait Queue: Send + Sync {
 /// What callbridge knows of callers: their normalised phones and emails → contact id, per portal.
 #[async_trait]
 pub trait CallerIndex: Send + Sync {
-    /// The contact callbridge last saw under any of these keys.
-    async fn known_contact(&self, portal: &PortalId, keys: &[String]) -> Result<Option<u64>>;
+    /// The contact callbridge last saw under any of these keys (the first key known wins).
+    async fn known_contact(&self, portal: &PortalId, keys: &[String]) -> Result<Option<u64>> {
+        Ok(self.known_contacts(portal, &[keys.to_vec()]).await?.pop().flatten())
+    }
+    /// [`CallerIndex::known_contact`] for many callers at once, in their order: one look-up
+    /// for a round's callers, not one per caller and key.
+    async fn known_contacts(&self, portal: &PortalId, callers: &[Vec<String>]) -> Result<Vec<Option<u64>>> {
+        let keys: Vec<&str> = callers.iter().flatten().map(String::as_str).collect();
+        let known = self.contacts_by_key(portal, &keys).await?;
+        Ok(callers.iter().map(|keys| keys.iter().find_map(|k| known.get(k.as_str()).copied())).collect())
+    }
+    /// The contacts the index holds under any of `keys` (keys it does not hold are absent).
+    async fn contacts_by_key(&self, portal: &PortalId, keys: &[&str]) -> Result<HashMap<String, u64>>;
     async fn remember_contact(&self, portal: &PortalId, keys: &[String], contact_id: u64) -> Result<()> {
         self.remember_contacts(portal, &[(keys.to_vec(), contact_id)]).await
     }
@@ -375,11 +387,25 @@ pub struct Erased {
     pub waiting: u64,
 }
 
+/// Activities found by `(source, external key, kind)`.
+pub type ActivitiesByKey = HashMap<(String, String, String), Activity>;
+
 /// Which HubSpot activity each call or booking became, and the newest call synced to each contact.
 #[async_trait]
 pub trait Activities: Send + Sync {
-    async fn last_call_at(&self, portal: &PortalId, contact_id: u64) -> Result<Option<i64>>;
-    async fn activity(&self, portal: &PortalId, source: &str, key: &str, kind: &str) -> Result<Option<Activity>>;
+    async fn last_call_at(&self, portal: &PortalId, contact_id: u64) -> Result<Option<i64>> {
+        Ok(self.last_calls_at(portal, &[contact_id]).await?.remove(&contact_id))
+    }
+    /// [`Activities::last_call_at`] for many contacts in one look-up (those with no call
+    /// synced are absent).
+    async fn last_calls_at(&self, portal: &PortalId, contact_ids: &[u64]) -> Result<HashMap<u64, i64>>;
+    async fn activity(&self, portal: &PortalId, source: &str, key: &str, kind: &str) -> Result<Option<Activity>> {
+        Ok(self.activities_by_key(portal, &[(source, key, kind)]).await?.into_values().next())
+    }
+    /// [`Activities::activity`] for many `(source, external key, kind)` at once, in one
+    /// look-up: a round plans its jobs against what their earlier runs made without a query
+    /// each. Keys with nothing recorded are absent.
+    async fn activities_by_key(&self, portal: &PortalId, keys: &[(&str, &str, &str)]) -> Result<ActivitiesByKey>;
     /// Every activity recorded, for the demo's table and tests.
     async fn activities(&self) -> Result<Vec<ListedActivity>>;
 }

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use crate::body::Packed;
 use crate::group::{Group, Key};
 use crate::{
-    Activities, Activity, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventDetail, EventRow,
+    Activities, ActivitiesByKey, ActivityRecord, CallerIndex, Coordination, Credentials, Erased, EventDetail, EventRow,
     Failure, Ingested, Job, JobCounts, ListedActivity, NewDelivery, OAuthState, PortalId, Queue, Result, Settlement,
     SourceSession, StoreError, StoredTokens, now_ms,
 };
@@ -563,19 +563,21 @@ impl Queue for PgStore {
 
 #[async_trait]
 impl CallerIndex for PgStore {
-    async fn known_contact(&self, portal: &PortalId, keys: &[String]) -> Result<Option<u64>> {
-        for key in keys {
-            let id: Option<i64> =
-                sqlx::query_scalar("SELECT contact_id FROM caller_index WHERE portal = $1 AND key = $2")
-                    .bind(portal.as_str())
-                    .bind(key)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            if let Some(id) = id {
-                return Ok(Some(id as u64));
-            }
+    async fn contacts_by_key(
+        &self,
+        portal: &PortalId,
+        keys: &[&str],
+    ) -> Result<std::collections::HashMap<String, u64>> {
+        if keys.is_empty() {
+            return Ok(Default::default());
         }
-        Ok(None)
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT key, contact_id FROM caller_index WHERE portal = $1 AND key = ANY($2::text[])")
+                .bind(portal.as_str())
+                .bind(keys)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(k, id)| (k, id as u64)).collect())
     }
 
     async fn remember_contacts(&self, portal: &PortalId, entries: &[(Vec<String>, u64)]) -> Result<()> {
@@ -718,26 +720,41 @@ impl CallerIndex for PgStore {
 
 #[async_trait]
 impl Activities for PgStore {
-    async fn last_call_at(&self, portal: &PortalId, contact_id: u64) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT last_call_at FROM contact_sync WHERE portal = $1 AND contact_id = $2")
-            .bind(portal.as_str())
-            .bind(contact_id as i64)
-            .fetch_optional(&self.pool)
-            .await?)
-    }
-
-    async fn activity(&self, portal: &PortalId, source: &str, key: &str, kind: &str) -> Result<Option<Activity>> {
-        let row = sqlx::query(
-            "SELECT hubspot_id, contact_id, via, stage FROM activities
-             WHERE portal = $1 AND source = $2 AND external_key = $3 AND kind = $4",
+    async fn last_calls_at(
+        &self,
+        portal: &PortalId,
+        contact_ids: &[u64],
+    ) -> Result<std::collections::HashMap<u64, i64>> {
+        if contact_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT contact_id, last_call_at FROM contact_sync WHERE portal = $1 AND contact_id = ANY($2::bigint[])",
         )
         .bind(portal.as_str())
-        .bind(source)
-        .bind(key)
-        .bind(kind)
-        .fetch_optional(&self.pool)
+        .bind(contact_ids.iter().map(|&c| c as i64).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
         .await?;
-        row.as_ref().map(crate::rows::activity).transpose()
+        Ok(rows.into_iter().map(|(c, at)| (c as u64, at)).collect())
+    }
+
+    async fn activities_by_key(&self, portal: &PortalId, keys: &[(&str, &str, &str)]) -> Result<ActivitiesByKey> {
+        if keys.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows = sqlx::query(
+            "SELECT a.source, a.external_key, a.kind, a.hubspot_id, a.contact_id, a.via, a.stage
+             FROM UNNEST($2::text[], $3::text[], $4::text[]) AS k(source, external_key, kind)
+             JOIN activities AS a ON a.portal = $1 AND a.source = k.source AND a.external_key = k.external_key
+               AND a.kind = k.kind",
+        )
+        .bind(portal.as_str())
+        .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(crate::rows::keyed_activity).collect()
     }
 
     async fn activities(&self) -> Result<Vec<ListedActivity>> {

@@ -203,6 +203,18 @@ where
     })
 }
 
+/// An activity with the key it was found by: `(source, external key, kind)`.
+pub(crate) fn keyed_activity<R, DB>(r: &R) -> Result<((String, String, String), Activity)>
+where
+    DB: Database,
+    R: Row<Database = DB>,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+{
+    Ok(((get(r, "source")?, get(r, "external_key")?, get(r, "kind")?), activity(r)?))
+}
+
 /// A portal name as a row holds it; a row the migrations wrote holds a valid one.
 fn portal<R>(r: &R) -> Result<PortalId>
 where

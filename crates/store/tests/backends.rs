@@ -321,6 +321,64 @@ async fn many_callers_are_remembered_at_once() {
 }
 
 #[tokio::test]
+async fn a_rounds_callers_activities_and_last_calls_are_looked_up_at_once_in_their_order() {
+    for (name, s) in backends().await {
+        let p = PortalId::default();
+        let entries: Vec<(Vec<String>, u64)> =
+            (0..300).map(|i| (vec![format!("email:c{i}@example.com"), format!("phone:+1415555{i:04}")], i)).collect();
+        s.remember_contacts(&p, &entries).await.unwrap();
+        // Each caller gets the contact of their first key the index holds; unknown callers none.
+        let callers = vec![
+            vec!["email:nobody@example.com".to_string(), "phone:+14155550042".to_string()],
+            vec!["email:c7@example.com".to_string(), "phone:+14155550042".to_string()],
+            vec!["phone:+19995550000".to_string()],
+            vec![],
+            vec!["email:c299@example.com".to_string()],
+        ];
+        let known = s.known_contacts(&p, &callers).await.unwrap();
+        assert_eq!(known, [Some(42), Some(7), None, None, Some(299)], "{name}");
+        assert_eq!(s.known_contacts(&p, &[]).await.unwrap(), Vec::<Option<u64>>::new(), "{name}");
+        // Another portal's index answers nothing here.
+        assert_eq!(s.known_contacts(&portal("other"), &callers).await.unwrap(), [None; 5], "{name}");
+
+        let record = |key: &str, kind: &'static str, hubspot_id: u64| ActivityRecord {
+            source: "vapi".into(),
+            key: key.into(),
+            kind,
+            activity: Activity { hubspot_id, contact_id: Some(7), via: "v1".into(), stage: 1 },
+            occurred_at_ms: 5,
+        };
+        let settlement = Settlement {
+            portal: p.clone(),
+            activities: vec![record("call-1", "call", 11), record("call-1", "task", 12), record("call-2", "call", 21)],
+            last_calls: vec![(7, 700), (8, 800)],
+            done: vec![],
+        };
+        s.settle(&settlement).await.unwrap();
+        let found = s
+            .activities_by_key(
+                &p,
+                &[
+                    ("vapi", "call-1", "call"),
+                    ("vapi", "call-1", "task"),
+                    ("vapi", "call-3", "call"),
+                    ("retell", "call-2", "call"),
+                ],
+            )
+            .await
+            .unwrap();
+        let mut ids: Vec<(&str, &str, u64)> =
+            found.iter().map(|((_, key, kind), a)| (key.as_str(), kind.as_str(), a.hubspot_id)).collect();
+        ids.sort();
+        assert_eq!(ids, [("call-1", "call", 11), ("call-1", "task", 12)], "{name}");
+        assert_eq!(found[&("vapi".into(), "call-1".into(), "call".into())].via, "v1", "{name}");
+        let last = s.last_calls_at(&p, &[7, 8, 9]).await.unwrap();
+        assert_eq!((last.get(&7), last.get(&8), last.get(&9)), (Some(&700), Some(&800), None), "{name}");
+        assert!(s.activities_by_key(&portal("other"), &[("vapi", "call-1", "call")]).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
 async fn a_settlement_records_every_row_of_a_round_and_marks_its_jobs_done() {
     for (name, s) in backends().await {
         let p = PortalId::default();

@@ -634,19 +634,31 @@ impl Engine {
     pub(super) async fn write_tasks(&self, works: &mut [Work]) -> Vec<ActivityRecord> {
         use callbridge_domain::plan::{KIND_TASK, PROP_OWNER, task_identity, task_properties};
         let mut wanted: Vec<(usize, Map<String, Value>)> = Vec::new();
-        let mut unread = Vec::new();
         for (i, w) in works.iter().enumerate().filter(|(_, w)| w.open() && w.activity.is_some()) {
             let Event::Call(c) = &w.job.event else { continue };
             let owner = works[w.leader_of].found.as_ref().and_then(|(_, v)| v.get(PROP_OWNER)).map(String::as_str);
-            let Some(props) = task_properties(c, owner, &self.rules) else { continue };
-            match self.store.activity(&self.portal, c.source.as_str(), &c.call_id, KIND_TASK).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => wanted.push((i, props)),
-                Err(e) => unread.push((i, format!("the store failed: {e}"))),
+            if let Some(props) = task_properties(c, owner, &self.rules) {
+                wanted.push((i, props));
             }
         }
-        for (i, why) in unread {
-            works[i].state = State::Failed(SyncError::Transient(why));
+        // Tasks already recorded for their calls, in one look-up.
+        let keys: Vec<(&str, &str, &str)> = wanted
+            .iter()
+            .filter_map(|(i, _)| match &works[*i].job.event {
+                Event::Call(c) => Some((c.source.as_str(), c.call_id.as_str(), KIND_TASK)),
+                Event::Booking(_) => None,
+            })
+            .collect();
+        match self.store.activities_by_key(&self.portal, &keys).await {
+            Ok(made) => wanted.retain(|(i, _)| match &works[*i].job.event {
+                Event::Call(c) => !made.contains_key(&(c.source.as_str().into(), c.call_id.clone(), KIND_TASK.into())),
+                Event::Booking(_) => false,
+            }),
+            Err(e) => {
+                for (i, _) in wanted.drain(..) {
+                    works[i].state = State::Failed(SyncError::Transient(format!("the store failed: {e}")));
+                }
+            }
         }
         let record = |w: &Work, c: &CallEvent, id: u64| ActivityRecord {
             source: c.source.as_str().to_string(),

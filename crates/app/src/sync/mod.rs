@@ -6,19 +6,22 @@
 //!    contact for all of them. A later job that describes the caller differently (another
 //!    email on the same number), or is about a call another job of the group is about, waits
 //!    for the next round with every job after it, so the caller's order holds.
-//! 2. **Resolve** ([`resolve`]): callers callbridge knows are read back by id (100 per
-//!    `batch/read`, following merges; an id HubSpot no longer has is forgotten); strangers
-//!    with an email are read by email (exact, no index lag), except a lone one known by email
-//!    alone, whose contact is created directly (HubSpot's 409 names it if the email is taken);
-//!    the rest are found by phone in bulk searches packed across every round in flight (on
-//!    an idle finder, a caller's number is searched for alongside the read of their email,
-//!    so a new caller with both lands a round trip sooner).
+//! 2. **Resolve** ([`resolve`]): callers callbridge knows (the caller index, looked up once
+//!    for the whole round) are read back by id (100 per `batch/read`, following merges; an id
+//!    HubSpot no longer has is forgotten); strangers with an email are read by email (exact,
+//!    no index lag), except a lone one known by email alone, whose contact is created
+//!    directly (HubSpot's 409 names it if the email is taken); the rest are found by phone in
+//!    bulk searches packed across every round in flight (on an idle finder, a caller's number
+//!    is searched for alongside the read of their email, so a new caller with both lands a
+//!    round trip sooner).
 //!    Steps 3 and 4 run first for the callers settled without a search, while the searches
 //!    run, then for those a search found (one contact per round across both). Before those
 //!    land, their calls that arrived since the round began join them ([`RoundHost`]): a
 //!    caller who calls again during a burst lands once, not in a round of their own after.
 //! 3. **Plan** ([`callbridge_domain::plan::plan_caller`]): pure; per caller one contact write
-//!    and per job its activity write.
+//!    and per job its activity write, against what earlier runs recorded (the jobs' activities
+//!    and the contacts' newest calls, each one look-up for the round: a store query per job
+//!    took the database from acknowledgements while a burst drained).
 //! 4. **Apply** ([`apply`]): contacts through `batch/update` and `batch/upsert`; calls and
 //!    meetings through `batch/create` with inline associations, or v1 engagements where the
 //!    token lacks the Calls API (chosen once, from the probe). A found contact's update goes
@@ -398,10 +401,14 @@ impl Engine {
     /// jobs' wishes applied in order), per job its activity write. A caller whose contact
     /// another caller of the round also lands on waits for the next round.
     async fn plan(&self, works: &mut [Work], targets: &mut HashSet<String>) -> Result<(), SyncError> {
-        for leader in 0..works.len() {
-            if !works[leader].leader() || !works[leader].open() {
-                continue;
-            }
+        let leaders: Vec<usize> = (0..works.len()).filter(|&i| works[i].leader() && works[i].open()).collect();
+        // What earlier runs recorded, for every job and contact of the round in two look-ups.
+        let keys: Vec<ActivityKey> = leaders.iter().flat_map(|&l| &works[l].group).map(|&i| works[i].key()).collect();
+        let keys: Vec<(&str, &str, &str)> = keys.iter().map(|k| (k.source, k.key.as_str(), k.kind)).collect();
+        let logged = self.store.activities_by_key(&self.portal, &keys).await?;
+        let contacts: Vec<u64> = leaders.iter().filter_map(|&l| works[l].found.as_ref().map(|(id, _)| *id)).collect();
+        let last_calls = self.store.last_calls_at(&self.portal, &contacts).await?;
+        for leader in leaders {
             let w = &works[leader];
             let target = match (&w.found, &w.caller().email, &w.caller().phone) {
                 (Some((id, _)), _, _) => format!("id:{id}"),
@@ -424,13 +431,10 @@ impl Engine {
             }
             let found = works[leader].found.clone();
             let contact_id = found.as_ref().map(|(id, _)| *id);
-            let last = match contact_id {
-                Some(id) => self.store.last_call_at(&self.portal, id).await?,
-                None => None,
-            };
+            let last = contact_id.and_then(|id| last_calls.get(&id).copied());
             for &i in &members {
                 let key = works[i].key();
-                let logged = self.store.activity(&self.portal, key.source, &key.key, key.kind).await?;
+                let logged = logged.get(&(key.source.to_string(), key.key, key.kind.to_string()));
                 works[i].logged =
                     logged.map(|a| Logged { hubspot_id: a.hubspot_id, stage: a.stage, legacy: a.via == "v1" });
                 works[i].contact_id = contact_id;

@@ -239,9 +239,12 @@ fn digits(s: &str) -> String {
 impl Engine {
     /// Callers the index knows: read their contacts back by id, 100 per request.
     pub(super) async fn resolve_known(&self, works: &mut [Work]) -> Result<(), SyncError> {
+        let leaders: Vec<usize> = (0..works.len()).filter(|&i| works[i].leader() && works[i].open()).collect();
+        let keys: Vec<Vec<String>> = leaders.iter().map(|&i| works[i].caller().keys()).collect();
+        let known = self.store.known_contacts(&self.portal, &keys).await?;
         let mut by_id: HashMap<u64, Vec<usize>> = HashMap::new();
-        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leader() && w.open()) {
-            if let Some(id) = self.store.known_contact(&self.portal, &w.caller().keys()).await? {
+        for (i, id) in leaders.into_iter().zip(known) {
+            if let Some(id) = id {
                 by_id.entry(id).or_default().push(i);
             }
         }
