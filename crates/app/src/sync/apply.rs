@@ -205,7 +205,7 @@ impl Engine {
         works
             .iter()
             .enumerate()
-            .filter(|(_, w)| w.open() && w.leader())
+            .filter(|(_, w)| w.leads())
             .filter_map(|(i, w)| match &w.contact {
                 Some(ContactOp::Update { id, properties }) => {
                     Some((i, UpdateInput { id: *id, properties: properties.clone(), trace_id: Some(w.trace()) }))
@@ -261,7 +261,7 @@ impl Engine {
     /// created.
     pub(super) async fn write_new_contacts(&self, works: &mut [Work]) -> Result<usize, SyncError> {
         let (mut by_email, mut by_phone, mut direct) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.open() && w.leader()) {
+        for (i, w) in works.iter().enumerate().filter(|(_, w)| w.leads()) {
             match &w.contact {
                 Some(ContactOp::Create { properties }) if w.create_directly => {
                     direct.push((i, ObjectInput::new(properties.clone()).trace(w.trace())))
@@ -347,11 +347,8 @@ impl Engine {
         }
         follow_leaders(works);
         // Every contact found or made is remembered under each of its caller's keys.
-        let mut remembered: Vec<(Vec<String>, u64)> = works
-            .iter()
-            .filter(|w| w.open() && w.leader())
-            .filter_map(|w| w.contact_id.map(|id| (w.caller().keys(), id)))
-            .collect();
+        let mut remembered: Vec<(Vec<String>, u64)> =
+            works.iter().filter(|w| w.leads()).filter_map(|w| w.contact_id.map(|id| (w.caller().keys(), id))).collect();
         remembered.extend(known);
         if !remembered.is_empty() {
             self.store.remember_contacts(&self.portal, &remembered).await?;

@@ -213,6 +213,10 @@ impl Work {
     fn open(&self) -> bool {
         matches!(self.state, State::Open)
     }
+    /// The open leader of its caller's group: it resolves and writes the contact for all.
+    fn leads(&self) -> bool {
+        self.leader() && self.open()
+    }
     /// Open and without a contact yet: still to be found.
     fn unsettled(&self) -> bool {
         self.open() && self.found.is_none()
@@ -401,7 +405,7 @@ impl Engine {
     /// jobs' wishes applied in order), per job its activity write. A caller whose contact
     /// another caller of the round also lands on waits for the next round.
     async fn plan(&self, works: &mut [Work], targets: &mut HashSet<String>) -> Result<(), SyncError> {
-        let leaders: Vec<usize> = (0..works.len()).filter(|&i| works[i].leader() && works[i].open()).collect();
+        let leaders = open_leaders(works);
         // What earlier runs recorded, for every job and contact of the round in two look-ups.
         let keys: Vec<ActivityKey> = leaders.iter().flat_map(|&l| &works[l].group).map(|&i| works[i].key()).collect();
         let keys: Vec<(&str, &str, &str)> = keys.iter().map(|k| (k.source, k.key.as_str(), k.kind)).collect();
@@ -454,6 +458,11 @@ impl Engine {
     }
 }
 
+/// Where the open leaders are ([`Work::leads`]), in the round's order.
+fn open_leaders(works: &[Work]) -> Vec<usize> {
+    (0..works.len()).filter(|&i| works[i].leads()).collect()
+}
+
 /// Groups each caller's jobs (in id order) behind the first: the leader resolves and
 /// writes the contact once for all. A later job describing the caller differently (another
 /// email on the same number), or about a call another job of the group is about, waits for
@@ -494,7 +503,7 @@ fn callers_to_join(works: &[Work]) -> Vec<String> {
     }
     works
         .iter()
-        .filter(|w| w.leader() && w.open() && !blocked.contains(w.job.caller_key.as_str()))
+        .filter(|w| w.leads() && !blocked.contains(w.job.caller_key.as_str()))
         .map(|w| w.job.caller_key.clone())
         .collect()
 }
@@ -505,12 +514,8 @@ fn callers_to_join(works: &[Work]) -> Vec<String> {
 /// caller was not found by (it would have been looked up by it).
 fn join_followers(works: &mut Vec<Work>, mut jobs: Vec<SyncJob>) {
     jobs.sort_by_key(|j| j.id);
-    let leaders: HashMap<String, usize> = works
-        .iter()
-        .enumerate()
-        .filter(|(_, w)| w.leader() && w.open())
-        .map(|(i, w)| (w.job.caller_key.clone(), i))
-        .collect();
+    let leaders: HashMap<String, usize> =
+        works.iter().enumerate().filter(|(_, w)| w.leads()).map(|(i, w)| (w.job.caller_key.clone(), i)).collect();
     let mut broken: HashSet<String> = HashSet::new();
     for job in jobs {
         let i = works.len();

@@ -239,7 +239,7 @@ fn digits(s: &str) -> String {
 impl Engine {
     /// Callers the index knows: read their contacts back by id, 100 per request.
     pub(super) async fn resolve_known(&self, works: &mut [Work]) -> Result<(), SyncError> {
-        let leaders: Vec<usize> = (0..works.len()).filter(|&i| works[i].leader() && works[i].open()).collect();
+        let leaders = super::open_leaders(works);
         let keys: Vec<Vec<String>> = leaders.iter().map(|&i| works[i].caller().keys()).collect();
         let known = self.store.known_contacts(&self.portal, &keys).await?;
         let mut by_id: HashMap<u64, Vec<usize>> = HashMap::new();
