@@ -631,26 +631,22 @@ impl Engine {
     pub(super) async fn write_tasks(&self, works: &mut [Work]) -> Vec<ActivityRecord> {
         use callbridge_domain::plan::{KIND_TASK, PROP_OWNER, task_identity, task_properties};
         let mut wanted: Vec<(usize, Map<String, Value>)> = Vec::new();
+        // Each wanted task's record key, in the same order.
+        let mut keys: Vec<(&str, &str, &str)> = Vec::new();
         for (i, w) in works.iter().enumerate().filter(|(_, w)| w.open() && w.activity.is_some()) {
             let Event::Call(c) = &w.job.event else { continue };
             let owner = works[w.leader_of].found.as_ref().and_then(|(_, v)| v.get(PROP_OWNER)).map(String::as_str);
             if let Some(props) = task_properties(c, owner, &self.rules) {
                 wanted.push((i, props));
+                keys.push((c.source.as_str(), c.call_id.as_str(), KIND_TASK));
             }
         }
         // Tasks already recorded for their calls, in one look-up.
-        let keys: Vec<(&str, &str, &str)> = wanted
-            .iter()
-            .filter_map(|(i, _)| match &works[*i].job.event {
-                Event::Call(c) => Some((c.source.as_str(), c.call_id.as_str(), KIND_TASK)),
-                Event::Booking(_) => None,
-            })
-            .collect();
         match self.store.activities_by_key(&self.portal, &keys).await {
-            Ok(made) => wanted.retain(|(i, _)| match &works[*i].job.event {
-                Event::Call(c) => !made.contains_key(&(c.source.as_str().into(), c.call_id.clone(), KIND_TASK.into())),
-                Event::Booking(_) => false,
-            }),
+            Ok(made) => {
+                let mut made = keys.iter().map(|&(s, k, kind)| made.contains_key(&(s.into(), k.into(), kind.into())));
+                wanted.retain(|_| !made.next().unwrap_or(false));
+            }
             Err(e) => {
                 for (i, _) in wanted.drain(..) {
                     works[i].state = State::Failed(SyncError::Transient(format!("the store failed: {e}")));
